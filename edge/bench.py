@@ -1,0 +1,152 @@
+"""``membergate-edge bench``: figures for lookups and checkouts on a seeded store.
+
+Prints figures, asserts nothing: these machines are shared and noisy. Each figure comes with a
+floor measured in the same run (plain sqlite3 for the lookup) so a reader can judge the ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from edge import demo
+from edge.checkout import TenderRequest
+from edge.config import EdgeConfig
+from edge.service import EdgeService
+
+TOKEN = "bench-token-0001"
+CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
+
+
+def _pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def _config(db: Path) -> EdgeConfig:
+    return EdgeConfig.model_validate({
+        "database": {"path": str(db)},
+        "api": {"host": "127.0.0.1", "port": 0, "tokens": {"BENCH": TOKEN}},
+        "allowance": {"points": 10**9, "stored_value": 10**10},
+    })
+
+
+async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int) -> dict[str, Any]:
+    rng = random.Random(7)
+    out: dict[str, Any] = {}
+    async with EdgeService(config) as svc:
+        await svc.apply_bundle(demo.demo_bundle())
+        t = time.perf_counter()
+        await svc.db.write(lambda conn: demo.seed_members(conn, svc.context, members))
+        out["seed_s"] = round(time.perf_counter() - t, 1)
+        latencies: list[float] = []
+        start = time.perf_counter()
+        for n in range(finalizes):
+            i = rng.randrange(1, members + 1)
+            sale = await svc.open_sale("BENCH")
+            sid = sale["sale_id"]
+            await svc.identify_on_sale(sid, "BENCH", f"i{n}", "card_uid", demo.demo_card_uid(i))
+            for j in range(10):
+                svc.carts.add_line(svc.carts.get_open(sid), sku=f"SKU{j:04d}", name=f"item {j}",
+                                   category=CATEGORIES[j % 5], qty=1 + j % 3,
+                                   unit_price=rng.randrange(100, 5000))
+            t0 = time.perf_counter()
+            quote = await svc.sale_view(sid, "BENCH")
+            await svc.finalize(sid, "BENCH", f"f{n}",
+                               [TenderRequest(kind="cash", amount=quote["total"])])
+            latencies.append((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - start
+        out["finalize_per_s"] = round(finalizes / elapsed, 1)
+        out["finalize_only_per_s"] = round(finalizes / (sum(latencies) / 1000), 1)
+        out["finalize_p50_ms"] = round(_pct(latencies, 50), 2)
+        out["finalize_p99_ms"] = round(_pct(latencies, 99), 2)
+    return out
+
+
+def _sqlite_floor(db: Path, uids: list[str]) -> float:
+    conn = sqlite3.connect(str(db))
+    q = ("SELECT m.* FROM cards c JOIN members m ON m.member_id = c.member_id"
+         " WHERE c.card_uid = ?")
+    t = time.perf_counter()
+    for uid in uids:
+        conn.execute(q, (uid,)).fetchone()
+    us = (time.perf_counter() - t) / len(uids) * 1e6
+    conn.close()
+    return us
+
+
+def run_bench(*, members: int, lookups: int, finalizes: int,
+              workdir: str | None = None) -> dict[str, Any]:
+    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mg-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    db = tmp / "bench.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    config = _config(db)
+    result: dict[str, Any] = {"members": members, "campaigns": 0}
+    result.update(asyncio.run(_seed_and_checkout(config, members, finalizes)))
+    result["campaigns"] = len(demo.demo_bundle().campaigns)
+
+    rng = random.Random(11)
+    uids = [demo.demo_card_uid(rng.randrange(1, members + 1)) for _ in range(lookups)]
+    result["sqlite_lookup_us"] = round(_sqlite_floor(db, uids), 1)
+
+    cfg_file = tmp / "edge.toml"
+    cfg_file.write_text(
+        f'[database]\npath = "{db}"\n[api]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[api.tokens]\nBENCH = "{TOKEN}"\n', encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "--config", str(cfg_file), "--log-level", "WARNING",
+         "run"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        base = None
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            m = re.search(r"is up: (http://\S+)", line)
+            if m:
+                base = m.group(1)
+                break
+            if not line and proc.poll() is not None:
+                break
+        if base is None:
+            raise RuntimeError("edge server did not start")
+        latencies: list[float] = []
+        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            for uid in uids[:200]:  # warm the connection and the page cache alike for both
+                http.get("/v1/members/lookup", params={"card_uid": uid})
+            for uid in uids:
+                t = time.perf_counter()
+                r = http.get("/v1/members/lookup", params={"card_uid": uid})
+                latencies.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    raise RuntimeError(f"lookup failed: {r.status_code} {r.text}")
+        result["lookup_p50_ms"] = round(statistics.median(latencies), 3)
+        result["lookup_p99_ms"] = round(_pct(latencies, 99), 3)
+        result["lookup_http_vs_sqlite"] = round(
+            result["lookup_p50_ms"] * 1000 / result["sqlite_lookup_us"], 1)
+        result["rss_mb"] = round(psutil.Process(proc.pid).memory_info().rss / 2**20, 1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    result["db_mb"] = round(db.stat().st_size / 2**20, 1)
+    result["targets"] = {"lookup_p99_ms": 5, "finalize_per_s": 500, "finalize_p99_ms": 15,
+                         "rss_mb": 120}
+    return result

@@ -1,0 +1,136 @@
+"""Open sales, held in memory until they are finalized.
+
+An open basket is not money yet: nothing about it is acknowledged to anyone, so it lives in
+memory and a restart drops it (the POS re-scans). Everything from finalize on is durable.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocol.pricing import BasketLine
+
+from edge.config import LimitsSection
+from edge.errors import EdgeError, conflict, invalid, not_found
+from protocol.ids import uuid7
+
+MAX_TEXT = 200
+OPEN_SALE_TTL_S = 12 * 3600  # an abandoned basket is forgotten after half a day
+
+
+@dataclass
+class CartLine:
+    line_no: int
+    sku: str
+    name: str
+    category: str
+    qty: int
+    unit_price: int
+
+    def basket_line(self) -> BasketLine:
+        return BasketLine(line_no=self.line_no, sku=self.sku, category=self.category,
+                          qty=self.qty, unit_price=self.unit_price)
+
+
+@dataclass
+class Cart:
+    sale_id: str
+    terminal_id: str
+    opened_at: float
+    member_id: str | None = None
+    lines: dict[int, CartLine] = field(default_factory=dict)
+    coupons: list[str] = field(default_factory=list)
+    next_line_no: int = 1
+    state: str = "open"
+    # Answers already given for idempotency keys of cart operations on this sale.
+    replies: dict[str, Any] = field(default_factory=dict)
+
+    def basket(self) -> list[BasketLine]:
+        return [line.basket_line() for line in self.lines.values()]
+
+
+def _check_text(name: str, value: str) -> str:
+    value = value.strip()
+    if not value or len(value) > MAX_TEXT:
+        raise invalid("invalid_" + name, f"{name} must be 1..{MAX_TEXT} characters")
+    return value
+
+
+class CartBook:
+    def __init__(self, limits: LimitsSection) -> None:
+        self._limits = limits
+        self._carts: dict[str, Cart] = {}
+
+    def open(self, terminal_id: str) -> Cart:
+        self._forget_stale()
+        cart = Cart(sale_id=uuid7(), terminal_id=terminal_id, opened_at=time.time())
+        self._carts[cart.sale_id] = cart
+        return cart
+
+    def get(self, sale_id: str, terminal_id: str | None = None) -> Cart:
+        cart = self._carts.get(sale_id)
+        if cart is None:
+            raise not_found("sale_not_found", "no open sale with this id", sale_id=sale_id)
+        if terminal_id is not None and cart.terminal_id != terminal_id:
+            raise EdgeError("sale_of_other_terminal", "this sale belongs to another terminal", 403)
+        return cart
+
+    def get_open(self, sale_id: str, terminal_id: str | None = None) -> Cart:
+        cart = self.get(sale_id, terminal_id)
+        if cart.state != "open":
+            raise conflict("sale_closed", f"this sale is {cart.state}", sale_id=sale_id)
+        return cart
+
+    def drop(self, sale_id: str) -> None:
+        self._carts.pop(sale_id, None)
+
+    def open_count(self) -> int:
+        return sum(1 for c in self._carts.values() if c.state == "open")
+
+    def _forget_stale(self) -> None:
+        cutoff = time.time() - OPEN_SALE_TTL_S
+        for sale_id in [s for s, c in self._carts.items() if c.opened_at < cutoff]:
+            del self._carts[sale_id]
+
+    def check_qty(self, qty: int) -> int:
+        if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
+            raise invalid("invalid_quantity", "quantity must be a whole number above zero")
+        if qty > self._limits.max_qty:
+            raise invalid("invalid_quantity", f"quantity above {self._limits.max_qty}")
+        return qty
+
+    def add_line(
+        self, cart: Cart, *, sku: str, name: str, category: str, qty: int, unit_price: int
+    ) -> CartLine:
+        self.check_qty(qty)
+        if isinstance(unit_price, bool) or not isinstance(unit_price, int) or unit_price < 0:
+            raise invalid("invalid_price", "unit price must be whole minor units, not negative")
+        if unit_price > self._limits.max_unit_price:
+            raise invalid("price_out_of_range",
+                          f"unit price above the limit of {self._limits.max_unit_price}")
+        if len(cart.lines) >= self._limits.max_lines:
+            raise conflict("too_many_lines", f"a sale holds at most {self._limits.max_lines} lines")
+        line = CartLine(
+            line_no=cart.next_line_no, sku=_check_text("sku", sku), name=_check_text("name", name),
+            category=_check_text("category", category), qty=qty, unit_price=unit_price,
+        )
+        cart.lines[line.line_no] = line
+        cart.next_line_no += 1
+        return line
+
+    def set_qty(self, cart: Cart, line_no: int, qty: int) -> None:
+        line = self._line(cart, line_no)
+        line.qty = self.check_qty(qty)
+
+    def remove_line(self, cart: Cart, line_no: int) -> None:
+        self._line(cart, line_no)
+        del cart.lines[line_no]
+
+    @staticmethod
+    def _line(cart: Cart, line_no: int) -> CartLine:
+        line = cart.lines.get(line_no)
+        if line is None:
+            raise not_found("line_not_found", f"sale has no line {line_no}", line_no=line_no)
+        return line

@@ -1,0 +1,167 @@
+"""``membergate-edge``: run the store gateway, seed demo data, benchmark, and look after the box."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge import demo, logs
+from edge.config import EdgeConfig, load_config
+from edge.service import EdgeService
+
+log = logging.getLogger("membergate.edge")
+
+
+def _config(args: argparse.Namespace) -> EdgeConfig:
+    config = load_config(Path(args.config) if args.config else None)
+    if getattr(args, "db", None):
+        config.database.path = Path(args.db)
+    if getattr(args, "host", None):
+        config.api.host = args.host
+    if getattr(args, "port", None) is not None:
+        config.api.port = args.port
+    return config
+
+
+async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
+    applied = await service.apply_bundle(demo.demo_bundle(service.config.store.region))
+    have = (await service.status())["members"]
+    added = 0
+    if have < members:
+        added = await service.db.write(
+            lambda conn: demo.seed_members(conn, service.context, members - have))
+    return {"members": have + added, "added": added, "campaigns_applied": applied}
+
+
+async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) -> int:
+    import uvicorn
+
+    from edge.api import create_app
+
+    service = EdgeService(config)
+    await service.start()
+    try:
+        if seed_demo:
+            seeded = await _seed(service, 1000)
+            log.info("demo data ready", extra=seeded)
+        app = create_app(service, manage_lifetime=False)
+        server = uvicorn.Server(uvicorn.Config(
+            app, host=config.api.host, port=config.api.port, log_level="warning",
+            access_log=False, lifespan="on",
+        ))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                await task
+                return 1
+            await asyncio.sleep(0.05)
+        port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.api.port
+        base = f"http://{config.api.host}:{port}"
+        terminal, token = next(iter(config.api.tokens.items()))
+        print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
+        print(f"  API docs   {base}/docs", flush=True)
+        print(f"  events     ws://{config.api.host}:{port}/v1/events?token={token}", flush=True)
+        print(f"  terminal   {terminal}  token {token}", flush=True)
+        if seed_demo:
+            print(f"  try        curl -H 'Authorization: Bearer {token}' "
+                  f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
+        if seconds is not None:
+            await asyncio.wait({task}, timeout=seconds)
+            server.should_exit = True
+        await task
+        return 0
+    finally:
+        await service.close()
+
+
+async def _with_service(config: EdgeConfig, fn: Any) -> Any:
+    async with EdgeService(config) as service:
+        return await fn(service)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="membergate-edge", description=__doc__)
+    parser.add_argument("--config", help="TOML configuration file (defaults run the demo)")
+    parser.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    run = sub.add_parser("run", help="serve the POS API")
+    run.add_argument("--db")
+    run.add_argument("--host")
+    run.add_argument("--port", type=int)
+    run.add_argument("--demo", action="store_true", help="seed demo members and campaigns")
+    run.add_argument("--seconds", type=float, help="stop after this long (smoke tests, CI)")
+
+    seed = sub.add_parser("seed-demo", help="load demo members and campaigns")
+    seed.add_argument("--db")
+    seed.add_argument("--members", type=int, default=1000)
+
+    bench = sub.add_parser("bench", help="measure lookups and checkouts; prints figures")
+    bench.add_argument("--members", type=int, default=1_000_000)
+    bench.add_argument("--lookups", type=int, default=5000)
+    bench.add_argument("--finalizes", type=int, default=2000)
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--workdir", help="where to build the bench database (default: temp)")
+
+    sub.add_parser("migrate", help="bring the database schema up to date").add_argument("--db")
+    sub.add_parser("status", help="store, epoch, outbox depth").add_argument("--db")
+    sub.add_parser("expire-points", help="expire lots past their date").add_argument("--db")
+    member = sub.add_parser("member", help="look a member up")
+    member.add_argument("--db")
+    member.add_argument("by", choices=["card_uid", "member_code", "phone", "qr"])
+    member.add_argument("value")
+    sub.add_parser("config", help="print the effective configuration")
+    camp = sub.add_parser("apply-campaigns", help="apply a campaign bundle file (TOML/JSON)")
+    camp.add_argument("--db")
+    camp.add_argument("file")
+
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level)
+    config = _config(args)
+
+    if args.cmd == "run":
+        return asyncio.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
+    if args.cmd == "config":
+        print(config.model_dump_json(indent=2))
+        return 0
+    if args.cmd == "bench":
+        from edge.bench import run_bench
+
+        result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
+                           workdir=args.workdir)
+        print(json.dumps(result, indent=None if args.json else 2))
+        return 0
+
+    async def act(service: EdgeService) -> Any:
+        if args.cmd == "seed-demo":
+            return await _seed(service, args.members)
+        if args.cmd == "migrate":
+            return {"schema": "up to date", "path": str(config.database.path)}
+        if args.cmd == "status":
+            return await service.status()
+        if args.cmd == "expire-points":
+            return {"points_expired": await service.expire_points()}
+        if args.cmd == "member":
+            return await service.lookup_member(args.by, args.value)
+        if args.cmd == "apply-campaigns":
+            return {"applied": await service.apply_campaign_file(args.file)}
+        raise AssertionError(args.cmd)
+
+    from edge.errors import EdgeError
+
+    try:
+        out = asyncio.run(_with_service(config, act))
+    except EdgeError as exc:
+        print(json.dumps({"error": exc.as_dict()}, ensure_ascii=False), file=sys.stderr)
+        return 2
+    print(json.dumps(out, ensure_ascii=False, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

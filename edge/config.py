@@ -1,0 +1,101 @@
+"""The edge gateway's configuration: one TOML file, validated by pydantic, demo-ready defaults."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocol.money import MAX_AMOUNT, validate_currency
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSection(_Section):
+    store_id: str = Field("S001", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    store_number: int = Field(1, ge=1, le=9999, description="Prefix of member codes made here")
+    name: str = "Demo Store"
+    region: str = "east"
+    currency: str = "CNY"
+    phone_region: str = Field("CN", description="Region for phone numbers given without +country")
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        return validate_currency(v)
+
+
+class DatabaseSection(_Section):
+    path: Path = Path("var/edge.db")
+
+
+class ApiSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # terminal id -> bearer token. The demo token is printed by `membergate-edge run`.
+    tokens: dict[str, str] = Field(default_factory=lambda: {"POS-1": "demo-token-pos-1"})
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, v: dict[str, str]) -> dict[str, str]:
+        if len(set(v.values())) != len(v):
+            raise ValueError("every terminal needs its own token")
+        for terminal, token in v.items():
+            if len(token) < 12:
+                raise ValueError(f"token of {terminal} is shorter than 12 characters")
+        return v
+
+
+class PointsSection(_Section):
+    # Used when no active campaign says otherwise: 100 points pay 1.00 of currency.
+    redemption_points_per_unit: int = Field(100, ge=1)
+    redemption_unit_value: int = Field(100, ge=1)
+    redemption_max_share_bp: int = Field(10_000, ge=0, le=10_000)
+    redemption_min_points: int = Field(0, ge=0)
+    default_expiry_days: int = Field(365, ge=1)
+    reminder_days: int = Field(30, ge=0, description="Show lots expiring within this many days")
+
+
+class AllowanceSection(_Section):
+    """Offline spending a store may allow per member before the hub grants its own allowance."""
+
+    points: int = Field(20_000, ge=0)
+    stored_value: int = Field(100_000, ge=0, le=MAX_AMOUNT)
+
+
+class LimitsSection(_Section):
+    max_unit_price: int = Field(10_000_000, ge=1, le=MAX_AMOUNT)  # 100,000.00 per unit
+    max_qty: int = Field(9_999, ge=1, le=100_000)
+    max_lines: int = Field(200, ge=1, le=500)
+    max_topup: int = Field(5_000_000, ge=1, le=MAX_AMOUNT)
+    max_request_bytes: int = Field(256 * 1024, ge=1024)
+
+
+class StoredValueSection(_Section):
+    spend_order: Literal["principal_first", "bonus_first", "proportional"] = "principal_first"
+
+
+class EdgeConfig(_Section):
+    store: StoreSection = Field(default_factory=StoreSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    points: PointsSection = Field(default_factory=PointsSection)
+    allowance: AllowanceSection = Field(default_factory=AllowanceSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
+    stored_value: StoredValueSection = Field(default_factory=StoredValueSection)
+    campaigns_file: Path | None = Field(
+        None, description="A campaign bundle (TOML/JSON) applied at start; the hub replaces it"
+    )
+
+
+def load_config(path: Path | None) -> EdgeConfig:
+    if path is None:
+        return EdgeConfig()
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    return EdgeConfig.model_validate(data)

@@ -1,0 +1,219 @@
+"""Members and their cards: registration, identification, profile, and what the POS shows."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from datetime import date, timedelta
+from typing import Any, Literal, cast
+
+from edge import outbox
+from edge.context import StoreContext
+from edge.errors import conflict, invalid, not_found
+from edge.phone import normalise_phone
+from protocol.events import CardBound, MemberProfileChanged, MemberRegistered
+from protocol.ids import MEMBER_QR_PREFIX, is_member_code, member_code, uuid7
+
+IdentifyBy = Literal["card_uid", "member_code", "phone", "qr"]
+
+_HEX = re.compile(r"^[0-9A-F]+$")
+
+
+def normalise_card_uid(raw: str) -> str:
+    """Upper-case hex, no separators; 4, 7 or 10-byte UIDs (ISO 14443) and 8-byte (15693)."""
+    uid = re.sub(r"[\s:.-]", "", raw).upper()
+    if not _HEX.match(uid) or len(uid) not in (8, 14, 16, 20):
+        raise invalid("invalid_card_uid", f"not a card UID: {raw!r}")
+    return uid
+
+
+def _member_row(conn: sqlite3.Connection, member_id: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM members WHERE member_id = ?", (member_id,)).fetchone()
+    if row is None:
+        raise not_found("member_not_found", f"no member {member_id}")
+    return cast(sqlite3.Row, row)
+
+
+def get_member(conn: sqlite3.Connection, member_id: str) -> sqlite3.Row:
+    return _member_row(conn, member_id)
+
+
+def register(
+    conn: sqlite3.Connection,
+    ctx: StoreContext,
+    *,
+    phone: str | None,
+    name: str = "",
+    birthday: date | None = None,
+    card_uid: str | None = None,
+    tags: list[str] | None = None,
+) -> str:
+    """Create a member; works offline: the id and member code are minted here."""
+    e164 = normalise_phone(phone, ctx.config.store.phone_region) if phone else None
+    uid = normalise_card_uid(card_uid) if card_uid else None
+    if e164 is None and uid is None:
+        raise invalid("phone_or_card_required", "a member needs a phone number or a card")
+    if birthday is not None and not date(1900, 1, 1) <= birthday <= ctx.today():
+        raise invalid("invalid_birthday", "birthday must be a past date after 1900")
+    if e164 and conn.execute("SELECT 1 FROM members WHERE phone = ?", (e164,)).fetchone():
+        raise conflict("phone_taken", "a member with this phone number exists", phone=e164)
+    if uid and conn.execute("SELECT 1 FROM cards WHERE card_uid = ?", (uid,)).fetchone():
+        raise conflict("card_taken", "this card belongs to another member")
+    counter = int(outbox.meta_get(conn, "member_counter", "0") or 0) + 1
+    outbox.meta_set(conn, "member_counter", counter)
+    code = member_code(ctx.config.store.store_number, counter)
+    member_id = uuid7()
+    tag_list = sorted(set(tags or []))
+    event = outbox.append(
+        conn,
+        ctx,
+        MemberRegistered(
+            member_id=member_id, member_code=code, phone=e164, name=name, birthday=birthday,
+            card_uid=uid, tags=tag_list,
+        ),
+    )
+    conn.execute(
+        "INSERT INTO members(member_id, member_code, phone, name, birthday, tags, home_store,"
+        " created_hlc, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (member_id, code, e164, name, birthday.isoformat() if birthday else None,
+         json.dumps(tag_list), ctx.store_id, event.hlc, event.hlc),
+    )
+    if uid:
+        conn.execute(
+            "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, ?)",
+            (uid, member_id, event.hlc),
+        )
+    return member_id
+
+
+def bind_card(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, card_uid: str) -> None:
+    uid = normalise_card_uid(card_uid)
+    _member_row(conn, member_id)
+    owner = conn.execute("SELECT member_id FROM cards WHERE card_uid = ?", (uid,)).fetchone()
+    if owner is not None:
+        if owner[0] == member_id:
+            return
+        raise conflict("card_taken", "this card belongs to another member")
+    event = outbox.append(conn, ctx, CardBound(member_id=member_id, card_uid=uid))
+    conn.execute(
+        "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, ?)",
+        (uid, member_id, event.hlc),
+    )
+
+
+def update_profile(
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, changes: dict[str, Any]
+) -> None:
+    row = _member_row(conn, member_id)
+    fields: dict[str, Any] = {}
+    if "name" in changes:
+        fields["name"] = str(changes["name"] or "")
+    if "birthday" in changes:
+        b = changes["birthday"]
+        if b is not None and not date(1900, 1, 1) <= b <= ctx.today():
+            raise invalid("invalid_birthday", "birthday must be a past date after 1900")
+        fields["birthday"] = b
+    if "phone" in changes:
+        e164 = normalise_phone(changes["phone"], ctx.config.store.phone_region)
+        other = conn.execute("SELECT member_id FROM members WHERE phone = ?", (e164,)).fetchone()
+        if other is not None and other[0] != member_id:
+            raise conflict("phone_taken", "a member with this phone number exists")
+        fields["phone"] = e164
+    if "tags" in changes:
+        fields["tags"] = sorted(set(changes["tags"] or []))
+    if not fields:
+        raise invalid("nothing_to_change", "no known profile field given")
+    event = outbox.append(
+        conn, ctx,
+        MemberProfileChanged(member_id=member_id, changed=sorted(fields), **fields),
+    )
+    sql_values = {
+        k: (json.dumps(v) if k == "tags" else v.isoformat() if isinstance(v, date) else v)
+        for k, v in fields.items()
+    }
+    sets = ", ".join(f"{k} = ?" for k in sql_values)
+    conn.execute(
+        f"UPDATE members SET {sets}, updated_hlc = ? WHERE member_id = ?",
+        (*sql_values.values(), event.hlc, row["member_id"]),
+    )
+
+
+def identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value: str) -> str:
+    """The member id for a card tap, a typed or scanned member code, a phone, or a member QR."""
+    if by == "card_uid":
+        uid = normalise_card_uid(value)
+        row = conn.execute("SELECT member_id FROM cards WHERE card_uid = ?", (uid,)).fetchone()
+        if row is None:
+            raise not_found("unknown_card", "this card is not bound to any member", card_uid=uid)
+        return str(row[0])
+    if by == "qr":
+        if not value.startswith(MEMBER_QR_PREFIX):
+            raise invalid("invalid_qr", "not a member QR code")
+        by, value = "member_code", value[len(MEMBER_QR_PREFIX):]
+    if by == "member_code":
+        code = value.strip()
+        if not is_member_code(code):
+            raise invalid("invalid_member_code", f"{value!r} is not a valid member code")
+        row = conn.execute("SELECT member_id FROM members WHERE member_code = ?",
+                           (code,)).fetchone()
+        if row is None:
+            raise not_found("member_not_found", "no member with this code")
+        return str(row[0])
+    if by == "phone":
+        e164 = normalise_phone(value, ctx.config.store.phone_region)
+        row = conn.execute("SELECT member_id FROM members WHERE phone = ?", (e164,)).fetchone()
+        if row is None:
+            raise not_found("member_not_found", "no member with this phone number")
+        return str(row[0])
+    raise invalid("invalid_identifier", f"cannot identify a member by {by!r}")
+
+
+def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> dict[str, Any]:
+    """Everything a cashier or the member may see: profile, balances, expiring lots, coupons."""
+    m = _member_row(conn, member_id)
+    today = ctx.today()
+    horizon = (today + timedelta(days=ctx.config.points.reminder_days)).isoformat()
+    expiring = [
+        {"lot_id": r["lot_id"], "points": r["remaining"], "expires_on": r["expires_on"]}
+        for r in conn.execute(
+            "SELECT lot_id, remaining, expires_on FROM point_lots WHERE member_id = ? AND"
+            " remaining > 0 AND expires_on IS NOT NULL AND expires_on <= ? ORDER BY expires_on",
+            (member_id, horizon),
+        )
+    ]
+    coupons = [
+        {
+            "coupon_code": r["coupon_code"], "kind": r["kind"], "value": r["value"],
+            "min_spend": r["min_spend"], "expires_on": r["expires_on"],
+            "categories": json.loads(r["categories"]),
+        }
+        for r in conn.execute(
+            "SELECT * FROM coupons WHERE member_id = ? AND state = 'issued'"
+            " AND (expires_on IS NULL OR expires_on >= ?) ORDER BY expires_on",
+            (member_id, today.isoformat()),
+        )
+    ]
+    cards = [r[0] for r in conn.execute("SELECT card_uid FROM cards WHERE member_id = ?",
+                                        (member_id,))]
+    return {
+        "member_id": m["member_id"],
+        "member_code": m["member_code"],
+        "phone": m["phone"],
+        "name": m["name"],
+        "birthday": m["birthday"],
+        "tier": m["tier"],
+        "tags": json.loads(m["tags"]),
+        "cards": cards,
+        "points": m["points_balance"],
+        "points_debt": m["points_debt"],
+        "stored_value": {
+            "principal": m["sv_principal"], "bonus": m["sv_bonus"],
+            "total": m["sv_principal"] + m["sv_bonus"], "currency": ctx.currency,
+        },
+        "points_expiring": expiring,
+        "coupons": coupons,
+        "home_store": m["home_store"],
+        "visits": m["visits"],
+        "spend_total": m["spend_total"],
+    }

@@ -1,0 +1,243 @@
+"""The edge store's schema as numbered, forward-only migrations.
+
+A migration is never edited once released: a change is a new entry at the end. ``PRAGMA
+user_version`` records how far a database has come; ``edge.db.migrate`` applies the rest, each in
+its own transaction.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "members, cards, ledgers, sales, coupons, campaigns, outbox",
+        """
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID;
+
+        CREATE TABLE members (
+            member_id      TEXT PRIMARY KEY,
+            member_code    TEXT NOT NULL UNIQUE,
+            phone          TEXT UNIQUE,              -- E.164, normalised before it gets here
+            name           TEXT NOT NULL DEFAULT '',
+            birthday       TEXT,                     -- ISO date
+            tier           TEXT NOT NULL DEFAULT 'standard',
+            tags           TEXT NOT NULL DEFAULT '[]', -- JSON array
+            points_balance INTEGER NOT NULL DEFAULT 0 CHECK (points_balance >= 0),
+            points_debt    INTEGER NOT NULL DEFAULT 0 CHECK (points_debt >= 0),
+            sv_principal   INTEGER NOT NULL DEFAULT 0 CHECK (sv_principal >= 0),
+            sv_bonus       INTEGER NOT NULL DEFAULT 0 CHECK (sv_bonus >= 0),
+            home_store     TEXT NOT NULL,
+            created_hlc    INTEGER NOT NULL,
+            updated_hlc    INTEGER NOT NULL,
+            spend_total    INTEGER NOT NULL DEFAULT 0,
+            visits         INTEGER NOT NULL DEFAULT 0,
+            last_visit     TEXT,
+            birthday_gift_year INTEGER
+        );
+
+        CREATE TABLE cards (
+            card_uid  TEXT PRIMARY KEY,
+            member_id TEXT NOT NULL REFERENCES members(member_id),
+            bound_hlc INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX cards_member ON cards(member_id);
+
+        -- Points as lots: each earning is a lot that expires on its own date; redemption draws
+        -- from the soonest-expiring lot first.
+        CREATE TABLE point_lots (
+            lot_id     TEXT PRIMARY KEY,
+            member_id  TEXT NOT NULL REFERENCES members(member_id),
+            earned_on  TEXT NOT NULL,
+            expires_on TEXT,                          -- NULL: never expires
+            points     INTEGER NOT NULL CHECK (points > 0),
+            remaining  INTEGER NOT NULL CHECK (remaining >= 0 AND remaining <= points),
+            reason     TEXT NOT NULL,
+            sale_id    TEXT
+        );
+        CREATE INDEX point_lots_open ON point_lots(member_id, expires_on) WHERE remaining > 0;
+        CREATE INDEX point_lots_expiry ON point_lots(expires_on) WHERE remaining > 0;
+
+        -- Append-only ledgers of signed deltas; the balance columns above are their running sums.
+        CREATE TABLE points_ledger (
+            entry_id  INTEGER PRIMARY KEY,
+            member_id TEXT NOT NULL,
+            delta     INTEGER NOT NULL,
+            reason    TEXT NOT NULL,
+            lot_id    TEXT,
+            ref_id    TEXT,
+            hlc       INTEGER NOT NULL
+        );
+        CREATE INDEX points_ledger_member ON points_ledger(member_id);
+
+        CREATE TABLE sv_ledger (
+            entry_id        INTEGER PRIMARY KEY,
+            member_id       TEXT NOT NULL,
+            principal_delta INTEGER NOT NULL,
+            bonus_delta     INTEGER NOT NULL,
+            reason          TEXT NOT NULL,
+            ref_id          TEXT NOT NULL,
+            hlc             INTEGER NOT NULL
+        );
+        CREATE INDEX sv_ledger_member ON sv_ledger(member_id);
+
+        CREATE TABLE coupons (
+            coupon_code TEXT PRIMARY KEY,
+            member_id   TEXT,
+            campaign_id TEXT,
+            kind        TEXT NOT NULL CHECK (kind IN ('amount_off', 'percent_off')),
+            value       INTEGER NOT NULL CHECK (value >= 0),
+            min_spend   INTEGER NOT NULL DEFAULT 0,
+            categories  TEXT NOT NULL DEFAULT '[]',
+            expires_on  TEXT,
+            state       TEXT NOT NULL CHECK (state IN ('issued', 'redeemed', 'voided')),
+            sale_id     TEXT,
+            updated_hlc INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX coupons_member ON coupons(member_id);
+
+        CREATE TABLE campaign_bundles (
+            scope      TEXT NOT NULL,
+            scope_id   TEXT NOT NULL DEFAULT '',
+            version    INTEGER NOT NULL,
+            bundle     TEXT NOT NULL,                -- JSON of protocol.campaigns.CampaignBundle
+            applied_at TEXT NOT NULL,
+            PRIMARY KEY (scope, scope_id)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE sales (
+            sale_id        TEXT PRIMARY KEY,
+            terminal_id    TEXT NOT NULL,
+            member_id      TEXT,
+            currency       TEXT NOT NULL,
+            subtotal       INTEGER NOT NULL,
+            discount_total INTEGER NOT NULL,
+            total          INTEGER NOT NULL,
+            points_earned  INTEGER NOT NULL,
+            earned_lot_id  TEXT,
+            refunded_total INTEGER NOT NULL DEFAULT 0,
+            finalized_at   TEXT NOT NULL,
+            hlc            INTEGER NOT NULL,
+            discounts      TEXT NOT NULL DEFAULT '[]' -- JSON of the applied discounts
+        );
+        CREATE INDEX sales_member ON sales(member_id);
+
+        CREATE TABLE sale_lines (
+            sale_id         TEXT NOT NULL REFERENCES sales(sale_id),
+            line_no         INTEGER NOT NULL,
+            sku             TEXT NOT NULL,
+            name            TEXT NOT NULL,
+            category        TEXT NOT NULL,
+            qty             INTEGER NOT NULL CHECK (qty > 0),
+            unit_price      INTEGER NOT NULL CHECK (unit_price >= 0),
+            gross           INTEGER NOT NULL,
+            discount        INTEGER NOT NULL,
+            net             INTEGER NOT NULL,
+            points          INTEGER NOT NULL,
+            refunded_qty    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_qty <= qty),
+            refunded_amount INTEGER NOT NULL DEFAULT 0 CHECK (refunded_amount <= net),
+            points_reversed INTEGER NOT NULL DEFAULT 0 CHECK (points_reversed <= points),
+            PRIMARY KEY (sale_id, line_no)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE sale_tenders (
+            sale_id            TEXT NOT NULL REFERENCES sales(sale_id),
+            tender_no          INTEGER NOT NULL,
+            kind               TEXT NOT NULL,
+            amount             INTEGER NOT NULL CHECK (amount >= 0),
+            points             INTEGER NOT NULL DEFAULT 0,
+            sv_principal       INTEGER NOT NULL DEFAULT 0,
+            sv_bonus           INTEGER NOT NULL DEFAULT 0,
+            reference          TEXT,
+            refunded_amount    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_amount <= amount),
+            refunded_points    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_points <= points),
+            refunded_principal INTEGER NOT NULL DEFAULT 0
+                CHECK (refunded_principal <= sv_principal),
+            refunded_bonus     INTEGER NOT NULL DEFAULT 0 CHECK (refunded_bonus <= sv_bonus),
+            PRIMARY KEY (sale_id, tender_no)
+        ) WITHOUT ROWID;
+
+        -- Which lots a sale's redeemed points came from, so a refund gives them back there.
+        CREATE TABLE redemption_draws (
+            sale_id  TEXT NOT NULL,
+            lot_id   TEXT NOT NULL,
+            points   INTEGER NOT NULL CHECK (points > 0),
+            returned INTEGER NOT NULL DEFAULT 0 CHECK (returned <= points),
+            PRIMARY KEY (sale_id, lot_id)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE sale_coupons (
+            sale_id     TEXT NOT NULL,
+            coupon_code TEXT NOT NULL,
+            amount      INTEGER NOT NULL,
+            PRIMARY KEY (sale_id, coupon_code)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE refunds (
+            refund_id   TEXT PRIMARY KEY,
+            sale_id     TEXT NOT NULL REFERENCES sales(sale_id),
+            terminal_id TEXT NOT NULL,
+            amount      INTEGER NOT NULL,
+            created_at  TEXT NOT NULL,
+            hlc         INTEGER NOT NULL,
+            result      TEXT NOT NULL               -- JSON of what the refund did
+        );
+        CREATE INDEX refunds_sale ON refunds(sale_id);
+
+        CREATE TABLE topups (
+            topup_id    TEXT PRIMARY KEY,
+            member_id   TEXT NOT NULL,
+            terminal_id TEXT NOT NULL,
+            principal   INTEGER NOT NULL,
+            bonus       INTEGER NOT NULL,
+            campaign_id TEXT,
+            paid_by     TEXT NOT NULL,
+            created_at  TEXT NOT NULL
+        );
+
+        -- The uplink queue. ``seq`` is gap-free per epoch: taken from meta in the same
+        -- transaction as the change it records, and pruned only after the hub acknowledges it.
+        CREATE TABLE outbox (
+            epoch    INTEGER NOT NULL,
+            seq      INTEGER NOT NULL,
+            event_id TEXT NOT NULL UNIQUE,
+            hlc      INTEGER NOT NULL,
+            type     TEXT NOT NULL,
+            payload  BLOB NOT NULL,                -- msgpack of protocol.events.Event
+            PRIMARY KEY (epoch, seq)
+        ) WITHOUT ROWID;
+        """,
+    ),
+    (
+        2,
+        "offline allowances and durable idempotency keys",
+        """
+        -- Escrow for offline spending: what this store may still let the member spend before
+        -- the hub (or online authorisation) says more.
+        CREATE TABLE allowances (
+            member_id     TEXT PRIMARY KEY,
+            points_limit  INTEGER NOT NULL CHECK (points_limit >= 0),
+            points_used   INTEGER NOT NULL DEFAULT 0 CHECK (points_used >= 0),
+            sv_limit      INTEGER NOT NULL CHECK (sv_limit >= 0),
+            sv_used       INTEGER NOT NULL DEFAULT 0 CHECK (sv_used >= 0),
+            granted_by    TEXT NOT NULL DEFAULT 'config'
+        ) WITHOUT ROWID;
+
+        -- A POS retry of a mutating call gets the first answer: the key and the answer are
+        -- committed in the same transaction as the change.
+        CREATE TABLE idempotency (
+            idem_key     TEXT PRIMARY KEY,
+            terminal_id  TEXT NOT NULL,
+            operation    TEXT NOT NULL,
+            request_hash TEXT NOT NULL,
+            status       INTEGER NOT NULL,
+            response     TEXT NOT NULL,
+            created_at   TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,104 @@
+"""Stored value as two balances, principal (money paid in) and bonus (given by a campaign).
+
+They are kept apart because a refund must give back exactly what was spent of each, and because
+bonus is not cash: accounting treats the two differently.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Literal
+
+from edge import outbox
+from edge.context import StoreContext
+from edge.errors import conflict
+from protocol.events import StoredValueRefunded, StoredValueSpent, StoredValueToppedUp
+from protocol.money import allocate
+
+SpendOrder = Literal["principal_first", "bonus_first", "proportional"]
+
+
+def _ledger(
+    conn: sqlite3.Connection, member_id: str, principal: int, bonus: int, reason: str,
+    ref_id: str, hlc: int,
+) -> None:
+    conn.execute(
+        "INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id, hlc)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (member_id, principal, bonus, reason, ref_id, hlc),
+    )
+    conn.execute(
+        "UPDATE members SET sv_principal = sv_principal + ?, sv_bonus = sv_bonus + ?"
+        " WHERE member_id = ?",
+        (principal, bonus, member_id),
+    )
+
+
+def balances(conn: sqlite3.Connection, member_id: str) -> tuple[int, int]:
+    row = conn.execute("SELECT sv_principal, sv_bonus FROM members WHERE member_id = ?",
+                       (member_id,)).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def split(amount: int, principal: int, bonus: int, order: SpendOrder) -> tuple[int, int]:
+    """How ``amount`` is paid from (principal, bonus) in the stated order."""
+    if amount > principal + bonus:
+        raise conflict("insufficient_stored_value",
+                       f"stored value {principal + bonus} is less than {amount}",
+                       available=principal + bonus, requested=amount)
+    if order == "principal_first":
+        p = min(amount, principal)
+        return p, amount - p
+    if order == "bonus_first":
+        b = min(amount, bonus)
+        return amount - b, b
+    p, b = allocate(amount, [principal, bonus])
+    return p, b
+
+
+def top_up(
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, topup_id: str, terminal_id: str,
+    principal: int, bonus: int, campaign_id: str | None, paid_by: str,
+) -> None:
+    ev = outbox.append(
+        conn, ctx,
+        StoredValueToppedUp(member_id=member_id, topup_id=topup_id, currency=ctx.currency,
+                            principal=principal, bonus=bonus, campaign_id=campaign_id,
+                            paid_by=paid_by),
+    )
+    conn.execute(
+        "INSERT INTO topups(topup_id, member_id, terminal_id, principal, bonus, campaign_id,"
+        " paid_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (topup_id, member_id, terminal_id, principal, bonus, campaign_id, paid_by,
+         ctx.now().isoformat()),
+    )
+    _ledger(conn, member_id, principal, bonus, "topup", topup_id, ev.hlc)
+
+
+def spend(
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, sale_id: str, principal: int,
+    bonus: int,
+) -> None:
+    have_p, have_b = balances(conn, member_id)
+    if principal > have_p or bonus > have_b:
+        raise conflict("insufficient_stored_value", "stored value changed under this sale")
+    ev = outbox.append(
+        conn, ctx,
+        StoredValueSpent(member_id=member_id, sale_id=sale_id, currency=ctx.currency,
+                         principal=principal, bonus=bonus),
+    )
+    _ledger(conn, member_id, -principal, -bonus, "spent", sale_id, ev.hlc)
+
+
+def refund(
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, sale_id: str, refund_id: str,
+    principal: int, bonus: int,
+) -> None:
+    if principal == 0 and bonus == 0:
+        return
+    ev = outbox.append(
+        conn, ctx,
+        StoredValueRefunded(member_id=member_id, sale_id=sale_id, refund_id=refund_id,
+                            currency=ctx.currency, principal=principal, bonus=bonus),
+    )
+    _ledger(conn, member_id, principal, bonus, "refunded", refund_id, ev.hlc)

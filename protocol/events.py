@@ -1,0 +1,356 @@
+"""Every event an edge gateway records, as the hub will read it.
+
+An event is an envelope (who, where, in what order) around a body (what happened). Bodies are a
+union discriminated by ``type``; each carries a schema version ``v`` so a hub can refuse what it
+does not understand instead of guessing. Points and stored value travel as signed deltas of
+append-only ledgers: ``ledger_deltas`` says, for any body, what it adds to which ledger.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from protocol.money import MAX_AMOUNT
+
+MAX_POINTS = 1_000_000_000
+
+Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
+SignedAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Points = Annotated[int, Field(strict=True, ge=0, le=MAX_POINTS)]
+PositivePoints = Annotated[int, Field(strict=True, gt=0, le=MAX_POINTS)]
+SignedPoints = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
+Quantity = Annotated[int, Field(strict=True, gt=0, le=100_000)]
+Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Text = Annotated[str, StringConstraints(max_length=200)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+TenderKind = Literal["points", "stored_value", "coupon", "cash", "bank_card", "external"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- members ---------------------------------------------------------------------------------
+
+
+class MemberRegistered(_Body):
+    type: Literal["member.registered"] = "member.registered"
+    v: Literal[1] = 1
+    member_id: Id
+    member_code: Id
+    phone: Text | None = None
+    name: Text = ""
+    birthday: date | None = None
+    card_uid: Id | None = None
+    tier: Id = "standard"
+    tags: list[Text] = Field(default_factory=list, max_length=50)
+
+
+class MemberProfileChanged(_Body):
+    """Only the fields named in ``changes`` changed; each merges last-writer-wins by the HLC."""
+
+    type: Literal["member.profile_changed"] = "member.profile_changed"
+    v: Literal[1] = 1
+    member_id: Id
+    name: Text | None = None
+    birthday: date | None = None
+    phone: Text | None = None
+    tags: list[Text] | None = Field(default=None, max_length=50)
+    changed: list[Literal["name", "birthday", "phone", "tags"]]
+
+
+class CardBound(_Body):
+    type: Literal["member.card_bound"] = "member.card_bound"
+    v: Literal[1] = 1
+    member_id: Id
+    card_uid: Id
+
+
+# --- sales -----------------------------------------------------------------------------------
+
+
+class SaleLine(_Body):
+    line_no: Annotated[int, Field(strict=True, ge=1, le=10_000)]
+    sku: Id
+    name: Text
+    category: Id
+    qty: Quantity
+    unit_price: Amount
+    gross: Amount
+    discount: Amount
+    net: Amount
+    points: Points  # points this line earned; a refund of the line reverses them in proportion
+
+
+class SaleDiscount(_Body):
+    kind: Id
+    label: Text
+    amount: Amount
+    campaign_id: Id | None = None
+    coupon_code: Id | None = None
+
+
+class Tender(_Body):
+    kind: TenderKind
+    amount: Amount  # the cash value this tender covers
+    points: Points = 0  # for kind == "points": how many points paid ``amount``
+    sv_principal: Amount = 0  # for kind == "stored_value": how ``amount`` splits
+    sv_bonus: Amount = 0
+    coupon_code: Id | None = None
+    reference: Text | None = None  # e.g. the bank card terminal's approval code
+
+
+class SaleFinalized(_Body):
+    type: Literal["sale.finalized"] = "sale.finalized"
+    v: Literal[1] = 1
+    sale_id: Id
+    terminal_id: Id
+    member_id: Id | None = None
+    currency: Currency
+    lines: list[SaleLine] = Field(min_length=1, max_length=500)
+    discounts: list[SaleDiscount] = Field(default_factory=list, max_length=100)
+    tenders: list[Tender] = Field(min_length=1, max_length=20)
+    subtotal: Amount
+    discount_total: Amount
+    total: Amount
+    points_earned: Points
+
+
+class RefundLine(_Body):
+    line_no: Annotated[int, Field(strict=True, ge=1, le=10_000)]
+    qty: Quantity
+    amount: Amount
+    points_reversed: Points
+
+
+class RefundCompleted(_Body):
+    type: Literal["refund.completed"] = "refund.completed"
+    v: Literal[1] = 1
+    refund_id: Id
+    sale_id: Id
+    terminal_id: Id
+    member_id: Id | None = None
+    currency: Currency
+    lines: list[RefundLine] = Field(min_length=1, max_length=500)
+    amount: Amount
+    tenders: list[Tender] = Field(min_length=1, max_length=20)  # what went back where
+    points_reversed: Points  # earned points taken back (from the balance)
+    points_shortfall: Points  # what could not be taken back: recorded as the member's debt
+    points_returned: Points  # redeemed points given back to their lots
+    coupon_reopened: Id | None = None
+
+
+# --- points ledger ---------------------------------------------------------------------------
+
+
+class LotDraw(_Body):
+    lot_id: Id
+    points: PositivePoints
+
+
+class PointsEarned(_Body):
+    type: Literal["points.earned"] = "points.earned"
+    v: Literal[1] = 1
+    member_id: Id
+    lot_id: Id
+    points: PositivePoints
+    expires_on: date | None = None
+    reason: Literal["sale", "birthday", "campaign", "manual"] = "sale"
+    sale_id: Id | None = None
+
+
+class PointsRedeemed(_Body):
+    type: Literal["points.redeemed"] = "points.redeemed"
+    v: Literal[1] = 1
+    member_id: Id
+    points: PositivePoints
+    sale_id: Id
+    lots: list[LotDraw] = Field(min_length=1)
+
+
+class PointsExpired(_Body):
+    type: Literal["points.expired"] = "points.expired"
+    v: Literal[1] = 1
+    member_id: Id
+    lot_id: Id
+    points: PositivePoints
+
+
+class PointsAdjusted(_Body):
+    """A signed change that is neither earning, redeeming nor expiry.
+
+    ``refund_reversal`` takes earned points back (``shortfall`` is what the balance could not
+    cover); ``refund_return`` gives redeemed points back to the lots they came from;
+    ``debt_repayment`` takes later earnings against an earlier shortfall.
+    """
+
+    type: Literal["points.adjusted"] = "points.adjusted"
+    v: Literal[1] = 1
+    member_id: Id
+    delta: SignedPoints
+    reason: Literal["refund_reversal", "refund_return", "debt_repayment", "manual", "merge"]
+    lots: list[LotDraw] = Field(default_factory=list)
+    shortfall: Points = 0
+    sale_id: Id | None = None
+    refund_id: Id | None = None
+    note: Text = ""
+
+
+# --- stored value ledger ---------------------------------------------------------------------
+
+
+class StoredValueToppedUp(_Body):
+    type: Literal["sv.topped_up"] = "sv.topped_up"
+    v: Literal[1] = 1
+    member_id: Id
+    topup_id: Id
+    currency: Currency
+    principal: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
+    bonus: Amount
+    campaign_id: Id | None = None
+    paid_by: TenderKind = "cash"
+
+
+class StoredValueSpent(_Body):
+    type: Literal["sv.spent"] = "sv.spent"
+    v: Literal[1] = 1
+    member_id: Id
+    sale_id: Id
+    currency: Currency
+    principal: Amount
+    bonus: Amount
+
+
+class StoredValueRefunded(_Body):
+    type: Literal["sv.refunded"] = "sv.refunded"
+    v: Literal[1] = 1
+    member_id: Id
+    sale_id: Id
+    refund_id: Id
+    currency: Currency
+    principal: Amount
+    bonus: Amount
+
+
+# --- coupons ---------------------------------------------------------------------------------
+
+
+class CouponIssued(_Body):
+    type: Literal["coupon.issued"] = "coupon.issued"
+    v: Literal[1] = 1
+    coupon_code: Id
+    member_id: Id | None = None
+    campaign_id: Id | None = None
+    kind: Literal["amount_off", "percent_off"]
+    value: Amount  # minor units for amount_off, basis points for percent_off
+    min_spend: Amount = 0
+    categories: list[Id] = Field(default_factory=list)
+    expires_on: date | None = None
+
+
+class CouponRedeemed(_Body):
+    type: Literal["coupon.redeemed"] = "coupon.redeemed"
+    v: Literal[1] = 1
+    coupon_code: Id
+    sale_id: Id
+    member_id: Id | None = None
+    amount: Amount
+
+
+class CouponVoided(_Body):
+    type: Literal["coupon.voided"] = "coupon.voided"
+    v: Literal[1] = 1
+    coupon_code: Id
+    reason: Text
+
+
+class CouponReopened(_Body):
+    type: Literal["coupon.reopened"] = "coupon.reopened"
+    v: Literal[1] = 1
+    coupon_code: Id
+    sale_id: Id
+    refund_id: Id
+
+
+EventBody = Annotated[
+    MemberRegistered
+    | MemberProfileChanged
+    | CardBound
+    | SaleFinalized
+    | RefundCompleted
+    | PointsEarned
+    | PointsRedeemed
+    | PointsExpired
+    | PointsAdjusted
+    | StoredValueToppedUp
+    | StoredValueSpent
+    | StoredValueRefunded
+    | CouponIssued
+    | CouponRedeemed
+    | CouponVoided
+    | CouponReopened,
+    Field(discriminator="type"),
+]
+
+BODY_TYPES: dict[str, type[_Body]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        MemberRegistered, MemberProfileChanged, CardBound, SaleFinalized, RefundCompleted,
+        PointsEarned, PointsRedeemed, PointsExpired, PointsAdjusted, StoredValueToppedUp,
+        StoredValueSpent, StoredValueRefunded, CouponIssued, CouponRedeemed, CouponVoided,
+        CouponReopened,
+    )
+}
+# The schema versions this build understands, per event type.
+SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {t: frozenset({1}) for t in BODY_TYPES}
+
+
+class Event(BaseModel):
+    """One outbox row on the wire: ``(store_id, epoch, seq)`` is the hub's idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_id: Id
+    store_id: StoreId
+    epoch: Annotated[int, Field(strict=True, ge=1)]
+    seq: Annotated[int, Field(strict=True, ge=1)]
+    hlc: Annotated[int, Field(strict=True, ge=0)]
+    body: EventBody
+
+
+class EventBatch(BaseModel):
+    """Consecutive outbox events of one store and epoch, as published on the uplink."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+    store_id: StoreId
+    epoch: Annotated[int, Field(strict=True, ge=1)]
+    events: list[Event] = Field(min_length=1, max_length=5000)
+
+
+def points_delta(body: _Body) -> int:
+    """What ``body`` adds to its member's points balance (0 when it is not a points event)."""
+    if isinstance(body, PointsEarned):
+        return body.points
+    if isinstance(body, PointsRedeemed | PointsExpired):
+        return -body.points
+    if isinstance(body, PointsAdjusted):
+        return body.delta
+    return 0
+
+
+def stored_value_delta(body: _Body) -> tuple[int, int]:
+    """What ``body`` adds to (principal, bonus) of its member's stored value."""
+    if isinstance(body, StoredValueToppedUp):
+        return body.principal, body.bonus
+    if isinstance(body, StoredValueSpent):
+        return -body.principal, -body.bonus
+    if isinstance(body, StoredValueRefunded):
+        return body.principal, body.bonus
+    return 0, 0

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian 12 machine: the real peers the
+# integration tests talk to (Mosquitto, pcscd with the vsmartcard virtual reader), the headers
+# pyscard and evdev build against, a CJK font for receipt previews, and the Python packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+debs=(mosquitto pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev
+      libxkbcommon-dev xkb-data fonts-noto-cjk)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# pcscd wants its runtime directory; without systemd nobody else makes it.
+mkdir -p /run/pcscd 2>/dev/null || true
+
+python3 -m pip install -q --disable-pip-version-check -e ".[dev,hardware,hub]"
