@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 
-from protocol.campaigns import Campaign, CampaignBundle
-
 from edge.context import StoreContext
 from edge.errors import conflict
+from protocol.campaigns import Campaign, CampaignBundle
 
 
 def stored_bundles(conn: sqlite3.Connection) -> list[CampaignBundle]:

@@ -10,11 +10,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol.pricing import BasketLine
-
 from edge.config import LimitsSection
 from edge.errors import EdgeError, conflict, invalid, not_found
 from protocol.ids import uuid7
+from protocol.pricing import BasketLine
 
 MAX_TEXT = 200
 OPEN_SALE_TTL_S = 12 * 3600  # an abandoned basket is forgotten after half a day

@@ -8,10 +8,9 @@ import sqlite3
 from datetime import UTC, date, datetime
 from typing import Any
 
-from protocol.campaigns import CampaignBundle
-
 from edge import outbox
 from edge.context import StoreContext
+from protocol.campaigns import CampaignBundle
 from protocol.ids import member_code, uuid7
 
 DEMO_TIERS = ("standard", "standard", "standard", "silver", "gold")

@@ -13,8 +13,6 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any, TypeVar
 
-from protocol.campaigns import Campaign, CampaignBundle
-
 from edge import (
     campaign_store,
     checkout,
@@ -34,6 +32,7 @@ from edge.db import Database
 from edge.errors import EdgeError, invalid
 from edge.members import IdentifyBy
 from protocol import pricing
+from protocol.campaigns import Campaign, CampaignBundle
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
 
