@@ -279,8 +279,8 @@ def finalize(
     issued: list[dict[str, Any]] = []
     if member_id is not None:
         lot = points.earn(conn, ctx, member_id, earn, reason="sale", sale_id=sale_id,
-                          expires_after_days=q.points_expire_days
-                          or ctx.config.points.default_expiry_days)
+                          # None from the earning campaign means these points never expire
+                          expires_after_days=q.points_expire_days)
         conn.execute("UPDATE sales SET earned_lot_id = ? WHERE sale_id = ?", (lot, sale_id))
         for gift in q.birthday_gifts:
             points.earn(conn, ctx, member_id, gift.points, reason="birthday",
