@@ -5,6 +5,8 @@ returns its answer. Errors are ``{"error": {"code", "message", "details"}}`` wit
 """
 
 
+import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -219,16 +221,32 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
             token = header[7:]
         terminal = terminal_for(token)
         if terminal is None:
+            # Accept first: a close before accept reaches the client as a bare HTTP 403, while
+            # 4401 tells a POS plainly that its token is wrong.
+            await ws.accept()
             await ws.close(code=4401, reason="unauthorized")
             return
         await ws.accept()
         await ws.send_json({"type": "hello", "terminal_id": terminal,
                             "store_id": service.config.store.store_id})
-        try:
+        # The sender waits on the bus, so it cannot notice a client that went away or a server
+        # shutting down; the receive loop does, and cancels the sender.
+        async def forward() -> None:
             async for event in service.bus.subscribe(terminal):
                 await ws.send_json(event)
-        except WebSocketDisconnect:
-            return
+
+        sender = asyncio.create_task(forward())
+        try:
+            while not sender.done():
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
+                await sender
 
     return app
 

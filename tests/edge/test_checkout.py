@@ -258,3 +258,29 @@ async def test_birthday_gift_once_a_year(service: EdgeService) -> None:
     assert r1["member"]["points_balance"] == 10 + 200
     r2 = await sell(service, [("A", "grocery", 1, 1_000)], member_id=m["member_id"])
     assert r2["member"]["points_balance"] == 10 + 200 + 10
+
+
+@pytest.mark.parametrize("days", [90, None])
+async def test_earned_points_expire_as_the_earning_campaign_says(service: EdgeService,
+                                                                 days: int | None) -> None:
+    import sqlite3
+    from datetime import timedelta
+
+    from edge import demo
+
+    bundle = demo.demo_bundle().model_dump(mode="json")
+    bundle["version"] = 2
+    for c in bundle["campaigns"]:
+        if c["rule"]["kind"] == "earn_points":
+            c["rule"]["expires_after_days"] = days
+    from protocol.campaigns import CampaignBundle
+    await service.apply_bundle(CampaignBundle.model_validate(bundle))
+    m = await register(service)
+    await sell(service, [("A", "grocery", 1, 10_000)], member_id=m["member_id"])
+    with sqlite3.connect(service.config.database.path) as conn:
+        (expires_on,) = conn.execute(
+            "SELECT expires_on FROM point_lots WHERE member_id = ?", (m["member_id"],)).fetchone()
+    want = None if days is None else (service.context.today() + timedelta(days=days)).isoformat()
+    assert expires_on == want
+    # The configured default (used for manual and birthday points) must not leak in.
+    assert service.config.points.default_expiry_days not in (None, days)
