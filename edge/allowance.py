@@ -38,6 +38,8 @@ def remaining(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> tu
 def consume(
     conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int, stored_value: int
 ) -> None:
+    if points == 0 and stored_value == 0:
+        return  # nothing spent: no allowance row to create or touch
     row = _row(conn, ctx, member_id)
     p_left = row["points_limit"] - row["points_used"]
     sv_left = row["sv_limit"] - row["sv_used"]

@@ -30,9 +30,13 @@ def meta_set(conn: sqlite3.Connection, key: str, value: str | int) -> None:
 
 def append(conn: sqlite3.Connection, ctx: StoreContext, body: EventBody) -> Event:
     """Record ``body`` for the hub; must run inside the transaction that makes the change."""
-    key = f"outbox_seq:{ctx.epoch}"
-    seq = int(meta_get(conn, key, "0") or 0) + 1
-    meta_set(conn, key, seq)
+    # One statement takes the next number: read-and-bump inside the caller's transaction.
+    (seq,) = conn.execute(
+        "INSERT INTO meta(key, value) VALUES (?, '1') "
+        "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1 RETURNING value",
+        (f"outbox_seq:{ctx.epoch}",),
+    ).fetchone()
+    seq = int(seq)
     hlc = ctx.clock.now()
     meta_set(conn, "hlc_last", hlc)
     event = Event(

@@ -329,14 +329,18 @@ class EdgeService:
         k = idempotency.check_key(idem_key)
         request = {"sale_id": sale_id, "tenders": [t.__dict__ for t in tenders]}
         h = idempotency.request_hash("finalize", request)
-        # A retry after a crash finds no basket in memory but its answer on disk.
-        prior = await self._read(
-            lambda conn, ctx: idempotency.replay(conn, k, terminal_id, "finalize", h))
-        if prior is not None:
-            return prior  # type: ignore[no-any-return]
         campaigns = self.campaigns
         async with self._cart_lock:
-            cart = self.carts.get_open(sale_id, terminal_id)
+            try:
+                cart = self.carts.get_open(sale_id, terminal_id)
+            except EdgeError:
+                # A retry after the first answer (or after a crash) finds no open basket in
+                # memory but its answer on disk. Looked up only here, off the common path.
+                prior = await self._read(
+                    lambda conn, ctx: idempotency.replay(conn, k, terminal_id, "finalize", h))
+                if prior is not None:
+                    return prior  # type: ignore[no-any-return]
+                raise
 
             def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
                 return checkout.finalize(conn, ctx, cart, tenders, campaigns)
