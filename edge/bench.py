@@ -69,8 +69,10 @@ async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int) -
                                [TenderRequest(kind="cash", amount=quote["total"])])
             latencies.append((time.perf_counter() - t0) * 1000)
         elapsed = time.perf_counter() - start
-        out["finalize_per_s"] = round(finalizes / elapsed, 1)
-        out["finalize_only_per_s"] = round(finalizes / (sum(latencies) / 1000), 1)
+        # The figure: quote + finalize back to back. The whole loop (open, identify,
+        # ten lines, quote, finalize) is printed beside it.
+        out["finalize_per_s"] = round(finalizes / (sum(latencies) / 1000), 1)
+        out["checkout_loop_per_s"] = round(finalizes / elapsed, 1)
         out["finalize_p50_ms"] = round(_pct(latencies, 50), 2)
         out["finalize_p99_ms"] = round(_pct(latencies, 99), 2)
     return out

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(mosquitto pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev
-      libxkbcommon-dev xkb-data fonts-noto-cjk)
+      libxkbcommon-dev xkb-data fonts-noto-cjk postgresql postgresql-client)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,5 +18,10 @@ if ((${#missing[@]})); then
 fi
 # pcscd wants its runtime directory; without systemd nobody else makes it.
 mkdir -p /run/pcscd 2>/dev/null || true
+# The hub's PostgreSQL backend is tested against a real server (trust auth on 127.0.0.1).
+if ! pg_isready -q -h 127.0.0.1; then
+  (service postgresql start || pg_ctlcluster 15 main start) >/dev/null 2>&1 || true
+  for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 && break; sleep 1; done
+fi
 
 python3 -m pip install -q --disable-pip-version-check -e ".[dev,hardware,hub]"

@@ -1,0 +1,131 @@
+"""One code path over SQLite (the embedded default) and PostgreSQL (by URL).
+
+SQL is written once with ``?`` placeholders and the portable subset both speak (``ON CONFLICT
+... DO UPDATE``, ``RETURNING``); this module only swaps the placeholder style and a couple of
+type names. Every transaction runs whole on one worker thread, so the event loop never waits on
+the database and a batch is one commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Cursor(Protocol):
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    @property
+    def rowcount(self) -> int: ...
+
+
+class Tx:
+    """The handle a transaction function gets: execute / executemany / one / all / scalar."""
+
+    def __init__(self, conn: Any, dialect: str) -> None:
+        self._conn = conn
+        self.dialect = dialect
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.dialect == "postgres" else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        cur: Cursor = self._conn.execute(self._sql(sql), tuple(params))
+        return cur
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if not rows:
+            return
+        if self.dialect == "postgres":
+            with self._conn.cursor() as cur:
+                cur.executemany(self._sql(sql), rows)
+        else:
+            self._conn.executemany(sql, rows)
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.execute(sql, params).fetchall()
+
+    def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
+        row = self.one(sql, params)
+        return default if row is None or row[0] is None else row[0]
+
+
+def ddl(sql: str, dialect: str) -> str:
+    """Schema text with the few types that differ spelled for ``dialect``."""
+    if dialect == "postgres":
+        return re.sub(r"\bBLOB\b", "BYTEA", sql)
+    return sql
+
+
+class HubDatabase:
+    """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
+        self._conn: Any = None
+
+    def _open(self) -> None:
+        if self.dialect == "postgres":
+            import psycopg
+
+            self._conn = psycopg.connect(self.url, autocommit=True)
+        else:
+            path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged batch is on disk before its ack leaves the hub.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._conn = conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def open(self) -> HubDatabase:
+        await self._run(self._open)
+        return self
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._pool.shutdown(wait=True)
+
+    async def __aenter__(self) -> HubDatabase:
+        return await self.open()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    def run_sync(self, fn: Callable[[Tx], T]) -> T:
+        """One transaction, on the calling thread (use only from the db thread or tools)."""
+        tx = Tx(self._conn, self.dialect)
+        self._conn.execute("BEGIN")
+        try:
+            result = fn(tx)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return result
+
+    async def transaction(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` as one transaction on the database thread; committed when this returns."""
+        return await self._run(lambda: self.run_sync(fn))

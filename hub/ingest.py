@@ -1,0 +1,263 @@
+"""Applying a store's event batch: once, in order, in one transaction.
+
+``(store_id, epoch, seq)`` is the idempotency key. A batch that starts beyond the next expected
+``seq`` is not applied (the store is asked to resend from its ack); events at or below the ack
+are duplicates and change nothing. Ledger effects are summed per member and store and written
+once per batch; profile fields merge last-writer-wins by ``(hlc, store_id)``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hub.db import Tx
+from hub.schema import next_counter
+from protocol.codec import encode
+from protocol.events import (
+    CardBound,
+    CouponRedeemed,
+    CouponReopened,
+    Event,
+    EventBatch,
+    MemberProfileChanged,
+    MemberRegistered,
+    RefundCompleted,
+    SaleFinalized,
+    points_delta,
+    stored_value_delta,
+)
+from protocol.sync import Ack
+
+PROFILE_FIELDS = ("name", "birthday", "phone", "tags")
+
+
+@dataclass
+class ApplyResult:
+    ack: Ack
+    applied: int = 0
+    duplicates: int = 0
+    gap: bool = False
+    members_changed: int = 0
+    merged: list[tuple[str, str]] = field(default_factory=list)  # (alias, survivor)
+
+
+def canonical(tx: Tx, member_id: str) -> str:
+    """Follow a merged member to the member it now is."""
+    seen = {member_id}
+    while True:
+        row = tx.one("SELECT merged_into FROM members WHERE member_id = ?", (member_id,))
+        if row is None or row[0] is None or row[0] in seen:
+            return member_id
+        member_id = row[0]
+        seen.add(member_id)
+
+
+def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
+    return int(tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
+                         (store_id, epoch), default=0))
+
+
+def apply_batch(tx: Tx, batch: EventBatch, now_ms: int) -> ApplyResult:
+    store, epoch = batch.store_id, batch.epoch
+    acked = acked_seq(tx, store, epoch)
+    first = batch.events[0].seq
+    if first > acked + 1:
+        # A gap: something before this batch is missing. Apply nothing; the ack tells the store
+        # where to resend from.
+        return ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked, resend=True), gap=True)
+    fresh = [e for e in batch.events if e.seq > acked]
+    result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked),
+                         duplicates=len(batch.events) - len(fresh))
+    _touch_store(tx, store, epoch, now_ms)
+    if not fresh:
+        return result
+    tx.executemany(
+        "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        [(store, epoch, e.seq, e.event_id, e.hlc, e.body.type,
+          getattr(e.body, "member_id", None), encode(e)) for e in fresh])
+    shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    touched: set[str] = set()
+    for e in fresh:
+        _apply_one(tx, e, shares, touched, result)
+    _flush_shares(tx, shares)
+    if touched:
+        last = next_counter(tx, "member_change", len(touched))
+        tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
+                       [(last - i, m) for i, m in enumerate(sorted(touched))])
+        result.members_changed = len(touched)
+    seq = fresh[-1].seq
+    tx.execute(
+        "INSERT INTO store_streams(store_id, epoch, acked_seq) VALUES (?, ?, ?)"
+        " ON CONFLICT(store_id, epoch) DO UPDATE SET acked_seq = excluded.acked_seq",
+        (store, epoch, seq))
+    result.applied = len(fresh)
+    result.ack = Ack(store_id=store, epoch=epoch, seq=seq)
+    return result
+
+
+_ADD_SHARES = (
+    "INSERT INTO shares(member_id, store_id, points, sv_principal, sv_bonus)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT(member_id, store_id) DO UPDATE SET"
+    " points = shares.points + excluded.points,"
+    " sv_principal = shares.sv_principal + excluded.sv_principal,"
+    " sv_bonus = shares.sv_bonus + excluded.sv_bonus")
+
+
+def _flush_shares(tx: Tx, shares: dict[tuple[str, str], list[int]]) -> None:
+    tx.executemany(_ADD_SHARES, [(m, s, p, a, b) for (m, s), (p, a, b) in shares.items()])
+    shares.clear()
+
+
+def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
+    tx.execute(
+        "INSERT INTO stores(store_id, last_seen_ms, epoch) VALUES (?, ?, ?)"
+        " ON CONFLICT(store_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,"
+        " epoch = CASE WHEN excluded.epoch > stores.epoch THEN excluded.epoch"
+        " ELSE stores.epoch END",
+        (store, now_ms, epoch))
+
+
+def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touched: set[str],
+               result: ApplyResult) -> None:
+    body = e.body
+    member_id = getattr(body, "member_id", None)
+    if isinstance(body, MemberRegistered):
+        _flush_shares(tx, shares)  # a merge below moves shares: what is summed so far goes first
+        survivor = _register(tx, e, body, result)
+        touched.add(body.member_id)
+        if survivor is not None:
+            touched.add(survivor)
+        return
+    if isinstance(body, CouponRedeemed):
+        _redeem_coupon(tx, e, body)  # anonymous sales redeem coupons too
+    elif isinstance(body, CouponReopened):
+        tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
+                   (body.coupon_code, body.sale_id))
+    if member_id is None:
+        return
+    member_id = canonical(tx, member_id)
+    points = points_delta(body)
+    principal, bonus = stored_value_delta(body)
+    if points or principal or bonus:
+        share = shares[(member_id, e.store_id)]
+        share[0] += points
+        share[1] += principal
+        share[2] += bonus
+        touched.add(member_id)
+    if isinstance(body, MemberProfileChanged):
+        if _merge_profile(tx, e, member_id, body):
+            touched.add(member_id)
+    elif isinstance(body, CardBound):
+        tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   (body.card_uid, member_id))
+        touched.add(member_id)
+    elif isinstance(body, SaleFinalized):
+        tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
+                   (body.total, member_id))
+    elif isinstance(body, RefundCompleted):
+        tx.execute("UPDATE members SET spend_total = spend_total - ? WHERE member_id = ?",
+                   (body.amount, member_id))
+
+
+def _register(tx: Tx, e: Event, body: MemberRegistered, result: ApplyResult) -> str | None:
+    """Insert the member; the same phone registered elsewhere first makes this one an alias."""
+    stamp = [e.hlc, e.store_id]
+    stamps = json.dumps({f: stamp for f in PROFILE_FIELDS})
+    inserted = tx.execute(
+        "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
+        " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
+        " ON CONFLICT DO NOTHING",
+        (body.member_id, body.member_code, body.phone, body.name,
+         body.birthday.isoformat() if body.birthday else None, body.tier,
+         json.dumps(body.tags, ensure_ascii=False), e.store_id, e.hlc, stamps)).rowcount
+    if body.card_uid:
+        tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   (body.card_uid, body.member_id))
+    if not inserted or not body.phone:
+        return None
+    rows = tx.all(
+        "SELECT member_id, registered_hlc, home_store FROM members"
+        " WHERE phone = ? AND merged_into IS NULL AND member_id <> ?",
+        (body.phone, body.member_id))
+    if not rows:
+        return None
+    # The earliest registration (HLC, then store id) is the member; every other is an alias.
+    ranked = sorted([*((r[1], r[2], r[0]) for r in rows), (e.hlc, e.store_id, body.member_id)])
+    survivor = str(ranked[0][2])
+    for _hlc, _store, alias in ranked[1:]:
+        merge_member(tx, alias, survivor)
+        result.merged.append((alias, survivor))
+    return survivor
+
+
+def merge_member(tx: Tx, alias: str, survivor: str) -> None:
+    """``alias`` becomes ``survivor``: cards and ledgers move; the alias stays as a pointer."""
+    tx.execute("UPDATE members SET merged_into = ? WHERE member_id = ?", (survivor, alias))
+    tx.execute("UPDATE members SET merged_into = ? WHERE merged_into = ?", (survivor, alias))
+    tx.execute("UPDATE cards SET member_id = ? WHERE member_id = ?", (survivor, alias))
+    rows = tx.all("SELECT store_id, points, sv_principal, sv_bonus FROM shares"
+                  " WHERE member_id = ?", (alias,))
+    tx.executemany(_ADD_SHARES, [(survivor, *r) for r in rows])
+    tx.execute("DELETE FROM shares WHERE member_id = ?", (alias,))
+    spend = tx.scalar("SELECT spend_total FROM members WHERE member_id = ?", (alias,), default=0)
+    tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
+               (spend, survivor))
+    tx.execute("UPDATE members SET spend_total = 0 WHERE member_id = ?", (alias,))
+
+
+def _merge_profile(tx: Tx, e: Event, member_id: str, body: MemberProfileChanged) -> bool:
+    row = tx.one("SELECT stamps FROM members WHERE member_id = ?", (member_id,))
+    if row is None:
+        return False
+    stamps = json.loads(row[0])
+    stamp = [e.hlc, e.store_id]
+    changed = False
+    for name in body.changed:
+        if stamp <= stamps.get(name, [0, ""]):
+            continue  # an older write: the newer value stays
+        value = getattr(body, name)
+        if name == "birthday":
+            value = value.isoformat() if value else None
+        elif name == "tags":
+            value = json.dumps(value or [], ensure_ascii=False)
+        tx.execute(f"UPDATE members SET {name} = ? WHERE member_id = ?", (value, member_id))
+        stamps[name] = stamp
+        changed = True
+    if changed:
+        tx.execute("UPDATE members SET stamps = ? WHERE member_id = ?",
+                   (json.dumps(stamps), member_id))
+    return changed
+
+
+def _redeem_coupon(tx: Tx, e: Event, body: CouponRedeemed) -> None:
+    inserted = tx.execute(
+        "INSERT INTO coupon_redemptions(coupon_code, store_id, sale_id, hlc, amount)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (body.coupon_code, e.store_id, body.sale_id, e.hlc, body.amount)).rowcount
+    if inserted:
+        return
+    kept = tx.one("SELECT store_id, sale_id, hlc, amount FROM coupon_redemptions"
+                  " WHERE coupon_code = ?", (body.coupon_code,))
+    if (e.hlc, e.store_id) < (kept[2], kept[0]):
+        # This one came later over the wire but happened first: it stands, the other is flagged.
+        tx.execute("UPDATE coupon_redemptions SET store_id = ?, sale_id = ?, hlc = ?, amount = ?"
+                   " WHERE coupon_code = ?",
+                   (e.store_id, body.sale_id, e.hlc, body.amount, body.coupon_code))
+        loser = (body.coupon_code, kept[0], kept[1], kept[2], kept[3], e.store_id, body.sale_id)
+    else:
+        loser = (body.coupon_code, e.store_id, body.sale_id, e.hlc, body.amount, kept[0],
+                 kept[1])
+    tx.execute("INSERT INTO coupon_conflicts(coupon_code, store_id, sale_id, hlc, amount,"
+               " kept_store, kept_sale) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+               loser)
+
+
+def record_refusal(tx: Tx, store_id: str, reason: str, detail: str) -> None:
+    tx.execute(
+        "INSERT INTO refusals(store_id, reason, count, last_detail) VALUES (?, ?, 1, ?)"
+        " ON CONFLICT(store_id, reason) DO UPDATE SET count = refusals.count + 1,"
+        " last_detail = excluded.last_detail",
+        (store_id, reason, detail[:500]))

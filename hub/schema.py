@@ -1,0 +1,88 @@
+"""The hub's tables, as numbered forward-only migrations valid on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from hub.db import Tx, ddl
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "event log, ledgers, member directory, stores, campaigns", [
+        # Every event applied, once: (store_id, epoch, seq) is the idempotency key, and this
+        # log is what ``rebuild`` recomputes every balance from.
+        """CREATE TABLE events (
+            store_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+            event_id TEXT NOT NULL, hlc BIGINT NOT NULL, type TEXT NOT NULL,
+            member_id TEXT, payload BLOB NOT NULL,
+            PRIMARY KEY (store_id, epoch, seq))""",
+        "CREATE INDEX events_member ON events(member_id)",
+        # How far each store's stream is applied, per epoch (a re-provisioned box starts over).
+        """CREATE TABLE store_streams (
+            store_id TEXT NOT NULL, epoch BIGINT NOT NULL, acked_seq BIGINT NOT NULL,
+            PRIMARY KEY (store_id, epoch))""",
+        """CREATE TABLE stores (
+            store_id TEXT PRIMARY KEY, region TEXT, last_seen_ms BIGINT NOT NULL DEFAULT 0,
+            epoch BIGINT NOT NULL DEFAULT 0, status BLOB)""",
+        """CREATE TABLE refusals (
+            store_id TEXT NOT NULL, reason TEXT NOT NULL, count BIGINT NOT NULL,
+            last_detail TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (store_id, reason))""",
+        # A member's balances are ledgers: each store's share is the sum of its deltas.
+        """CREATE TABLE shares (
+            member_id TEXT NOT NULL, store_id TEXT NOT NULL,
+            points BIGINT NOT NULL DEFAULT 0, sv_principal BIGINT NOT NULL DEFAULT 0,
+            sv_bonus BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (member_id, store_id))""",
+        # Profile fields merge last-writer-wins by (hlc, store_id); ``stamps`` holds, per field,
+        # the stamp of the value kept. ``change_no`` orders the directory stores catch up from.
+        """CREATE TABLE members (
+            member_id TEXT PRIMARY KEY, member_code TEXT NOT NULL, phone TEXT,
+            name TEXT NOT NULL DEFAULT '', birthday TEXT, tier TEXT NOT NULL DEFAULT 'standard',
+            tags TEXT NOT NULL DEFAULT '[]', home_store TEXT NOT NULL,
+            registered_hlc BIGINT NOT NULL, merged_into TEXT, stamps TEXT NOT NULL DEFAULT '{}',
+            spend_total BIGINT NOT NULL DEFAULT 0, change_no BIGINT NOT NULL)""",
+        "CREATE INDEX members_change ON members(change_no)",
+        "CREATE INDEX members_phone ON members(phone)",
+        "CREATE UNIQUE INDEX members_code ON members(member_code)",
+        """CREATE TABLE cards (
+            card_uid TEXT PRIMARY KEY, member_id TEXT NOT NULL)""",
+        "CREATE INDEX cards_member ON cards(member_id)",
+        # The first redemption of a coupon (by HLC) stands; later ones are conflicts for HQ.
+        """CREATE TABLE coupon_redemptions (
+            coupon_code TEXT PRIMARY KEY, store_id TEXT NOT NULL, sale_id TEXT NOT NULL,
+            hlc BIGINT NOT NULL, amount BIGINT NOT NULL)""",
+        """CREATE TABLE coupon_conflicts (
+            coupon_code TEXT NOT NULL, store_id TEXT NOT NULL, sale_id TEXT NOT NULL,
+            hlc BIGINT NOT NULL, amount BIGINT NOT NULL, kept_store TEXT NOT NULL,
+            kept_sale TEXT NOT NULL, PRIMARY KEY (coupon_code, store_id, sale_id))""",
+        """CREATE TABLE campaign_bundles (
+            scope TEXT NOT NULL, scope_id TEXT NOT NULL, version BIGINT NOT NULL,
+            manifest BLOB NOT NULL, PRIMARY KEY (scope, scope_id))""",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+    ]),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def migrate(tx: Tx) -> int:
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+    current = tx.scalar("SELECT max(version) FROM schema_version", default=0)
+    if current > LATEST:
+        raise RuntimeError(f"hub database schema {current} is newer than this build ({LATEST})")
+    for version, _title, statements in MIGRATIONS:
+        if version > current:
+            for sql in statements:
+                tx.execute(ddl(sql, tx.dialect))
+            tx.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+            current = version
+    return int(current)
+
+
+def next_counter(tx: Tx, name: str, by: int = 1) -> int:
+    """Take ``by`` numbers from counter ``name``; returns the last one taken."""
+    row = tx.one(
+        "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE"
+        " SET value = counters.value + excluded.value RETURNING value", (name, by))
+    return int(row[0])
+
+
+def counter(tx: Tx, name: str) -> int:
+    return int(tx.scalar("SELECT value FROM counters WHERE name = ?", (name,), default=0))

@@ -1,0 +1,137 @@
+"""Everything but events that travels between a store and the hub: acks, the member directory,
+campaign manifests and store status.
+
+Each message has a version ``v`` and is decoded with ``codec.decode`` like the event batches, so
+the hub and the edge refuse the same bad input in the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.events import Id, SignedAmount, SignedPoints, StoreId, Text
+
+Seq = Annotated[int, Field(strict=True, ge=0)]
+Epoch = Annotated[int, Field(strict=True, ge=1)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Ack(_Message):
+    """The hub holds every event of ``store_id``/``epoch`` up to ``seq`` (retained, cumulative).
+
+    ``resend`` is set when the hub saw a gap: the store should resend from ``seq + 1``.
+    """
+
+    v: Literal[1] = 1
+    store_id: StoreId
+    epoch: Epoch
+    seq: Seq
+    resend: bool = False
+
+
+class StoreShare(_Message):
+    """One store's contribution to a member's balances: the sum of its ledger deltas."""
+
+    store_id: StoreId
+    points: SignedPoints
+    sv_principal: SignedAmount
+    sv_bonus: SignedAmount
+
+
+class MemberEntry(_Message):
+    """A member as the hub knows it after merging every store.
+
+    ``shares`` lets a store show hub balance + its own local ledger without counting its own
+    acknowledged events twice: it adds the other stores' shares to what its own ledger says.
+    ``merged_into`` is set on an alias: the member was merged into another (same phone
+    registered in two stores); its cards and code now identify that member.
+    """
+
+    member_id: Id
+    member_code: Id
+    phone: Text | None = None
+    name: Text = ""
+    birthday: date | None = None
+    tier: Id = "standard"
+    tags: list[Text] = Field(default_factory=list, max_length=50)
+    cards: list[Id] = Field(default_factory=list, max_length=50)
+    home_store: StoreId
+    merged_into: Id | None = None
+    aliases: list[Id] = Field(default_factory=list, max_length=50)
+    shares: list[StoreShare] = Field(default_factory=list, max_length=500)
+
+
+class DirectoryRequest(_Message):
+    """A store asks for member changes after its checkpoint (``0``: from the beginning)."""
+
+    v: Literal[1] = 1
+    store_id: StoreId
+    after: Seq
+    limit: Annotated[int, Field(strict=True, ge=1, le=5000)] = 1000
+    request_id: Id
+
+
+class DirectoryPage(_Message):
+    """Changes ``(after, upto]`` of the hub's member change log, in change order.
+
+    ``snapshot`` pages carry every live member instead of changes: a new store, or one whose
+    checkpoint is older than what the hub keeps, is rebuilt from them. ``more`` says another
+    page follows; the store asks again with ``after = upto``.
+    """
+
+    v: Literal[1] = 1
+    request_id: Id
+    after: Seq
+    upto: Seq
+    snapshot: bool = False
+    more: bool = False
+    members: list[MemberEntry] = Field(default_factory=list, max_length=5000)
+
+
+class DirectoryNotice(_Message):
+    """Pushed on the fleet topic when the change log moves, so stores ask without polling."""
+
+    v: Literal[1] = 1
+    head: Seq
+
+
+class CampaignManifest(_Message):
+    """A signed campaign bundle as published (retained) for a fleet, region or store.
+
+    ``bundle`` is the msgpack of ``CampaignBundle`` including its ``signature``; the edge checks
+    the signature with the hub key it was provisioned with before it looks at anything else.
+    """
+
+    v: Literal[1] = 1
+    key_id: Id
+    bundle: bytes
+
+
+class DeviceHealth(_Message):
+    device_id: Text
+    kind: Id
+    health: Id
+    detail: Text = ""
+
+
+class StoreStatus(_Message):
+    """What a store reports about itself (retained on its status topic)."""
+
+    v: Literal[1] = 1
+    store_id: StoreId
+    epoch: Epoch
+    last_seq: Seq
+    acked_seq: Seq
+    outbox_depth: Seq
+    directory_checkpoint: Seq
+    campaign_versions: dict[str, int] = Field(default_factory=dict)
+    software: Text = ""
+    devices: list[DeviceHealth] = Field(default_factory=list, max_length=100)
+    refused: dict[str, int] = Field(default_factory=dict)  # bad input seen, by reason
+    at_ms: Seq

@@ -1,0 +1,182 @@
+"""The hub's merge, on both backends: exactly-once, gaps, LWW profiles, phone merges, coupons."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from edge import demo, uplink
+from edge.checkout import TenderRequest
+from edge.service import EdgeService
+from hub import directory
+from hub.db import HubDatabase, Tx
+from hub.ingest import apply_batch
+from protocol.codec import decode_batch
+from protocol.events import EventBatch
+from tests.edge.conftest import key, make_config, register, sell
+
+
+def batches(db_path: str, store_id: str, size: int) -> list[EventBatch]:
+    out = []
+    with sqlite3.connect(db_path) as conn:
+        after = 0
+        while (b := uplink.build(conn, store_id, 1, after, max_events=size)) is not None:
+            out.append(decode_batch(b.payload))
+            after = b.last_seq
+    return out
+
+
+async def _store(tmp_path: Path, store_id: str, number: int) -> EdgeService:
+    cfg = make_config(tmp_path / store_id, store={"store_id": store_id, "store_number": number})
+    (tmp_path / store_id).mkdir(exist_ok=True)
+    svc = EdgeService(cfg)
+    await svc.start()
+    await svc.apply_bundle(demo.demo_bundle())
+    return svc
+
+
+async def _apply(db: HubDatabase, batch: EventBatch) -> Any:
+    return await db.transaction(lambda tx: apply_batch(tx, batch, 1))
+
+
+async def _replayed(svc: EdgeService) -> dict[str, tuple[int, int, int]]:
+    from tests.edge import invariants
+    return invariants.replayed_balances(svc.config.database.path)
+
+
+async def test_batches_apply_once_in_order_whatever_the_delivery(hub_db: HubDatabase,
+                                                                tmp_path: Path) -> None:
+    svc = await _store(tmp_path, "S001", 1)
+    try:
+        rng = random.Random(3)
+        members = [await register(svc, f"1380013{i:04d}") for i in range(5)]
+        for m in members:
+            await svc.top_up(terminal_id="POS-1", idem_key=key(), member_id=m["member_id"],
+                             amount=50_000, paid_by="cash")
+        for _ in range(20):
+            m = rng.choice(members)
+            qty, price = rng.randint(1, 3), rng.randint(100, 9_000)
+            # Half the sales pay partly from stored value, so both ledgers move.
+            sv = [TenderRequest(kind="stored_value", amount=qty * price // 2)] \
+                if rng.random() < 0.5 else []
+            await sell(svc, [("A", "household", qty, price)], member_id=m["member_id"],
+                       tenders=[*sv, TenderRequest(kind="cash", amount=qty * price)])
+        all_batches = batches(svc.config.database.path, "S001", 7)
+        assert len(all_batches) > 3
+        # Deliver with duplicates, out of order, and a gap that must be resent.
+        order = [*all_batches[:2], all_batches[3], *all_batches[:3], *all_batches[2:], *all_batches]
+        seen_gap = False
+        for b in order:
+            r = await _apply(hub_db, b)
+            seen_gap |= r.gap
+            assert r.ack.seq >= 0
+        assert seen_gap
+        last = all_batches[-1].events[-1].seq
+        held = await hub_db.transaction(directory.balances)
+        assert held == {m: v for m, v in (await _replayed(svc)).items() if v != (0, 0, 0)}
+        check = await hub_db.transaction(directory.compare)
+        assert check["mismatches"] == [] and check["events"] == last
+    finally:
+        await svc.close()
+
+
+async def test_same_phone_in_two_stores_becomes_one_member(hub_db: HubDatabase,
+                                                           tmp_path: Path) -> None:
+    a = await _store(tmp_path, "S001", 1)
+    b = await _store(tmp_path, "S002", 2)
+    try:
+        ma = await register(a, "13900000001", card="04A00001")
+        await sell(a, [("A", "grocery", 1, 10_000)], member_id=ma["member_id"])
+        mb = await register(b, "13900000001", card="04B00001")
+        await sell(b, [("B", "grocery", 1, 5_000)], member_id=mb["member_id"])
+        for batch in batches(a.config.database.path, "S001", 100):
+            await _apply(hub_db, batch)
+        for batch in batches(b.config.database.path, "S002", 100):
+            r = await _apply(hub_db, batch)
+        assert r.merged == [(mb["member_id"], ma["member_id"])]
+        held = await hub_db.transaction(directory.balances)
+        assert held == {ma["member_id"]: (150, 0, 0)}
+        page = await hub_db.transaction(lambda tx: directory.page(tx, "r1", 0, 100))
+        entries = {e.member_id: e for e in page.members}
+        survivor = entries[ma["member_id"]]
+        assert survivor.cards == ["04A00001", "04B00001"]
+        assert survivor.aliases == [mb["member_id"]]
+        assert entries[mb["member_id"]].merged_into == ma["member_id"]
+        assert {s.store_id: s.points for s in survivor.shares} == {"S001": 100, "S002": 50}
+        assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_profile_fields_merge_last_writer_wins(hub_db: HubDatabase, tmp_path: Path) -> None:
+    from protocol.events import Event, MemberProfileChanged
+
+    a = await _store(tmp_path, "S001", 1)
+    try:
+        m = await register(a, "13900000002", name="Old")
+        for batch in batches(a.config.database.path, "S001", 100):
+            await _apply(hub_db, batch)
+        mid = m["member_id"]
+
+        def change(store: str, seq: int, hlc: int, name: str) -> EventBatch:
+            body = MemberProfileChanged(member_id=mid, name=name, changed=["name"])
+            return EventBatch(store_id=store, epoch=1, events=[
+                Event(event_id=f"e{store}{seq}", store_id=store, epoch=1, seq=seq, hlc=hlc,
+                      body=body)])
+
+        base = (await hub_db.transaction(
+            lambda tx: tx.scalar("SELECT registered_hlc FROM members"))) + 1000
+        await _apply(hub_db, change("S002", 1, base + 50, "Newer"))
+        await _apply(hub_db, change("S003", 1, base + 10, "Older"))  # arrives later, is older
+        name = await hub_db.transaction(
+            lambda tx: tx.scalar("SELECT name FROM members WHERE member_id = ?", (mid,)))
+        assert name == "Newer"
+        # Same HLC: the store id breaks the tie, the same way on every hub.
+        await _apply(hub_db, change("S009", 1, base + 50, "Tie"))
+        name = await hub_db.transaction(
+            lambda tx: tx.scalar("SELECT name FROM members WHERE member_id = ?", (mid,)))
+        assert name == "Tie"
+    finally:
+        await a.close()
+
+
+async def test_coupon_redeemed_in_two_stores_is_a_conflict(hub_db: HubDatabase) -> None:
+    from protocol.events import CouponRedeemed, Event
+
+    def redeemed(store: str, hlc: int) -> EventBatch:
+        body = CouponRedeemed(coupon_code="CPN0000000001", sale_id=f"sale-{store}", amount=500)
+        return EventBatch(store_id=store, epoch=1, events=[
+            Event(event_id=f"c{store}", store_id=store, epoch=1, seq=1, hlc=hlc, body=body)])
+
+    await _apply(hub_db, redeemed("S002", 2_000))  # the later one arrives first
+    await _apply(hub_db, redeemed("S001", 1_000))
+
+    def rows(tx: Tx) -> tuple[Any, Any]:
+        return (tx.all("SELECT store_id, sale_id FROM coupon_redemptions"),
+                tx.all("SELECT store_id, kept_store FROM coupon_conflicts"))
+
+    kept, conflicts = await hub_db.transaction(rows)
+    assert [tuple(r) for r in kept] == [("S001", "sale-S001")]
+    assert [tuple(r) for r in conflicts] == [("S002", "S001")]
+
+
+async def test_edge_batches_are_what_the_codec_accepts(tmp_path: Path) -> None:
+    svc = await _store(tmp_path, "S001", 1)
+    try:
+        m = await register(svc, "13900000003")
+        q = await sell(svc, [("A", "grocery", 2, 1_000)], member_id=m["member_id"],
+                       tenders=[TenderRequest(kind="cash", amount=2_000)])
+        assert q["points_earned"] == 20
+        with sqlite3.connect(svc.config.database.path) as conn:
+            big = uplink.build(conn, "S001", 1, 0)
+            small = uplink.build(conn, "S001", 1, 0, max_bytes=1)
+            none = uplink.build(conn, "S001", 1, 3)
+        assert big is not None and big.count == 3 and big.first_seq == 1
+        assert [e.seq for e in decode_batch(big.payload).events] == [1, 2, 3]
+        assert small is not None and small.count == 1  # at least one, even if over the limit
+        assert none is None
+    finally:
+        await svc.close()
