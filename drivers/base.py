@@ -51,6 +51,15 @@ class ScanEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ScanError:
+    """Input that did not make a scan: undecodable bytes, or a scan longer than the limit."""
+
+    device_id: str
+    reason: str
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True, slots=True)
 class CardInserted:
     """A card came into the field of a reader. ``uid`` is upper-case hex, first byte first."""
 
@@ -81,4 +90,4 @@ class HealthChanged:
     status: DeviceStatus
 
 
-DeviceEvent = ScanEvent | CardInserted | CardRemoved | CardError | HealthChanged
+DeviceEvent = ScanEvent | ScanError | CardInserted | CardRemoved | CardError | HealthChanged
