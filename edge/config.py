@@ -80,6 +80,22 @@ class StoredValueSection(_Section):
     spend_order: Literal["principal_first", "bonus_first", "proportional"] = "principal_first"
 
 
+class SyncSection(_Section):
+    """The link to the hub. No broker host: the store runs alone (offline by configuration)."""
+
+    broker_host: str | None = None
+    broker_port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None  # per-store credentials made at provisioning
+    password: str | None = None
+    # The hub's Ed25519 public key (base64); campaign bundles not signed by it are refused.
+    hub_public_key: str | None = None
+    batch_max_events: int = Field(500, ge=1, le=5000)
+    batch_max_bytes: int = Field(512 * 1024, ge=1024, le=1024 * 1024)
+    window_batches: int = Field(4, ge=1, le=64)  # batches in flight before an ack
+    ack_timeout_s: float = Field(10.0, gt=0)  # no ack progress for this long: resend
+    status_interval_s: float = Field(15.0, gt=0)
+
+
 class EdgeConfig(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
@@ -88,6 +104,7 @@ class EdgeConfig(_Section):
     allowance: AllowanceSection = Field(default_factory=AllowanceSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     stored_value: StoredValueSection = Field(default_factory=StoredValueSection)
+    sync: SyncSection = Field(default_factory=SyncSection)
     campaigns_file: Path | None = Field(
         None, description="A campaign bundle (TOML/JSON) applied at start; the hub replaces it"
     )

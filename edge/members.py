@@ -139,8 +139,24 @@ def update_profile(
     )
 
 
+def resolve(conn: sqlite3.Connection, member_id: str) -> str:
+    """Follow a member the hub merged into another to the member it is now."""
+    seen = {member_id}
+    while True:
+        row = conn.execute("SELECT merged_into FROM members WHERE member_id = ?",
+                           (member_id,)).fetchone()
+        if row is None or row[0] is None or row[0] in seen:
+            return member_id
+        member_id = str(row[0])
+        seen.add(member_id)
+
+
 def identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value: str) -> str:
     """The member id for a card tap, a typed or scanned member code, a phone, or a member QR."""
+    return resolve(conn, _identify(conn, ctx, by, value))
+
+
+def _identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value: str) -> str:
     if by == "card_uid":
         uid = normalise_card_uid(value)
         row = conn.execute("SELECT member_id FROM cards WHERE card_uid = ?", (uid,)).fetchone()
@@ -196,6 +212,15 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
     ]
     cards = [r[0] for r in conn.execute("SELECT card_uid FROM cards WHERE member_id = ?",
                                         (member_id,))]
+    # This store's own ledgers of the member and of any alias merged into it, plus the other
+    # stores' shares as the hub last reported them.
+    here = conn.execute(
+        "SELECT coalesce(sum(points_balance), 0), coalesce(sum(sv_principal), 0),"
+        " coalesce(sum(sv_bonus), 0) FROM members WHERE member_id = ? OR merged_into = ?",
+        (member_id, member_id)).fetchone()
+    points = here[0] + m["remote_points"]
+    principal = here[1] + m["remote_sv_principal"]
+    bonus = here[2] + m["remote_sv_bonus"]
     return {
         "member_id": m["member_id"],
         "member_code": m["member_code"],
@@ -205,11 +230,12 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "tier": m["tier"],
         "tags": json.loads(m["tags"]),
         "cards": cards,
-        "points": m["points_balance"],
+        "points": points,
+        "points_here": m["points_balance"],
         "points_debt": m["points_debt"],
         "stored_value": {
-            "principal": m["sv_principal"], "bonus": m["sv_bonus"],
-            "total": m["sv_principal"] + m["sv_bonus"], "currency": ctx.currency,
+            "principal": principal, "bonus": bonus, "total": principal + bonus,
+            "currency": ctx.currency,
         },
         "points_expiring": expiring,
         "coupons": coupons,

@@ -238,6 +238,22 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        3,
+        "what the hub knows: other stores' shares, merges, sync checkpoints",
+        """
+        -- Balances shown here = this store's own ledgers (complete, acknowledged or not) +
+        -- what every other store contributed, as the hub last said. The hub's sums for this
+        -- store are never added: they would count this store's acknowledged events twice.
+        ALTER TABLE members ADD COLUMN remote_points INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE members ADD COLUMN remote_sv_principal INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE members ADD COLUMN remote_sv_bonus INTEGER NOT NULL DEFAULT 0;
+        -- Set when the hub merged this member into another (same phone registered twice).
+        ALTER TABLE members ADD COLUMN merged_into TEXT;
+        -- 'local': registered here; 'hub': learned from the member directory.
+        ALTER TABLE members ADD COLUMN origin TEXT NOT NULL DEFAULT 'local';
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -11,7 +11,7 @@ import asyncio
 import sqlite3
 from collections.abc import Callable
 from datetime import date
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from edge import (
     campaign_store,
@@ -35,6 +35,10 @@ from protocol import pricing
 from protocol.campaigns import Campaign, CampaignBundle
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
+from protocol.sync import DeviceHealth
+
+if TYPE_CHECKING:
+    from edge.sync import SyncClient
 
 T = TypeVar("T")
 
@@ -48,6 +52,9 @@ class EdgeService:
         self.campaigns: list[Campaign] = []
         self.ctx: StoreContext | None = None
         self._cart_lock = asyncio.Lock()
+        # Called after every committed write: the sync client wakes to send new outbox rows.
+        self.on_outbox: list[Callable[[], None]] = []
+        self.sync: SyncClient | None = None
 
     # --- lifetime -----------------------------------------------------------------------------
 
@@ -57,7 +64,14 @@ class EdgeService:
         await self.reload_campaigns()
         if self.config.campaigns_file is not None:
             await self.apply_campaign_file(self.config.campaigns_file)
+        if self.config.sync.broker_host is not None:
+            from edge.sync import SyncClient
+
+            self.sync = await SyncClient(self, self.config.sync).start()
         return self
+
+    def device_health(self) -> list[DeviceHealth]:
+        return []
 
     def _init_store(self, conn: sqlite3.Connection) -> StoreContext:
         store = outbox.meta_get(conn, "store_id")
@@ -74,6 +88,9 @@ class EdgeService:
         return StoreContext(self.config, HybridClock(last=last), epoch)
 
     async def close(self) -> None:
+        if self.sync is not None:
+            await self.sync.close()
+            self.sync = None
         await self.db.close()
 
     async def __aenter__(self) -> EdgeService:
@@ -90,7 +107,10 @@ class EdgeService:
 
     async def _write(self, fn: Callable[[sqlite3.Connection, StoreContext], T]) -> T:
         ctx = self.context
-        return await self.db.write(lambda conn: fn(conn, ctx))
+        result = await self.db.write(lambda conn: fn(conn, ctx))
+        for wake in self.on_outbox:
+            wake()
+        return result
 
     async def _read(self, fn: Callable[[sqlite3.Connection, StoreContext], T]) -> T:
         ctx = self.context

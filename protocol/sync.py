@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.campaigns import CampaignBundle
 from protocol.events import Id, SignedAmount, SignedPoints, StoreId, Text
 
 Seq = Annotated[int, Field(strict=True, ge=0)]
@@ -104,13 +105,13 @@ class DirectoryNotice(_Message):
 class CampaignManifest(_Message):
     """A signed campaign bundle as published (retained) for a fleet, region or store.
 
-    ``bundle`` is the msgpack of ``CampaignBundle`` including its ``signature``; the edge checks
-    the signature with the hub key it was provisioned with before it looks at anything else.
+    The signature inside ``bundle`` covers its canonical bytes; the edge checks it with the hub
+    key it was provisioned with before it uses anything in the bundle.
     """
 
     v: Literal[1] = 1
     key_id: Id
-    bundle: bytes
+    bundle: CampaignBundle
 
 
 class DeviceHealth(_Message):

@@ -1,0 +1,84 @@
+"""Applying the hub's member directory at a store.
+
+A page is applied with its new checkpoint in one transaction, so a crash never leaves a page
+half-applied or a checkpoint ahead of its data. Profile fields take the hub's value (it merged
+every store's writes last-writer-wins); balances are never overwritten: this store's ledgers stay
+its own and only the other stores' shares are taken from the hub.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from edge.context import StoreContext
+from edge.outbox import meta_get, meta_set
+from protocol.sync import DirectoryPage, MemberEntry
+
+CHECKPOINT = "directory_checkpoint"
+
+
+def checkpoint(conn: sqlite3.Connection) -> int:
+    return int(meta_get(conn, CHECKPOINT, "0") or 0)
+
+
+def apply_page(conn: sqlite3.Connection, ctx: StoreContext, page: DirectoryPage) -> int:
+    """Apply ``page`` if it continues from our checkpoint; returns the checkpoint after it."""
+    current = checkpoint(conn)
+    if page.after != current and not page.snapshot:
+        return current  # a stale or out-of-order page: ask again from where we are
+    if page.snapshot and page.after == 0 and current > 0 and page.upto <= current:
+        return current
+    for entry in page.members:
+        apply_entry(conn, ctx, entry)
+    meta_set(conn, CHECKPOINT, page.upto)
+    return page.upto
+
+
+def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> None:
+    others = [s for s in e.shares if s.store_id != ctx.store_id]
+    remote = (sum(s.points for s in others), sum(s.sv_principal for s in others),
+              sum(s.sv_bonus for s in others))
+    birthday = e.birthday.isoformat() if e.birthday else None
+    if e.merged_into is not None:
+        # Free the phone and code lookups for the member it became; cards move with the merge.
+        conn.execute("UPDATE members SET merged_into = ?, phone = NULL, remote_points = 0,"
+                     " remote_sv_principal = 0, remote_sv_bonus = 0 WHERE member_id = ?",
+                     (e.merged_into, e.member_id))
+        if conn.execute("SELECT 1 FROM members WHERE member_id = ?",
+                        (e.member_id,)).fetchone() is None:
+            _insert(conn, ctx, e, None, birthday, (0, 0, 0))
+            conn.execute("UPDATE members SET merged_into = ? WHERE member_id = ?",
+                         (e.merged_into, e.member_id))
+        return
+    for alias in e.aliases:  # a merge may reach us first through the survivor's entry
+        conn.execute("UPDATE members SET merged_into = ?, phone = NULL WHERE member_id = ?",
+                     (e.member_id, alias))
+    if e.phone:  # a phone held by another (stale) local row yields to the hub's view
+        conn.execute("UPDATE members SET phone = NULL WHERE phone = ? AND member_id <> ?",
+                     (e.phone, e.member_id))
+    exists = conn.execute("SELECT 1 FROM members WHERE member_id = ?",
+                          (e.member_id,)).fetchone() is not None
+    if exists:
+        conn.execute(
+            "UPDATE members SET phone = ?, name = ?, birthday = ?, tier = ?, tags = ?,"
+            " remote_points = ?, remote_sv_principal = ?, remote_sv_bonus = ? WHERE member_id = ?",
+            (e.phone, e.name, birthday, e.tier, json.dumps(e.tags, ensure_ascii=False), *remote,
+             e.member_id))
+    else:
+        _insert(conn, ctx, e, e.phone, birthday, remote)
+    for uid in e.cards:
+        conn.execute(
+            "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, 0)"
+            " ON CONFLICT(card_uid) DO UPDATE SET member_id = excluded.member_id",
+            (uid, e.member_id))
+
+
+def _insert(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry, phone: str | None,
+            birthday: str | None, remote: tuple[int, int, int]) -> None:
+    conn.execute(
+        "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
+        " home_store, created_hlc, updated_hlc, remote_points, remote_sv_principal,"
+        " remote_sv_bonus, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, 'hub')",
+        (e.member_id, e.member_code, phone, e.name, birthday, e.tier,
+         json.dumps(e.tags, ensure_ascii=False), e.home_store, *remote))

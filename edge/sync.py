@@ -1,0 +1,277 @@
+"""The store's link to the hub over MQTT.
+
+Uplink: outbox rows go up in consecutive batches, a few in flight; the outbox is pruned only up
+to the hub's retained cumulative ack, and after any reconnect, a gap report or a silent hub,
+sending starts again right after the ack. The outbox on disk is the only queue.
+
+Downlink: the member directory is caught up page by page from a checkpoint (each page applied
+with its checkpoint in one transaction); campaign manifests are verified against the hub's key
+and applied only when newer. Anything malformed, forged or stale is refused, logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from edge import directory, outbox, uplink
+from edge.config import SyncSection
+from protocol import signing, topics
+from protocol.codec import CodecError, decode, encode
+from protocol.ids import uuid7
+from protocol.mqtt import Message, MqttClient, MqttError
+from protocol.sync import (
+    Ack,
+    CampaignManifest,
+    DirectoryNotice,
+    DirectoryPage,
+    DirectoryRequest,
+    StoreStatus,
+)
+
+if TYPE_CHECKING:
+    from edge.service import EdgeService
+
+log = logging.getLogger("membergate.edge.sync")
+ACK_KEY = "acked_seq:{epoch}"
+
+
+class SyncClient:
+    def __init__(self, service: EdgeService, config: SyncSection) -> None:
+        if config.broker_host is None:
+            raise ValueError("sync needs a broker host")
+        self.service = service
+        self.config = config
+        ctx = service.context
+        self.store_id = ctx.store_id
+        self.epoch = ctx.epoch
+        self.region = service.config.store.region
+        self.public_key = (signing.load_public_b64(config.hub_public_key)
+                           if config.hub_public_key else None)
+        self.mqtt = MqttClient(config.broker_host, config.broker_port,
+                               client_id=f"edge-{self.store_id}", username=config.username,
+                               password=config.password)
+        self.acked = 0
+        self.cursor = 0  # the last seq sent since the last (re)start of sending
+        self.checkpoint = 0
+        self.refused: Counter[str] = Counter()
+        self.sent_batches = 0
+        self._wake = asyncio.Event()
+        self._ack_moved = asyncio.Event()
+        self._last_progress = time.monotonic()
+        self._directory_pending: str | None = None
+        self._directory_asked = 0.0
+        self._head_seen = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def start(self) -> SyncClient:
+        key = ACK_KEY.format(epoch=self.epoch)
+        self.acked, self.checkpoint = await self.service.db.read(
+            lambda c: (int(outbox.meta_get(c, key, "0") or 0), directory.checkpoint(c)))
+        self.cursor = self.acked
+        self.mqtt.on_connect.append(self._connected)
+        for topic in (topics.ack(self.store_id), topics.directory_page(self.store_id),
+                      topics.FLEET_CAMPAIGNS, topics.region_campaigns(self.region),
+                      topics.store_campaigns(self.store_id), topics.FLEET_DIRECTORY):
+            await self.mqtt.subscribe(topic, qos=1)
+        await self.mqtt.__aenter__()
+        self.service.on_outbox.append(self._wake.set)
+        self._tasks = [asyncio.create_task(self._uplink(), name="sync-uplink"),
+                       asyncio.create_task(self._downlink(), name="sync-downlink"),
+                       asyncio.create_task(self._status_loop(), name="sync-status")]
+        return self
+
+    async def close(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.service.on_outbox.remove(self._wake.set)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.mqtt.close()
+
+    @property
+    def connected(self) -> bool:
+        return self.mqtt.is_connected
+
+    async def _connected(self) -> None:
+        # Whatever was in flight may be lost with the old connection: resend from the ack.
+        self.cursor = self.acked
+        self._wake.set()
+        await self._request_directory()
+        await self.publish_status()
+
+    # -- uplink --------------------------------------------------------------------------------
+
+    async def _uplink(self) -> None:
+        cfg = self.config
+        while True:
+            if not self.mqtt.is_connected:
+                await self.mqtt.connected.wait()
+                continue
+            in_flight = self.cursor - self.acked
+            if in_flight > 0 and time.monotonic() - self._last_progress > cfg.ack_timeout_s:
+                log.info("no ack for %.0f s; resending from %d", cfg.ack_timeout_s, self.acked)
+                self.cursor = self.acked
+                self._last_progress = time.monotonic()
+                continue
+            if in_flight >= cfg.window_batches * cfg.batch_max_events:
+                await self._wait(self._ack_moved, 0.5)
+                continue
+            after = self.cursor
+            batch = await self.service.db.read(functools.partial(
+                uplink.build, store_id=self.store_id, epoch=self.epoch, after_seq=after,
+                max_events=cfg.batch_max_events, max_bytes=cfg.batch_max_bytes))
+            if batch is None:
+                await self._wait(self._wake, 1.0)
+                continue
+            if in_flight == 0:
+                self._last_progress = time.monotonic()
+            try:
+                await self.mqtt.publish(topics.events(self.store_id), batch.payload, qos=1,
+                                        timeout=cfg.ack_timeout_s)
+            except MqttError as exc:
+                log.info("uplink paused: %s", exc)
+                await asyncio.sleep(0.2)
+                continue
+            self.sent_batches += 1
+            if self.cursor == after:  # an ack with "resend" may have moved it meanwhile
+                self.cursor = batch.last_seq
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+        event.clear()
+
+    async def _on_ack(self, ack: Ack) -> None:
+        if ack.store_id != self.store_id or ack.epoch != self.epoch:
+            return
+        if ack.seq > self.acked:
+            seq = ack.seq
+            key = ACK_KEY.format(epoch=self.epoch)
+
+            def prune(conn: Any) -> int:
+                outbox.meta_set(conn, key, seq)
+                return outbox.prune(conn, self.epoch, seq)
+
+            await self.service.db.write(prune)
+            self.acked = seq
+            self._last_progress = time.monotonic()
+            self._ack_moved.set()
+        if ack.resend or self.cursor < self.acked:
+            self.cursor = max(self.acked, ack.seq)
+            self._wake.set()
+
+    # -- downlink ------------------------------------------------------------------------------
+
+    async def _downlink(self) -> None:
+        async for message in self.mqtt.messages():
+            try:
+                await self._handle(message)
+            except MqttError as exc:
+                log.info("downlink reply not sent: %s", exc)
+            except Exception:
+                log.exception("failed to handle %s", message.topic)
+
+    async def _handle(self, message: Message) -> None:
+        topic = message.topic
+        try:
+            if topic == topics.ack(self.store_id):
+                await self._on_ack(decode(message.payload, Ack))
+            elif topic == topics.directory_page(self.store_id):
+                await self._on_page(decode(message.payload, DirectoryPage))
+            elif topic == topics.FLEET_DIRECTORY:
+                notice = decode(message.payload, DirectoryNotice)
+                self._head_seen = max(self._head_seen, notice.head)
+                stuck = time.monotonic() - self._directory_asked > self.config.ack_timeout_s
+                if notice.head > self.checkpoint and (self._directory_pending is None or stuck):
+                    await self._request_directory()
+            elif topic.endswith("/campaigns"):
+                await self._on_manifest(topic, message.payload)
+        except CodecError as exc:
+            self._refuse(exc.code, f"{topic}: {exc.message}")
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.refused[reason] += 1
+        log.warning("refused from the hub: %s (%s)", reason, detail)
+
+    async def _request_directory(self) -> None:
+        request_id = uuid7()
+        self._directory_pending = request_id
+        self._directory_asked = time.monotonic()
+        req = DirectoryRequest(store_id=self.store_id, after=self.checkpoint, request_id=request_id)
+        try:
+            await self.mqtt.publish(topics.directory_request(self.store_id), encode(req), qos=1)
+        except MqttError:
+            self._directory_pending = None
+
+    async def _on_page(self, page: DirectoryPage) -> None:
+        if page.request_id != self._directory_pending:
+            return  # an answer to a request we gave up on
+        ctx = self.service.context
+        self.checkpoint = await self.service.db.write(
+            lambda conn: directory.apply_page(conn, ctx, page))
+        self._directory_pending = None
+        # A notice that came while this page was on its way was not acted on: catch up now.
+        if page.more or self._head_seen > self.checkpoint:
+            await self._request_directory()
+
+    async def _on_manifest(self, topic: str, payload: bytes) -> None:
+        if not payload:
+            return  # a cleared retained message
+        bundle = decode(payload, CampaignManifest).bundle
+        if self.public_key is None:
+            self._refuse("no_hub_key", "no hub public key configured: campaigns not accepted")
+            return
+        try:
+            signing.verify(bundle, self.public_key)
+        except signing.SignatureError as exc:
+            self._refuse(exc.code, f"{topic}: {exc}")
+            return
+        expected = topics.campaign_topic(bundle.scope, bundle.scope_id)
+        if expected != topic:
+            self._refuse("wrong_scope", f"a {bundle.scope} bundle on {topic}")
+            return
+        if not await self.service.apply_bundle(bundle):
+            self._refuse("stale_version", f"{bundle.scope} version {bundle.version} not newer")
+            return
+        log.info("campaigns applied: %s version %d", bundle.scope, bundle.version)
+
+    # -- status --------------------------------------------------------------------------------
+
+    async def status(self) -> StoreStatus:
+        key = f"outbox_seq:{self.epoch}"
+
+        def read(conn: Any) -> tuple[int, int, dict[str, int]]:
+            depth = outbox.stats(conn, self.epoch).depth
+            last = int(outbox.meta_get(conn, key, "0") or 0)
+            versions = {f"{r[0]}:{r[1]}" if r[1] else r[0]: int(r[2]) for r in conn.execute(
+                "SELECT scope, scope_id, version FROM campaign_bundles")}
+            return depth, last, versions
+
+        depth, last, versions = await self.service.db.read(read)
+        return StoreStatus(
+            store_id=self.store_id, epoch=self.epoch, last_seq=last, acked_seq=self.acked,
+            outbox_depth=depth, directory_checkpoint=self.checkpoint,
+            campaign_versions=versions, software="membergate-edge", refused=dict(self.refused),
+            devices=self.service.device_health(), at_ms=int(time.time() * 1000))
+
+    async def publish_status(self) -> None:
+        with contextlib.suppress(MqttError):
+            await self.mqtt.publish(topics.status(self.store_id), encode(await self.status()),
+                                    qos=1, retain=True)
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.status_interval_s)
+            if self.mqtt.is_connected:
+                await self.publish_status()

@@ -1,0 +1,70 @@
+"""The embedded single-box/demo broker: amqtt inside the hub's event loop.
+
+amqtt speaks MQTT 3.1.1 only and keeps sessions in memory; that is enough here because the
+application acknowledges end to end. For scale, point the stores at Mosquitto/EMQX instead.
+amqtt is imported only in this module (it is an optional dependency of the hub).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from amqtt.broker import Broker
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (another process could still take it before us)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """``async with EmbeddedBroker() as broker:`` serves anonymous MQTT on ``broker.url``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = None
+        self._broker: Any = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("broker not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    def _config(self, port: int) -> dict[str, Any]:
+        return {
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{port}"}},
+            # Only anonymous auth: no $SYS publisher and no per-packet logging plugins.
+            "plugins": {
+                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
+            },
+        }
+
+    async def start(self) -> None:
+        if self._broker is not None:
+            raise RuntimeError("broker already started")
+        port = self._requested_port or free_port(self.host)
+        broker = Broker(self._config(port))
+        await broker.start()
+        self._broker, self._port = broker, port
+
+    async def stop(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.shutdown()
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()

@@ -1,0 +1,60 @@
+"""Campaign bundles at the hub: validated with the protocol's rule language, signed, stored, and
+published as retained manifests for the fleet, a region or one store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from hub.db import Tx
+from protocol import signing, topics
+from protocol.campaigns import CampaignBundle
+from protocol.codec import encode
+from protocol.sync import CampaignManifest
+
+KEY_FILE = "hub_signing_key.pem"
+
+
+class StaleBundle(ValueError):
+    code = "stale_version"
+
+
+def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The hub's Ed25519 key; made once, at the first start (``membergate-hub init``)."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return signing.load_private_pem(path.read_bytes())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = signing.new_private_key()
+    path.write_bytes(signing.private_pem(key))
+    path.chmod(0o600)
+    return key
+
+
+def manifest(bundle: CampaignBundle, key: Ed25519PrivateKey) -> bytes:
+    signed = signing.sign(bundle, key)
+    return encode(CampaignManifest(key_id=signing.key_id(key), bundle=signed))
+
+
+def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tuple[str, bytes]:
+    """Sign and keep ``bundle``; a version not newer than the one held is refused."""
+    scope_id = bundle.scope_id or ""
+    held = tx.scalar("SELECT version FROM campaign_bundles WHERE scope = ? AND scope_id = ?",
+                     (bundle.scope, scope_id), default=0)
+    if bundle.version <= held:
+        raise StaleBundle(f"{bundle.scope} bundle version {bundle.version} is not newer than"
+                          f" the held version {held}")
+    payload = manifest(bundle, key)
+    tx.execute(
+        "INSERT INTO campaign_bundles(scope, scope_id, version, manifest) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT(scope, scope_id) DO UPDATE SET version = excluded.version,"
+        " manifest = excluded.manifest",
+        (bundle.scope, scope_id, bundle.version, payload))
+    return topics.campaign_topic(bundle.scope, bundle.scope_id), payload
+
+
+def held_manifests(tx: Tx) -> list[tuple[str, bytes]]:
+    return [(topics.campaign_topic(scope, scope_id or None), bytes(payload))
+            for scope, scope_id, payload in tx.all(
+                "SELECT scope, scope_id, manifest FROM campaign_bundles ORDER BY scope, scope_id")]

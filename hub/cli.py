@@ -1,0 +1,130 @@
+"""``membergate-hub``: run the hub, look at the fleet, push campaigns, check the books, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hub import directory
+from hub.config import HubConfig
+from hub.service import HubService
+from protocol import signing
+from protocol.campaigns import CampaignBundle
+
+
+def _config(args: argparse.Namespace) -> HubConfig:
+    cfg = HubConfig.load(Path(args.config) if args.config else None)
+    if getattr(args, "database", None):
+        cfg.hub.database = args.database
+    return cfg
+
+
+async def _run(cfg: HubConfig, seconds: float | None) -> int:
+    async with HubService(cfg) as hub:
+        print(f"membergate hub is up: broker 127.0.0.1:{hub.broker_port}, database"
+              f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
+        if seconds is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(seconds or 0)
+    return 0
+
+
+async def _status(cfg: HubConfig, as_json: bool) -> int:
+    from hub.db import HubDatabase
+    from hub.schema import migrate
+    from hub.service import now_ms
+
+    async with HubDatabase(cfg.database_url) as db:
+        await db.transaction(migrate)
+        stores = await db.transaction(lambda tx: directory.fleet_status(tx, now_ms()))
+    if as_json:
+        print(json.dumps(stores, indent=2, ensure_ascii=False))
+        return 0
+    cols = ("store_id", "epoch", "acked_seq", "lag_events", "outbox_depth", "last_seen_s_ago",
+            "refused_at_hub")
+    rows = [[str(s.get(c, "")) for c in cols] for s in stores]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
+              for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+    return 0
+
+
+async def _rebuild(cfg: HubConfig) -> int:
+    from hub.db import HubDatabase
+
+    async with HubDatabase(cfg.database_url) as db:
+        result = await db.transaction(directory.compare)
+    print(json.dumps({"members": result["members"], "events": result["events"],
+                      "mismatches": result["mismatches"][:20],
+                      "mismatch_count": len(result["mismatches"])}, indent=2))
+    return 0 if not result["mismatches"] else 1
+
+
+async def _push(cfg: HubConfig, bundle: CampaignBundle) -> int:
+    async with HubService(cfg) as hub:
+        topic = await hub.push_campaigns(bundle)
+    print(f"signed {bundle.scope} bundle version {bundle.version} and published it on {topic}")
+    return 0
+
+
+def _init(cfg: HubConfig) -> int:
+    from hub.campaigns import load_or_create_key
+
+    key = load_or_create_key(cfg.hub.data_dir)
+    print(json.dumps({"key_id": signing.key_id(key), "hub_public_key": signing.public_b64(key),
+                      "key_file": str(cfg.hub.data_dir / "hub_signing_key.pem")}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="membergate-hub", description=__doc__)
+    parser.add_argument("--config", help="hub TOML file (default: built-in demo settings)")
+    parser.add_argument("--log-level", default="WARNING")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the hub (embedded broker unless one is configured)")
+    run.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
+    run.add_argument("--database", help="override: a SQLite path or postgresql:// URL")
+    sub.add_parser("init", help="make the signing key; print the public key for the stores")
+    st = sub.add_parser("status", help="fleet status as a table (or --json)")
+    st.add_argument("--json", action="store_true")
+    st.add_argument("--database")
+    rb = sub.add_parser("rebuild", help="recompute every balance from the event log and compare")
+    rb.add_argument("--database")
+    push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
+    push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
+    demo = sub.add_parser("demo", help="hub + embedded broker + two stores, walking a story")
+    demo.add_argument("--seconds", type=float, default=None,
+                      help="exit 0 when the story is done (after at most N seconds)")
+    demo.add_argument("--dir", help="working directory (default: a new temporary one)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    cfg = _config(args)
+    if args.command == "run":
+        return asyncio.run(_run(cfg, args.seconds))
+    if args.command == "init":
+        return _init(cfg)
+    if args.command == "status":
+        return asyncio.run(_status(cfg, args.json))
+    if args.command == "rebuild":
+        return asyncio.run(_rebuild(cfg))
+    if args.command == "push-campaigns":
+        bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
+        return asyncio.run(_push(cfg, bundle))
+    if args.command == "demo":
+        from provisioning.demo_fleet import run_demo
+
+        result: dict[str, Any] = asyncio.run(run_demo(args.dir, args.seconds))
+        return 0 if result["ok"] else 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

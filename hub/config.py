@@ -1,0 +1,54 @@
+"""The hub's configuration: one TOML file validated by pydantic, defaults that run the demo."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerSection(_Section):
+    # No host: the hub starts its own embedded broker (amqtt, MQTT 3.1.1) in-process.
+    host: str | None = None
+    port: int = Field(1883, ge=0, le=65535)
+    username: str | None = None
+    password: str | None = None
+    # Where the embedded broker listens; 0 takes a free port (the demo does).
+    embedded_host: str = "127.0.0.1"
+    embedded_port: int = Field(1883, ge=0, le=65535)
+
+
+class HubSection(_Section):
+    database: str = "hub-data/hub.db"  # a path (SQLite) or postgresql://...
+    data_dir: Path = Path("hub-data")  # the signing key lives here
+    directory_page: int = Field(1000, ge=1, le=5000)
+    max_payload_bytes: int = Field(1024 * 1024, ge=1024)
+
+
+class ApiSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8710, ge=0, le=65535)
+    token: str | None = None  # HQ bearer token; None: the API is not served
+
+
+class HubConfig(_Section):
+    hub: HubSection = HubSection()
+    broker: BrokerSection = BrokerSection()
+    api: ApiSection = ApiSection()
+
+    @property
+    def database_url(self) -> str:
+        db = self.hub.database
+        return db if "://" in db else f"sqlite:///{db}"
+
+    @classmethod
+    def load(cls, path: Path | None) -> HubConfig:
+        if path is None:
+            return cls()
+        with path.open("rb") as f:
+            return cls.model_validate(tomllib.load(f))

@@ -1,0 +1,222 @@
+"""The hub process: takes every store's uplink off the broker, merges it, answers and pushes down.
+
+Order of work for a batch: validate (payload store id = topic store id), apply in one database
+transaction, commit, then publish the retained ack. An ack is never sent for what is not on
+disk, and a batch applied twice changes nothing, so a crash anywhere in between is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from hub import campaigns, directory
+from hub.config import HubConfig
+from hub.db import HubDatabase, Tx
+from hub.ingest import apply_batch, record_refusal
+from hub.schema import migrate
+from protocol import topics
+from protocol.campaigns import CampaignBundle
+from protocol.codec import CodecError, decode, decode_batch, encode
+from protocol.mqtt import Message, MqttClient, MqttError
+from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, StoreStatus
+
+log = logging.getLogger("membergate.hub")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class HubService:
+    def __init__(self, config: HubConfig, *, client_id: str = "membergate-hub") -> None:
+        self.config = config
+        self.db = HubDatabase(config.database_url)
+        self.key = campaigns.load_or_create_key(config.hub.data_dir)
+        self.client_id = client_id
+        self.mqtt: MqttClient | None = None
+        self.broker: Any = None
+        self.broker_port: int | None = None
+        self.refused: Counter[str] = Counter()
+        self.applied_events = 0
+        self.duplicate_events = 0
+        self.gaps = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._notice = asyncio.Event()
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def start(self) -> HubService:
+        await self.db.open()
+        await self.db.transaction(migrate)
+        host, port = self.config.broker.host, self.config.broker.port
+        if host is None:
+            from hub.broker import EmbeddedBroker
+
+            self.broker = EmbeddedBroker(self.config.broker.embedded_host,
+                                         self.config.broker.embedded_port)
+            await self.broker.__aenter__()
+            host, port = self.config.broker.embedded_host, self.broker.port
+        self.broker_port = port
+        self.mqtt = MqttClient(host, port, client_id=self.client_id,
+                               username=self.config.broker.username,
+                               password=self.config.broker.password)
+        self.mqtt.on_connect.append(self._republish)
+        await self.mqtt.__aenter__()
+        await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
+        self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
+                       asyncio.create_task(self._notices(), name="hub-notices")]
+        return self
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.mqtt is not None:
+            await self.mqtt.close()
+        if self.broker is not None:
+            await self.broker.__aexit__(None, None, None)
+        await self.db.close()
+
+    async def __aenter__(self) -> HubService:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- what a (re)connect owes the fleet -------------------------------------------------------
+
+    async def _republish(self) -> None:
+        """Brokers without persistence forget retained messages: put back what the hub owns."""
+        def held(tx: Tx) -> tuple[list[Ack], list[tuple[str, bytes]], int]:
+            acks = [Ack(store_id=s, epoch=int(e), seq=int(q)) for s, e, q in tx.all(
+                "SELECT s.store_id, s.epoch, s.acked_seq FROM store_streams s JOIN stores t"
+                " ON t.store_id = s.store_id AND t.epoch = s.epoch")]
+            return acks, campaigns.held_manifests(tx), directory.head(tx)
+
+        acks, manifests, head = await self.db.transaction(held)
+        assert self.mqtt is not None
+        for ack in acks:
+            await self.mqtt.publish(topics.ack(ack.store_id), encode(ack), retain=True)
+        for topic, payload in manifests:
+            await self.mqtt.publish(topic, payload, retain=True)
+        await self.mqtt.publish(topics.FLEET_DIRECTORY, encode(DirectoryNotice(head=head)),
+                                retain=True)
+
+    # -- the uplink ----------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self.mqtt is not None
+        async for message in self.mqtt.messages():
+            try:
+                await self.handle(message)
+            except MqttError as exc:
+                log.warning("reply not sent (%s); the store will ask again", exc)
+            except Exception:
+                log.exception("failed to handle a message on %s", message.topic)
+
+    async def handle(self, message: Message) -> None:
+        parsed = topics.uplink_store(message.topic)
+        if parsed is None:
+            return
+        store_id, kind = parsed
+        if kind == "events":
+            await self._events(store_id, message.payload)
+        elif kind == "directory":
+            await self._directory(store_id, message.payload)
+        elif kind == "status":
+            await self._status(store_id, message.payload)
+
+    async def _refuse(self, store_id: str, reason: str, detail: str) -> None:
+        self.refused[reason] += 1
+        log.warning("refused from store %s: %s (%s)", store_id, reason, detail)
+        await self.db.transaction(lambda tx: record_refusal(tx, store_id, reason, detail))
+
+    async def _events(self, store_id: str, payload: bytes) -> None:
+        try:
+            batch = decode_batch(payload, max_bytes=self.config.hub.max_payload_bytes)
+        except CodecError as exc:
+            await self._refuse(store_id, exc.code, exc.message)
+            return
+        if batch.store_id != store_id:
+            await self._refuse(store_id, "wrong_store",
+                               f"batch for {batch.store_id} on the topic of {store_id}")
+            return
+        result = await self.db.transaction(lambda tx: apply_batch(tx, batch, now_ms()))
+        self.applied_events += result.applied
+        self.duplicate_events += result.duplicates
+        if result.gap:
+            self.gaps += 1
+            log.info("gap from %s: have %d, batch starts at %d; asking to resend",
+                     store_id, result.ack.seq, batch.events[0].seq)
+        assert self.mqtt is not None
+        # Committed above; only now may the store prune.
+        await self.mqtt.publish(topics.ack(store_id), encode(result.ack), retain=True)
+        if result.members_changed:
+            self._notice.set()
+
+    async def _directory(self, store_id: str, payload: bytes) -> None:
+        try:
+            req = decode(payload, DirectoryRequest)
+        except CodecError as exc:
+            await self._refuse(store_id, exc.code, exc.message)
+            return
+        if req.store_id != store_id:
+            await self._refuse(store_id, "wrong_store", "directory request for another store")
+            return
+        limit = min(req.limit, self.config.hub.directory_page)
+        page = await self.db.transaction(
+            lambda tx: directory.page(tx, req.request_id, req.after, limit))
+        assert self.mqtt is not None
+        await self.mqtt.publish(topics.directory_page(store_id), encode(page))
+
+    async def _status(self, store_id: str, payload: bytes) -> None:
+        try:
+            status = decode(payload, StoreStatus)
+        except CodecError as exc:
+            await self._refuse(store_id, exc.code, exc.message)
+            return
+        if status.store_id != store_id:
+            await self._refuse(store_id, "wrong_store", "status for another store")
+            return
+        await self.db.transaction(lambda tx: tx.execute(
+            "INSERT INTO stores(store_id, last_seen_ms, epoch, status) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(store_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,"
+            " status = excluded.status, epoch = CASE WHEN excluded.epoch > stores.epoch"
+            " THEN excluded.epoch ELSE stores.epoch END",
+            (store_id, now_ms(), status.epoch, payload)))
+
+    async def _notices(self) -> None:
+        """Tell the fleet the directory moved, at most a few times a second."""
+        while True:
+            await self._notice.wait()
+            self._notice.clear()
+            head = await self.db.transaction(directory.head)
+            if self.mqtt is not None and self.mqtt.is_connected:
+                with contextlib.suppress(MqttError):
+                    await self.mqtt.publish(topics.FLEET_DIRECTORY,
+                                            encode(DirectoryNotice(head=head)), retain=True)
+            await asyncio.sleep(0.2)
+
+    # -- HQ's commands -------------------------------------------------------------------------
+
+    async def push_campaigns(self, bundle: CampaignBundle) -> str:
+        topic, payload = await self.db.transaction(
+            lambda tx: campaigns.store_bundle(tx, bundle, self.key))
+        if self.mqtt is not None:
+            await self.mqtt.publish(topic, payload, retain=True)
+        return topic
+
+    async def status(self) -> dict[str, Any]:
+        stores = await self.db.transaction(lambda tx: directory.fleet_status(tx, now_ms()))
+        return {"stores": stores, "applied_events": self.applied_events,
+                "duplicate_events": self.duplicate_events, "gaps": self.gaps,
+                "refused": dict(self.refused),
+                "broker": {"port": self.broker_port,
+                           "connected": bool(self.mqtt and self.mqtt.is_connected)}}

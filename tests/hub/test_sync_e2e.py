@@ -1,0 +1,177 @@
+"""Two stores and the hub through a real Mosquitto: uplink, directory, offline, campaigns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge import demo
+from edge.service import EdgeService
+from hub import directory
+from hub.config import HubConfig
+from hub.service import HubService
+from protocol import signing, topics
+from protocol.codec import encode
+from protocol.events import Event, EventBatch, MemberProfileChanged
+from protocol.mqtt import MqttClient
+from tests.edge.conftest import make_config, register, sell
+from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = 20) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def hub_config(tmp_path: Path, broker: Mosquitto, database: str | None = None) -> HubConfig:
+    return HubConfig.model_validate({
+        "hub": {"database": database or str(tmp_path / "hub" / "hub.db"),
+                "data_dir": str(tmp_path / "hub")},
+        "broker": {"host": broker.host, "port": broker.port},
+    })
+
+
+async def start_store(tmp_path: Path, store_id: str, number: int, broker: Mosquitto,
+                      hub: HubService, **sync: Any) -> EdgeService:
+    (tmp_path / store_id).mkdir(exist_ok=True)
+    cfg = make_config(tmp_path / store_id, store={"store_id": store_id, "store_number": number},
+                      sync={"broker_host": broker.host, "broker_port": broker.port,
+                            "hub_public_key": signing.public_b64(hub.key),
+                            "ack_timeout_s": 2.0, **sync})
+    svc = EdgeService(cfg)
+    await svc.start()
+    await svc.apply_bundle(demo.demo_bundle())
+    return svc
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[HubService]:
+    async with HubService(hub_config(tmp_path, mosquitto)) as h:
+        yield h
+
+
+async def drained(svc: EdgeService) -> bool:
+    assert svc.sync is not None
+    status = await svc.sync.status()
+    return status.outbox_depth == 0 and status.acked_seq == status.last_seq
+
+
+async def test_a_member_of_store_a_is_known_in_store_b_and_balances_agree(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        m = await register(a, "13700000001", card="04C0FFEE", name="王芳")
+        mid = m["member_id"]
+        await sell(a, [("A", "grocery", 2, 10_000)], member_id=mid)
+        await wait_for(lambda: drained(a), "store A drained")
+
+        async def b_knows() -> bool:
+            try:
+                return bool(await b.find_member_id("card_uid", "04C0FFEE") == mid)
+            except Exception:
+                return False
+
+        await wait_for(b_knows, "store B to recognise the card")
+        assert (await b.member(mid))["points"] == 200
+        assert (await b.find_member_id("phone", "13700000001")) == mid
+
+        # Store B loses the broker and keeps selling.
+        mosquitto.kill()
+        await sell(b, [("B", "grocery", 1, 5_000)], member_id=mid)
+        assert (await b.member(mid))["points"] == 250
+        await asyncio.sleep(0.5)
+        mosquitto.start()
+        await wait_for(lambda: drained(b), "store B drained after the outage")
+        await wait_for(lambda: drained(a), "store A drained after the outage")
+
+        async def a_sees_b() -> bool:
+            return bool((await a.member(mid))["points"] == 250)
+
+        await wait_for(a_sees_b, "store A to see store B's points")
+        held = await hub.db.transaction(directory.balances)
+        assert held[mid] == (250, 0, 0)
+        check = await hub.db.transaction(directory.compare)
+        assert check["mismatches"] == []
+
+        # A campaign pushed from HQ reaches both stores, verified and applied.
+        bundle = demo.demo_bundle().model_copy(update={"version": 2})
+        await hub.push_campaigns(bundle)
+
+        async def both_have_v2() -> bool:
+            sa, sb = await a.sync.status(), await b.sync.status()  # type: ignore[union-attr]
+            return sa.campaign_versions.get("fleet") == 2 == sb.campaign_versions.get("fleet")
+
+        await wait_for(both_have_v2, "campaign version 2 in both stores")
+        status = await hub.status()
+        assert {s["store_id"] for s in status["stores"]} == {"S001", "S002"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: Mosquitto,
+                                                     hub: HubService) -> None:
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    try:
+        assert a.sync is not None
+        await a.sync.mqtt.wait_connected(10)
+        rogue_key = signing.new_private_key()
+        from hub.campaigns import manifest
+
+        forged = manifest(demo.demo_bundle().model_copy(update={"version": 9}), rogue_key)
+        stale = manifest(demo.demo_bundle(), hub.key)  # version 1: the store holds 1 already
+        async with MqttClient(mosquitto.host, mosquitto.port, client_id="rogue") as rogue:
+            await rogue.wait_connected(10)
+            await rogue.publish(topics.FLEET_CAMPAIGNS, forged)
+            await rogue.publish(topics.FLEET_CAMPAIGNS, stale)
+            await rogue.publish(topics.FLEET_CAMPAIGNS, b"\xc1garbage")
+
+        async def refused() -> bool:
+            r = a.sync.refused  # type: ignore[union-attr]
+            return r["bad_signature"] >= 1 and r["stale_version"] >= 1 and r["malformed"] >= 1
+
+        await wait_for(refused, "the store to refuse all three")
+        assert (await a.sync.status()).campaign_versions == {"fleet": 1}
+    finally:
+        await a.close()
+
+
+async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+    mid = "01900000-0000-7000-8000-000000000001"
+
+    def batch(store: str, seq: int) -> bytes:
+        body = MemberProfileChanged(member_id=mid, name=f"n{seq}", changed=["name"])
+        return encode(EventBatch(store_id=store, epoch=1, events=[Event(
+            event_id=f"{store}-{seq}", store_id=store, epoch=1, seq=seq, hlc=seq, body=body)]))
+
+    async with MqttClient(mosquitto.host, mosquitto.port, client_id="edge-S001") as c:
+        await c.wait_connected(10)
+        await c.publish(topics.events("S001"), b"\x92\x01")  # msgpack, but not a map
+        await c.publish(topics.events("S001"), b"\xc1\xc1")  # not msgpack
+        await c.publish(topics.events("S001"), batch("S002", 1))  # another store's events
+        oversized = b"\x91" + b"\xc4" + b"\x00"  # truncated bin: malformed
+        await c.publish(topics.events("S001"), oversized)
+        await c.publish(topics.events("S001"), b"\x00" * (hub.config.hub.max_payload_bytes + 1))
+        await c.publish(topics.events("S001"), batch("S001", 1))  # and then a good one
+
+        async def counted() -> bool:
+            return hub.applied_events == 1
+
+        await wait_for(counted, "the good batch applied after the bad ones")
+    assert hub.refused["wrong_store"] == 1
+    assert hub.refused["oversized"] == 1
+    assert hub.refused["malformed"] + hub.refused["invalid"] == 3
+    status = await hub.status()
+    s001 = next(s for s in status["stores"] if s["store_id"] == "S001")
+    assert s001["acked_seq"] == 1 and sum(s001["refused_at_hub"].values()) == 5
