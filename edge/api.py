@@ -104,6 +104,29 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
     async def status(_: Terminal) -> dict[str, Any]:
         return await service.status()
 
+    @app.get("/v1/devices", tags=["devices"])
+    async def devices(_: Terminal) -> dict[str, Any]:
+        """Every device of every lane with its health (connected, error, paper low / out)."""
+        return {"devices": [h.model_dump() for h in service.device_health()]}
+
+    @app.post("/v1/devices/simulated/scan", tags=["devices"])
+    async def simulated_scan(body: m.SimulatedScan, terminal: Terminal) -> dict[str, Any]:
+        """Type a scan on this terminal's simulated scanner (lanes with ``simulated = true``)."""
+        lane = service.devices.by_terminal.get(terminal) if service.devices else None
+        if lane is None or lane.sim_scanner is None:
+            raise EdgeError("no_simulated_scanner", "this terminal has no simulated scanner", 409)
+        await lane.sim_scanner.scan(body.code)
+        return {"ok": True}
+
+    @app.post("/v1/devices/simulated/tap", tags=["devices"])
+    async def simulated_tap(body: m.SimulatedTap, terminal: Terminal) -> dict[str, Any]:
+        """Put a card on this terminal's simulated reader."""
+        lane = service.devices.by_terminal.get(terminal) if service.devices else None
+        if lane is None or lane.sim_reader is None:
+            raise EdgeError("no_simulated_reader", "this terminal has no simulated reader", 409)
+        await lane.sim_reader.tap(body.card_uid, member_number=body.member_number)
+        return {"ok": True}
+
     # --- members --------------------------------------------------------------------------
 
     @app.post("/v1/members", tags=["members"], status_code=201)

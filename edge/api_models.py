@@ -89,3 +89,12 @@ class RefundIn(_Req):
     lines: list[RefundLineIn] | None = Field(
         default=None, max_length=500, description="Omit to refund everything still refundable"
     )
+
+
+class SimulatedScan(_Req):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class SimulatedTap(_Req):
+    card_uid: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8,20}$")]
+    member_number: ShortText | None = None

@@ -82,6 +82,12 @@ class CartBook:
             raise conflict("sale_closed", f"this sale is {cart.state}", sale_id=sale_id)
         return cart
 
+    def latest_open(self, terminal_id: str) -> Cart | None:
+        """The terminal's most recently opened sale that is still open (a tap or scan joins it)."""
+        open_carts = [c for c in self._carts.values()
+                      if c.terminal_id == terminal_id and c.state == "open"]
+        return max(open_carts, key=lambda c: c.opened_at) if open_carts else None
+
     def drop(self, sale_id: str) -> None:
         self._carts.pop(sale_id, None)
 

@@ -96,6 +96,50 @@ class SyncSection(_Section):
     status_interval_s: float = Field(15.0, gt=0)
 
 
+class PrinterSection(_Section):
+    kind: Literal["network", "serial", "usb", "file", "simulated"] = "simulated"
+    host: str | None = None  # network
+    port: int = Field(9100, ge=1, le=65535)
+    devfile: str | None = None  # serial or file
+    baudrate: int = 9600
+    usb_vendor: int | None = None
+    usb_product: int | None = None
+    encoding: Literal["gb18030", "gbk", "big5", "ascii"] = "gb18030"
+    width: int = Field(48, ge=24, le=64)  # columns: 48 on 80 mm paper, 32 on 58 mm
+    status_timeout_s: float = Field(1.5, gt=0, le=30)
+
+
+class DisplaySection(_Section):
+    kind: Literal["serial", "simulated"] = "simulated"
+    port: str | None = None
+    baudrate: int = 9600
+    command_set: Literal["cd5220", "escpos", "led"] = "cd5220"
+    encoding: Literal["ascii", "gb2312", "big5"] = "gb2312"
+
+
+class SerialScannerSection(_Section):
+    port: str
+    baudrate: int = 9600
+    encoding: str = "utf-8"
+
+
+class LaneSection(_Section):
+    """One checkout lane: a POS terminal and the devices at it."""
+
+    terminal_id: str
+    # evdev keyboard-wedge scanners, by stable path (/dev/input/by-id/...-event-kbd)
+    scanners: list[str] = Field(default_factory=list)
+    serial_scanners: list[SerialScannerSection] = Field(default_factory=list)
+    scanner_layout: str = "us"
+    # Regular expression a PC/SC reader name must match to belong to this lane
+    card_reader: str | None = None
+    printer: PrinterSection | None = None
+    display: DisplaySection | None = None
+    # Devices without hardware (the demo and POS development): a simulated scanner, reader,
+    # printer and display, driven through the API.
+    simulated: bool = False
+
+
 class EdgeConfig(_Section):
     store: StoreSection = Field(default_factory=StoreSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
@@ -105,6 +149,7 @@ class EdgeConfig(_Section):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     stored_value: StoredValueSection = Field(default_factory=StoredValueSection)
     sync: SyncSection = Field(default_factory=SyncSection)
+    lanes: list[LaneSection] = Field(default_factory=list)
     campaigns_file: Path | None = Field(
         None, description="A campaign bundle (TOML/JSON) applied at start; the hub replaces it"
     )

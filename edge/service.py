@@ -8,6 +8,7 @@ method returns: an answer the POS got is never lost to a crash.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from datetime import date
@@ -38,9 +39,11 @@ from protocol.ids import uuid7
 from protocol.sync import DeviceHealth
 
 if TYPE_CHECKING:
+    from edge.devices import DeviceManager
     from edge.sync import SyncClient
 
 T = TypeVar("T")
+log = logging.getLogger("membergate.edge")
 
 
 class EdgeService:
@@ -55,6 +58,7 @@ class EdgeService:
         # Called after every committed write: the sync client wakes to send new outbox rows.
         self.on_outbox: list[Callable[[], None]] = []
         self.sync: SyncClient | None = None
+        self.devices: DeviceManager | None = None
 
     # --- lifetime -----------------------------------------------------------------------------
 
@@ -68,10 +72,17 @@ class EdgeService:
             from edge.sync import SyncClient
 
             self.sync = await SyncClient(self, self.config.sync).start()
+        if self.config.lanes:
+            from edge.devices import DeviceManager
+
+            self.devices = await DeviceManager(self).start()
         return self
 
     def device_health(self) -> list[DeviceHealth]:
-        return []
+        if self.devices is None:
+            return []
+        return [DeviceHealth(device_id=s.device_id, kind=str(s.kind), health=str(s.health),
+                             detail=s.detail[:200]) for s in self.devices.statuses()]
 
     def _init_store(self, conn: sqlite3.Connection) -> StoreContext:
         store = outbox.meta_get(conn, "store_id")
@@ -88,6 +99,9 @@ class EdgeService:
         return StoreContext(self.config, HybridClock(last=last), epoch)
 
     async def close(self) -> None:
+        if self.devices is not None:
+            await self.devices.close()
+            self.devices = None
         if self.sync is not None:
             await self.sync.close()
             self.sync = None
@@ -372,6 +386,11 @@ class EdgeService:
         self.bus.publish("sale.finalized", terminal_id, sale_id=sale_id, total=receipt["total"],
                          member_id=(receipt["member"] or {}).get("member_id"),
                          points_earned=receipt["points_earned"])
+        if self.devices is not None:
+            try:
+                await self.devices.after_finalize(terminal_id, receipt)
+            except Exception:  # the sale is committed; a display hiccup must not turn it into
+                log.exception("devices after finalize")  # an error for the POS
         return receipt
 
     async def receipt(self, sale_id: str) -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""The store's devices wired into checkout, lane by lane.
+
+A lane maps a POS terminal to its scanners, card reader, printer and display. Input devices turn
+into POS events on that terminal's WebSocket (and, for a member QR, a coupon code or a card tap,
+into the identification or coupon on the lane's open sale); a finalized sale shows its total,
+change and points on the display. A device failing never fails a sale: it shows up as health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from drivers.base import (
+    CardError,
+    CardInserted,
+    CardRemoved,
+    DeviceKind,
+    DeviceStatus,
+    Health,
+    HealthChanged,
+    ScanError,
+    ScanEvent,
+)
+from drivers.card_reader import CardReaderConfig, CardReaderMonitor, SimulatedCardReader
+from drivers.display import DisplayConfig, PoleDisplay, SimulatedDisplay
+from drivers.printer import File, Network, ReceiptPrinter, Serial, SimulatedPrinter, Usb
+from drivers.scanner import SerialScanner, SimulatedScanner, WedgeScanner
+from edge.config import DisplaySection, LaneSection, PrinterSection
+from edge.errors import EdgeError
+from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX, uuid7
+from protocol.money import format_amount
+
+if TYPE_CHECKING:
+    from edge.service import EdgeService
+
+log = logging.getLogger("membergate.edge.devices")
+
+Printer = ReceiptPrinter | SimulatedPrinter
+Display = PoleDisplay | SimulatedDisplay
+
+
+class Lane:
+    def __init__(self, config: LaneSection) -> None:
+        self.config = config
+        self.terminal_id = config.terminal_id
+        self.scanners: list[Any] = []
+        self.printer: Printer | None = None
+        self.display: Display | None = None
+        self.sim_scanner: SimulatedScanner | None = None
+        self.sim_reader: SimulatedCardReader | None = None
+        self.reader_pattern = re.compile(config.card_reader) if config.card_reader else None
+
+
+def make_printer(cfg: PrinterSection, device_id: str) -> Printer:
+    if cfg.kind == "simulated":
+        return SimulatedPrinter(device_id, encoding=cfg.encoding)
+    transport: Any
+    if cfg.kind == "network":
+        if not cfg.host:
+            raise ValueError("a network printer needs a host")
+        transport = Network(cfg.host, cfg.port, timeout=cfg.status_timeout_s)
+    elif cfg.kind == "serial":
+        transport = Serial(_need(cfg.devfile, "devfile"), cfg.baudrate,
+                           timeout=cfg.status_timeout_s)
+    elif cfg.kind == "usb":
+        transport = Usb(_need(cfg.usb_vendor, "usb_vendor"), _need(cfg.usb_product,
+                                                                  "usb_product"))
+    else:
+        transport = File(_need(cfg.devfile, "devfile"))
+    return ReceiptPrinter(transport, encoding=cfg.encoding, device_id=device_id)
+
+
+def make_display(cfg: DisplaySection, device_id: str) -> Display:
+    if cfg.kind == "simulated":
+        return SimulatedDisplay(cfg.command_set, cfg.encoding, device_id=device_id)
+    return PoleDisplay(DisplayConfig(port=_need(cfg.port, "port"), baudrate=cfg.baudrate,
+                                     command_set=cfg.command_set, encoding=cfg.encoding,
+                                     device_id=device_id))
+
+
+T = TypeVar("T")
+
+
+def _need(value: T | None, name: str) -> T:
+    if value is None:
+        raise ValueError(f"this device needs {name}")
+    return value
+
+
+def _key() -> str:
+    # Device-originated changes have no POS retry to collapse: each gets a fresh key.
+    return f"device-{uuid7()}"
+
+
+class DeviceManager:
+    def __init__(self, service: EdgeService) -> None:
+        self.service = service
+        self.lanes = [Lane(c) for c in service.config.lanes]
+        self.by_terminal = {lane.terminal_id: lane for lane in self.lanes}
+        self.health: dict[str, DeviceStatus] = {}
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.monitor: CardReaderMonitor | None = None
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def start(self) -> DeviceManager:
+        for lane in self.lanes:
+            await self._open_lane(lane)
+        patterns = [lane.config.card_reader for lane in self.lanes
+                    if lane.config.card_reader and not lane.config.simulated]
+        if patterns:
+            self.monitor = CardReaderMonitor(CardReaderConfig(
+                reader_name_pattern="|".join(f"(?:{p})" for p in patterns)))
+            try:
+                await self._stack.enter_async_context(self.monitor)
+                self._follow(self.monitor.events(), None)
+            except Exception as exc:  # no pcscd: the lanes still sell, the reader shows red
+                self._set(DeviceStatus("pcscd", DeviceKind.CARD_READER, Health.ERROR, str(exc)))
+        return self
+
+    async def _open_lane(self, lane: LaneSection | Lane) -> None:
+        assert isinstance(lane, Lane)
+        cfg, tid = lane.config, lane.terminal_id
+        for path in cfg.scanners:
+            lane.scanners.append(WedgeScanner(path, layout=cfg.scanner_layout))
+        for s in cfg.serial_scanners:
+            lane.scanners.append(SerialScanner(s.port, baudrate=s.baudrate, encoding=s.encoding))
+        if cfg.simulated:
+            lane.sim_scanner = SimulatedScanner(f"{tid} simulated scanner")
+            lane.scanners.append(lane.sim_scanner)
+            lane.sim_reader = SimulatedCardReader(device_id=f"{tid} simulated reader")
+        for scanner in lane.scanners:
+            await self._stack.enter_async_context(scanner)
+            self._follow(scanner.events(), lane)
+        if lane.sim_reader is not None:
+            await self._stack.enter_async_context(lane.sim_reader)
+            self._follow(lane.sim_reader.events(), lane)
+        printer_cfg = cfg.printer or (PrinterSection() if cfg.simulated else None)
+        if printer_cfg is not None:
+            lane.printer = make_printer(printer_cfg, f"{tid} printer")
+            await self._stack.enter_async_context(lane.printer)
+            self._set(lane.printer.last_status)
+        display_cfg = cfg.display or (DisplaySection() if cfg.simulated else None)
+        if display_cfg is not None:
+            lane.display = make_display(display_cfg, f"{tid} display")
+            await self._stack.enter_async_context(lane.display)
+            self._set(lane.display.status)
+            self._follow(lane.display.events(), lane)
+
+    def _follow(self, events: AsyncIterator[Any], lane: Lane | None) -> None:
+        async def pump() -> None:
+            async for event in events:
+                try:
+                    await self.handle(event, lane)
+                except Exception:
+                    log.exception("device event not handled: %r", event)
+
+        self._tasks.append(asyncio.create_task(pump()))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._stack.aclose()
+
+    # -- events in -----------------------------------------------------------------------------
+
+    def _lane_of_reader(self, reader: str) -> Lane | None:
+        for lane in self.lanes:
+            if lane.reader_pattern is not None and lane.reader_pattern.search(reader):
+                return lane
+        return None
+
+    def _set(self, status: DeviceStatus) -> None:
+        self.health[status.device_id] = status
+
+    async def handle(self, event: Any, lane: Lane | None) -> None:
+        if isinstance(event, HealthChanged):
+            self._set(event.status)
+            terminal = lane.terminal_id if lane else None
+            self.service.bus.publish("device.health", terminal, device_id=event.status.device_id,
+                                     device_kind=str(event.status.kind),
+                                     health=str(event.status.health), detail=event.status.detail)
+            return
+        if lane is None and isinstance(event, CardInserted | CardRemoved | CardError):
+            lane = self._lane_of_reader(event.device_id)
+            if lane is None:
+                return  # a reader that belongs to no lane
+        assert lane is not None
+        if isinstance(event, ScanEvent):
+            await self.on_scan(lane, event.code, event.device_id)
+        elif isinstance(event, ScanError):
+            self.service.bus.publish("scan.error", lane.terminal_id, device_id=event.device_id,
+                                     reason=event.reason)
+        elif isinstance(event, CardInserted):
+            await self.on_card(lane, event)
+        elif isinstance(event, CardRemoved):
+            self.service.bus.publish("card.removed", lane.terminal_id, device_id=event.device_id)
+        elif isinstance(event, CardError):
+            self.service.bus.publish("card.error", lane.terminal_id, device_id=event.device_id,
+                                     reason=event.reason)
+
+    async def _open_sale(self, lane: Lane) -> str:
+        cart = self.service.carts.latest_open(lane.terminal_id)
+        if cart is not None:
+            return cart.sale_id
+        return str((await self.service.open_sale(lane.terminal_id))["sale_id"])
+
+    async def on_scan(self, lane: Lane, code: str, device_id: str) -> None:
+        tid = lane.terminal_id
+        self.service.bus.publish("scan", tid, device_id=device_id, code=code)
+        try:
+            if code.startswith(MEMBER_QR_PREFIX):
+                sid = await self._open_sale(lane)
+                view = await self.service.identify_on_sale(sid, tid, _key(), "qr", code)
+                await self.greet(lane, view.get("member_id"))
+            elif code.startswith(COUPON_QR_PREFIX):
+                sid = await self._open_sale(lane)
+                await self.service.add_coupon(sid, tid, _key(), code[len(COUPON_QR_PREFIX):])
+        except EdgeError as exc:
+            self.service.bus.publish("scan.refused", tid, code=code, error=exc.code,
+                                     message=exc.message)
+
+    async def on_card(self, lane: Lane, event: CardInserted) -> None:
+        tid = lane.terminal_id
+        tries: list[tuple[Any, str]] = [("card_uid", event.uid)]
+        if event.member_number:
+            tries.append(("member_code", event.member_number))
+        for by, value in tries:
+            try:
+                member_id = await self.service.find_member_id(by, value)
+            except EdgeError:
+                continue
+            sid = await self._open_sale(lane)
+            await self.service.identify_on_sale(sid, tid, _key(), by, value)
+            await self.greet(lane, member_id)
+            return
+        self.service.bus.publish("card.unknown", tid, device_id=event.device_id, uid=event.uid)
+        await self.show(lane, "未登记的会员卡", "Unknown card")
+
+    # -- commands out --------------------------------------------------------------------------
+
+    async def show(self, lane: Lane, line1: str, line2: str) -> None:
+        if lane.display is not None:
+            await lane.display.show(line1, line2)
+
+    async def greet(self, lane: Lane, member_id: str | None) -> None:
+        if member_id is None or lane.display is None:
+            return
+        m = await self.service.member(member_id)
+        await self.show(lane, f"欢迎 {m['name']}"[:20], f"{m['tier']} 积分 {m['points']}")
+
+    async def after_finalize(self, terminal_id: str, receipt: dict[str, Any]) -> None:
+        lane = self.by_terminal.get(terminal_id)
+        if lane is None or lane.display is None:
+            return
+        cur = receipt.get("currency", "CNY")
+        await self.show(lane, f"合计 {format_amount(receipt['total'], cur)}",
+                        f"找零 {format_amount(receipt.get('change', 0), cur)}"
+                        f" +{receipt['points_earned']}分")
+
+    def statuses(self) -> list[DeviceStatus]:
+        return sorted(self.health.values(), key=lambda s: s.device_id)

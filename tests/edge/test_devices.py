@@ -1,0 +1,152 @@
+"""Lanes: card taps and scans become POS events and identifications; finalize shows on the
+display (a real pty for the serial display); device health reaches the API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tty
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from edge import demo
+from edge.api import create_app
+from edge.service import EdgeService
+from protocol.ids import member_qr
+from tests.edge.conftest import TOKEN, make_config, register, sell
+
+
+async def _next(sub: AsyncIterator[dict[str, Any]], kind: str) -> dict[str, Any]:
+    while True:
+        event = await asyncio.wait_for(anext(sub), 5)
+        if event["type"] == kind:
+            return event
+
+
+@pytest.fixture
+def pty_port(tmp_path: Path) -> tuple[int, str]:
+    master, slave = os.openpty()
+    tty.setraw(master)
+    yield master, os.ttyname(slave)  # type: ignore[misc]
+    os.close(master)
+    os.close(slave)
+
+
+@pytest.fixture
+async def lane_service(tmp_path: Path, pty_port: tuple[int, str]) -> AsyncIterator[EdgeService]:
+    _, port = pty_port
+    cfg = make_config(tmp_path, lanes=[
+        {"terminal_id": "POS-1", "simulated": True,
+         "display": {"kind": "serial", "port": port, "command_set": "cd5220",
+                     "encoding": "gb2312"}},
+        {"terminal_id": "POS-2", "simulated": True},
+    ])
+    async with EdgeService(cfg) as svc:
+        await svc.apply_bundle(demo.demo_bundle())
+        yield svc
+
+
+def _read_display(master: int) -> bytes:
+    out = b""
+    while True:
+        import select
+
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            return out
+        out += os.read(master, 4096)
+
+
+async def test_card_tap_identifies_on_the_lane_and_greets(lane_service: EdgeService,
+                                                          pty_port: tuple[int, str]) -> None:
+    svc = lane_service
+    master, _ = pty_port
+    m = await register(svc, "13600000001", card="04D00D01", name="李雷")
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-1"]
+    assert lane.sim_reader is not None
+    sub = svc.bus.subscribe("POS-1")
+    first = asyncio.ensure_future(anext(sub))  # subscribe before the tap
+    await asyncio.sleep(0)
+    await lane.sim_reader.tap("04D00D01")
+    events = [await asyncio.wait_for(first, 5)]
+    while events[-1]["type"] != "member.identified":
+        events.append(await asyncio.wait_for(anext(sub), 5))
+    identified = events[-1]
+    assert identified["member_id"] == m["member_id"] and identified["by"] == "card_uid"
+    cart = svc.carts.latest_open("POS-1")
+    assert cart is not None and cart.member_id == m["member_id"]
+    # The other lane's sale is untouched.
+    assert svc.carts.latest_open("POS-2") is None
+    await asyncio.sleep(0.2)
+    shown = await asyncio.to_thread(_read_display, master)
+    assert "欢迎 李雷".encode("gb2312") in shown and b"\x1bQA" in shown
+
+
+async def test_unknown_card_and_bad_scans_are_events_not_crashes(
+        lane_service: EdgeService) -> None:
+    svc = lane_service
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-2"]
+    assert lane.sim_reader is not None and lane.sim_scanner is not None
+    sub = svc.bus.subscribe("POS-2")
+    pending = asyncio.ensure_future(_next(sub, "card.unknown"))
+    await asyncio.sleep(0)
+    await lane.sim_reader.tap("04FFFFFF")
+    assert (await pending)["uid"] == "04FFFFFF"
+    pending = asyncio.ensure_future(_next(sub, "scan.refused"))
+    await asyncio.sleep(0)
+    await lane.sim_scanner.scan("MGM:123")  # a member QR with an invalid code
+    refused = await pending
+    assert refused["error"] == "invalid_member_code"
+    pending = asyncio.ensure_future(_next(sub, "scan"))
+    await asyncio.sleep(0)
+    await lane.sim_scanner.scan("6901234567892")
+    assert (await pending)["code"] == "6901234567892"
+
+
+async def test_member_qr_scan_identifies_and_finalize_shows_total(
+        lane_service: EdgeService, pty_port: tuple[int, str]) -> None:
+    svc = lane_service
+    master, _ = pty_port
+    m = await register(svc, "13600000002", name="韩梅")
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-1"]
+    assert lane.sim_scanner is not None
+    sub = svc.bus.subscribe("POS-1")
+    pending = asyncio.ensure_future(_next(sub, "member.identified"))
+    await asyncio.sleep(0)
+    await lane.sim_scanner.scan(member_qr(m["member_code"]))
+    assert (await pending)["member_id"] == m["member_id"]
+    await asyncio.to_thread(_read_display, master)  # drop the greeting
+    cart = svc.carts.latest_open("POS-1")
+    assert cart is not None
+    await svc.add_line(cart.sale_id, "POS-1", "k-line", sku="A", name="A", category="grocery",
+                       qty=1, unit_price=2_000)
+    from edge.checkout import TenderRequest
+    await svc.finalize(cart.sale_id, "POS-1", "k-fin",
+                       [TenderRequest(kind="cash", amount=5_000)])
+    shown = await asyncio.to_thread(_read_display, master)
+    assert "合计 20.00".encode("gb2312") in shown and "找零 30.00".encode("gb2312") in shown
+
+
+async def test_device_health_in_the_api(lane_service: EdgeService) -> None:
+    app = create_app(lane_service, manage_lifetime=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://e",
+                                 headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        devices = (await c.get("/v1/devices")).json()["devices"]
+        kinds = {(d["device_id"], d["health"]) for d in devices}
+        assert ("POS-1 display", "connected") in kinds
+        assert ("POS-2 printer", "connected") in kinds
+        r = await c.post("/v1/devices/simulated/tap", json={"card_uid": "04ABCDEF"})
+        assert r.status_code == 200
+        r = await c.post("/v1/devices/simulated/scan", json={"code": ""})
+        assert r.status_code == 422
+    # A sale still works end to end with devices attached.
+    m = await register(lane_service, "13600000003")
+    receipt = await sell(lane_service, [("A", "grocery", 1, 1_000)], member_id=m["member_id"])
+    assert receipt["total"] == 1_000
