@@ -79,9 +79,40 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         await service.close()
 
 
-async def _with_service(config: EdgeConfig, fn: Any) -> Any:
-    async with EdgeService(config) as service:
+async def _with_service(config: EdgeConfig, fn: Any, *, devices: bool = False) -> Any:
+    # A one-off command must not join the hub or grab the lane's devices from a running
+    # gateway; only ``devices`` opens the devices (to report their health).
+    quiet = config.model_copy(update={"sync": config.sync.model_copy(update={"broker_host": None}),
+                                      "lanes": config.lanes if devices else []})
+    async with EdgeService(quiet) as service:
         return await fn(service)
+
+
+async def _devices(service: EdgeService) -> Any:
+    await asyncio.sleep(1.5)  # let each device report its first health
+    return {"devices": [h.model_dump() for h in service.device_health()],
+            "lanes": [lane.model_dump(exclude_none=True) for lane in service.config.lanes]}
+
+
+def _receipt_preview(config: EdgeConfig, args: argparse.Namespace) -> dict[str, Any]:
+    from drivers.receipt_preview import render_png
+
+    out = Path(args.out)
+    if args.escpos:
+        render_png(Path(args.escpos).read_bytes(), args.encoding, out)
+        return {"png": str(out), "from": args.escpos}
+
+    async def build(service: EdgeService) -> bytes:
+        from drivers.printer import render_escpos
+        from edge.receipt_layout import build_receipt
+
+        view = await service.receipt(args.sale)
+        doc = build_receipt(view, store_name=config.store.name, currency=config.store.currency)
+        return render_escpos(doc, args.encoding)
+
+    data = asyncio.run(_with_service(config, build))
+    render_png(data, args.encoding, out)
+    return {"png": str(out), "sale_id": args.sale, "escpos_bytes": len(data)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     camp.add_argument("--db")
     camp.add_argument("file")
 
+    sub.add_parser("devices", help="list the lanes' devices and their health")
+    prev = sub.add_parser("receipt-preview", help="render a receipt to PNG (Chinese included)")
+    src = prev.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sale", help="a finalized sale id in this store's database")
+    src.add_argument("--escpos", help="a file of captured ESC/POS bytes")
+    prev.add_argument("--encoding", default="gb18030", choices=["gb18030", "gbk", "big5"])
+    prev.add_argument("--out", default="receipt.png")
+
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
     config = _config(args)
@@ -135,6 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
                            workdir=args.workdir)
         print(json.dumps(result, indent=None if args.json else 2))
+        return 0
+
+    if args.cmd == "devices":
+        print(json.dumps(asyncio.run(_with_service(config, _devices, devices=True)),
+                         ensure_ascii=False, indent=2))
+        return 0
+    if args.cmd == "receipt-preview":
+        print(json.dumps(_receipt_preview(config, args), ensure_ascii=False, indent=2))
         return 0
 
     async def act(service: EdgeService) -> Any:

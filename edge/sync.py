@@ -85,7 +85,8 @@ class SyncClient:
         self.service.on_outbox.append(self._wake.set)
         self._tasks = [asyncio.create_task(self._uplink(), name="sync-uplink"),
                        asyncio.create_task(self._downlink(), name="sync-downlink"),
-                       asyncio.create_task(self._status_loop(), name="sync-status")]
+                       asyncio.create_task(self._status_loop(), name="sync-status"),
+                       asyncio.create_task(self._directory_watch(), name="sync-directory")]
         return self
 
     async def close(self) -> None:
@@ -213,6 +214,19 @@ class SyncClient:
             await self.mqtt.publish(topics.directory_request(self.store_id), encode(req), qos=1)
         except MqttError:
             self._directory_pending = None
+
+    async def _directory_watch(self) -> None:
+        """A request or its answer can be lost with a connection (a broker restart forgets
+        sessions): ask again when one has been unanswered too long or the head moved on."""
+        while True:
+            await asyncio.sleep(1.0)
+            if not self.mqtt.is_connected:
+                continue
+            pending = self._directory_pending is not None
+            lost = pending and time.monotonic() - self._directory_asked > self.config.ack_timeout_s
+            behind = not pending and self._head_seen > self.checkpoint
+            if lost or behind:
+                await self._request_directory()
 
     async def _on_page(self, page: DirectoryPage) -> None:
         if page.request_id != self._directory_pending:
