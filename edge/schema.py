@@ -254,6 +254,32 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE members ADD COLUMN origin TEXT NOT NULL DEFAULT 'local';
         """,
     ),
+    (
+        4,
+        "print queue",
+        """
+        -- Receipts wait here until their printer can print, across restarts. A job is marked
+        -- 'printing' (committed) before its bytes go out, so after a crash it is known to be
+        -- 'uncertain' and never sent twice on its own; only a 'reprint' job prints a sale again.
+        CREATE TABLE print_jobs (
+            job_id     TEXT PRIMARY KEY,
+            printer_id TEXT NOT NULL,
+            sale_id    TEXT,
+            kind       TEXT NOT NULL CHECK (kind IN ('receipt', 'reprint')),
+            payload    BLOB NOT NULL,               -- ESC/POS bytes, rendered when queued
+            state      TEXT NOT NULL
+                CHECK (state IN ('queued', 'printing', 'done', 'uncertain', 'cancelled')),
+            attempts   INTEGER NOT NULL DEFAULT 0,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            printed_at TEXT
+        );
+        CREATE INDEX print_jobs_next ON print_jobs(printer_id, state, created_at);
+        -- One original receipt per sale and printer, whatever retries the POS makes.
+        CREATE UNIQUE INDEX print_jobs_one_receipt ON print_jobs(sale_id, printer_id)
+            WHERE kind = 'receipt';
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
