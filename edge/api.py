@@ -127,6 +127,14 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         await lane.sim_reader.tap(body.card_uid, member_number=body.member_number)
         return {"ok": True}
 
+    @app.post("/v1/sales/{sale_id}/reprint", tags=["devices"], status_code=202)
+    async def reprint(sale_id: str, terminal: Terminal) -> dict[str, Any]:
+        """Print a finalized sale's receipt again (marked REPRINT) on this terminal's printer.
+        The only way a receipt prints twice."""
+        if service.devices is None:
+            raise EdgeError("no_printer", "this terminal has no receipt printer", 409)
+        return {"job_id": await service.devices.reprint(terminal, sale_id)}
+
     # --- members --------------------------------------------------------------------------
 
     @app.post("/v1/members", tags=["members"], status_code=201)

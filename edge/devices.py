@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,10 +30,20 @@ from drivers.base import (
 )
 from drivers.card_reader import CardReaderConfig, CardReaderMonitor, SimulatedCardReader
 from drivers.display import DisplayConfig, PoleDisplay, SimulatedDisplay
-from drivers.printer import File, Network, ReceiptPrinter, Serial, SimulatedPrinter, Usb
+from drivers.printer import (
+    File,
+    Network,
+    ReceiptPrinter,
+    Serial,
+    SimulatedPrinter,
+    Usb,
+    render_escpos,
+)
 from drivers.scanner import SerialScanner, SimulatedScanner, WedgeScanner
+from edge import print_queue
 from edge.config import DisplaySection, LaneSection, PrinterSection
 from edge.errors import EdgeError
+from edge.receipt_layout import build_receipt
 from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX, uuid7
 from protocol.money import format_amount
 
@@ -51,6 +62,7 @@ class Lane:
         self.terminal_id = config.terminal_id
         self.scanners: list[Any] = []
         self.printer: Printer | None = None
+        self.printer_config: PrinterSection | None = None
         self.display: Display | None = None
         self.sim_scanner: SimulatedScanner | None = None
         self.sim_reader: SimulatedCardReader | None = None
@@ -107,12 +119,19 @@ class DeviceManager:
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[None]] = []
         self.monitor: CardReaderMonitor | None = None
+        self.queue: print_queue.PrintQueue | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
 
     async def start(self) -> DeviceManager:
         for lane in self.lanes:
             await self._open_lane(lane)
+        printers = {lane.printer.device_id: lane.printer for lane in self.lanes
+                    if lane.printer is not None}
+        if printers:
+            self.queue = print_queue.PrintQueue(self.service.db, printers,
+                                                on_event=self._print_event)
+            await self.queue.start()
         patterns = [lane.config.card_reader for lane in self.lanes
                     if lane.config.card_reader and not lane.config.simulated]
         if patterns:
@@ -145,6 +164,7 @@ class DeviceManager:
         printer_cfg = cfg.printer or (PrinterSection() if cfg.simulated else None)
         if printer_cfg is not None:
             lane.printer = make_printer(printer_cfg, f"{tid} printer")
+            lane.printer_config = printer_cfg
             await self._stack.enter_async_context(lane.printer)
             self._set(lane.printer.last_status)
         display_cfg = cfg.display or (DisplaySection() if cfg.simulated else None)
@@ -165,6 +185,8 @@ class DeviceManager:
         self._tasks.append(asyncio.create_task(pump()))
 
     async def close(self) -> None:
+        if self.queue is not None:
+            await self.queue.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -259,9 +281,53 @@ class DeviceManager:
         m = await self.service.member(member_id)
         await self.show(lane, f"欢迎 {m['name']}"[:20], f"{m['tier']} 积分 {m['points']}")
 
+    def _print_event(self, event: dict[str, Any]) -> None:
+        printer_id = event.get("printer_id")
+        lane = next((ln for ln in self.lanes
+                     if ln.printer is not None and ln.printer.device_id == printer_id), None)
+        data = {k: v for k, v in event.items() if k != "type"}
+        self.service.bus.publish(str(event.get("type", "print")),
+                                 lane.terminal_id if lane else None, **data)
+
+    def receipt_bytes(self, lane: Lane, receipt: dict[str, Any], *, reprint: bool = False
+                      ) -> bytes:
+        cfg = lane.printer_config or PrinterSection()
+        store = self.service.config.store
+        doc = build_receipt(receipt, store_name=store.name, currency=store.currency,
+                            width=cfg.width, reprint=reprint)
+        return render_escpos(doc, cfg.encoding)
+
+    def enqueue_receipt(self, conn: sqlite3.Connection, terminal_id: str,
+                        receipt: dict[str, Any]) -> None:
+        """Inside the finalize transaction: the sale and its print job commit together, so a
+        receipt is neither lost to a crash nor printed twice by a retry."""
+        lane = self.by_terminal.get(terminal_id)
+        if lane is None or lane.printer is None:
+            return
+        print_queue.enqueue(conn, printer_id=lane.printer.device_id,
+                            sale_id=receipt["sale_id"], kind="receipt",
+                            payload=self.receipt_bytes(lane, receipt))
+
+    async def reprint(self, terminal_id: str, sale_id: str) -> str:
+        lane = self.by_terminal.get(terminal_id)
+        if lane is None or lane.printer is None:
+            raise EdgeError("no_printer", "this terminal has no receipt printer", 409)
+        receipt = await self.service.receipt(sale_id)
+        payload = self.receipt_bytes(lane, receipt, reprint=True)
+        printer_id = lane.printer.device_id
+        job: str = await self.service.db.write(
+            lambda conn: print_queue.reprint(conn, sale_id, printer_id, payload))
+        if self.queue is not None:
+            self.queue.wake(printer_id)
+        return job
+
     async def after_finalize(self, terminal_id: str, receipt: dict[str, Any]) -> None:
         lane = self.by_terminal.get(terminal_id)
-        if lane is None or lane.display is None:
+        if lane is None:
+            return
+        if self.queue is not None and lane.printer is not None:
+            self.queue.wake(lane.printer.device_id)
+        if lane.display is None:
             return
         cur = receipt.get("currency", "CNY")
         await self.show(lane, f"合计 {format_amount(receipt['total'], cur)}",

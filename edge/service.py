@@ -376,8 +376,13 @@ class EdgeService:
                     return prior  # type: ignore[no-any-return]
                 raise
 
+            devices = self.devices
+
             def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-                return checkout.finalize(conn, ctx, cart, tenders, campaigns)
+                receipt = checkout.finalize(conn, ctx, cart, tenders, campaigns)
+                if devices is not None:
+                    devices.enqueue_receipt(conn, terminal_id, receipt)
+                return receipt
 
             receipt: dict[str, Any] = await self._idempotent(k, terminal_id, "finalize", request,
                                                              tx)

@@ -150,3 +150,40 @@ async def test_device_health_in_the_api(lane_service: EdgeService) -> None:
     m = await register(lane_service, "13600000003")
     receipt = await sell(lane_service, [("A", "grocery", 1, 1_000)], member_id=m["member_id"])
     assert receipt["total"] == 1_000
+
+
+async def test_finalize_prints_the_receipt_once_and_reprint_is_explicit(tmp_path: Path) -> None:
+    from drivers.escpos_decode import decode_escpos, text_lines
+    from edge.checkout import TenderRequest
+    from tests.support.escpos_printer import TcpEscposPrinter
+
+    with TcpEscposPrinter() as printer:
+        cfg = make_config(tmp_path, lanes=[{
+            "terminal_id": "POS-1",
+            "printer": {"kind": "network", "host": printer.host, "port": printer.port}}])
+        async with EdgeService(cfg) as svc:
+            await svc.apply_bundle(demo.demo_bundle())
+            m = await register(svc, "13600000009", name="李雷")
+            sale = await svc.open_sale("POS-1")
+            sid = sale["sale_id"]
+            await svc.identify_on_sale(sid, "POS-1", "k-id", "phone", "13600000009")
+            await svc.add_line(sid, "POS-1", "k-l", sku="A", name="牛奶", category="dairy",
+                               qty=3, unit_price=1_250)
+            tenders = [TenderRequest(kind="cash", amount=5_000)]
+            first = await svc.finalize(sid, "POS-1", "k-fin", tenders)
+            again = await svc.finalize(sid, "POS-1", "k-fin", tenders)  # a POS retry
+            assert again == first
+
+            def printed(data: bytes) -> bool:
+                return "37.50" in "\n".join(text_lines(decode_escpos(data)))
+
+            await asyncio.to_thread(printer.wait_for, printed)
+            await asyncio.sleep(1.5)  # time for a wrong second copy to arrive
+            lines = text_lines(decode_escpos(printer.received))
+            assert sum("牛奶" in line for line in lines) == 1
+            assert any(m["member_code"] in line for line in lines)
+            printer.clear()
+            job = await svc.devices.reprint("POS-1", sid)  # type: ignore[union-attr]
+            assert job
+            data = await asyncio.to_thread(printer.wait_for, printed)
+            assert any("REPRINT" in line for line in text_lines(decode_escpos(data)))
