@@ -214,13 +214,13 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
                                         (member_id,))]
     # This store's own ledgers of the member and of any alias merged into it, plus the other
     # stores' shares as the hub last reported them.
-    here = conn.execute(
+    aliases = conn.execute(
         "SELECT coalesce(sum(points_balance), 0), coalesce(sum(sv_principal), 0),"
-        " coalesce(sum(sv_bonus), 0) FROM members WHERE member_id = ? OR merged_into = ?",
-        (member_id, member_id)).fetchone()
-    points = here[0] + m["remote_points"]
-    principal = here[1] + m["remote_sv_principal"]
-    bonus = here[2] + m["remote_sv_bonus"]
+        " coalesce(sum(sv_bonus), 0) FROM members WHERE merged_into = ?",
+        (member_id,)).fetchone()
+    points = m["points_balance"] + aliases[0] + m["remote_points"]
+    principal = m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
+    bonus = m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"]
     return {
         "member_id": m["member_id"],
         "member_code": m["member_code"],

@@ -280,6 +280,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE kind = 'receipt';
         """,
     ),
+    (
+        5,
+        "index members merged into another",
+        """
+        -- A member's view adds the local ledgers of members merged into it; without this
+        -- index every lookup would scan the whole members table.
+        CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]
