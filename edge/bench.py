@@ -90,6 +90,39 @@ def _sqlite_floor(db: Path, uids: list[str]) -> float:
     return us
 
 
+def _finalize_floor(tmp: Path, n: int = 500) -> float:
+    """Plain sqlite3, same durability (WAL, synchronous=FULL), one transaction per sale writing
+    what a 10-line member finalize writes (sale, 10 lines, tender, lot, ledger, 2 outbox rows,
+    idempotency, 3 updates): the most a checkout can reach on this disk, in this run."""
+    db = tmp / "floor.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    conn = sqlite3.connect(str(db), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(
+        "CREATE TABLE s(id TEXT PRIMARY KEY, a INT, b INT, c TEXT);"
+        "CREATE TABLE l(id TEXT, n INT, sku TEXT, q INT, p INT, PRIMARY KEY(id, n));"
+        "CREATE TABLE o(seq INTEGER PRIMARY KEY, payload BLOB);"
+        "CREATE TABLE m(id INTEGER PRIMARY KEY, pts INT, spend INT);"
+        "INSERT INTO m(id, pts, spend) VALUES (1, 0, 0);")
+    blob = os.urandom(400)
+    t = time.perf_counter()
+    for i in range(n):
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO s VALUES (?, 1, 2, 'x')", (f"s{i}",))
+        conn.executemany("INSERT INTO l VALUES (?, ?, 'SKU', 1, 100)",
+                         [(f"s{i}", j) for j in range(10)])
+        for _ in range(6):
+            conn.execute("INSERT INTO o(payload) VALUES (?)", (blob,))
+        for _ in range(3):
+            conn.execute("UPDATE m SET pts = pts + 1, spend = spend + 100 WHERE id = 1")
+        conn.execute("COMMIT")
+    rate = n / (time.perf_counter() - t)
+    conn.close()
+    return rate
+
+
 def run_bench(*, members: int, lookups: int, finalizes: int,
               workdir: str | None = None) -> dict[str, Any]:
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mg-bench-"))
@@ -102,6 +135,9 @@ def run_bench(*, members: int, lookups: int, finalizes: int,
     result.update(asyncio.run(_seed_and_checkout(config, members, finalizes)))
     result["campaigns"] = len(demo.demo_bundle().campaigns)
 
+    result["finalize_floor_per_s"] = round(_finalize_floor(tmp), 1)
+    result["finalize_vs_floor"] = round(result["finalize_per_s"] / result["finalize_floor_per_s"],
+                                        2)
     rng = random.Random(11)
     uids = [demo.demo_card_uid(rng.randrange(1, members + 1)) for _ in range(lookups)]
     result["sqlite_lookup_us"] = round(_sqlite_floor(db, uids), 1)
