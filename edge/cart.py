@@ -45,6 +45,9 @@ class Cart:
     state: str = "open"
     # Answers already given for idempotency keys of cart operations on this sale.
     replies: dict[str, Any] = field(default_factory=dict)
+    # The last quote and everything it was computed from (see checkout.price): finalize right
+    # after a quote of the same basket reuses it instead of evaluating the campaigns again.
+    priced: tuple[Any, Any] | None = None
 
     def basket(self) -> list[BasketLine]:
         return [line.basket_line() for line in self.lines.values()]

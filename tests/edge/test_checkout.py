@@ -284,3 +284,37 @@ async def test_earned_points_expire_as_the_earning_campaign_says(service: EdgeSe
     assert expires_on == want
     # The configured default (used for manual and birthday points) must not leak in.
     assert service.config.points.default_expiry_days not in (None, days)
+
+
+async def test_finalize_reprices_when_anything_changed_since_the_quote(
+        service: EdgeService) -> None:
+    """The quote shown is reused only for the very same inputs: a new campaign bundle or a
+    changed basket after the quote must price the sale anew."""
+    from edge import demo
+    from protocol.campaigns import CampaignBundle
+
+    m = await register(service)
+    sale = await service.open_sale("POS-1")
+    sid = sale["sale_id"]
+    service.carts.get_open(sid).member_id = m["member_id"]
+    await service.add_line(sid, "POS-1", key(), sku="F", name="F", category="fresh", qty=1,
+                           unit_price=10_000)
+    assert (await service.sale_view(sid, "POS-1"))["total"] == 8_000  # fresh 20% off
+    bundle = demo.demo_bundle().model_dump(mode="json")
+    bundle["version"] = 2
+    bundle["campaigns"] = [c for c in bundle["campaigns"] if c["campaign_id"] != "fresh-20"]
+    await service.apply_bundle(CampaignBundle.model_validate(bundle))
+    receipt = await service.finalize(sid, "POS-1", key(),
+                                     [TenderRequest(kind="cash", amount=10_000)])
+    assert receipt["total"] == 10_000 and receipt["discount_total"] == 0
+
+    sale = await service.open_sale("POS-1")
+    sid = sale["sale_id"]
+    await service.add_line(sid, "POS-1", key(), sku="A", name="A", category="grocery", qty=1,
+                           unit_price=1_000)
+    assert (await service.sale_view(sid, "POS-1"))["total"] == 1_000
+    cart = service.carts.get_open(sid, "POS-1")
+    service.carts.set_qty(cart, 1, 3)  # changed without a new quote
+    receipt = await service.finalize(sid, "POS-1", key(),
+                                     [TenderRequest(kind="cash", amount=3_000)])
+    assert receipt["total"] == 3_000
