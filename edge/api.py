@@ -127,6 +127,31 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         await lane.sim_reader.tap(body.card_uid, member_number=body.member_number)
         return {"ok": True}
 
+    @app.post("/v1/scan", tags=["sales"])
+    async def scan(body: m.ScanIn, terminal: Terminal) -> dict[str, Any]:
+        """A code read at this terminal: a member QR identifies, a coupon QR applies, a product
+        barcode adds the product to the terminal's open sale (opening one if needed)."""
+        from edge.scan import apply_scan
+
+        return await apply_scan(service, terminal, body.code)
+
+    @app.put("/v1/products", tags=["products"])
+    async def put_products(body: m.ProductsIn, _: Terminal) -> dict[str, Any]:
+        """Add or update catalogue entries (all or nothing)."""
+        from edge import products
+
+        rows = [p.model_dump() for p in body.products]
+        currency = service.config.store.currency
+        count = await service.db.write(lambda conn: products.upsert(conn, rows, currency))
+        return {"upserted": count}
+
+    @app.get("/v1/products/{sku}", tags=["products"])
+    async def get_product(sku: str, _: Terminal) -> dict[str, Any]:
+        from edge import products
+
+        found: dict[str, Any] = await service.db.read(lambda conn: products.get(conn, sku))
+        return found
+
     @app.post("/v1/sales/{sale_id}/reprint", tags=["devices"], status_code=202)
     async def reprint(sale_id: str, terminal: Terminal) -> dict[str, Any]:
         """Print a finalized sale's receipt again (marked REPRINT) on this terminal's printer.

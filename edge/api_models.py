@@ -98,3 +98,18 @@ class SimulatedScan(_Req):
 class SimulatedTap(_Req):
     card_uid: Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f]{8,20}$")]
     member_number: ShortText | None = None
+
+
+class ScanIn(_Req):
+    code: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class ProductIn(_Req):
+    sku: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    category: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    unit_price: StrictAmount
+
+
+class ProductsIn(_Req):
+    products: list[ProductIn] = Field(min_length=1, max_length=10_000)

@@ -35,7 +35,12 @@ async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
     if have < members:
         added = await service.db.write(
             lambda conn: demo.seed_members(conn, service.context, members - have))
-    return {"members": have + added, "added": added, "campaigns_applied": applied}
+    from edge import products
+
+    currency = service.config.store.currency
+    await service.db.write(lambda conn: products.upsert(conn, demo.demo_products(), currency))
+    return {"members": have + added, "added": added, "campaigns_applied": applied,
+            "products": len(demo.demo_products())}
 
 
 async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) -> int:
@@ -151,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     camp.add_argument("--db")
     camp.add_argument("file")
 
+    imp = sub.add_parser("import-products", help="load the catalogue from a CSV file"
+                         " (sku,name,category,unit_price)")
+    imp.add_argument("--db")
+    imp.add_argument("file")
     sub.add_parser("devices", help="list the lanes' devices and their health")
     prev = sub.add_parser("receipt-preview", help="render a receipt to PNG (Chinese included)")
     src = prev.add_mutually_exclusive_group(required=True)
@@ -195,6 +204,14 @@ def main(argv: list[str] | None = None) -> int:
             return {"points_expired": await service.expire_points()}
         if args.cmd == "member":
             return await service.lookup_member(args.by, args.value)
+        if args.cmd == "import-products":
+            from edge import products
+
+            rows = products.parse_csv(await asyncio.to_thread(
+                Path(args.file).read_text, encoding="utf-8"))
+            currency = service.config.store.currency
+            count = await service.db.write(lambda conn: products.upsert(conn, rows, currency))
+            return {"products": count}
         if args.cmd == "apply-campaigns":
             return {"applied": await service.apply_campaign_file(args.file)}
         raise AssertionError(args.cmd)

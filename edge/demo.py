@@ -129,3 +129,15 @@ def demo_bundle(region: str = "east") -> CampaignBundle:
             },
         ],
     })
+
+
+def demo_products() -> list[dict[str, Any]]:
+    """A small catalogue with valid EAN-13 barcodes, for scanning in the demo."""
+    return [
+        {"sku": "6901234567892", "name": "牛奶 1L", "category": "dairy", "unit_price": 1_250},
+        {"sku": "6900000000014", "name": "大米 5kg", "category": "grocery", "unit_price": 4_990},
+        {"sku": "6905555000014", "name": "苹果 500g", "category": "fresh", "unit_price": 800},
+        {"sku": "6901234567908", "name": "薯片", "category": "snacks", "unit_price": 650},
+        {"sku": "6908888000027", "name": "洗衣液", "category": "household", "unit_price": 3_990},
+        {"sku": "6907777000032", "name": "香烟", "category": "tobacco", "unit_price": 2_500},
+    ]

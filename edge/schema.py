@@ -289,6 +289,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL;
         """,
     ),
+    (
+        6,
+        "the store's product catalogue, for scanned barcodes",
+        """
+        CREATE TABLE products (
+            sku        TEXT PRIMARY KEY,             -- the barcode (GTIN) or the chain's code
+            name       TEXT NOT NULL,
+            category   TEXT NOT NULL,
+            unit_price INTEGER NOT NULL CHECK (unit_price > 0),
+            updated_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

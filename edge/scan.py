@@ -1,0 +1,55 @@
+"""What a scanned code does at a terminal, whether a lane's scanner read it or the POS sends it.
+
+A member QR identifies the member on the terminal's open sale, a coupon QR applies the coupon,
+and a product barcode adds the product (one more of it when it is already in the basket). A sale
+is opened when none is; a code that cannot be used is refused with the usual error codes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edge import products
+from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX, uuid7
+
+if TYPE_CHECKING:
+    from edge.service import EdgeService
+
+
+def _key() -> str:
+    # A scan has no POS retry to collapse: each gets a fresh idempotency key.
+    return f"scan-{uuid7()}"
+
+
+async def open_sale_for(service: EdgeService, terminal_id: str) -> str:
+    cart = service.carts.latest_open(terminal_id)
+    if cart is not None:
+        return cart.sale_id
+    return str((await service.open_sale(terminal_id))["sale_id"])
+
+
+async def apply_scan(service: EdgeService, terminal_id: str, code: str, *,
+                     add_products: bool = True) -> dict[str, Any]:
+    """Act on ``code``; returns ``{"action", "sale"}`` or raises ``EdgeError``."""
+    code = code.strip()
+    if code.startswith(MEMBER_QR_PREFIX):
+        sid = await open_sale_for(service, terminal_id)
+        view = await service.identify_on_sale(sid, terminal_id, _key(), "qr", code)
+        return {"action": "member_identified", "sale": view}
+    if code.startswith(COUPON_QR_PREFIX):
+        sid = await open_sale_for(service, terminal_id)
+        view = await service.add_coupon(sid, terminal_id, _key(), code[len(COUPON_QR_PREFIX):])
+        return {"action": "coupon_applied", "sale": view}
+    product = await service.db.read(lambda conn: products.get(conn, code))
+    if not add_products:
+        return {"action": "product_found", "product": product}
+    sid = await open_sale_for(service, terminal_id)
+    cart = service.carts.get_open(sid, terminal_id)
+    same = next((ln for ln in cart.lines.values() if ln.sku == product["sku"]), None)
+    if same is not None:
+        view = await service.set_qty(sid, terminal_id, _key(), same.line_no, same.qty + 1)
+    else:
+        view = await service.add_line(sid, terminal_id, _key(), sku=product["sku"],
+                                      name=product["name"], category=product["category"],
+                                      qty=1, unit_price=product["unit_price"])
+    return {"action": "product_added", "sale": view, "product": product}
