@@ -73,3 +73,12 @@ def give_back(
         " sv_used = max(0, sv_used - ?) WHERE member_id = ?",
         (points, stored_value, member_id),
     )
+
+
+def grant(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int,
+          stored_value: int) -> None:
+    """Raise the member's allowance here by what the hub authorised online."""
+    _row(conn, ctx, member_id)
+    conn.execute(
+        "UPDATE allowances SET points_limit = points_limit + ?, sv_limit = sv_limit + ?,"
+        " granted_by = 'hub' WHERE member_id = ?", (points, stored_value, member_id))

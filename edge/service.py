@@ -203,7 +203,41 @@ class EdgeService:
         return await self._read(lambda conn, ctx: members.member_view(conn, ctx, member_id))
 
     async def find_member_id(self, by: IdentifyBy, value: str) -> str:
+        try:
+            return await self._read(lambda conn, ctx: members.identify(conn, ctx, by, value))
+        except EdgeError as exc:
+            if exc.code not in ("unknown_card", "member_not_found") or self.sync is None \
+                    or not self.sync.connected:
+                raise
+            # Registered in another store and not in our directory yet: ask the hub online.
+            if not await self._lookup_online(by, value):
+                raise
         return await self._read(lambda conn, ctx: members.identify(conn, ctx, by, value))
+
+    async def _lookup_online(self, by: IdentifyBy, value: str) -> bool:
+        from edge import directory
+        from edge.phone import normalise_phone
+        from protocol.ids import MEMBER_QR_PREFIX
+        from protocol.sync import RpcRequest
+
+        assert self.sync is not None
+        if by == "qr":
+            by, value = "member_code", value.removeprefix(MEMBER_QR_PREFIX)
+        elif by == "phone":
+            value = normalise_phone(value, self.config.store.phone_region)
+        elif by == "card_uid":
+            value = members.normalise_card_uid(value)
+        request = RpcRequest(request_id=uuid7(), store_id=self.context.store_id, kind="lookup",
+                             by=by, value=value)
+        try:
+            reply = await self.sync.rpc(request)
+        except Exception:  # the hub is away: the local answer (not found) stands
+            return False
+        entry = reply.member
+        if not reply.ok or entry is None:
+            return False
+        await self._write(lambda conn, ctx: directory.apply_entry(conn, ctx, entry))
+        return True
 
     async def bind_card(self, *, terminal_id: str, idem_key: str | None, member_id: str,
                         card_uid: str) -> dict[str, Any]:
@@ -360,6 +394,31 @@ class EdgeService:
 
     async def finalize(self, sale_id: str, terminal_id: str, idem_key: str | None,
                        tenders: list[checkout.TenderRequest]) -> dict[str, Any]:
+        try:
+            receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
+        except EdgeError as exc:
+            # Beyond the offline allowance: ask the hub (outside the cart lock, at most ~2 s),
+            # and on a grant try once more. Nothing was written by the refused attempt.
+            if exc.code != "allowance_exceeded":
+                raise
+            await self._authorize_online(sale_id, terminal_id, exc)
+            receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
+        if not fresh:
+            return receipt  # a retry: the sale and its events happened the first time
+
+        self.bus.publish("sale.finalized", terminal_id, sale_id=sale_id, total=receipt["total"],
+                         member_id=(receipt["member"] or {}).get("member_id"),
+                         points_earned=receipt["points_earned"])
+        if self.devices is not None:
+            try:
+                await self.devices.after_finalize(terminal_id, receipt)
+            except Exception:  # the sale is committed; a display hiccup must not turn it into
+                log.exception("devices after finalize")  # an error for the POS
+        return receipt
+
+    async def _finalize_once(self, sale_id: str, terminal_id: str, idem_key: str | None,
+                             tenders: list[checkout.TenderRequest]
+                             ) -> tuple[dict[str, Any], bool]:
         k = idempotency.check_key(idem_key)
         request = {"sale_id": sale_id, "tenders": [t.__dict__ for t in tenders]}
         h = idempotency.request_hash("finalize", request)
@@ -373,7 +432,7 @@ class EdgeService:
                 prior = await self._read(
                     lambda conn, ctx: idempotency.replay(conn, k, terminal_id, "finalize", h))
                 if prior is not None:
-                    return prior  # type: ignore[no-any-return]
+                    return prior, False
                 raise
 
             devices = self.devices
@@ -388,15 +447,35 @@ class EdgeService:
                                                              tx)
             cart.state = "finalized"
             self.carts.drop(sale_id)
-        self.bus.publish("sale.finalized", terminal_id, sale_id=sale_id, total=receipt["total"],
-                         member_id=(receipt["member"] or {}).get("member_id"),
-                         points_earned=receipt["points_earned"])
-        if self.devices is not None:
-            try:
-                await self.devices.after_finalize(terminal_id, receipt)
-            except Exception:  # the sale is committed; a display hiccup must not turn it into
-                log.exception("devices after finalize")  # an error for the POS
-        return receipt
+        return receipt, True
+
+    async def _authorize_online(self, sale_id: str, terminal_id: str, exc: EdgeError) -> None:
+        """Get more allowance for the sale's member from the hub, or raise a clear refusal."""
+        from edge import allowance
+        from protocol.sync import RpcRequest
+
+        cart = self.carts.get_open(sale_id, terminal_id)
+        member_id = cart.member_id
+        what = exc.details.get("what")
+        extra = int(exc.details.get("requested", 0)) - int(exc.details.get("allowed", 0))
+        sync = self.sync
+        if member_id is None or extra <= 0 or sync is None or not sync.connected:
+            raise EdgeError("allowance_exceeded", f"{exc.message}; the hub is not reachable",
+                            409, **exc.details, online="unreachable") from None
+        request = RpcRequest(request_id=uuid7(), store_id=self.context.store_id,
+                             kind="authorize", member_id=member_id,
+                             points=extra if what == "points" else 0,
+                             stored_value=extra if what == "stored_value" else 0)
+        try:
+            reply = await sync.rpc(request)
+        except Exception:  # timeout or a lost connection: the POS gets its answer now
+            raise EdgeError("allowance_exceeded", f"{exc.message}; the hub did not answer in"
+                            " time", 409, **exc.details, online="timeout") from None
+        if not reply.ok:
+            raise EdgeError("allowance_exceeded", f"{exc.message}; the hub refused:"
+                            f" {reply.message}", 409, **exc.details, online=reply.error)
+        await self._write(lambda conn, ctx: allowance.grant(
+            conn, ctx, member_id, reply.granted_points, reply.granted_stored_value))
 
     async def receipt(self, sale_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: checkout.receipt_view(conn, ctx, sale_id))

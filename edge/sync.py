@@ -31,6 +31,8 @@ from protocol.sync import (
     DirectoryNotice,
     DirectoryPage,
     DirectoryRequest,
+    RpcReply,
+    RpcRequest,
     StoreStatus,
 )
 
@@ -66,6 +68,7 @@ class SyncClient:
         self._last_progress = time.monotonic()
         self._directory_pending: str | None = None
         self._directory_asked = 0.0
+        self._rpc_waiting: dict[str, asyncio.Future[RpcReply]] = {}
         self._head_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -78,6 +81,7 @@ class SyncClient:
         self.cursor = self.acked
         self.mqtt.on_connect.append(self._connected)
         for topic in (topics.ack(self.store_id), topics.directory_page(self.store_id),
+                      topics.rpc_reply(self.store_id),
                       topics.FLEET_CAMPAIGNS, topics.region_campaigns(self.region),
                       topics.store_campaigns(self.store_id), topics.FLEET_DIRECTORY):
             await self.mqtt.subscribe(topic, qos=1)
@@ -161,10 +165,18 @@ class SyncClient:
             key = ACK_KEY.format(epoch=self.epoch)
 
             def prune(conn: Any) -> int:
-                outbox.meta_set(conn, key, seq)
-                return outbox.prune(conn, self.epoch, seq)
+                written = int(outbox.meta_get(conn, f"outbox_seq:{self.epoch}", "0") or 0)
+                if seq <= written:  # no hub can hold more than this store ever wrote
+                    outbox.meta_set(conn, key, seq)
+                    outbox.prune(conn, self.epoch, seq)
+                return written
 
-            await self.service.db.write(prune)
+            written = await self.service.db.write(prune)
+            if seq > written:
+                # Forged, or a hub that kept another incarnation of this store and epoch:
+                # acting on it would drop unsent events and park the uplink beyond them.
+                self._refuse("ack_ahead", f"ack for seq {seq}; this store wrote {written}")
+                return
             self.acked = seq
             self._last_progress = time.monotonic()
             self._ack_moved.set()
@@ -190,6 +202,11 @@ class SyncClient:
                 await self._on_ack(decode(message.payload, Ack))
             elif topic == topics.directory_page(self.store_id):
                 await self._on_page(decode(message.payload, DirectoryPage))
+            elif topic == topics.rpc_reply(self.store_id):
+                reply = decode(message.payload, RpcReply)
+                waiter = self._rpc_waiting.pop(reply.request_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(reply)
             elif topic == topics.FLEET_DIRECTORY:
                 notice = decode(message.payload, DirectoryNotice)
                 self._head_seen = max(self._head_seen, notice.head)
@@ -214,6 +231,18 @@ class SyncClient:
             await self.mqtt.publish(topics.directory_request(self.store_id), encode(req), qos=1)
         except MqttError:
             self._directory_pending = None
+
+    async def rpc(self, request: RpcRequest, wait_s: float = 2.0) -> RpcReply:
+        """Ask the hub online; raises ``TimeoutError`` or ``MqttError`` when it cannot answer
+        within ``wait_s`` (the POS is waiting: it gets a clear refusal instead)."""
+        waiter: asyncio.Future[RpcReply] = asyncio.get_running_loop().create_future()
+        self._rpc_waiting[request.request_id] = waiter
+        try:
+            async with asyncio.timeout(wait_s):
+                await self.mqtt.publish(topics.rpc_request(self.store_id), encode(request), qos=1)
+                return await waiter
+        finally:
+            self._rpc_waiting.pop(request.request_id, None)
 
     async def _directory_watch(self) -> None:
         """A request or its answer can be lost with a connection (a broker restart forgets

@@ -23,15 +23,28 @@ def head(tx: Tx) -> int:
     return counter(tx, "member_change")
 
 
+_COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
+            " merged_into, change_no FROM members")
+
+
 def page(tx: Tx, request_id: str, after: int, limit: int) -> DirectoryPage:
-    rows = tx.all(
-        "SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
-        " merged_into, change_no FROM members WHERE change_no > ? ORDER BY change_no LIMIT ?",
-        (after, limit))
+    rows = tx.all(f"{_COLUMNS} WHERE change_no > ? ORDER BY change_no LIMIT ?", (after, limit))
     top = head(tx)
     if not rows:
         return DirectoryPage(request_id=request_id, after=after, upto=max(after, top),
                              snapshot=after == 0)
+    entries = _entries(tx, rows)
+    upto = int(rows[-1][9])
+    return DirectoryPage(request_id=request_id, after=after, upto=upto, snapshot=after == 0,
+                         more=len(rows) == limit and upto < top, members=entries)
+
+
+def entry(tx: Tx, member_id: str) -> MemberEntry | None:
+    rows = tx.all(f"{_COLUMNS} WHERE member_id = ?", (member_id,))
+    return _entries(tx, rows)[0] if rows else None
+
+
+def _entries(tx: Tx, rows: list[Any]) -> list[MemberEntry]:
     ids = [r[0] for r in rows]
     cards: dict[str, list[str]] = defaultdict(list)
     shares: dict[str, list[StoreShare]] = defaultdict(list)
@@ -55,9 +68,7 @@ def page(tx: Tx, request_id: str, after: int, limit: int) -> DirectoryPage:
                     aliases=aliases[r[0]])
         for r in rows
     ]
-    upto = int(rows[-1][9])
-    return DirectoryPage(request_id=request_id, after=after, upto=upto, snapshot=after == 0,
-                         more=len(rows) == limit and upto < top, members=entries)
+    return entries
 
 
 def _chunks(items: list[str], size: int) -> list[list[str]]:

@@ -23,8 +23,10 @@ from protocol.events import (
     EventBatch,
     MemberProfileChanged,
     MemberRegistered,
+    PointsRedeemed,
     RefundCompleted,
     SaleFinalized,
+    StoredValueSpent,
     points_delta,
     stored_value_delta,
 )
@@ -147,9 +149,17 @@ def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touch
         share[1] += principal
         share[2] += bonus
         touched.add(member_id)
-    if isinstance(body, MemberProfileChanged):
-        if _merge_profile(tx, e, member_id, body):
-            touched.add(member_id)
+    if isinstance(body, PointsRedeemed | StoredValueSpent):
+        # Acknowledged spending uses up what the hub authorised this store online (escrow).
+        used = body.points if isinstance(body, PointsRedeemed) else body.principal + body.bonus
+        column = "points_spent" if isinstance(body, PointsRedeemed) else "sv_spent"
+        tx.execute(f"UPDATE grants SET {column} = {column} + ? WHERE member_id = ?"
+                   " AND store_id = ?", (used, member_id, e.store_id))
+    elif isinstance(body, MemberProfileChanged):
+        _merge_profile(tx, e, member_id, body)
+        # Even a write that lost: the store that made it shows its own value until the
+        # directory sends the member again with the value that stands.
+        touched.add(member_id)
     elif isinstance(body, CardBound):
         tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                    (body.card_uid, member_id))

@@ -58,6 +58,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             manifest BLOB NOT NULL, PRIMARY KEY (scope, scope_id))""",
         "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
     ]),
+    (2, "online authorisation grants (escrow beyond the offline allowance)", [
+        # What the hub authorised a store to spend for a member beyond its offline allowance,
+        # and what that store's acknowledged spending has used since: the difference is held
+        # back from every other store's authorisations.
+        """CREATE TABLE grants (
+            member_id TEXT NOT NULL, store_id TEXT NOT NULL,
+            points_granted BIGINT NOT NULL DEFAULT 0, points_spent BIGINT NOT NULL DEFAULT 0,
+            sv_granted BIGINT NOT NULL DEFAULT 0, sv_spent BIGINT NOT NULL DEFAULT 0,
+            PRIMARY KEY (member_id, store_id))""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

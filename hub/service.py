@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from hub import campaigns, directory
+from hub import authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
 from hub.ingest import apply_batch, record_refusal
@@ -23,7 +23,7 @@ from protocol import topics
 from protocol.campaigns import CampaignBundle
 from protocol.codec import CodecError, decode, decode_batch, encode
 from protocol.mqtt import Message, MqttClient, MqttError
-from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, StoreStatus
+from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
 
 log = logging.getLogger("membergate.hub")
 
@@ -132,6 +132,8 @@ class HubService:
             await self._directory(store_id, message.payload)
         elif kind == "status":
             await self._status(store_id, message.payload)
+        elif kind == "rpc":
+            await self._rpc(store_id, message.payload)
 
     async def _refuse(self, store_id: str, reason: str, detail: str) -> None:
         self.refused[reason] += 1
@@ -175,6 +177,21 @@ class HubService:
             lambda tx: directory.page(tx, req.request_id, req.after, limit))
         assert self.mqtt is not None
         await self.mqtt.publish(topics.directory_page(store_id), encode(page))
+
+    async def _rpc(self, store_id: str, payload: bytes) -> None:
+        try:
+            req = decode(payload, RpcRequest)
+        except CodecError as exc:
+            await self._refuse(store_id, exc.code, exc.message)
+            return
+        if req.store_id != store_id:
+            await self._refuse(store_id, "wrong_store", "a request in another store's name")
+            return
+        answer = authority.lookup if req.kind == "lookup" else authority.authorize
+        reply = await self.db.transaction(lambda tx: answer(tx, req))
+        assert self.mqtt is not None
+        # Committed (a grant is on disk) before the store may spend it.
+        await self.mqtt.publish(topics.rpc_reply(store_id), encode(reply))
 
     async def _status(self, store_id: str, payload: bytes) -> None:
         try:

@@ -13,7 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.campaigns import CampaignBundle
-from protocol.events import Id, SignedAmount, SignedPoints, StoreId, Text
+from protocol.events import MAX_POINTS, Id, SignedAmount, SignedPoints, StoreId, Text
+from protocol.money import MAX_AMOUNT
 
 Seq = Annotated[int, Field(strict=True, ge=0)]
 Epoch = Annotated[int, Field(strict=True, ge=1)]
@@ -136,3 +137,29 @@ class StoreStatus(_Message):
     devices: list[DeviceHealth] = Field(default_factory=list, max_length=100)
     refused: dict[str, int] = Field(default_factory=dict)  # bad input seen, by reason
     at_ms: Seq
+
+
+class RpcRequest(_Message):
+    """A store asks the hub something online: who a card, code or phone belongs to (before the
+    directory has caught up), or to authorise spending beyond its offline allowance."""
+
+    v: Literal[1] = 1
+    request_id: Id
+    store_id: StoreId
+    kind: Literal["lookup", "authorize"]
+    by: Literal["card_uid", "member_code", "phone"] | None = None
+    value: Text | None = None
+    member_id: Id | None = None
+    points: Annotated[int, Field(strict=True, ge=0, le=MAX_POINTS)] = 0
+    stored_value: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)] = 0
+
+
+class RpcReply(_Message):
+    v: Literal[1] = 1
+    request_id: Id
+    ok: bool
+    error: Id | None = None  # a stable code: member_not_found, insufficient_balance, ...
+    message: Text = ""
+    member: MemberEntry | None = None
+    granted_points: Annotated[int, Field(strict=True, ge=0)] = 0
+    granted_stored_value: Annotated[int, Field(strict=True, ge=0)] = 0

@@ -31,6 +31,14 @@ def directory_request(store_id: str) -> str:
     return f"{_store(store_id)}/up/directory"
 
 
+def rpc_request(store_id: str) -> str:
+    return f"{_store(store_id)}/up/rpc"
+
+
+def rpc_reply(store_id: str) -> str:
+    return f"{_store(store_id)}/down/rpc"
+
+
 def ack(store_id: str) -> str:
     return f"{_store(store_id)}/down/ack"
 

@@ -1,0 +1,105 @@
+"""Online answers from the hub through a real Mosquitto: lookup before the directory caught up,
+authorisation beyond the offline allowance (escrow), and a clear refusal when the hub is away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.checkout import TenderRequest
+from edge.errors import EdgeError
+from hub.service import HubService
+from protocol.ids import uuid7
+from protocol.sync import RpcRequest
+from tests.edge.conftest import register, sell
+from tests.hub.test_sync_e2e import drained, hub, start_store, wait_for  # noqa: F401
+from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
+
+
+async def test_a_member_from_another_store_is_found_online_before_catch_up(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        assert b.sync is not None
+        await b.sync.mqtt.wait_connected(10)
+
+        async def no_catch_up() -> None:
+            return None
+
+        b.sync._request_directory = no_catch_up  # type: ignore[method-assign]
+        m = await register(a, "13800009999", card="04E0E0E0", name="周杰")
+        await wait_for(lambda: drained(a), "store A drained")
+        assert (await b.find_member_id("card_uid", "04e0e0e0")) == m["member_id"]
+        assert (await b.find_member_id("phone", "138 0000 9999")) == m["member_id"]
+        assert (await b.member(m["member_id"]))["name"] == "周杰"
+        with pytest.raises(EdgeError) as err:
+            await b.find_member_id("card_uid", "04DEAD00")
+        assert err.value.code == "unknown_card"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_spending_beyond_the_allowance_is_authorised_online(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        await a.sync.mqtt.wait_connected(10)  # type: ignore[union-attr]
+        m = await register(a, "13800008888")
+        mid = m["member_id"]
+        await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns 910 points
+        await wait_for(lambda: drained(a), "store A drained")
+        # The offline allowance is 20,000 points by default: make it small for this member.
+        await a.db.write(lambda c: c.execute(
+            "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
+            (mid,)))
+        receipt = await sell(a, [("B", "grocery", 1, 2_000)], member_id=mid,
+                             tenders=[TenderRequest(kind="points", points=500),
+                                      TenderRequest(kind="cash", amount=1_500)])
+        assert receipt["total"] == 2_000
+        assert any(t["kind"] == "points" and t["points"] == 500 for t in receipt["tenders"])
+        await wait_for(lambda: drained(a), "store A drained again")
+        # The hub holds 910 - 500 + what the second sale earned; store B may not be authorised
+        # beyond that (store A's grant of 400 is spent and acknowledged, so nothing is held).
+        assert b.sync is not None
+        reply = await b.sync.rpc(RpcRequest(request_id=uuid7(), store_id="S002",
+                                            kind="authorize", member_id=mid, points=10_000))
+        assert not reply.ok and reply.error == "insufficient_balance"
+        reply = await b.sync.rpc(RpcRequest(request_id=uuid7(), store_id="S002",
+                                            kind="authorize", member_id=mid, points=300))
+        assert reply.ok and reply.granted_points == 300
+        # With that held for store B, store A cannot be granted the same points again.
+        balance = (await a.member(mid))["points"]
+        reply = await a.sync.rpc(RpcRequest(  # type: ignore[union-attr]
+            request_id=uuid7(), store_id="S001", kind="authorize", member_id=mid,
+            points=balance - 300 + 1))
+        assert not reply.ok
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_beyond_the_allowance_with_the_hub_away_is_a_clear_refusal(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    try:
+        m = await register(a, "13800007777")
+        mid = m["member_id"]
+        await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)
+        await a.db.write(lambda c: c.execute(
+            "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
+            (mid,)))
+        before = (await a.member(mid))["points"]
+        mosquitto.kill()
+        with pytest.raises(EdgeError) as err:
+            await sell(a, [("B", "grocery", 1, 2_000)], member_id=mid,
+                       tenders=[TenderRequest(kind="points", points=500),
+                                TenderRequest(kind="cash", amount=1_500)])
+        assert err.value.code == "allowance_exceeded"
+        assert err.value.details["online"] in ("unreachable", "timeout")
+        assert (await a.member(mid))["points"] == before  # nothing spent
+    finally:
+        await a.close()
