@@ -7,6 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.tiers import TierRules
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -38,6 +40,7 @@ class ApiSection(_Section):
 
 class HubConfig(_Section):
     hub: HubSection = HubSection()
+    tiers: TierRules = TierRules()
     broker: BrokerSection = BrokerSection()
     api: ApiSection = ApiSection()
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hub.db import Tx
 from hub.schema import next_counter
+from hub.tiers import TierRules, add_spend, recompute
 from protocol.codec import encode
 from protocol.events import (
     CardBound,
@@ -61,7 +62,8 @@ def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
                          (store_id, epoch), default=0))
 
 
-def apply_batch(tx: Tx, batch: EventBatch, now_ms: int) -> ApplyResult:
+def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None
+                ) -> ApplyResult:
     store, epoch = batch.store_id, batch.epoch
     acked = acked_seq(tx, store, epoch)
     first = batch.events[0].seq
@@ -82,9 +84,12 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int) -> ApplyResult:
           getattr(e.body, "member_id", None), encode(e)) for e in fresh])
     shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     touched: set[str] = set()
+    spenders: set[str] = set()
     for e in fresh:
-        _apply_one(tx, e, shares, touched, result)
+        _apply_one(tx, e, shares, touched, result, spenders)
     _flush_shares(tx, shares)
+    if tiers is not None and spenders:
+        touched.update(recompute(tx, tiers, now_ms, sorted(spenders)))
     if touched:
         last = next_counter(tx, "member_change", len(touched))
         tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
@@ -123,7 +128,7 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
 
 
 def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touched: set[str],
-               result: ApplyResult) -> None:
+               result: ApplyResult, spenders: set[str]) -> None:
     body = e.body
     member_id = getattr(body, "member_id", None)
     if isinstance(body, MemberRegistered):
@@ -167,9 +172,13 @@ def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touch
     elif isinstance(body, SaleFinalized):
         tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                    (body.total, member_id))
+        add_spend(tx, member_id, e.hlc, body.total)
+        spenders.add(member_id)
     elif isinstance(body, RefundCompleted):
         tx.execute("UPDATE members SET spend_total = spend_total - ? WHERE member_id = ?",
                    (body.amount, member_id))
+        add_spend(tx, member_id, e.hlc, -body.amount)
+        spenders.add(member_id)
 
 
 def _register(tx: Tx, e: Event, body: MemberRegistered, result: ApplyResult) -> str | None:
@@ -216,6 +225,13 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                (spend, survivor))
     tx.execute("UPDATE members SET spend_total = 0 WHERE member_id = ?", (alias,))
+    for month, amount in tx.all("SELECT month, amount FROM spend_months WHERE member_id = ?",
+                                (alias,)):
+        tx.execute(
+            "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
+            " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
+            " + excluded.amount", (survivor, month, amount))
+    tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
 
 
 def _merge_profile(tx: Tx, e: Event, member_id: str, body: MemberProfileChanged) -> bool:

@@ -68,6 +68,11 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             sv_granted BIGINT NOT NULL DEFAULT 0, sv_spent BIGINT NOT NULL DEFAULT 0,
             PRIMARY KEY (member_id, store_id))""",
     ]),
+    (3, "spend per member and month, for tiers over a rolling window", [
+        """CREATE TABLE spend_months (
+            member_id TEXT NOT NULL, month TEXT NOT NULL, amount BIGINT NOT NULL,
+            PRIMARY KEY (member_id, month))""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

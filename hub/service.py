@@ -18,7 +18,8 @@ from hub import authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
 from hub.ingest import apply_batch, record_refusal
-from hub.schema import migrate
+from hub.schema import migrate, next_counter
+from hub.tiers import recompute
 from protocol import topics
 from protocol.campaigns import CampaignBundle
 from protocol.codec import CodecError, decode, decode_batch, encode
@@ -69,7 +70,8 @@ class HubService:
         await self.mqtt.__aenter__()
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
         self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
-                       asyncio.create_task(self._notices(), name="hub-notices")]
+                       asyncio.create_task(self._notices(), name="hub-notices"),
+                       asyncio.create_task(self._daily_tiers(), name="hub-tiers")]
         return self
 
     async def close(self) -> None:
@@ -150,7 +152,8 @@ class HubService:
             await self._refuse(store_id, "wrong_store",
                                f"batch for {batch.store_id} on the topic of {store_id}")
             return
-        result = await self.db.transaction(lambda tx: apply_batch(tx, batch, now_ms()))
+        tiers = self.config.tiers
+        result = await self.db.transaction(lambda tx: apply_batch(tx, batch, now_ms(), tiers))
         self.applied_events += result.applied
         self.duplicate_events += result.duplicates
         if result.gap:
@@ -220,6 +223,29 @@ class HubService:
                     await self.mqtt.publish(topics.FLEET_DIRECTORY,
                                             encode(DirectoryNotice(head=head)), retain=True)
             await asyncio.sleep(0.2)
+
+    async def recompute_tiers(self) -> int:
+        """Every member's tier from their spend in the window; changes go down to the stores."""
+        rules = self.config.tiers
+
+        def run(tx: Tx) -> int:
+            changed = recompute(tx, rules, now_ms())
+            if changed:
+                last = next_counter(tx, "member_change", len(changed))
+                tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
+                               [(last - i, m) for i, m in enumerate(changed)])
+            return len(changed)
+
+        count = await self.db.transaction(run)
+        if count:
+            self._notice.set()
+        return count
+
+    async def _daily_tiers(self) -> None:
+        # Tiers also fall with time alone, as old months leave the window.
+        while True:
+            await self.recompute_tiers()
+            await asyncio.sleep(24 * 3600)
 
     # -- HQ's commands -------------------------------------------------------------------------
 

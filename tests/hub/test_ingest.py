@@ -180,3 +180,47 @@ async def test_edge_batches_are_what_the_codec_accepts(tmp_path: Path) -> None:
         assert none is None
     finally:
         await svc.close()
+
+
+async def test_tiers_rise_and_fall_with_spend_in_the_window(hub_db: HubDatabase,
+                                                           tmp_path: Path) -> None:
+    import time
+
+    from hub.tiers import TierRules, recompute
+
+    rules = TierRules()
+    svc = await _store(tmp_path, "S001", 1)
+    try:
+        m = await register(svc, "13900000077")
+        mid = m["member_id"]
+        receipt = await sell(svc, [("A", "household", 1, 120_000)], member_id=mid)
+        assert receipt["total"] >= rules.thresholds["silver"]
+        now = int(time.time() * 1000)
+        seen = 0
+
+        async def feed() -> None:
+            nonlocal seen
+            for batch in batches(svc.config.database.path, "S001", 100):
+                if batch.events[-1].seq > seen:
+                    await hub_db.transaction(lambda tx, b=batch: apply_batch(tx, b, now, rules))
+                    seen = batch.events[-1].seq
+
+        async def tier() -> str:
+            page = await hub_db.transaction(lambda tx: directory.page(tx, "t", 0, 100))
+            return next(e.tier for e in page.members if e.member_id == mid)
+
+        await feed()
+        assert await tier() == "silver"
+        await svc.refund(terminal_id="POS-1", idem_key=key(), sale_id=receipt["sale_id"],
+                         lines=None)
+        await feed()
+        assert await tier() == "standard"
+        await sell(svc, [("A", "household", 1, 120_000)], member_id=mid)
+        await feed()
+        assert await tier() == "silver"
+        # Thirteen months on, with no spend since, the tier falls by time alone.
+        later = now + 400 * 24 * 3600 * 1000
+        changed = await hub_db.transaction(lambda tx: recompute(tx, rules, later))
+        assert changed == [mid] and await tier() == "standard"
+    finally:
+        await svc.close()

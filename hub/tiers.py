@@ -1,0 +1,71 @@
+"""Member tiers that rise and fall with spend over a rolling window.
+
+Spend is kept per member and calendar month (sales minus refunds, in the month the event
+happened, by its HLC), so a tier can fall as old months leave the window without any event: the
+hub recomputes every member's tier daily, and the members whose spend just changed at once. A
+changed tier is a directory change: it reaches every store.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.db import Tx
+from protocol.hlc import unpack
+
+
+class TierRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str = "standard"
+    # Tier → minimum spend (minor units) over the window; the highest reached applies.
+    thresholds: dict[str, int] = Field(default_factory=lambda: {"silver": 100_000,
+                                                                "gold": 500_000})
+    window_months: int = Field(12, ge=1, le=60)
+
+    def tier_for(self, spend: int) -> str:
+        reached = [(need, name) for name, need in self.thresholds.items() if spend >= need]
+        return max(reached)[1] if reached else self.base
+
+
+def month_of_hlc(hlc: int) -> str:
+    wall_ms, _counter = unpack(hlc)
+    return datetime.fromtimestamp(wall_ms / 1000, UTC).strftime("%Y-%m")
+
+
+def window_start(now_ms: int, months: int) -> str:
+    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+    index = now.year * 12 + now.month - 1 - (months - 1)
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def add_spend(tx: Tx, member_id: str, hlc: int, amount: int) -> None:
+    tx.execute(
+        "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
+        " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
+        " + excluded.amount", (member_id, month_of_hlc(hlc), amount))
+
+
+def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
+              ) -> list[str]:
+    """Set each member's tier from their spend in the window; returns the members whose tier
+    changed (the caller moves them in the directory)."""
+    since = window_start(now_ms, rules.window_months)
+    if member_ids is None:
+        member_ids = [r[0] for r in tx.all("SELECT member_id FROM members"
+                                           " WHERE merged_into IS NULL")]
+    changed = []
+    for member_id in member_ids:
+        row = tx.one("SELECT tier FROM members WHERE member_id = ?", (member_id,))
+        if row is None:
+            continue
+        spend = int(tx.scalar("SELECT coalesce(sum(amount), 0) FROM spend_months"
+                              " WHERE member_id = ? AND month >= ?", (member_id, since),
+                              default=0))
+        tier = rules.tier_for(spend)
+        if tier != row[0]:
+            tx.execute("UPDATE members SET tier = ? WHERE member_id = ?", (tier, member_id))
+            changed.append(member_id)
+    return changed
