@@ -219,8 +219,9 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         " coalesce(sum(sv_bonus), 0) FROM members WHERE merged_into = ?",
         (member_id,)).fetchone()
     points = m["points_balance"] + aliases[0] + m["remote_points"]
-    principal = m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
-    bonus = m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"]
+    principal = (m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
+                 - m["remote_sv_principal_used"])
+    bonus = m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"] - m["remote_sv_bonus_used"]
     return {
         "member_id": m["member_id"],
         "member_code": m["member_code"],

@@ -302,6 +302,17 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        7,
+        "stored value of other stores spent here",
+        """
+        -- Stored value topped up in other stores and spent here: this store's ledger holds the
+        -- whole spend, its local balance only what came from here, so
+        -- ledger = sv_principal - remote_sv_principal_used (and the same for the bonus).
+        ALTER TABLE members ADD COLUMN remote_sv_principal_used INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE members ADD COLUMN remote_sv_bonus_used INTEGER NOT NULL DEFAULT 0;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -34,10 +34,21 @@ def _ledger(
     )
 
 
+def _parts(conn: sqlite3.Connection, member_id: str) -> tuple[int, int, int, int]:
+    """(local principal, local bonus, principal total, bonus total) as known here: this store's
+    own balance plus the other stores' shares from the hub, less what was spent of those here."""
+    row = conn.execute(
+        "SELECT sv_principal, sv_bonus, remote_sv_principal - remote_sv_principal_used,"
+        " remote_sv_bonus - remote_sv_bonus_used FROM members WHERE member_id = ?",
+        (member_id,)).fetchone()
+    local_p, local_b, remote_p, remote_b = (int(v) for v in row)
+    return local_p, local_b, local_p + remote_p, local_b + remote_b
+
+
 def balances(conn: sqlite3.Connection, member_id: str) -> tuple[int, int]:
-    row = conn.execute("SELECT sv_principal, sv_bonus FROM members WHERE member_id = ?",
-                       (member_id,)).fetchone()
-    return int(row[0]), int(row[1])
+    """What the member may spend here: stored value is usable in every store."""
+    _lp, _lb, total_p, total_b = _parts(conn, member_id)
+    return max(0, total_p), max(0, total_b)
 
 
 def split(amount: int, principal: int, bonus: int, order: SpendOrder) -> tuple[int, int]:
@@ -79,15 +90,24 @@ def spend(
     conn: sqlite3.Connection, ctx: StoreContext, member_id: str, sale_id: str, principal: int,
     bonus: int,
 ) -> None:
-    have_p, have_b = balances(conn, member_id)
-    if principal > have_p or bonus > have_b:
+    local_p, local_b, total_p, total_b = _parts(conn, member_id)
+    if principal > total_p or bonus > total_b:
         raise conflict("insufficient_stored_value", "stored value changed under this sale")
     ev = outbox.append(
         conn, ctx,
         StoredValueSpent(member_id=member_id, sale_id=sale_id, currency=ctx.currency,
                          principal=principal, bonus=bonus),
     )
-    _ledger(conn, member_id, -principal, -bonus, "spent", sale_id, ev.hlc)
+    # This store's own balance first; the rest was topped up elsewhere (the hub moves it).
+    here_p, here_b = min(principal, local_p), min(bonus, local_b)
+    conn.execute(
+        "INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id, hlc)"
+        " VALUES (?, ?, ?, 'spent', ?, ?)", (member_id, -principal, -bonus, sale_id, ev.hlc))
+    conn.execute(
+        "UPDATE members SET sv_principal = sv_principal - ?, sv_bonus = sv_bonus - ?,"
+        " remote_sv_principal_used = remote_sv_principal_used + ?,"
+        " remote_sv_bonus_used = remote_sv_bonus_used + ? WHERE member_id = ?",
+        (here_p, here_b, principal - here_p, bonus - here_b, member_id))
 
 
 def refund(

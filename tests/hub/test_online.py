@@ -103,3 +103,49 @@ async def test_beyond_the_allowance_with_the_hub_away_is_a_clear_refusal(
         assert (await a.member(mid))["points"] == before  # nothing spent
     finally:
         await a.close()
+
+
+async def test_stored_value_topped_up_in_one_store_is_spent_in_another(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    from hub import directory
+
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        m = await register(a, "13800006666", card="04AB0001")
+        mid = m["member_id"]
+        top = await a.top_up(terminal_id="POS-1", idem_key="t1", member_id=mid, amount=50_000)
+        assert top["bonus"] == 5_000  # top up 500 get 50
+        await wait_for(lambda: drained(a), "store A drained")
+
+        async def b_sees_it() -> bool:
+            try:
+                found = await b.find_member_id("card_uid", "04AB0001")
+            except EdgeError:
+                return False
+            return bool((await b.member(found))["stored_value"]["total"] == 55_000)
+
+        await wait_for(b_sees_it, "store B to see the stored value")
+        receipt = await sell(b, [("B", "household", 1, 20_000)], member_id=mid,
+                             tenders=[TenderRequest(kind="stored_value", amount=20_000)])
+        assert receipt["member"]["stored_value"] == 35_000
+        await wait_for(lambda: drained(b), "store B drained")
+
+        async def a_sees_spend() -> bool:
+            return bool((await a.member(mid))["stored_value"]["total"] == 35_000)
+
+        await wait_for(a_sees_spend, "store A to see store B's spending")
+        # Store A cannot spend what store B already spent.
+        with pytest.raises(EdgeError) as err:
+            await sell(a, [("C", "household", 1, 40_000)], member_id=mid,  # 370.00 due
+                       tenders=[TenderRequest(kind="stored_value", amount=37_000)])
+        assert err.value.code == "insufficient_stored_value"
+        held = await hub.db.transaction(directory.balances)
+        assert held[mid][1] + held[mid][2] == 35_000
+        assert (await hub.db.transaction(directory.compare))["mismatches"] == []
+        from tests.edge import invariants
+        invariants.check(a.config.database.path)
+        invariants.check(b.config.database.path)
+    finally:
+        await a.close()
+        await b.close()
