@@ -352,7 +352,8 @@ def receipt_view(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str) -> d
         out["member"] = {
             "member_id": m["member_id"], "member_code": m["member_code"],
             "qr": member_qr(m["member_code"]), "tier": m["tier"],
-            "points_balance": m["points_balance"], "points_debt": m["points_debt"],
+            "points_balance": m["points_balance"] + m["remote_points"] - m["remote_points_used"],
+            "points_debt": m["points_debt"],
             "stored_value": sum(stored_value.balances(conn, m["member_id"])),
         }
     return out

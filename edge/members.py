@@ -218,7 +218,7 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "SELECT coalesce(sum(points_balance), 0), coalesce(sum(sv_principal), 0),"
         " coalesce(sum(sv_bonus), 0) FROM members WHERE merged_into = ?",
         (member_id,)).fetchone()
-    points = m["points_balance"] + aliases[0] + m["remote_points"]
+    points = m["points_balance"] + aliases[0] + m["remote_points"] - m["remote_points_used"]
     principal = (m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
                  - m["remote_sv_principal_used"])
     bonus = m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"] - m["remote_sv_bonus_used"]

@@ -20,7 +20,7 @@ from protocol.ids import uuid7
 
 def _ledger(
     conn: sqlite3.Connection, member_id: str, delta: int, reason: str, lot_id: str | None,
-    ref_id: str | None, hlc: int,
+    ref_id: str | None, hlc: int, balance_delta: int | None = None,
 ) -> None:
     conn.execute(
         "INSERT INTO points_ledger(member_id, delta, reason, lot_id, ref_id, hlc)"
@@ -29,18 +29,31 @@ def _ledger(
     )
     conn.execute(
         "UPDATE members SET points_balance = points_balance + ? WHERE member_id = ?",
-        (delta, member_id),
+        (delta if balance_delta is None else balance_delta, member_id),
     )
 
 
-def available(conn: sqlite3.Connection, member_id: str, today: date) -> int:
-    """Points the member can spend today: lots already past their date do not count."""
+# Points the member holds in other stores, as one pseudo-lot drawn after every local lot.
+REMOTE_LOT = "remote"
+
+
+def remote_available(conn: sqlite3.Connection, member_id: str) -> int:
+    """Other stores' points (as the hub last reported) not yet spent here."""
+    row = conn.execute("SELECT remote_points - remote_points_used FROM members"
+                       " WHERE member_id = ?", (member_id,)).fetchone()
+    return max(0, int(row[0])) if row is not None else 0
+
+
+def available(conn: sqlite3.Connection, member_id: str, today: date, *,
+              remote: bool = True) -> int:
+    """Points the member can spend today: lots already past their date do not count; points
+    held in other stores do, unless ``remote`` is false."""
     row = conn.execute(
         "SELECT coalesce(sum(remaining), 0) FROM point_lots WHERE member_id = ? AND remaining > 0"
         " AND (expires_on IS NULL OR expires_on >= ?)",
         (member_id, today.isoformat()),
     ).fetchone()
-    return int(row[0])
+    return int(row[0]) + (remote_available(conn, member_id) if remote else 0)
 
 
 def earn(
@@ -86,9 +99,10 @@ def earn(
 
 def _draw(
     conn: sqlite3.Connection, member_id: str, points: int, today: date,
-    first_lot: str | None = None,
+    first_lot: str | None = None, remote: bool = False,
 ) -> list[tuple[str, int]]:
-    """Take ``points`` from open lots, soonest expiry first (``first_lot`` before all)."""
+    """Take ``points`` from open lots, soonest expiry first (``first_lot`` before all), then,
+    when ``remote``, from the points the member holds in other stores."""
     rows = conn.execute(
         "SELECT lot_id, remaining FROM point_lots WHERE member_id = ? AND remaining > 0"
         " AND (expires_on IS NULL OR expires_on >= ?)"
@@ -103,19 +117,28 @@ def _draw(
         take = min(left, int(remaining))
         draws.append((str(lot_id), take))
         left -= take
+    if left and remote:
+        take = min(left, remote_available(conn, member_id))
+        if take:
+            draws.append((REMOTE_LOT, take))
+            left -= take
     if left:
         raise conflict("insufficient_points", f"member has {points - left} points to spend,"
                        f" {points} asked", available=points - left, requested=points)
     for lot_id, take in draws:
-        conn.execute("UPDATE point_lots SET remaining = remaining - ? WHERE lot_id = ?",
-                     (take, lot_id))
+        if lot_id == REMOTE_LOT:
+            conn.execute("UPDATE members SET remote_points_used = remote_points_used + ?"
+                         " WHERE member_id = ?", (take, member_id))
+        else:
+            conn.execute("UPDATE point_lots SET remaining = remaining - ? WHERE lot_id = ?",
+                         (take, lot_id))
     return draws
 
 
 def redeem(
     conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int, sale_id: str
 ) -> list[tuple[str, int]]:
-    draws = _draw(conn, member_id, points, ctx.today())
+    draws = _draw(conn, member_id, points, ctx.today(), remote=True)
     ev = outbox.append(
         conn, ctx,
         PointsRedeemed(member_id=member_id, points=points, sale_id=sale_id,
@@ -125,7 +148,10 @@ def redeem(
         "INSERT INTO redemption_draws(sale_id, lot_id, points) VALUES (?, ?, ?)",
         [(sale_id, lot, p) for lot, p in draws],
     )
-    _ledger(conn, member_id, -points, "redeemed", None, sale_id, ev.hlc)
+    # The ledger takes the whole redemption; the local balance only what local lots gave.
+    remote_part = sum(p for lot, p in draws if lot == REMOTE_LOT)
+    _ledger(conn, member_id, -points, "redeemed", None, sale_id, ev.hlc,
+            balance_delta=-(points - remote_part))
     return draws
 
 
@@ -140,11 +166,14 @@ def return_redeemed(
     """
     if points <= 0:
         return
+    # Points drawn from other stores go back first (they are the member's everywhere), then
+    # the latest-expiring local lots.
     rows = conn.execute(
         "SELECT d.lot_id, d.points - d.returned FROM redemption_draws d"
-        " JOIN point_lots l ON l.lot_id = d.lot_id WHERE d.sale_id = ? AND d.points > d.returned"
-        " ORDER BY l.expires_on IS NULL DESC, l.expires_on DESC, d.lot_id",
-        (sale_id,),
+        " LEFT JOIN point_lots l ON l.lot_id = d.lot_id WHERE d.sale_id = ?"
+        " AND d.points > d.returned AND (l.lot_id IS NOT NULL OR d.lot_id = ?)"
+        " ORDER BY d.lot_id = ? DESC, l.expires_on IS NULL DESC, l.expires_on DESC, d.lot_id",
+        (sale_id, REMOTE_LOT, REMOTE_LOT),
     ).fetchall()
     left, back = points, []
     for lot_id, open_points in rows:
@@ -161,11 +190,17 @@ def return_redeemed(
                        sale_id=sale_id, refund_id=refund_id),
     )
     for lot_id, give in back:
-        conn.execute("UPDATE point_lots SET remaining = remaining + ? WHERE lot_id = ?",
-                     (give, lot_id))
+        if lot_id == REMOTE_LOT:
+            conn.execute("UPDATE members SET remote_points_used = remote_points_used - ?"
+                         " WHERE member_id = ?", (give, member_id))
+        else:
+            conn.execute("UPDATE point_lots SET remaining = remaining + ? WHERE lot_id = ?",
+                         (give, lot_id))
         conn.execute("UPDATE redemption_draws SET returned = returned + ? WHERE sale_id = ?"
                      " AND lot_id = ?", (give, sale_id, lot_id))
-    _ledger(conn, member_id, points, "refund_return", None, refund_id, ev.hlc)
+    remote_part = sum(g for lot, g in back if lot == REMOTE_LOT)
+    _ledger(conn, member_id, points, "refund_return", None, refund_id, ev.hlc,
+            balance_delta=points - remote_part)
 
 
 def reverse_earned(
@@ -180,7 +215,7 @@ def reverse_earned(
     if points <= 0:
         return 0, 0
     today = ctx.today()
-    have = available(conn, member_id, today)
+    have = available(conn, member_id, today, remote=False)  # this store's own lots only
     take = min(points, have)
     shortfall = points - take
     draws = _draw(conn, member_id, take, today, first_lot=earned_lot) if take else []

@@ -304,13 +304,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         7,
-        "stored value of other stores spent here",
+        "stored value and points of other stores spent here",
         """
         -- Stored value topped up in other stores and spent here: this store's ledger holds the
         -- whole spend, its local balance only what came from here, so
         -- ledger = sv_principal - remote_sv_principal_used (and the same for the bonus).
         ALTER TABLE members ADD COLUMN remote_sv_principal_used INTEGER NOT NULL DEFAULT 0;
         ALTER TABLE members ADD COLUMN remote_sv_bonus_used INTEGER NOT NULL DEFAULT 0;
+        -- The same for points: redemption takes this store's lots first, then what the member
+        -- holds in other stores (drawn as the lot REMOTE_LOT); ledger = balance - used.
+        ALTER TABLE members ADD COLUMN remote_points_used INTEGER NOT NULL DEFAULT 0;
         """,
     ),
 ]

@@ -149,3 +149,54 @@ async def test_stored_value_topped_up_in_one_store_is_spent_in_another(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_points_earned_in_one_store_are_redeemed_in_another_and_refunded(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    from hub import directory
+    from tests.edge import invariants
+
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        m = await register(a, "13800005555", card="04AB0002")
+        mid = m["member_id"]
+        await sell(a, [("A", "household", 1, 20_000)], member_id=mid)  # earns 200
+        await wait_for(lambda: drained(a), "store A drained")
+
+        async def b_sees_points() -> bool:
+            try:
+                found = await b.find_member_id("card_uid", "04AB0002")
+            except EdgeError:
+                return False
+            return bool((await b.member(found))["points"] == 200)
+
+        await wait_for(b_sees_points, "store B to see the points")
+        # 150 points pay 1.50 at store B; the sale earns 10 more there.
+        receipt = await sell(b, [("B", "household", 1, 1_150)], member_id=mid,
+                             tenders=[TenderRequest(kind="points", points=150),
+                                      TenderRequest(kind="cash", amount=1_000)])
+        assert receipt["member"]["points_balance"] == 200 - 150 + receipt["points_earned"]
+        with pytest.raises(EdgeError) as err:  # only 50 + earned are left anywhere
+            await sell(b, [("C", "household", 1, 20_000)], member_id=mid,
+                       tenders=[TenderRequest(kind="points", points=10_000),
+                                TenderRequest(kind="cash", amount=10_000)])
+        assert err.value.code in ("insufficient_points", "points_over_limit")
+        invariants.check(b.config.database.path)
+        refund = await b.refund(terminal_id="POS-1", idem_key="r-b", sale_id=receipt["sale_id"],
+                                lines=None)
+        assert refund["amount"] == 1_150
+        assert (await b.member(mid))["points"] == 200
+        invariants.check(b.config.database.path)
+        await wait_for(lambda: drained(b), "store B drained")
+
+        async def a_agrees() -> bool:
+            return bool((await a.member(mid))["points"] == 200)
+
+        await wait_for(a_agrees, "store A to agree")
+        held = await hub.db.transaction(directory.balances)
+        assert held[mid][0] == 200
+        assert (await hub.db.transaction(directory.compare))["mismatches"] == []
+    finally:
+        await a.close()
+        await b.close()
