@@ -1,0 +1,83 @@
+"""The HQ API: fleet status, coupon conflicts, a member as the hub knows them, campaigns.
+
+Thin over ``HubService`` like the edge's POS API; one bearer token for HQ (from configuration).
+"""
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+
+from hub import directory
+from hub.service import HubService
+from protocol.campaigns import CampaignBundle
+
+
+class HubApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def create_app(hub: HubService) -> FastAPI:
+    app = FastAPI(title="membergate hub HQ API", version="1")
+    token = hub.config.api.token or ""
+
+    def auth(authorization: Annotated[str | None, Header()] = None) -> None:
+        given = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
+        if not token or not hmac.compare_digest(given, token):
+            raise HubApiError(401, "unauthorized", "a valid HQ bearer token is required")
+
+    HQ = Annotated[None, Depends(auth)]
+
+    @app.exception_handler(HubApiError)
+    async def error(_: Request, exc: HubApiError) -> JSONResponse:
+        return JSONResponse({"error": {"code": exc.code, "message": exc.message}},
+                            status_code=exc.status)
+
+    @app.get("/v1/status")
+    async def status(_: HQ) -> dict[str, Any]:
+        """Per store: last seen, epoch and acked seq, outbox depth, lag, versions, devices."""
+        return await hub.status()
+
+    @app.get("/v1/conflicts/coupons")
+    async def coupon_conflicts(_: HQ) -> dict[str, Any]:
+        """Single-use coupons redeemed in two stores: the later redemption (by HLC) of each."""
+        rows = await hub.db.transaction(lambda tx: tx.all(
+            "SELECT coupon_code, store_id, sale_id, hlc, amount, kept_store, kept_sale"
+            " FROM coupon_conflicts ORDER BY coupon_code, hlc"))
+        keys = ("coupon_code", "store_id", "sale_id", "hlc", "amount", "kept_store",
+                "kept_sale")
+        return {"conflicts": [dict(zip(keys, r, strict=True)) for r in rows]}
+
+    @app.get("/v1/members/{member_id}")
+    async def member(member_id: str, _: HQ) -> dict[str, Any]:
+        entry = await hub.db.transaction(lambda tx: directory.entry(tx, member_id))
+        if entry is None:
+            raise HubApiError(404, "member_not_found", "no member with this id")
+        out: dict[str, Any] = entry.model_dump(mode="json")
+        out["points"] = sum(s.points for s in entry.shares)
+        out["stored_value"] = sum(s.sv_principal + s.sv_bonus for s in entry.shares)
+        return out
+
+    @app.post("/v1/campaigns", status_code=201)
+    async def push(bundle: CampaignBundle, _: HQ) -> dict[str, Any]:
+        """Validate, sign and publish a bundle for the fleet, a region or a store."""
+        from hub.campaigns import StaleBundle
+
+        try:
+            topic = await hub.push_campaigns(bundle)
+        except StaleBundle as exc:
+            raise HubApiError(409, exc.code, str(exc)) from None
+        return {"topic": topic, "version": bundle.version, "scope": bundle.scope}
+
+    @app.get("/v1/rebuild")
+    async def rebuild(_: HQ) -> dict[str, Any]:
+        """Balances held vs. recomputed from the event log."""
+        result = await hub.db.transaction(directory.compare)
+        return {"members": result["members"], "events": result["events"],
+                "mismatches": result["mismatches"][:100],
+                "mismatch_count": len(result["mismatches"])}
+
+    return app
