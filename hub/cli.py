@@ -28,9 +28,28 @@ async def _run(cfg: HubConfig, seconds: float | None) -> int:
     async with HubService(cfg) as hub:
         print(f"membergate hub is up: broker 127.0.0.1:{hub.broker_port}, database"
               f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
-        if seconds is None:
-            await asyncio.Event().wait()
-        await asyncio.sleep(seconds or 0)
+        server = None
+        if cfg.api.token:
+            import uvicorn
+
+            from hub.api import create_app
+
+            server = uvicorn.Server(uvicorn.Config(create_app(hub), host=cfg.api.host,
+                                                   port=cfg.api.port, log_level="warning",
+                                                   lifespan="off"))
+            serving = asyncio.create_task(server.serve())
+            while not server.started and not serving.done():  # noqa: ASYNC110 - a flag only
+                await asyncio.sleep(0.05)
+            port = server.servers[0].sockets[0].getsockname()[1] if server.started else None
+            print(f"HQ API: http://{cfg.api.host}:{port}/docs", flush=True)
+        try:
+            if seconds is None:
+                await asyncio.Event().wait()
+            await asyncio.sleep(seconds or 0)
+        finally:
+            if server is not None:
+                server.should_exit = True
+                await serving
     return 0
 
 
@@ -103,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--seconds", type=float, default=None,
                       help="exit 0 when the story is done (after at most N seconds)")
     demo.add_argument("--dir", help="working directory (default: a new temporary one)")
+    bench = sub.add_parser("bench", help="measure merge and drain against in-run floors;"
+                           " prints one JSON object")
+    bench.add_argument("--json", action="store_true", help="one line instead of indented")
+    bench.add_argument("--stores", type=int, default=50)
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--drain-events", type=int, default=100_000, help="0: skip the drain")
+    bench.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1/postgres",
+                       help="admin URL; a throwaway database mg_bench_* is made and dropped")
+    bench.add_argument("--no-postgres", action="store_true")
+    bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -118,6 +147,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "push-campaigns":
         bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
         return asyncio.run(_push(cfg, bundle))
+    if args.command == "bench":
+        from hub.bench import failed, run_bench
+
+        figures = run_bench(stores=args.stores, events=args.events,
+                            drain_events=args.drain_events,
+                            postgres_url=None if args.no_postgres else args.postgres_url,
+                            workdir=args.workdir)
+        print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
+        return 1 if failed(figures) else 0
     if args.command == "demo":
         from provisioning.demo_fleet import run_demo
 

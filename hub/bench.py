@@ -1,0 +1,380 @@
+"""``membergate-hub bench``: how fast the hub merges, beside floors measured in the same run.
+
+Prints figures, asserts nothing about speed: these machines are shared and noisy. Each figure
+comes with a floor from the same run, so a reader can judge the ratio rather than the number:
+
+* merge: realistic batches from many stores (registrations first, then sales with a few lines,
+  stored value spent, points earned), decoded with ``decode_batch`` and applied with
+  ``apply_batch`` through ``HubDatabase`` on SQLite (WAL, ``synchronous=FULL`` as the hub opens
+  it), one transaction per batch, in the order a hub would see them (stores interleaved);
+* raw: the same event-log rows inserted in the same batches into a bare copy of the ``events``
+  table with plain ``sqlite3`` and the same pragmas: what the disk allows for the log alone;
+* the same merge on PostgreSQL, in a throwaway database that is dropped afterwards;
+* drain: one store's backlog through a private Mosquitto to a running ``HubService`` until the
+  store holds the ack of its last event (``provisioning.bench_drain``, which composes edge and
+  hub; this module imports only ``hub`` and ``protocol``).
+
+Batches are generated and encoded before any timing; only decoding and applying are timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import random
+import shutil
+import sqlite3
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import msgpack
+
+from hub.config import HubConfig
+from hub.db import HubDatabase
+from hub.ingest import apply_batch
+from hub.schema import migrate
+from protocol.codec import DEFAULT_MAX_BYTES, decode_batch, encode
+from protocol.events import Event
+from protocol.ids import member_code, uuid7
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1/postgres"
+BATCH_EVENTS = 500  # the edge's default [sync] batch_max_events
+TARGETS: dict[str, float] = {"merge_events_per_s": 50_000, "merge_vs_raw": 0.6,
+                             "drain_events_per_s": 20_000}
+
+CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
+TIERS = ("standard", "standard", "standard", "silver", "gold")
+SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗"
+GIVEN = "伟芳娜敏静丽强磊洋艳勇军杰娟涛明超秀霞平刚桂"
+PRODUCTS = ("牛奶 1L", "大米 5kg", "苹果", "酸奶", "薯片", "洗衣液", "鸡蛋 12枚", "面包", "矿泉水",
+            "酱油")
+
+# The hub's event log, bare: the same columns and key, none of the other tables or indexes.
+RAW_DDL = """CREATE TABLE events (
+    store_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+    event_id TEXT NOT NULL, hlc BIGINT NOT NULL, type TEXT NOT NULL,
+    member_id TEXT, payload BLOB NOT NULL,
+    PRIMARY KEY (store_id, epoch, seq))"""
+RAW_INSERT = ("INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
+              " VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+# --- the workload ------------------------------------------------------------------------------
+
+
+def members_for(count: int) -> int:
+    """Members a store registers in its first pass: a tenth of its events, at most 10,000."""
+    return max(1, min(count // 10, 10_000))
+
+
+def _tender(kind: str, amount: int, sv_principal: int = 0) -> dict[str, Any]:
+    return {"kind": kind, "amount": amount, "points": 0, "sv_principal": sv_principal,
+            "sv_bonus": 0, "coupon_code": None, "reference": None}
+
+
+def store_bodies(store_number: int, count: int, *, seed: int = 1) -> Iterator[dict[str, Any]]:
+    """``count`` event bodies as a store's checkouts record them, in ``model_dump(mode="json")``
+    shape and edge order: first the store's members register, then visits: a sale of 1-5 lines
+    (seven in ten by a member), a quarter of member sales partly paid from stored value
+    (``sv.spent`` after the sale), and the points a member sale earns (``points.earned``)."""
+    rng = random.Random(seed * 1_000_003 + store_number)
+    members: list[str] = []
+    made = 0
+    for i in range(1, members_for(count) + 1):
+        mid = uuid7()
+        members.append(mid)
+        bday = date(rng.randrange(1950, 2005), rng.randrange(1, 13), rng.randrange(1, 29))
+        yield {"type": "member.registered", "v": 1, "member_id": mid,
+               "member_code": member_code(store_number, i),
+               "phone": f"+861{store_number:04d}{i:06d}",
+               "name": rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN),
+               "birthday": bday.isoformat(), "card_uid": f"04{store_number:04X}{i:06X}",
+               "tier": rng.choice(TIERS), "tags": []}
+        made += 1
+        if made == count:
+            return
+    expires = (date.today() + timedelta(days=365)).isoformat()
+    while True:
+        sale_id = uuid7()
+        member = rng.choice(members) if rng.random() < 0.7 else None
+        lines: list[dict[str, Any]] = []
+        for n in range(1, rng.randint(1, 5) + 1):
+            qty, price = rng.randint(1, 3), rng.randrange(100, 5_000)
+            gross = qty * price
+            discount = gross // 20 if member is not None and n == 1 else 0
+            net = gross - discount
+            lines.append({"line_no": n, "sku": f"69{rng.randrange(10**11):011d}",
+                          "name": rng.choice(PRODUCTS), "category": rng.choice(CATEGORIES),
+                          "qty": qty, "unit_price": price, "gross": gross, "discount": discount,
+                          "net": net, "points": net // 100 if member is not None else 0})
+        subtotal = sum(ln["gross"] for ln in lines)
+        discount_total = sum(ln["discount"] for ln in lines)
+        total = subtotal - discount_total
+        earned = sum(ln["points"] for ln in lines)
+        sv = total // 2 if member is not None and rng.random() < 0.25 else 0
+        tenders = [_tender("stored_value", sv, sv)] if sv else []
+        if total - sv > 0 or not tenders:
+            tenders.append(_tender("cash", total - sv))
+        discounts = ([{"kind": "tier_discount", "label": "Member price", "amount": discount_total,
+                       "campaign_id": "tier-price", "coupon_code": None}]
+                     if discount_total else [])
+        bodies: list[dict[str, Any]] = [{
+            "type": "sale.finalized", "v": 1, "sale_id": sale_id, "terminal_id": "POS-1",
+            "member_id": member, "currency": "CNY", "lines": lines, "discounts": discounts,
+            "tenders": tenders, "subtotal": subtotal, "discount_total": discount_total,
+            "total": total, "points_earned": earned}]
+        if sv:
+            bodies.append({"type": "sv.spent", "v": 1, "member_id": member, "sale_id": sale_id,
+                           "currency": "CNY", "principal": sv, "bonus": 0})
+        if earned:
+            bodies.append({"type": "points.earned", "v": 1, "member_id": member,
+                           "lot_id": uuid7(), "points": earned, "expires_on": expires,
+                           "reason": "sale", "sale_id": sale_id})
+        for body in bodies:
+            yield body
+            made += 1
+            if made == count:
+                return
+
+
+@dataclass
+class Workload:
+    payloads: list[bytes]  # encoded EventBatch, in arrival order (stores interleaved)
+    events: int
+    members: int
+    by_type: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(len(p) for p in self.payloads)
+
+
+def _check_shape(envelope: dict[str, Any]) -> None:
+    """The generator writes wire dicts by hand for speed; they must be what the edge encodes."""
+    if encode(Event.model_validate(envelope)) != msgpack.packb(envelope, use_bin_type=True):
+        raise RuntimeError(f"bench {envelope['body']['type']} events differ from protocol.events")
+
+
+def make_workload(stores: int, events: int, *, batch_events: int = BATCH_EVENTS,
+                  seed: int = 1) -> Workload:
+    """``events`` split over ``stores`` (S001...), cut into consecutive batches of each store,
+    and interleaved batch by batch the way a hub receives a fleet."""
+    per_store = [events // stores + (1 if s < events % stores else 0) for s in range(stores)]
+    hlc0 = time.time_ns() // 1_000_000 << 16
+    work = Workload(payloads=[], events=0, members=0)
+    checked: set[str] = set()
+    per_store_batches: list[list[bytes]] = []
+    for s, count in enumerate(per_store):
+        store_id, number = f"S{s + 1:03d}", s + 1
+        batches: list[bytes] = []
+        chunk: list[dict[str, Any]] = []
+        work.members += min(count, members_for(count))
+        for seq, body in enumerate(store_bodies(number, count, seed=seed), 1):
+            env = {"event_id": uuid7(), "store_id": store_id, "epoch": 1, "seq": seq,
+                   "hlc": hlc0 + (seq << 16), "body": body}
+            if body["type"] not in checked:
+                _check_shape(env)
+                checked.add(body["type"])
+            work.by_type[body["type"]] += 1
+            chunk.append(env)
+            if len(chunk) == batch_events or seq == count:
+                payload = msgpack.packb({"v": 1, "store_id": store_id, "epoch": 1,
+                                         "events": chunk}, use_bin_type=True)
+                if len(payload) > DEFAULT_MAX_BYTES:
+                    raise RuntimeError("a bench batch exceeds the hub's payload limit")
+                batches.append(payload)
+                chunk = []
+        work.events += count
+        per_store_batches.append(batches)
+    for k in range(max((len(b) for b in per_store_batches), default=0)):
+        work.payloads.extend(b[k] for b in per_store_batches if k < len(b))
+    return work
+
+
+# --- the measurements --------------------------------------------------------------------------
+
+
+async def measure_merge(url: str, work: Workload) -> dict[str, float]:
+    """Decode and apply every batch as ``HubService`` does (decode on the loop, one transaction
+    per batch on the database thread, the default hub configuration's tier rules). ``merge`` is
+    wall time over the whole loop; ``apply`` and ``decode`` are the sums of their parts in the
+    same run."""
+    now = int(time.time() * 1000)
+    tiers = HubConfig().tiers
+    applied = 0
+    decode_s = apply_s = 0.0
+    async with HubDatabase(url) as db:
+        await db.transaction(migrate)
+        start = time.perf_counter()
+        for payload in work.payloads:
+            t0 = time.perf_counter()
+            batch = decode_batch(payload)
+            t1 = time.perf_counter()
+            apply = partial(apply_batch, batch=batch, now_ms=now, tiers=tiers)
+            result = await db.transaction(apply)
+            apply_s += time.perf_counter() - t1
+            decode_s += t1 - t0
+            applied += result.applied
+        wall = time.perf_counter() - start
+    if applied != work.events:
+        raise RuntimeError(f"merge applied {applied} of {work.events} events")
+    return {"merge": work.events / wall, "apply": work.events / apply_s,
+            "decode": work.events / decode_s, "wall_s": wall}
+
+
+def _rows(payload: bytes) -> list[tuple[Any, ...]]:
+    """The events-table rows of one batch, payload column encoded as the hub encodes it."""
+    batch = msgpack.unpackb(payload, raw=False)
+    store, epoch = batch["store_id"], batch["epoch"]
+    return [(store, epoch, e["seq"], e["event_id"], e["hlc"], e["body"]["type"],
+             e["body"].get("member_id"), msgpack.packb(e, use_bin_type=True))
+            for e in batch["events"]]
+
+
+def measure_raw(path: Path, work: Workload) -> float:
+    """Plain sqlite3, same pragmas as ``HubDatabase``: the same rows, one transaction a batch."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(RAW_DDL)
+    rows = 0
+    spent = 0.0
+    for payload in work.payloads:
+        batch = _rows(payload)  # prepared outside the timing
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(RAW_INSERT, batch)
+        conn.execute("COMMIT")
+        spent += time.perf_counter() - t
+        rows += len(batch)
+    conn.close()
+    return rows / spent
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def measure_postgres(admin_url: str, work: Workload) -> dict[str, Any]:
+    """The same merge in a throwaway database ``mg_bench_<random>``, dropped afterwards."""
+    try:
+        import psycopg
+
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except Exception as exc:  # not installed, not running, refused: say so and carry on
+        return {"postgres": f"unavailable: {_why(exc)}"}
+    name = f"mg_bench_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    try:
+        figures = asyncio.run(measure_merge(_with_database(admin_url, name), work))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    return {"postgres": f"ok: {name} on {urlsplit(admin_url).hostname} (dropped)",
+            "merge_events_per_s_postgres": round(figures["merge"], 1),
+            "apply_only_events_per_s_postgres": round(figures["apply"], 1)}
+
+
+def _why(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+
+
+def failed(result: dict[str, Any]) -> list[str]:
+    """The parts of a ``run_bench`` result that broke (empty when every part ran or was
+    skipped or unavailable)."""
+    return [k for k in ("postgres", "drain") if str(result.get(k, "")).startswith("failed")]
+
+
+def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 100_000,
+              postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
+              workdir: str | Path | None = None, seed: int = 1) -> dict[str, Any]:
+    """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
+    PostgreSQL merge; ``drain_events`` 0 skips the drain."""
+    if stores < 1 or events < stores:
+        raise ValueError("need at least one store and one event per store")
+    keep = workdir is not None
+    tmp = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="mg-hub-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        t = time.perf_counter()
+        work = make_workload(stores, events, batch_events=batch_events, seed=seed)
+        generate_s = time.perf_counter() - t
+        result: dict[str, Any] = {"params": {
+            "stores": stores, "events": events, "batch_events": batch_events,
+            "batches": len(work.payloads), "members": work.members,
+            "event_mix": dict(work.by_type.most_common()),
+            "payload_mb": round(work.payload_bytes / 2**20, 1),
+            "drain_events": drain_events,
+            "sqlite": "WAL, synchronous=FULL, one transaction per batch (as HubDatabase)",
+            "raw_table": "bare copy of hub events table (same columns and primary key, no"
+                         " other tables or indexes), plain sqlite3 executemany, same pragmas",
+            "postgres_url": postgres_url, "generate_s": round(generate_s, 1),
+            "python": platform.python_version(), "sqlite_version": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(), "workdir": str(tmp)}}
+
+        hub_db = tmp / "hub.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{hub_db}{suffix}").unlink(missing_ok=True)
+        merge = asyncio.run(measure_merge(f"sqlite:///{hub_db}", work))
+        result["merge_events_per_s"] = round(merge["merge"], 1)
+        result["apply_only_events_per_s"] = round(merge["apply"], 1)
+        result["decode_events_per_s"] = round(merge["decode"], 1)
+        result["merge_s"] = round(merge["wall_s"], 2)
+        result["hub_db_mb"] = round(sum(
+            Path(f"{hub_db}{s}").stat().st_size for s in ("", "-wal")
+            if Path(f"{hub_db}{s}").exists()) / 2**20, 1)
+
+        raw = measure_raw(tmp / "raw.db", work)
+        result["raw_insert_rows_per_s"] = round(raw, 1)
+        result["merge_vs_raw"] = round(merge["merge"] / raw, 3)
+        result["apply_only_vs_raw"] = round(merge["apply"] / raw, 3)
+
+        # A part that breaks is reported as "failed: ..." (and the command exits 1) rather
+        # than losing the figures measured before it.
+        if postgres_url is None:
+            result["postgres"] = "skipped: --no-postgres"
+        else:
+            try:
+                result.update(measure_postgres(postgres_url, work))
+            except Exception as exc:
+                result["postgres"] = f"failed: {_why(exc)}"
+
+        if drain_events > 0:
+            try:
+                from provisioning.bench_drain import DrainUnavailable, run_drain
+            except Exception as exc:
+                result["drain"] = f"failed: {_why(exc)}"
+            else:
+                try:
+                    drain = asyncio.run(run_drain(drain_events, tmp / "drain", seed=seed))
+                except DrainUnavailable as exc:
+                    result["drain"] = f"unavailable: {exc}"
+                except Exception as exc:
+                    result["drain"] = f"failed: {_why(exc)}"
+                else:
+                    result["drain"] = "ok: edge SyncClient -> Mosquitto -> HubService (SQLite)"
+                    result.update(drain)
+        else:
+            result["drain"] = "skipped: --drain-events 0"
+        result["targets"] = dict(TARGETS)
+        result["elapsed_s"] = round(time.perf_counter() - started, 1)
+        return result
+    finally:
+        if not keep:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,226 @@
+"""The drain part of ``membergate-hub bench``: one store's backlog through a real Mosquitto.
+
+Lives here, not in ``hub``, because it composes both sides (as ``demo_fleet`` does): a real edge
+store database with ``events`` outbox rows written by edge code (``outbox.append``, one
+transaction), a private Mosquitto on a free port, a ``HubService`` on SQLite, and the edge's own
+``SyncClient``. The figure is the time from starting the sync client until it holds the hub's
+ack of the last event. The floor beside it, measured in the same run on the same broker: the
+same batches published the way the sync client publishes them (one at a time, each awaiting its
+PUBACK) to a subscriber that does nothing with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from edge import outbox, uplink
+from edge.config import EdgeConfig, SyncSection
+from edge.service import EdgeService
+from edge.sync import SyncClient
+from hub.bench import store_bodies
+from hub.config import HubConfig
+from hub.service import HubService
+from protocol.events import EventBody
+from protocol.mqtt import MqttClient
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+STORE_ID = "S001"
+FLOOR_TOPIC = "bench/floor"
+_BODY: TypeAdapter[EventBody] = TypeAdapter(EventBody)
+
+
+class DrainUnavailable(RuntimeError):
+    """No Mosquitto to drain through (not installed, or it would not start)."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateMosquitto:
+    """A Mosquitto of our own: temp config, free port, stopped by its own process handle."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.host = "127.0.0.1"
+        self.port = _free_port()
+        self.conf = self.dir / "mosquitto.conf"
+        self.log_file = self.dir / "mosquitto.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.conf.write_text("\n".join([
+            f"listener {self.port} {self.host}",
+            "allow_anonymous true",
+            "persistence false",
+            "max_queued_messages 100000",  # the default 1000 drops QoS 1 for a slow subscriber
+            f"log_dest file {self.log_file}",
+            "log_type error",
+            "log_type warning",
+            # Started as root, Mosquitto 2 switches to user "mosquitto", who cannot read here.
+            f"user {getpass.getuser()}",
+        ]) + "\n")
+
+    def start(self, timeout: float = 10.0) -> None:
+        if not os.access(MOSQUITTO, os.X_OK):
+            raise DrainUnavailable(f"{MOSQUITTO} not installed")
+        err = (self.dir / "mosquitto.stderr").open("wb")
+        with err:
+            self._proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)],
+                                          stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                detail = (self.dir / "mosquitto.stderr").read_text(errors="replace").strip()
+                raise DrainUnavailable(f"mosquitto exited with {self._proc.returncode}: "
+                                       f"{detail[:200]}")
+            try:
+                with socket.create_connection((self.host, self.port), timeout=0.5):
+                    return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise DrainUnavailable(f"mosquitto not listening on {self.port}") from None
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _seed(conn: sqlite3.Connection, service: EdgeService, events: int, seed: int) -> int:
+    """``events`` outbox rows as the store's own code writes them; returns the last seq."""
+    ctx = service.context
+    last = 0
+    for body in store_bodies(1, events, seed=seed):
+        last = outbox.append(conn, ctx, _BODY.validate_python(body)).seq
+    return last
+
+
+def _all_batches(conn: sqlite3.Connection, epoch: int, cfg: SyncSection) -> list[bytes]:
+    out: list[bytes] = []
+    after = 0
+    while (b := uplink.build(conn, STORE_ID, epoch, after, max_events=cfg.batch_max_events,
+                             max_bytes=cfg.batch_max_bytes)) is not None:
+        out.append(b.payload)
+        after = b.last_seq
+    return out
+
+
+async def _transport_floor(host: str, port: int, payloads: list[bytes]) -> float:
+    """Seconds to get ``payloads`` through the broker to a subscriber that only counts them."""
+    sub = MqttClient(host, port, client_id="bench-floor-sub", clean_session=True)
+    pub = MqttClient(host, port, client_id="bench-floor-pub", clean_session=True)
+    await sub.subscribe(FLOOR_TOPIC, qos=1)
+    async with sub, pub:
+        await sub.wait_connected(10)
+        await pub.wait_connected(10)
+        done = asyncio.get_running_loop().create_future()
+
+        async def count() -> None:
+            seen = 0
+            async for _message in sub.messages():
+                seen += 1
+                if seen == len(payloads):
+                    done.set_result(None)
+                    return
+
+        counter = asyncio.create_task(count())
+        start = time.perf_counter()
+        for payload in payloads:
+            await pub.publish(FLOOR_TOPIC, payload, qos=1, timeout=30)
+        await asyncio.wait_for(done, 60)
+        spent = time.perf_counter() - start
+        counter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await counter
+    return spent
+
+
+async def run_drain(events: int, root: Path, *, seed: int = 1,
+                    limit_s: float | None = None) -> dict[str, Any]:
+    """Drain a backlog of ``events`` from one store; figures as a dict for ``hub.bench``."""
+    broker = PrivateMosquitto(root / "mosquitto")
+    broker.start()
+    try:
+        return await _drain(events, root, broker, seed,
+                            limit_s if limit_s is not None else max(120.0, events / 500))
+    finally:
+        broker.stop()
+
+
+async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
+                 limit_s: float) -> dict[str, Any]:
+    (root / "edge").mkdir(parents=True, exist_ok=True)
+    config = EdgeConfig.model_validate({
+        "store": {"store_id": STORE_ID, "store_number": 1},
+        "database": {"path": str(root / "edge" / "edge.db")},
+        "api": {"host": "127.0.0.1", "port": 0},
+        "sync": {"broker_host": broker.host, "broker_port": broker.port},
+    })
+    # Started without [sync] so the backlog is written before anything is sent; the sync
+    # client is started (and timed) on its own below, with the [sync] section above.
+    service = EdgeService(config.model_copy(update={"sync": SyncSection()}))
+    await service.start()
+    out: dict[str, Any] = {}
+    try:
+        t = time.perf_counter()
+        last = await service.db.write(lambda conn: _seed(conn, service, events, seed))
+        out["drain_seed_s"] = round(time.perf_counter() - t, 1)
+        epoch = service.context.epoch
+        payloads = await service.db.read(lambda conn: _all_batches(conn, epoch, config.sync))
+        floor_s = await _transport_floor(broker.host, broker.port, payloads)
+
+        hub_cfg = HubConfig.model_validate({
+            "hub": {"database": str(root / "hub" / "hub.db"), "data_dir": str(root / "hub")},
+            "broker": {"host": broker.host, "port": broker.port},
+        })
+        async with HubService(hub_cfg) as hub:
+            assert hub.mqtt is not None
+            await hub.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
+            start = time.perf_counter()
+            sync = await SyncClient(service, config.sync).start()
+            service.sync = sync  # closed with the service
+            deadline = start + limit_s
+            while sync.acked < last:
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"drain: acked {sync.acked} of {last} after {limit_s} s")
+                await asyncio.sleep(0.002)
+            drain_s = time.perf_counter() - start
+            if hub.applied_events != events:
+                raise RuntimeError(f"drain: hub applied {hub.applied_events} of {events}")
+            out.update({
+                "drain_events_per_s": round(events / drain_s, 1),
+                "drain_s": round(drain_s, 2),
+                "drain_transport_floor_events_per_s": round(events / floor_s, 1),
+                "drain_vs_transport": round(floor_s / drain_s, 3),
+                "drain_batches": len(payloads),
+                "drain_sent_batches": sync.sent_batches,
+                "drain_duplicates": hub.duplicate_events,
+                "drain_gaps": hub.gaps,
+            })
+            service.sync = None
+            await sync.close()  # the store's link goes before the hub it talks to
+    finally:
+        await service.close()
+    return out

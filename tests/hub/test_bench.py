@@ -1,0 +1,57 @@
+"""``membergate-hub bench`` at toy sizes: every figure is there and positive (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from hub.bench import failed, make_workload
+from hub.cli import main
+from protocol.codec import decode_batch
+from tests.support.mosquitto import MOSQUITTO
+
+FIGURES = (
+    "merge_events_per_s", "apply_only_events_per_s", "decode_events_per_s",
+    "raw_insert_rows_per_s", "merge_vs_raw", "merge_events_per_s_postgres",
+    "apply_only_events_per_s_postgres", "drain_events_per_s",
+    "drain_transport_floor_events_per_s",
+)
+
+
+def test_the_workload_is_what_stores_send() -> None:
+    work = make_workload(3, 1_000, batch_events=100)
+    assert work.events == 1_000 and len(work.payloads) == 12  # 334 + 333 + 333, by 100
+    seen: dict[str, int] = {}
+    for payload in work.payloads:
+        batch = decode_batch(payload)  # valid as the hub reads it
+        expected = seen.get(batch.store_id, 0) + 1
+        assert batch.events[0].seq == expected  # each store's batches consecutive, in order
+        seen[batch.store_id] = batch.events[-1].seq
+        assert msgpack.unpackb(payload)["store_id"] == batch.store_id
+    assert seen == {"S001": 334, "S002": 333, "S003": 333}
+    assert set(work.by_type) == {"member.registered", "sale.finalized", "points.earned",
+                                 "sv.spent"}
+    # Stores are interleaved the way a hub sees a fleet: first batch of each, then the second.
+    assert [decode_batch(p).store_id for p in work.payloads[:3]] == ["S001", "S002", "S003"]
+
+
+def test_bench_prints_one_json_object_with_every_figure(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if not os.access(MOSQUITTO, os.X_OK):
+        pytest.skip(f"{MOSQUITTO} not installed")
+    rc = main(["bench", "--json", "--stores", "2", "--events", "2000", "--drain-events", "2000",
+               "--workdir", str(tmp_path)])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0, failed(result)
+    for key in FIGURES:
+        assert isinstance(result[key], float | int) and result[key] > 0, key
+    assert result["postgres"].startswith("ok") and result["drain"].startswith("ok")
+    assert result["params"]["stores"] == 2 and result["params"]["events"] == 2000
+    assert result["params"]["drain_events"] == 2000
+    assert result["targets"] == {"merge_events_per_s": 50_000, "merge_vs_raw": 0.6,
+                                 "drain_events_per_s": 20_000}
+    assert result["drain_duplicates"] == 0 and result["drain_gaps"] == 0
