@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hub.db import Tx
 from hub.schema import next_counter
-from hub.tiers import TierRules, add_spend, recompute
+from hub.tiers import TierRules, month_of_hlc, recompute
 from protocol.codec import encode
 from protocol.events import (
     CardBound,
@@ -62,8 +62,10 @@ def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
                          (store_id, epoch), default=0))
 
 
-def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None
-                ) -> ApplyResult:
+def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None,
+                raw: list[bytes] | None = None) -> ApplyResult:
+    """Apply ``batch``; ``raw`` are the events' bytes as received (stored as the event log
+    instead of encoding each event again)."""
     store, epoch = batch.store_id, batch.epoch
     acked = acked_seq(tx, store, epoch)
     first = batch.events[0].seq
@@ -71,25 +73,26 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None 
         # A gap: something before this batch is missing. Apply nothing; the ack tells the store
         # where to resend from.
         return ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked, resend=True), gap=True)
-    fresh = [e for e in batch.events if e.seq > acked]
-    result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked),
-                         duplicates=len(batch.events) - len(fresh))
+    skip = sum(1 for e in batch.events if e.seq <= acked)
+    fresh = batch.events[skip:]
+    result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked), duplicates=skip)
     _touch_store(tx, store, epoch, now_ms)
     if not fresh:
         return result
+    payloads = raw[skip:] if raw is not None else [encode(e) for e in fresh]
     tx.executemany(
         "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [(store, epoch, e.seq, e.event_id, e.hlc, e.body.type,
-          getattr(e.body, "member_id", None), encode(e)) for e in fresh])
-    shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    touched: set[str] = set()
-    spenders: set[str] = set()
+          getattr(e.body, "member_id", None), blob) for e, blob in zip(fresh, payloads,
+                                                                      strict=True)])
+    acc = _Effects()
     for e in fresh:
-        _apply_one(tx, e, shares, touched, result, spenders)
-    _flush_shares(tx, shares)
-    if tiers is not None and spenders:
-        touched.update(recompute(tx, tiers, now_ms, sorted(spenders)))
+        _apply_one(tx, e, acc, result)
+    acc.flush(tx)
+    touched = acc.touched
+    if tiers is not None and acc.spenders:
+        touched.update(recompute(tx, tiers, now_ms, sorted(acc.spenders)))
     if touched:
         last = next_counter(tx, "member_change", len(touched))
         tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
@@ -113,6 +116,44 @@ _ADD_SHARES = (
     " sv_bonus = shares.sv_bonus + excluded.sv_bonus")
 
 
+class _Effects:
+    """A batch's ledger-like effects summed per member, written once per batch (and before any
+    registration, because a merge moves what was written so far)."""
+
+    def __init__(self) -> None:
+        self.shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+        self.spend: dict[str, int] = defaultdict(int)
+        self.months: dict[tuple[str, str], int] = defaultdict(int)
+        self.grants: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        self.touched: set[str] = set()
+        self.spenders: set[str] = set()
+        self.canonical: dict[str, str] = {}
+
+    def member(self, tx: Tx, member_id: str) -> str:
+        found = self.canonical.get(member_id)
+        if found is None:
+            found = self.canonical[member_id] = canonical(tx, member_id)
+        return found
+
+    def flush(self, tx: Tx) -> None:
+        _flush_shares(tx, self.shares)
+        tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
+                       [(v, m) for m, v in self.spend.items() if v])
+        tx.executemany(
+            "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
+            " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
+            " + excluded.amount", [(m, mo, v) for (m, mo), v in self.months.items() if v])
+        # Acknowledged spending uses up what the hub authorised this store online (escrow).
+        tx.executemany(
+            "UPDATE grants SET points_spent = points_spent + ?, sv_spent = sv_spent + ?"
+            " WHERE member_id = ? AND store_id = ?",
+            [(p, v, m, st) for (m, st), (p, v) in self.grants.items()])
+        self.spend.clear()
+        self.months.clear()
+        self.grants.clear()
+        self.canonical.clear()  # a merge may follow
+
+
 def _flush_shares(tx: Tx, shares: dict[tuple[str, str], list[int]]) -> None:
     tx.executemany(_ADD_SHARES, [(m, s, p, a, b) for (m, s), (p, a, b) in shares.items()])
     shares.clear()
@@ -127,16 +168,15 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
         (store, now_ms, epoch))
 
 
-def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touched: set[str],
-               result: ApplyResult, spenders: set[str]) -> None:
+def _apply_one(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
     body = e.body
     member_id = getattr(body, "member_id", None)
     if isinstance(body, MemberRegistered):
-        _flush_shares(tx, shares)  # a merge below moves shares: what is summed so far goes first
+        acc.flush(tx)  # a merge below moves shares and spend: what is summed so far goes first
         survivor = _register(tx, e, body, result)
-        touched.add(body.member_id)
+        acc.touched.add(body.member_id)
         if survivor is not None:
-            touched.add(survivor)
+            acc.touched.add(survivor)
         return
     if isinstance(body, CouponRedeemed):
         _redeem_coupon(tx, e, body)  # anonymous sales redeem coupons too
@@ -145,40 +185,33 @@ def _apply_one(tx: Tx, e: Event, shares: dict[tuple[str, str], list[int]], touch
                    (body.coupon_code, body.sale_id))
     if member_id is None:
         return
-    member_id = canonical(tx, member_id)
+    member_id = acc.member(tx, member_id)
     points = points_delta(body)
     principal, bonus = stored_value_delta(body)
     if points or principal or bonus:
-        share = shares[(member_id, e.store_id)]
+        share = acc.shares[(member_id, e.store_id)]
         share[0] += points
         share[1] += principal
         share[2] += bonus
-        touched.add(member_id)
-    if isinstance(body, PointsRedeemed | StoredValueSpent):
-        # Acknowledged spending uses up what the hub authorised this store online (escrow).
-        used = body.points if isinstance(body, PointsRedeemed) else body.principal + body.bonus
-        column = "points_spent" if isinstance(body, PointsRedeemed) else "sv_spent"
-        tx.execute(f"UPDATE grants SET {column} = {column} + ? WHERE member_id = ?"
-                   " AND store_id = ?", (used, member_id, e.store_id))
+        acc.touched.add(member_id)
+    if isinstance(body, PointsRedeemed):
+        acc.grants[(member_id, e.store_id)][0] += body.points
+    elif isinstance(body, StoredValueSpent):
+        acc.grants[(member_id, e.store_id)][1] += body.principal + body.bonus
     elif isinstance(body, MemberProfileChanged):
         _merge_profile(tx, e, member_id, body)
         # Even a write that lost: the store that made it shows its own value until the
         # directory sends the member again with the value that stands.
-        touched.add(member_id)
+        acc.touched.add(member_id)
     elif isinstance(body, CardBound):
         tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                    (body.card_uid, member_id))
-        touched.add(member_id)
-    elif isinstance(body, SaleFinalized):
-        tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
-                   (body.total, member_id))
-        add_spend(tx, member_id, e.hlc, body.total)
-        spenders.add(member_id)
-    elif isinstance(body, RefundCompleted):
-        tx.execute("UPDATE members SET spend_total = spend_total - ? WHERE member_id = ?",
-                   (body.amount, member_id))
-        add_spend(tx, member_id, e.hlc, -body.amount)
-        spenders.add(member_id)
+        acc.touched.add(member_id)
+    elif isinstance(body, SaleFinalized | RefundCompleted):
+        amount = body.total if isinstance(body, SaleFinalized) else -body.amount
+        acc.spend[member_id] += amount
+        acc.months[(member_id, month_of_hlc(e.hlc))] += amount
+        acc.spenders.add(member_id)
 
 
 def _register(tx: Tx, e: Event, body: MemberRegistered, result: ApplyResult) -> str | None:

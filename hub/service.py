@@ -22,7 +22,7 @@ from hub.schema import migrate, next_counter
 from hub.tiers import recompute
 from protocol import topics
 from protocol.campaigns import CampaignBundle
-from protocol.codec import CodecError, decode, decode_batch, encode
+from protocol.codec import CodecError, decode, decode_batch, encode, event_bytes
 from protocol.mqtt import Message, MqttClient, MqttError
 from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
 
@@ -153,7 +153,9 @@ class HubService:
                                f"batch for {batch.store_id} on the topic of {store_id}")
             return
         tiers = self.config.tiers
-        result = await self.db.transaction(lambda tx: apply_batch(tx, batch, now_ms(), tiers))
+        raw = event_bytes(payload)
+        result = await self.db.transaction(
+            lambda tx: apply_batch(tx, batch, now_ms(), tiers, raw))
         self.applied_events += result.applied
         self.duplicate_events += result.duplicates
         if result.gap:
@@ -253,6 +255,10 @@ class HubService:
         topic, payload = await self.db.transaction(
             lambda tx: campaigns.store_bundle(tx, bundle, self.key))
         if self.mqtt is not None:
+            # Right after start (``membergate-hub push-campaigns``) the connection is still
+            # being made: wait for it rather than fail. Stored above either way, so a later
+            # (re)connect republishes it.
+            await self.mqtt.wait_connected(10)
             await self.mqtt.publish(topic, payload, retain=True)
         return topic
 

@@ -117,3 +117,21 @@ def decode_batch(payload: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event
     if seqs != list(range(seqs[0], seqs[0] + len(seqs))):
         raise InvalidMessage("batch sequence numbers are not consecutive")
     return batch
+
+
+def event_bytes(payload: bytes) -> list[bytes]:
+    """The bytes of each event of a batch payload already accepted by ``decode_batch``, cut out
+    as received: the hub stores them as its event log without encoding each event again."""
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(payload) + 1)
+    unpacker.feed(payload)
+    out: list[bytes] = []
+    for _ in range(unpacker.read_map_header()):
+        key = unpacker.unpack()
+        if key != "events":
+            unpacker.skip()
+            continue
+        for _ in range(unpacker.read_array_header()):
+            start = unpacker.tell()
+            unpacker.skip()
+            out.append(bytes(payload[start:unpacker.tell()]))
+    return out

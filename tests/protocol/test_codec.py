@@ -18,6 +18,7 @@ from protocol.codec import (
 )
 from protocol.events import (
     CouponIssued,
+    CouponVoided,
     Event,
     EventBatch,
     PointsEarned,
@@ -249,3 +250,20 @@ def test_empty_batch_is_invalid() -> None:
 
 def test_consecutive_batch_from_any_start_is_fine() -> None:
     assert [e.seq for e in decode_batch(batch_payload([41, 42, 43])).events] == [41, 42, 43]
+
+
+def test_event_bytes_are_the_events_as_received() -> None:
+    import msgpack
+
+    from protocol.codec import decode, event_bytes
+
+    events = [Event(event_id=f"e{i}", store_id="S001", epoch=1, seq=i, hlc=i,
+                    body=CouponVoided(coupon_code="C1", reason="x")) for i in range(1, 4)]
+    payload = encode(EventBatch(store_id="S001", epoch=1, events=events))
+    raw = event_bytes(payload)
+    assert raw == [encode(e) for e in events]
+    assert [decode(r, Event) for r in raw] == events
+    # The envelope keys may come in any order; the cut stays exact.
+    reordered = msgpack.packb({"events": [msgpack.unpackb(r) for r in raw], "epoch": 1,
+                               "store_id": "S001", "v": 1})
+    assert event_bytes(reordered) == raw
