@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--finalizes", type=int, default=2000)
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--workdir", help="where to build the bench database (default: temp)")
+    bench_dev = sub.add_parser("bench-devices", help="card tap and scan → POS event latency "
+                               "through a private pcscd + virtual card and an evdev pipe")
+    bench_dev.add_argument("--taps", type=int, default=200)
+    bench_dev.add_argument("--scans", type=int, default=1000)
+    bench_dev.add_argument("--json", action="store_true")
+    bench_dev.add_argument("--workdir", help="where to put the database and pcscd (default: temp)")
 
     sub.add_parser("migrate", help="bring the database schema up to date").add_argument("--db")
     sub.add_parser("status", help="store, epoch, outbox depth").add_argument("--db")
@@ -182,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
                            workdir=args.workdir)
+        print(json.dumps(result, indent=None if args.json else 2))
+        return 0
+    if args.cmd == "bench-devices":
+        from edge.bench_devices import run_bench_devices
+
+        result = run_bench_devices(taps=args.taps, scans=args.scans, workdir=args.workdir)
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
 

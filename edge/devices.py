@@ -13,7 +13,7 @@ import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,7 +39,7 @@ from drivers.printer import (
     Usb,
     render_escpos,
 )
-from drivers.scanner import SerialScanner, SimulatedScanner, WedgeScanner
+from drivers.scanner import EvdevOpener, SerialScanner, SimulatedScanner, WedgeScanner
 from edge import print_queue
 from edge.config import DisplaySection, LaneSection, PrinterSection
 from edge.errors import EdgeError
@@ -111,9 +111,20 @@ def _key() -> str:
 
 
 class DeviceManager:
-    def __init__(self, service: EdgeService) -> None:
+    """The lanes' devices, opened by ``start()`` and closed by ``close()``.
+
+    ``lanes`` defaults to the service's configured lanes. ``scanner_opener`` opens the evdev path
+    of each configured wedge scanner (default ``evdev.InputDevice``): development and tests hand
+    in devices that are not under /dev/input (a pipe-fed ``InputDevice``). A manager built this
+    way may be set as ``service.devices`` on a service started without lanes; the service closes
+    it with itself.
+    """
+
+    def __init__(self, service: EdgeService, *, lanes: Sequence[LaneSection] | None = None,
+                 scanner_opener: EvdevOpener | None = None) -> None:
         self.service = service
-        self.lanes = [Lane(c) for c in service.config.lanes]
+        self.scanner_opener = scanner_opener
+        self.lanes = [Lane(c) for c in (service.config.lanes if lanes is None else lanes)]
         self.by_terminal = {lane.terminal_id: lane for lane in self.lanes}
         self.health: dict[str, DeviceStatus] = {}
         self._stack = AsyncExitStack()
@@ -148,7 +159,8 @@ class DeviceManager:
         assert isinstance(lane, Lane)
         cfg, tid = lane.config, lane.terminal_id
         for path in cfg.scanners:
-            lane.scanners.append(WedgeScanner(path, layout=cfg.scanner_layout))
+            lane.scanners.append(WedgeScanner(path, layout=cfg.scanner_layout,
+                                              opener=self.scanner_opener))
         for s in cfg.serial_scanners:
             lane.scanners.append(SerialScanner(s.port, baudrate=s.baudrate, encoding=s.encoding))
         if cfg.simulated:
