@@ -135,6 +135,9 @@ class LaneSection(_Section):
     card_reader: str | None = None
     printer: PrinterSection | None = None
     display: DisplaySection | None = None
+    # A scanned product barcode adds the product (from the catalogue) to the lane's open sale;
+    # false: only the "scan" event goes to the POS, which adds lines itself.
+    scan_adds_products: bool = True
     # Devices without hardware (the demo and POS development): a simulated scanner, reader,
     # printer and display, driven through the API.
     simulated: bool = False

@@ -44,6 +44,7 @@ from edge import print_queue
 from edge.config import DisplaySection, LaneSection, PrinterSection
 from edge.errors import EdgeError
 from edge.receipt_layout import build_receipt
+from edge.scan import apply_scan, open_sale_for
 from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX, uuid7
 from protocol.money import format_amount
 
@@ -243,26 +244,26 @@ class DeviceManager:
             self.service.bus.publish("card.error", lane.terminal_id, device_id=event.device_id,
                                      reason=event.reason)
 
-    async def _open_sale(self, lane: Lane) -> str:
-        cart = self.service.carts.latest_open(lane.terminal_id)
-        if cart is not None:
-            return cart.sale_id
-        return str((await self.service.open_sale(lane.terminal_id))["sale_id"])
-
     async def on_scan(self, lane: Lane, code: str, device_id: str) -> None:
         tid = lane.terminal_id
         self.service.bus.publish("scan", tid, device_id=device_id, code=code)
+        if not (lane.config.scan_adds_products or code.startswith(
+                (MEMBER_QR_PREFIX, COUPON_QR_PREFIX))):
+            return  # the POS front end handles product scans itself
         try:
-            if code.startswith(MEMBER_QR_PREFIX):
-                sid = await self._open_sale(lane)
-                view = await self.service.identify_on_sale(sid, tid, _key(), "qr", code)
-                await self.greet(lane, view.get("member_id"))
-            elif code.startswith(COUPON_QR_PREFIX):
-                sid = await self._open_sale(lane)
-                await self.service.add_coupon(sid, tid, _key(), code[len(COUPON_QR_PREFIX):])
+            done = await apply_scan(self.service, tid, code)
         except EdgeError as exc:
             self.service.bus.publish("scan.refused", tid, code=code, error=exc.code,
                                      message=exc.message)
+            return
+        if done["action"] == "member_identified":
+            await self.greet(lane, done["sale"].get("member_id"))
+        elif done["action"] == "product_added":
+            product = done["product"]
+            cur = self.service.config.store.currency
+            await self.show(lane, str(product["name"])[:20],
+                            f"{format_amount(product['unit_price'], cur)}"
+                            f"  合计 {format_amount(done['sale']['total'], cur)}")
 
     async def on_card(self, lane: Lane, event: CardInserted) -> None:
         tid = lane.terminal_id
@@ -274,7 +275,7 @@ class DeviceManager:
                 member_id = await self.service.find_member_id(by, value)
             except EdgeError:
                 continue
-            sid = await self._open_sale(lane)
+            sid = await open_sale_for(self.service, tid)
             await self.service.identify_on_sale(sid, tid, _key(), by, value)
             await self.greet(lane, member_id)
             return

@@ -187,3 +187,28 @@ async def test_finalize_prints_the_receipt_once_and_reprint_is_explicit(tmp_path
             assert job
             data = await asyncio.to_thread(printer.wait_for, printed)
             assert any("REPRINT" in line for line in text_lines(decode_escpos(data)))
+
+
+async def test_a_scanned_barcode_adds_the_product_and_the_display_shows_it(
+        lane_service: EdgeService, pty_port: tuple[int, str]) -> None:
+    from edge import products
+
+    svc = lane_service
+    master, _ = pty_port
+    await svc.db.write(lambda c: products.upsert(c, demo.demo_products(), "CNY"))
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-1"]
+    assert lane.sim_scanner is not None
+    sub = svc.bus.subscribe("POS-1")
+    pending = asyncio.ensure_future(_next(sub, "sale.changed"))
+    await asyncio.sleep(0)
+    await lane.sim_scanner.scan("6901234567892")
+    assert (await pending)["total"] == 1_250
+    pending = asyncio.ensure_future(_next(sub, "scan.refused"))
+    await asyncio.sleep(0)
+    await lane.sim_scanner.scan("6901234567893")  # a misread: wrong check digit
+    assert (await pending)["error"] == "invalid_barcode"
+    shown = await asyncio.to_thread(_read_display, master)
+    assert "牛奶".encode("gb2312") in shown and b"12.50" in shown
+    cart = svc.carts.latest_open("POS-1")
+    assert cart is not None and [ln.qty for ln in cart.lines.values()] == [1]

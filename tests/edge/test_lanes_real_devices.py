@@ -235,8 +235,9 @@ async def scanner_lanes(tmp_path: Path, pipe_scanners: dict[str, PipeInputDevice
     async with EdgeService(make_config(tmp_path)) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         assert svc.devices is None  # no lanes configured: the service opened nothing
-        lanes = [LaneSection(terminal_id="POS-1", scanners=[SCANNER_A]),
-                 LaneSection(terminal_id="POS-2", scanners=[SCANNER_B])]
+        lanes = [LaneSection(terminal_id="POS-1", scanners=[SCANNER_A], scan_adds_products=False),
+                 LaneSection(terminal_id="POS-2", scanners=[SCANNER_B],
+                             scan_adds_products=False)]
         svc.devices = await DeviceManager(svc, lanes=lanes, scanner_opener=opener).start()
         devices = svc.devices
         await until(lambda: all(
