@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--escpos", help="a file of captured ESC/POS bytes")
     prev.add_argument("--encoding", default="gb18030", choices=["gb18030", "gbk", "big5"])
     prev.add_argument("--out", default="receipt.png")
+    prev.add_argument("--db")
 
     args = parser.parse_args(argv)
     logs.setup(args.log_level)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -70,9 +71,10 @@ class Lane:
         self.reader_pattern = re.compile(config.card_reader) if config.card_reader else None
 
 
-def make_printer(cfg: PrinterSection, device_id: str) -> Printer:
+def make_printer(cfg: PrinterSection, device_id: str,
+                 on_health: Callable[[HealthChanged], None] | None = None) -> Printer:
     if cfg.kind == "simulated":
-        return SimulatedPrinter(device_id, encoding=cfg.encoding)
+        return SimulatedPrinter(device_id, encoding=cfg.encoding, on_health=on_health)
     transport: Any
     if cfg.kind == "network":
         if not cfg.host:
@@ -86,7 +88,8 @@ def make_printer(cfg: PrinterSection, device_id: str) -> Printer:
                                                                   "usb_product"))
     else:
         transport = File(_need(cfg.devfile, "devfile"))
-    return ReceiptPrinter(transport, encoding=cfg.encoding, device_id=device_id)
+    return ReceiptPrinter(transport, encoding=cfg.encoding, device_id=device_id,
+                          on_health=on_health)
 
 
 def make_display(cfg: DisplaySection, device_id: str) -> Display:
@@ -176,7 +179,9 @@ class DeviceManager:
             self._follow(lane.sim_reader.events(), lane)
         printer_cfg = cfg.printer or (PrinterSection() if cfg.simulated else None)
         if printer_cfg is not None:
-            lane.printer = make_printer(printer_cfg, f"{tid} printer")
+            lane.printer = make_printer(
+                printer_cfg, f"{tid} printer",
+                on_health=functools.partial(self._health_on_lane, lane))
             lane.printer_config = printer_cfg
             await self._stack.enter_async_context(lane.printer)
             self._set(lane.printer.last_status)
@@ -218,13 +223,19 @@ class DeviceManager:
     def _set(self, status: DeviceStatus) -> None:
         self.health[status.device_id] = status
 
+    def _health_on_lane(self, lane: Lane, event: HealthChanged) -> None:
+        self._health_changed(event, lane)
+
+    def _health_changed(self, event: HealthChanged, lane: Lane | None) -> None:
+        self._set(event.status)
+        terminal = lane.terminal_id if lane else None
+        self.service.bus.publish("device.health", terminal, device_id=event.status.device_id,
+                                 device_kind=str(event.status.kind),
+                                 health=str(event.status.health), detail=event.status.detail)
+
     async def handle(self, event: Any, lane: Lane | None) -> None:
         if isinstance(event, HealthChanged):
-            self._set(event.status)
-            terminal = lane.terminal_id if lane else None
-            self.service.bus.publish("device.health", terminal, device_id=event.status.device_id,
-                                     device_kind=str(event.status.kind),
-                                     health=str(event.status.health), detail=event.status.detail)
+            self._health_changed(event, lane)
             return
         if lane is None and isinstance(event, CardInserted | CardRemoved | CardError):
             lane = self._lane_of_reader(event.device_id)

@@ -80,7 +80,10 @@ def build_receipt(
     r.divider()
     r.text("谢谢惠顾 Thank you", align="center")
     r.feed(2)
-    return r.cut()
+    r.cut()
+    if not reprint and any(t["kind"] == "cash" for t in view["tenders"]):
+        r.drawer()  # cash was taken: open the drawer with the original receipt, never a reprint
+    return r
 
 
 def _member_block(r: Receipt, view: dict[str, Any], money: Callable[[int], str]) -> None:

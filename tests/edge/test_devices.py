@@ -71,7 +71,7 @@ async def test_card_tap_identifies_on_the_lane_and_greets(lane_service: EdgeServ
     assert lane.sim_reader is not None
     sub = svc.bus.subscribe("POS-1")
     first = asyncio.ensure_future(anext(sub))  # subscribe before the tap
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_reader.tap("04D00D01")
     events = [await asyncio.wait_for(first, 5)]
     while events[-1]["type"] != "member.identified":
@@ -95,16 +95,16 @@ async def test_unknown_card_and_bad_scans_are_events_not_crashes(
     assert lane.sim_reader is not None and lane.sim_scanner is not None
     sub = svc.bus.subscribe("POS-2")
     pending = asyncio.ensure_future(_next(sub, "card.unknown"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_reader.tap("04FFFFFF")
     assert (await pending)["uid"] == "04FFFFFF"
     pending = asyncio.ensure_future(_next(sub, "scan.refused"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_scanner.scan("MGM:123")  # a member QR with an invalid code
     refused = await pending
     assert refused["error"] == "invalid_member_code"
     pending = asyncio.ensure_future(_next(sub, "scan"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_scanner.scan("6901234567892")
     assert (await pending)["code"] == "6901234567892"
 
@@ -119,7 +119,7 @@ async def test_member_qr_scan_identifies_and_finalize_shows_total(
     assert lane.sim_scanner is not None
     sub = svc.bus.subscribe("POS-1")
     pending = asyncio.ensure_future(_next(sub, "member.identified"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_scanner.scan(member_qr(m["member_code"]))
     assert (await pending)["member_id"] == m["member_id"]
     await asyncio.to_thread(_read_display, master)  # drop the greeting
@@ -201,14 +201,68 @@ async def test_a_scanned_barcode_adds_the_product_and_the_display_shows_it(
     assert lane.sim_scanner is not None
     sub = svc.bus.subscribe("POS-1")
     pending = asyncio.ensure_future(_next(sub, "sale.changed"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_scanner.scan("6901234567892")
     assert (await pending)["total"] == 1_250
     pending = asyncio.ensure_future(_next(sub, "scan.refused"))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # let the subscription start
     await lane.sim_scanner.scan("6901234567893")  # a misread: wrong check digit
     assert (await pending)["error"] == "invalid_barcode"
     shown = await asyncio.to_thread(_read_display, master)
     assert "牛奶".encode("gb2312") in shown and b"12.50" in shown
     cart = svc.carts.latest_open("POS-1")
     assert cart is not None and [ln.qty for ln in cart.lines.values()] == [1]
+
+
+async def test_printer_out_of_paper_tells_the_pos_and_the_receipt_waits(
+        lane_service: EdgeService) -> None:
+    from drivers.base import Health
+    from drivers.printer import SimulatedPrinter
+    from edge.checkout import TenderRequest
+
+    svc = lane_service
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-2"]
+    printer = lane.printer
+    assert isinstance(printer, SimulatedPrinter)
+    sub = svc.bus.subscribe("POS-2")
+    pending = asyncio.ensure_future(_next(sub, "device.health"))
+    await asyncio.sleep(0.05)  # let the subscription start
+    printer.set_health(Health.PAPER_OUT, "paper out")
+    assert (await pending)["health"] == "paper_out"
+    assert {(h.device_id, h.health) for h in svc.device_health()} >= {
+        ("POS-2 printer", "paper_out")}
+    sale = await svc.open_sale("POS-2")
+    sid = sale["sale_id"]
+    await svc.add_line(sid, "POS-2", "k-pl", sku="A", name="牛奶", category="dairy", qty=1,
+                       unit_price=1_000)
+    waiting = asyncio.ensure_future(_next(sub, "printer.waiting"))
+    await asyncio.sleep(0.05)  # let the subscription start
+    await svc.finalize(sid, "POS-2", "k-pf", [TenderRequest(kind="cash", amount=1_000)])
+    assert (await waiting)["printer_id"] == "POS-2 printer"
+    assert printer.jobs == []
+    done = asyncio.ensure_future(_next(sub, "print.done"))
+    await asyncio.sleep(0.05)  # let the subscription start
+    printer.set_health(Health.CONNECTED, "")
+    svc.devices.queue.wake()  # type: ignore[union-attr]
+    await done
+    assert len(printer.jobs) == 1
+
+
+async def test_receipt_preview_renders_a_sale_to_png(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from edge.cli import main
+
+    cfg = make_config(tmp_path)
+    async with EdgeService(cfg) as svc:
+        await svc.apply_bundle(demo.demo_bundle())
+        m = await register(svc, "13600000011", name="王五")
+        receipt = await sell(svc, [("A", "dairy", 2, 1_250)], member_id=m["member_id"])
+    out = tmp_path / "r.png"
+    code = await asyncio.to_thread(main, ["--log-level", "WARNING", "receipt-preview",
+                                          "--db", str(cfg.database.path), "--sale",
+                                          receipt["sale_id"], "--out", str(out)])
+    assert code == 0
+    with Image.open(out) as img:
+        assert img.format == "PNG" and img.height > 200
