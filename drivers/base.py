@@ -12,9 +12,12 @@ loop only ever sees finished events.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 
 class DeviceKind(StrEnum):
@@ -91,3 +94,27 @@ class HealthChanged:
 
 
 DeviceEvent = ScanEvent | ScanError | CardInserted | CardRemoved | CardError | HealthChanged
+
+
+E = TypeVar("E")
+
+
+class EventChannel(Generic[E]):
+    """The loop side of a device's event stream: a queue, the last status each device's health
+    events carried, and an end marker so ``stream()`` finishes when the device is closed."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[E | None] = asyncio.Queue()
+        self.statuses: dict[str, DeviceStatus] = {}
+
+    def put(self, event: E) -> None:
+        if isinstance(event, HealthChanged):
+            self.statuses[event.status.device_id] = event.status
+        self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def stream(self) -> AsyncIterator[E]:
+        while (event := await self.queue.get()) is not None:
+            yield event

@@ -64,6 +64,7 @@ from drivers.base import (
     CardRemoved,
     DeviceKind,
     DeviceStatus,
+    EventChannel,
     Health,
     HealthChanged,
 )
@@ -387,28 +388,6 @@ class CardReaderSource(Protocol):
     def status(self) -> Mapping[str, DeviceStatus]: ...
 
 
-class _EventChannel:
-    """Loop side of the event stream: the queue, and the statuses the events carry."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[CardReaderEvent | None] = asyncio.Queue()
-        self.statuses: dict[str, DeviceStatus] = {}
-
-    def put(self, event: CardReaderEvent) -> None:
-        if isinstance(event, HealthChanged):
-            self.statuses[event.status.device_id] = event.status
-        self.queue.put_nowait(event)
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
-
-    async def stream(self) -> AsyncIterator[CardReaderEvent]:
-        while True:
-            event = await self.queue.get()
-            if event is None:
-                return
-            yield event
-
 
 def _reader_names(statuses: Mapping[str, DeviceStatus]) -> list[str]:
     return sorted(
@@ -651,7 +630,7 @@ class CardReaderMonitor:
 
     def __init__(self, config: CardReaderConfig | None = None) -> None:
         self.config = config or CardReaderConfig()
-        self._channel: _EventChannel | None = None
+        self._channel: EventChannel[CardReaderEvent] | None = None
         self._watcher: _PcscWatcher | None = None
         self._thread: threading.Thread | None = None
 
@@ -660,7 +639,7 @@ class CardReaderMonitor:
             raise RuntimeError("card reader monitor already running")
         _scard()  # fail here, not in the thread, when pyscard is missing
         loop = asyncio.get_running_loop()
-        channel = _EventChannel()
+        channel = EventChannel[CardReaderEvent]()
 
         def emit(event: CardReaderEvent) -> None:
             with contextlib.suppress(RuntimeError):  # loop already closed
@@ -729,11 +708,11 @@ class SimulatedCardReader:
 
     device_id: str = "Simulated PCD 00 00"
     atr: str = "3B8F8001804F0CA000000306030001000000006A"
-    _channel: _EventChannel | None = field(default=None, init=False)
+    _channel: EventChannel[CardReaderEvent] | None = field(default=None, init=False)
     _card_present: bool = field(default=False, init=False)
 
     async def __aenter__(self) -> Self:
-        self._channel = _EventChannel()
+        self._channel = EventChannel[CardReaderEvent]()
         self._card_present = False
         self._health(Health.CONNECTED)
         return self
@@ -749,7 +728,7 @@ class SimulatedCardReader:
             self._channel.close()
             self._channel = None
 
-    def _open_channel(self) -> _EventChannel:
+    def _open_channel(self) -> EventChannel[CardReaderEvent]:
         if self._channel is None:
             raise RuntimeError("open the simulated reader with 'async with' first")
         return self._channel

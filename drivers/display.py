@@ -39,7 +39,7 @@ from enum import IntEnum
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
-from drivers.base import DeviceKind, DeviceStatus, Health, HealthChanged
+from drivers.base import DeviceKind, DeviceStatus, EventChannel, Health, HealthChanged
 
 log = logging.getLogger(__name__)
 
@@ -360,23 +360,6 @@ class DisplayConfig:
         return self.device_id or self.port
 
 
-class _EventChannel:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[HealthChanged | None] = asyncio.Queue()
-
-    def put(self, event: HealthChanged) -> None:
-        self.queue.put_nowait(event)
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
-
-    async def stream(self) -> AsyncIterator[HealthChanged]:
-        while True:
-            event = await self.queue.get()
-            if event is None:
-                return
-            yield event
-
 
 class _HealthReporter:
     """Current status plus its event stream; an event only when the health changes."""
@@ -384,11 +367,11 @@ class _HealthReporter:
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.status = DeviceStatus(device_id, DeviceKind.DISPLAY, Health.DISCONNECTED, "not open")
-        self.channel: _EventChannel | None = None
+        self.channel: EventChannel[HealthChanged] | None = None
         self._reported = False
 
     def open(self) -> None:
-        self.channel = _EventChannel()
+        self.channel = EventChannel[HealthChanged]()
         self._reported = False
 
     def set(self, health: Health, detail: str = "") -> None:

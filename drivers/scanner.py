@@ -36,7 +36,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from drivers.base import DeviceKind, DeviceStatus, Health, HealthChanged, ScanError, ScanEvent
+from drivers.base import (
+    DeviceKind,
+    DeviceStatus,
+    EventChannel,
+    Health,
+    HealthChanged,
+    ScanError,
+    ScanEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -359,38 +367,19 @@ class ScannerSource(Protocol):
     def status(self) -> Mapping[str, DeviceStatus]: ...
 
 
-class _EventChannel:
-    """Loop side of one scanner's event stream, and the last status its events carried."""
-
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[ScannerEvent | None] = asyncio.Queue()
-        self.statuses: dict[str, DeviceStatus] = {}
-
-    def put(self, event: ScannerEvent) -> None:
-        if isinstance(event, HealthChanged):
-            self.statuses[event.status.device_id] = event.status
-        self.queue.put_nowait(event)
-
-    def close(self) -> None:
-        self.queue.put_nowait(None)
-
-    async def stream(self) -> AsyncIterator[ScannerEvent]:
-        while (event := await self.queue.get()) is not None:
-            yield event
-
 
 class _ScannerBase:
     """Channel, health bookkeeping and the ``async with`` face shared by the scanner classes."""
 
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
-        self._channel: _EventChannel | None = None
+        self._channel: EventChannel[ScannerEvent] | None = None
         self._health: Health | None = None
 
     async def __aenter__(self) -> Self:
         if self._channel is not None:
             raise RuntimeError(f"scanner {self.device_id} already open")
-        self._channel = _EventChannel()
+        self._channel = EventChannel[ScannerEvent]()
         self._health = None
         await self._start()
         return self
@@ -426,7 +415,7 @@ class _ScannerBase:
     def status(self) -> Mapping[str, DeviceStatus]:
         return dict(self._channel.statuses) if self._channel else {}
 
-    def _open_channel(self) -> _EventChannel:
+    def _open_channel(self) -> EventChannel[ScannerEvent]:
         if self._channel is None:
             raise RuntimeError("open the scanner with 'async with' first")
         return self._channel
