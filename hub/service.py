@@ -67,8 +67,9 @@ class HubService:
                                username=self.config.broker.username,
                                password=self.config.broker.password)
         self.mqtt.on_connect.append(self._republish)
-        await self.mqtt.__aenter__()
+        # Remembered before connecting, so it is in place before ``connected`` is ever set.
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
+        await self.mqtt.__aenter__()
         self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
                        asyncio.create_task(self._notices(), name="hub-notices"),
                        asyncio.create_task(self._daily_tiers(), name="hub-tiers")]

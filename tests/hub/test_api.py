@@ -32,6 +32,8 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
                                      headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             r = await c.get("/v1/status", headers={"Authorization": "Bearer nope"})
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+            assert hub.mqtt is not None
+            await hub.mqtt.wait_connected(10)  # subscribed: nothing published now is lost
             async with MqttClient(mosquitto.host, mosquitto.port, client_id="x") as edge:
                 await edge.wait_connected(10)
                 for store, hlc in (("S002", 2_000), ("S001", 1_000)):

@@ -155,6 +155,8 @@ async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
         return encode(EventBatch(store_id=store, epoch=1, events=[Event(
             event_id=f"{store}-{seq}", store_id=store, epoch=1, seq=seq, hlc=seq, body=body)]))
 
+    assert hub.mqtt is not None
+    await hub.mqtt.wait_connected(10)  # the hub is subscribed before anything is published
     async with MqttClient(mosquitto.host, mosquitto.port, client_id="edge-S001") as c:
         await c.wait_connected(10)
         await c.publish(topics.events("S001"), b"\x92\x01")  # msgpack, but not a map
