@@ -349,11 +349,11 @@ def receipt_view(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str) -> d
     }
     if sale["member_id"]:
         m = members.get_member(conn, sale["member_id"])
+        points_now, principal, bonus = members.shown_balances(conn, m)
         out["member"] = {
             "member_id": m["member_id"], "member_code": m["member_code"],
             "qr": member_qr(m["member_code"]), "tier": m["tier"],
-            "points_balance": m["points_balance"] + m["remote_points"] - m["remote_points_used"],
-            "points_debt": m["points_debt"],
-            "stored_value": sum(stored_value.balances(conn, m["member_id"])),
+            "points_balance": points_now, "points_debt": m["points_debt"],
+            "stored_value": principal + bonus,
         }
     return out

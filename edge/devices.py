@@ -45,8 +45,8 @@ from edge import print_queue
 from edge.config import DisplaySection, LaneSection, PrinterSection
 from edge.errors import EdgeError
 from edge.receipt_layout import build_receipt
-from edge.scan import apply_scan, open_sale_for
-from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX, uuid7
+from edge.scan import apply_scan, device_key, open_sale_for
+from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX
 from protocol.money import format_amount
 
 if TYPE_CHECKING:
@@ -109,11 +109,6 @@ def _need(value: T | None, name: str) -> T:
     return value
 
 
-def _key() -> str:
-    # Device-originated changes have no POS retry to collapse: each gets a fresh key.
-    return f"device-{uuid7()}"
-
-
 class DeviceManager:
     """The lanes' devices, opened by ``start()`` and closed by ``close()``.
 
@@ -159,8 +154,7 @@ class DeviceManager:
                 self._set(DeviceStatus("pcscd", DeviceKind.CARD_READER, Health.ERROR, str(exc)))
         return self
 
-    async def _open_lane(self, lane: LaneSection | Lane) -> None:
-        assert isinstance(lane, Lane)
+    async def _open_lane(self, lane: Lane) -> None:
         cfg, tid = lane.config, lane.terminal_id
         for path in cfg.scanners:
             lane.scanners.append(WedgeScanner(path, layout=cfg.scanner_layout,
@@ -287,7 +281,7 @@ class DeviceManager:
             except EdgeError:
                 continue
             sid = await open_sale_for(self.service, tid)
-            await self.service.identify_on_sale(sid, tid, _key(), by, value)
+            await self.service.identify_on_sale(sid, tid, device_key(), by, value)
             await self.greet(lane, member_id)
             return
         self.service.bus.publish("card.unknown", tid, device_id=event.device_id, uid=event.uid)

@@ -185,6 +185,20 @@ def _identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value
     raise invalid("invalid_identifier", f"cannot identify a member by {by!r}")
 
 
+def shown_balances(conn: sqlite3.Connection, m: sqlite3.Row) -> tuple[int, int, int]:
+    """(points, principal, bonus) as this store shows them: its own ledgers of the member and
+    of any alias merged into it, plus the other stores' shares as the hub last reported them,
+    less what was spent of those here."""
+    aliases = conn.execute(
+        "SELECT coalesce(sum(points_balance), 0), coalesce(sum(sv_principal), 0),"
+        " coalesce(sum(sv_bonus), 0) FROM members WHERE merged_into = ?",
+        (m["member_id"],)).fetchone()
+    return (m["points_balance"] + aliases[0] + m["remote_points"] - m["remote_points_used"],
+            m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
+            - m["remote_sv_principal_used"],
+            m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"] - m["remote_sv_bonus_used"])
+
+
 def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> dict[str, Any]:
     """Everything a cashier or the member may see: profile, balances, expiring lots, coupons."""
     m = _member_row(conn, member_id)
@@ -212,16 +226,7 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
     ]
     cards = [r[0] for r in conn.execute("SELECT card_uid FROM cards WHERE member_id = ?",
                                         (member_id,))]
-    # This store's own ledgers of the member and of any alias merged into it, plus the other
-    # stores' shares as the hub last reported them.
-    aliases = conn.execute(
-        "SELECT coalesce(sum(points_balance), 0), coalesce(sum(sv_principal), 0),"
-        " coalesce(sum(sv_bonus), 0) FROM members WHERE merged_into = ?",
-        (member_id,)).fetchone()
-    points = m["points_balance"] + aliases[0] + m["remote_points"] - m["remote_points_used"]
-    principal = (m["sv_principal"] + aliases[1] + m["remote_sv_principal"]
-                 - m["remote_sv_principal_used"])
-    bonus = m["sv_bonus"] + aliases[2] + m["remote_sv_bonus"] - m["remote_sv_bonus_used"]
+    points, principal, bonus = shown_balances(conn, m)
     return {
         "member_id": m["member_id"],
         "member_code": m["member_code"],

@@ -16,9 +16,10 @@ if TYPE_CHECKING:
     from edge.service import EdgeService
 
 
-def _key() -> str:
-    # A scan has no POS retry to collapse: each gets a fresh idempotency key.
-    return f"scan-{uuid7()}"
+def device_key() -> str:
+    """An idempotency key for a change a device made (a scan, a tap): there is no POS retry
+    to collapse, so each gets a fresh one."""
+    return f"device-{uuid7()}"
 
 
 async def open_sale_for(service: EdgeService, terminal_id: str) -> str:
@@ -34,11 +35,12 @@ async def apply_scan(service: EdgeService, terminal_id: str, code: str, *,
     code = code.strip()
     if code.startswith(MEMBER_QR_PREFIX):
         sid = await open_sale_for(service, terminal_id)
-        view = await service.identify_on_sale(sid, terminal_id, _key(), "qr", code)
+        view = await service.identify_on_sale(sid, terminal_id, device_key(), "qr", code)
         return {"action": "member_identified", "sale": view}
     if code.startswith(COUPON_QR_PREFIX):
         sid = await open_sale_for(service, terminal_id)
-        view = await service.add_coupon(sid, terminal_id, _key(), code[len(COUPON_QR_PREFIX):])
+        view = await service.add_coupon(sid, terminal_id, device_key(),
+                                        code[len(COUPON_QR_PREFIX):])
         return {"action": "coupon_applied", "sale": view}
     product = await service.db.read(lambda conn: products.get(conn, code))
     if not add_products:
@@ -47,9 +49,9 @@ async def apply_scan(service: EdgeService, terminal_id: str, code: str, *,
     cart = service.carts.get_open(sid, terminal_id)
     same = next((ln for ln in cart.lines.values() if ln.sku == product["sku"]), None)
     if same is not None:
-        view = await service.set_qty(sid, terminal_id, _key(), same.line_no, same.qty + 1)
+        view = await service.set_qty(sid, terminal_id, device_key(), same.line_no, same.qty + 1)
     else:
-        view = await service.add_line(sid, terminal_id, _key(), sku=product["sku"],
+        view = await service.add_line(sid, terminal_id, device_key(), sku=product["sku"],
                                       name=product["name"], category=product["category"],
                                       qty=1, unit_price=product["unit_price"])
     return {"action": "product_added", "sale": view, "product": product}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from hub.db import Tx
 from hub.schema import next_counter
-from hub.tiers import TierRules, month_of_hlc, recompute
+from hub.tiers import ADD_SPEND, TierRules, month_of_hlc, recompute
 from protocol.codec import encode
 from protocol.events import (
     CardBound,
@@ -139,10 +139,7 @@ class _Effects:
         _flush_shares(tx, self.shares)
         tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                        [(v, m) for m, v in self.spend.items() if v])
-        tx.executemany(
-            "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
-            " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
-            " + excluded.amount", [(m, mo, v) for (m, mo), v in self.months.items() if v])
+        tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in self.months.items() if v])
         # Acknowledged spending uses up what the hub authorised this store online (escrow).
         tx.executemany(
             "UPDATE grants SET points_spent = points_spent + ?, sv_spent = sv_spent + ?"
@@ -258,12 +255,8 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                (spend, survivor))
     tx.execute("UPDATE members SET spend_total = 0 WHERE member_id = ?", (alias,))
-    for month, amount in tx.all("SELECT month, amount FROM spend_months WHERE member_id = ?",
-                                (alias,)):
-        tx.execute(
-            "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
-            " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
-            " + excluded.amount", (survivor, month, amount))
+    tx.executemany(ADD_SPEND, [(survivor, month, amount) for month, amount in tx.all(
+        "SELECT month, amount FROM spend_months WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
 
 

@@ -41,11 +41,10 @@ def window_start(now_ms: int, months: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def add_spend(tx: Tx, member_id: str, hlc: int, amount: int) -> None:
-    tx.execute(
-        "INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
-        " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
-        " + excluded.amount", (member_id, month_of_hlc(hlc), amount))
+# Adds to a member's spend in a month; rows (member_id, month, amount).
+ADD_SPEND = ("INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
+             " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
+             " + excluded.amount")
 
 
 def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
