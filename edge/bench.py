@@ -6,7 +6,6 @@ floor measured in the same run (plain sqlite3 for the lookup) so a reader can ju
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import re
@@ -26,6 +25,7 @@ from edge import demo
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
 from edge.service import EdgeService
+from protocol import runtime
 
 TOKEN = "bench-token-0001"
 CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
@@ -132,7 +132,8 @@ def run_bench(*, members: int, lookups: int, finalizes: int,
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     config = _config(db)
     result: dict[str, Any] = {"members": members, "campaigns": 0}
-    result.update(asyncio.run(_seed_and_checkout(config, members, finalizes)))
+    # On the loop ``membergate-edge run`` uses (uvloop where installed).
+    result.update(runtime.run(_seed_and_checkout(config, members, finalizes)))
     result["campaigns"] = len(demo.demo_bundle().campaigns)
 
     result["finalize_floor_per_s"] = round(_finalize_floor(tmp), 1)

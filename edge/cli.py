@@ -13,6 +13,7 @@ from typing import Any
 from edge import demo, logs
 from edge.config import EdgeConfig, load_config
 from edge.service import EdgeService
+from protocol import runtime
 
 log = logging.getLogger("membergate.edge")
 
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(args)
 
     if args.cmd == "run":
-        return asyncio.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
+        return runtime.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
     if args.cmd == "config":
         print(config.model_dump_json(indent=2))
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.db import Tx
@@ -17,6 +18,7 @@ from hub.schema import next_counter
 from hub.tiers import ADD_SPEND, TierRules, month_of_hlc, recompute
 from protocol.codec import encode
 from protocol.events import (
+    BODY_TYPES,
     CardBound,
     CouponRedeemed,
     CouponReopened,
@@ -73,7 +75,7 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None 
         # A gap: something before this batch is missing. Apply nothing; the ack tells the store
         # where to resend from.
         return ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked, resend=True), gap=True)
-    skip = sum(1 for e in batch.events if e.seq <= acked)
+    skip = max(0, min(len(batch.events), acked - first + 1))  # seqs are consecutive (codec)
     fresh = batch.events[skip:]
     result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked), duplicates=skip)
     _touch_store(tx, store, epoch, now_ms)
@@ -86,9 +88,9 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None 
         [(store, epoch, e.seq, e.event_id, e.hlc, e.body.type,
           getattr(e.body, "member_id", None), blob) for e, blob in zip(fresh, payloads,
                                                                       strict=True)])
-    acc = _Effects()
+    acc = _Effects(tx, fresh)
     for e in fresh:
-        _apply_one(tx, e, acc, result)
+        _HANDLERS[e.body.type](tx, e, acc, result)
     acc.flush(tx)
     touched = acc.touched
     if tiers is not None and acc.spenders:
@@ -114,29 +116,39 @@ _ADD_SHARES = (
     " points = shares.points + excluded.points,"
     " sv_principal = shares.sv_principal + excluded.sv_principal,"
     " sv_bonus = shares.sv_bonus + excluded.sv_bonus")
+_CHUNK = 500  # ids per ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
 
 
 class _Effects:
-    """A batch's ledger-like effects summed per member, written once per batch (and before any
-    registration, because a merge moves what was written so far)."""
+    """A batch's ledger-like effects summed per member, written once per batch (and before a
+    merge, because a merge moves what was written so far).
 
-    def __init__(self) -> None:
+    Which members of the batch are aliases of another is read once, set-based, up front: a
+    query per event was most of the cost of applying a batch. Merges made by this batch update
+    the map as they happen."""
+
+    def __init__(self, tx: Tx, events: list[Event]) -> None:
         self.shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         self.spend: dict[str, int] = defaultdict(int)
         self.months: dict[tuple[str, str], int] = defaultdict(int)
         self.grants: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         self.touched: set[str] = set()
         self.spenders: set[str] = set()
-        self.canonical: dict[str, str] = {}
+        self.alias: dict[str, str] = _aliases(tx, {
+            m for e in events if (m := getattr(e.body, "member_id", None)) is not None})
 
-    def member(self, tx: Tx, member_id: str) -> str:
-        found = self.canonical.get(member_id)
-        if found is None:
-            found = self.canonical[member_id] = canonical(tx, member_id)
-        return found
+    def member(self, member_id: str) -> str:
+        return self.alias.get(member_id, member_id)
+
+    def merged(self, alias: str, survivor: str) -> None:
+        for k, v in self.alias.items():
+            if v == alias:
+                self.alias[k] = survivor
+        self.alias[alias] = survivor
 
     def flush(self, tx: Tx) -> None:
-        _flush_shares(tx, self.shares)
+        tx.executemany(_ADD_SHARES, [(m, s, p, a, b) for (m, s), (p, a, b)
+                                     in self.shares.items()])
         tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                        [(v, m) for m, v in self.spend.items() if v])
         tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in self.months.items() if v])
@@ -145,15 +157,24 @@ class _Effects:
             "UPDATE grants SET points_spent = points_spent + ?, sv_spent = sv_spent + ?"
             " WHERE member_id = ? AND store_id = ?",
             [(p, v, m, st) for (m, st), (p, v) in self.grants.items()])
+        self.shares.clear()
         self.spend.clear()
         self.months.clear()
         self.grants.clear()
-        self.canonical.clear()  # a merge may follow
 
 
-def _flush_shares(tx: Tx, shares: dict[tuple[str, str], list[int]]) -> None:
-    tx.executemany(_ADD_SHARES, [(m, s, p, a, b) for (m, s), (p, a, b) in shares.items()])
-    shares.clear()
+def _aliases(tx: Tx, member_ids: set[str]) -> dict[str, str]:
+    """``{alias: member it now is}`` for those of ``member_ids`` that were merged."""
+    ids = sorted(member_ids)
+    found: dict[str, str] = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i:i + _CHUNK]
+        found.update((a, m) for a, m in tx.all(
+            "SELECT member_id, merged_into FROM members WHERE merged_into IS NOT NULL"
+            f" AND member_id IN ({', '.join('?' * len(chunk))})", chunk))
+    # A merge points every alias at the survivor, so one hop is the rule; follow any longer
+    # chain an older hub may have left.
+    return {a: canonical(tx, m) for a, m in found.items()}
 
 
 def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
@@ -165,24 +186,25 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
         (store, now_ms, epoch))
 
 
-def _apply_one(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+# --- one handler per event type -----------------------------------------------------------------
+
+Handler = Callable[[Tx, Event, _Effects, ApplyResult], None]
+
+
+def _on_registered(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
     body = e.body
-    member_id = getattr(body, "member_id", None)
-    if isinstance(body, MemberRegistered):
-        acc.flush(tx)  # a merge below moves shares and spend: what is summed so far goes first
-        survivor = _register(tx, e, body, result)
-        acc.touched.add(body.member_id)
-        if survivor is not None:
-            acc.touched.add(survivor)
-        return
-    if isinstance(body, CouponRedeemed):
-        _redeem_coupon(tx, e, body)  # anonymous sales redeem coupons too
-    elif isinstance(body, CouponReopened):
-        tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
-                   (body.coupon_code, body.sale_id))
-    if member_id is None:
-        return
-    member_id = acc.member(tx, member_id)
+    assert isinstance(body, MemberRegistered)
+    survivor = _register(tx, e, body, acc, result)
+    acc.touched.add(body.member_id)
+    if survivor is not None:
+        acc.touched.add(survivor)
+
+
+def _on_ledger(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    """Points and stored value: summed into the member's share at this store."""
+    body = e.body
+    who: str = getattr(body, "member_id", "")  # every ledger event names its member
+    member_id = acc.member(who)
     points = points_delta(body)
     principal, bonus = stored_value_delta(body)
     if points or principal or bonus:
@@ -195,23 +217,84 @@ def _apply_one(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
         acc.grants[(member_id, e.store_id)][0] += body.points
     elif isinstance(body, StoredValueSpent):
         acc.grants[(member_id, e.store_id)][1] += body.principal + body.bonus
-    elif isinstance(body, MemberProfileChanged):
-        _merge_profile(tx, e, member_id, body)
-        # Even a write that lost: the store that made it shows its own value until the
-        # directory sends the member again with the value that stands.
-        acc.touched.add(member_id)
-    elif isinstance(body, CardBound):
-        tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   (body.card_uid, member_id))
-        acc.touched.add(member_id)
-    elif isinstance(body, SaleFinalized | RefundCompleted):
-        amount = body.total if isinstance(body, SaleFinalized) else -body.amount
-        acc.spend[member_id] += amount
-        acc.months[(member_id, month_of_hlc(e.hlc))] += amount
-        acc.spenders.add(member_id)
 
 
-def _register(tx: Tx, e: Event, body: MemberRegistered, result: ApplyResult) -> str | None:
+def _on_spend(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    """Sales and refunds move the member's spend, which tiers are made of."""
+    body = e.body
+    who: str | None = getattr(body, "member_id", None)
+    if who is None:  # an anonymous sale or its refund
+        return
+    member_id = acc.member(who)
+    if isinstance(body, SaleFinalized):
+        amount = body.total
+    else:
+        assert isinstance(body, RefundCompleted)
+        amount = -body.amount
+    acc.spend[member_id] += amount
+    acc.months[(member_id, month_of_hlc(e.hlc))] += amount
+    acc.spenders.add(member_id)
+
+
+def _on_profile(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    body = e.body
+    assert isinstance(body, MemberProfileChanged)
+    member_id = acc.member(body.member_id)
+    _merge_profile(tx, e, member_id, body)
+    # Even a write that lost: the store that made it shows its own value until the directory
+    # sends the member again with the value that stands.
+    acc.touched.add(member_id)
+
+
+def _on_card(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    body = e.body
+    assert isinstance(body, CardBound)
+    member_id = acc.member(body.member_id)
+    tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+               (body.card_uid, member_id))
+    acc.touched.add(member_id)
+
+
+def _on_coupon_redeemed(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    assert isinstance(e.body, CouponRedeemed)
+    _redeem_coupon(tx, e, e.body)  # anonymous sales redeem coupons too
+
+
+def _on_coupon_reopened(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    body = e.body
+    assert isinstance(body, CouponReopened)
+    tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
+               (body.coupon_code, body.sale_id))
+
+
+def _nothing(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+    """Kept in the log (and in rebuilds) with no effect on the hub's tables."""
+
+
+_HANDLERS: dict[str, Handler] = {
+    "member.registered": _on_registered,
+    "member.profile_changed": _on_profile,
+    "member.card_bound": _on_card,
+    "sale.finalized": _on_spend,
+    "refund.completed": _on_spend,
+    "points.earned": _on_ledger,
+    "points.redeemed": _on_ledger,
+    "points.expired": _on_ledger,
+    "points.adjusted": _on_ledger,
+    "sv.topped_up": _on_ledger,
+    "sv.spent": _on_ledger,
+    "sv.refunded": _on_ledger,
+    "coupon.issued": _nothing,
+    "coupon.redeemed": _on_coupon_redeemed,
+    "coupon.voided": _nothing,
+    "coupon.reopened": _on_coupon_reopened,
+}
+if set(_HANDLERS) != set(BODY_TYPES):  # a new event type must say what it does at the hub
+    raise RuntimeError(f"hub ingest has no handler for {set(BODY_TYPES) - set(_HANDLERS)}")
+
+
+def _register(tx: Tx, e: Event, body: MemberRegistered, acc: _Effects,
+              result: ApplyResult) -> str | None:
     """Insert the member; the same phone registered elsewhere first makes this one an alias."""
     stamp = [e.hlc, e.store_id]
     stamps = json.dumps({f: stamp for f in PROFILE_FIELDS})
@@ -236,8 +319,10 @@ def _register(tx: Tx, e: Event, body: MemberRegistered, result: ApplyResult) -> 
     # The earliest registration (HLC, then store id) is the member; every other is an alias.
     ranked = sorted([*((r[1], r[2], r[0]) for r in rows), (e.hlc, e.store_id, body.member_id)])
     survivor = str(ranked[0][2])
+    acc.flush(tx)  # the merge moves shares and spend: what the batch summed so far goes first
     for _hlc, _store, alias in ranked[1:]:
         merge_member(tx, alias, survivor)
+        acc.merged(alias, survivor)
         result.merged.append((alias, survivor))
     return survivor
 

@@ -17,12 +17,14 @@ from typing import Any
 from hub import authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
-from hub.ingest import apply_batch, record_refusal
+from hub.ingest import ApplyResult, record_refusal
+from hub.pipeline import IngestPipeline
+from hub.pipeline import decode as decode_uplink
 from hub.schema import migrate, next_counter
 from hub.tiers import recompute
 from protocol import topics
 from protocol.campaigns import CampaignBundle
-from protocol.codec import CodecError, decode, decode_batch, encode, event_bytes
+from protocol.codec import CodecError, decode, encode
 from protocol.mqtt import Message, MqttClient, MqttError
 from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
 
@@ -48,6 +50,11 @@ class HubService:
         self.gaps = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._notice = asyncio.Event()
+        self.pipeline = IngestPipeline(self.db, config.tiers, now_ms, self._applied)
+        # The newest ack per store not yet published; a newer one replaces an older one, since
+        # an ack is cumulative.
+        self._acks: dict[str, Ack] = {}
+        self._acks_ready = asyncio.Event()
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -70,12 +77,15 @@ class HubService:
         # Remembered before connecting, so it is in place before ``connected`` is ever set.
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
         await self.mqtt.__aenter__()
+        self.pipeline.start()
         self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
+                       asyncio.create_task(self._publish_acks(), name="hub-acks"),
                        asyncio.create_task(self._notices(), name="hub-notices"),
                        asyncio.create_task(self._daily_tiers(), name="hub-tiers")]
         return self
 
     async def close(self) -> None:
+        await self.pipeline.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -145,29 +155,44 @@ class HubService:
 
     async def _events(self, store_id: str, payload: bytes) -> None:
         try:
-            batch = decode_batch(payload, max_bytes=self.config.hub.max_payload_bytes)
+            decoded = decode_uplink(payload, max_bytes=self.config.hub.max_payload_bytes)
         except CodecError as exc:
             await self._refuse(store_id, exc.code, exc.message)
             return
-        if batch.store_id != store_id:
+        if decoded.store_id != store_id:
             await self._refuse(store_id, "wrong_store",
-                               f"batch for {batch.store_id} on the topic of {store_id}")
+                               f"batch for {decoded.store_id} on the topic of {store_id}")
             return
-        tiers = self.config.tiers
-        raw = event_bytes(payload)
-        result = await self.db.transaction(
-            lambda tx: apply_batch(tx, batch, now_ms(), tiers, raw))
-        self.applied_events += result.applied
-        self.duplicate_events += result.duplicates
-        if result.gap:
-            self.gaps += 1
-            log.info("gap from %s: have %d, batch starts at %d; asking to resend",
-                     store_id, result.ack.seq, batch.events[0].seq)
-        assert self.mqtt is not None
-        # Committed above; only now may the store prune.
-        await self.mqtt.publish(topics.ack(store_id), encode(result.ack), retain=True)
-        if result.members_changed:
-            self._notice.set()
+        # Applied and committed by the pipeline; acked by ``_applied`` after that.
+        await self.pipeline.put(decoded)
+
+    async def _applied(self, results: list[ApplyResult]) -> None:
+        """A group of batches is committed: count it, and only now let the stores prune."""
+        for result in results:
+            self.applied_events += result.applied
+            self.duplicate_events += result.duplicates
+            if result.gap:
+                self.gaps += 1
+                log.info("gap from %s: have %d; asking to resend", result.ack.store_id,
+                         result.ack.seq)
+            self._acks[result.ack.store_id] = result.ack
+            if result.members_changed:
+                self._notice.set()
+        self._acks_ready.set()
+
+    async def _publish_acks(self) -> None:
+        while True:
+            await self._acks_ready.wait()
+            self._acks_ready.clear()
+            acks, self._acks = self._acks, {}
+            assert self.mqtt is not None
+            for store_id, ack in acks.items():
+                try:
+                    await self.mqtt.publish(topics.ack(store_id), encode(ack), retain=True)
+                except MqttError as exc:
+                    # The ack is retained state: the republish on reconnect puts the newest
+                    # back, and a store without it resends, which changes nothing.
+                    log.warning("ack to %s not sent (%s)", store_id, exc)
 
     async def _directory(self, store_id: str, payload: bytes) -> None:
         try:

@@ -9,6 +9,7 @@ changed tier is a directory change: it reaches every store.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,7 +33,13 @@ class TierRules(BaseModel):
 
 def month_of_hlc(hlc: int) -> str:
     wall_ms, _counter = unpack(hlc)
-    return datetime.fromtimestamp(wall_ms / 1000, UTC).strftime("%Y-%m")
+    return _month_of_day(wall_ms // 86_400_000)
+
+
+@lru_cache(maxsize=4096)
+def _month_of_day(day: int) -> str:
+    # Every sale asks; a batch spans a few days at most, so a formatted month is cached per day.
+    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m")
 
 
 def window_start(now_ms: int, months: int) -> str:
@@ -40,6 +47,8 @@ def window_start(now_ms: int, months: int) -> str:
     index = now.year * 12 + now.month - 1 - (months - 1)
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
+
+_CHUNK = 500  # ids per ``IN (...)``
 
 # Adds to a member's spend in a month; rows (member_id, month, amount).
 ADD_SPEND = ("INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
@@ -55,16 +64,19 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
     if member_ids is None:
         member_ids = [r[0] for r in tx.all("SELECT member_id FROM members"
                                            " WHERE merged_into IS NULL")]
-    changed = []
-    for member_id in member_ids:
-        row = tx.one("SELECT tier FROM members WHERE member_id = ?", (member_id,))
-        if row is None:
-            continue
-        spend = int(tx.scalar("SELECT coalesce(sum(amount), 0) FROM spend_months"
-                              " WHERE member_id = ? AND month >= ?", (member_id, since),
-                              default=0))
-        tier = rules.tier_for(spend)
-        if tier != row[0]:
-            tx.execute("UPDATE members SET tier = ? WHERE member_id = ?", (tier, member_id))
-            changed.append(member_id)
-    return changed
+    changed: list[tuple[str, str]] = []
+    # Set-based, a chunk of members a statement: the batch path calls this for every member
+    # who spent, and a query or two per member was a large part of applying a batch.
+    for i in range(0, len(member_ids), _CHUNK):
+        chunk = member_ids[i:i + _CHUNK]
+        rows = tx.all(
+            "SELECT m.member_id, m.tier, coalesce(sum(s.amount), 0) FROM members m"
+            " LEFT JOIN spend_months s ON s.member_id = m.member_id AND s.month >= ?"
+            f" WHERE m.member_id IN ({', '.join('?' * len(chunk))})"
+            " GROUP BY m.member_id, m.tier", [since, *chunk])
+        for member_id, old, spend in rows:
+            tier = rules.tier_for(int(spend))
+            if tier != old:
+                changed.append((tier, member_id))
+    tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
+    return [m for _t, m in changed]

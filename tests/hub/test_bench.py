@@ -15,9 +15,8 @@ from protocol.codec import decode_batch
 from tests.support.mosquitto import MOSQUITTO
 
 FIGURES = (
-    "merge_events_per_s", "apply_only_events_per_s", "decode_events_per_s",
-    "raw_insert_rows_per_s", "merge_vs_raw", "merge_events_per_s_postgres",
-    "apply_only_events_per_s_postgres", "drain_events_per_s",
+    "merge_events_per_s", "decode_events_per_s", "batches_per_commit",
+    "raw_insert_rows_per_s", "merge_vs_raw", "merge_events_per_s_postgres", "drain_events_per_s",
     "drain_transport_floor_events_per_s",
 )
 
