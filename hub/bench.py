@@ -40,9 +40,9 @@ import msgpack
 
 from hub.config import HubConfig
 from hub.db import HubDatabase
+from hub.facts import decode as decode_uplink
 from hub.ingest import ApplyResult
 from hub.pipeline import IngestPipeline
-from hub.pipeline import decode as decode_uplink
 from hub.schema import migrate
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import Event

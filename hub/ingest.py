@@ -14,25 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub.db import Tx
+from hub.facts import Decoded, Fact, facts_of
 from hub.schema import next_counter
 from hub.tiers import ADD_SPEND, TierRules, month_of_hlc, recompute
 from protocol.codec import encode
-from protocol.events import (
-    BODY_TYPES,
-    CardBound,
-    CouponRedeemed,
-    CouponReopened,
-    Event,
-    EventBatch,
-    MemberProfileChanged,
-    MemberRegistered,
-    PointsRedeemed,
-    RefundCompleted,
-    SaleFinalized,
-    StoredValueSpent,
-    points_delta,
-    stored_value_delta,
-)
+from protocol.events import BODY_TYPES, EventBatch
 from protocol.sync import Ack
 
 PROFILE_FIELDS = ("name", "birthday", "phone", "tags")
@@ -66,31 +52,37 @@ def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
 
 def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None,
                 raw: list[bytes] | None = None) -> ApplyResult:
-    """Apply ``batch``; ``raw`` are the events' bytes as received (stored as the event log
-    instead of encoding each event again)."""
-    store, epoch = batch.store_id, batch.epoch
+    """Apply a validated ``batch``; ``raw`` are the events' bytes as received (stored as the
+    event log instead of encoding each event again)."""
+    payloads = raw if raw is not None else [encode(e) for e in batch.events]
+    return apply_facts(tx, Decoded(batch.store_id, batch.epoch, facts_of(batch), payloads),
+                       now_ms, tiers)
+
+
+def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None
+                ) -> ApplyResult:
+    """Apply a batch reduced to facts (``hub.facts.decode``): the hub's one apply path."""
+    store, epoch, facts = batch.store_id, batch.epoch, batch.facts
     acked = acked_seq(tx, store, epoch)
-    first = batch.events[0].seq
+    first = facts[0].seq
     if first > acked + 1:
         # A gap: something before this batch is missing. Apply nothing; the ack tells the store
         # where to resend from.
         return ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked, resend=True), gap=True)
-    skip = max(0, min(len(batch.events), acked - first + 1))  # seqs are consecutive (codec)
-    fresh = batch.events[skip:]
+    skip = max(0, min(len(facts), acked - first + 1))  # seqs are consecutive (codec)
+    fresh = facts[skip:]
     result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked), duplicates=skip)
     _touch_store(tx, store, epoch, now_ms)
     if not fresh:
         return result
-    payloads = raw[skip:] if raw is not None else [encode(e) for e in fresh]
     tx.executemany(
         "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(store, epoch, e.seq, e.event_id, e.hlc, e.body.type,
-          getattr(e.body, "member_id", None), blob) for e, blob in zip(fresh, payloads,
-                                                                      strict=True)])
-    acc = _Effects(tx, fresh)
-    for e in fresh:
-        _HANDLERS[e.body.type](tx, e, acc, result)
+        [(store, epoch, f.seq, f.event_id, f.hlc, f.type, f.member_id, blob)
+         for f, blob in zip(fresh, batch.raw[skip:], strict=True)])
+    acc = _Effects(tx, store, {f.member_id for f in fresh if f.member_id is not None})
+    for f in fresh:
+        _HANDLERS[f.type](tx, f, acc, result)
     acc.flush(tx)
     touched = acc.touched
     if tiers is not None and acc.spenders:
@@ -127,15 +119,15 @@ class _Effects:
     query per event was most of the cost of applying a batch. Merges made by this batch update
     the map as they happen."""
 
-    def __init__(self, tx: Tx, events: list[Event]) -> None:
-        self.shares: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
+    def __init__(self, tx: Tx, store_id: str, member_ids: set[str]) -> None:
+        self.store_id = store_id
+        self.shares: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
         self.spend: dict[str, int] = defaultdict(int)
         self.months: dict[tuple[str, str], int] = defaultdict(int)
-        self.grants: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        self.grants: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         self.touched: set[str] = set()
         self.spenders: set[str] = set()
-        self.alias: dict[str, str] = _aliases(tx, {
-            m for e in events if (m := getattr(e.body, "member_id", None)) is not None})
+        self.alias: dict[str, str] = _aliases(tx, member_ids)
 
     def member(self, member_id: str) -> str:
         return self.alias.get(member_id, member_id)
@@ -147,7 +139,8 @@ class _Effects:
         self.alias[alias] = survivor
 
     def flush(self, tx: Tx) -> None:
-        tx.executemany(_ADD_SHARES, [(m, s, p, a, b) for (m, s), (p, a, b)
+        store = self.store_id
+        tx.executemany(_ADD_SHARES, [(m, store, p, a, b) for m, (p, a, b)
                                      in self.shares.items()])
         tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                        [(v, m) for m, v in self.spend.items() if v])
@@ -156,7 +149,7 @@ class _Effects:
         tx.executemany(
             "UPDATE grants SET points_spent = points_spent + ?, sv_spent = sv_spent + ?"
             " WHERE member_id = ? AND store_id = ?",
-            [(p, v, m, st) for (m, st), (p, v) in self.grants.items()])
+            [(p, v, m, store) for m, (p, v) in self.grants.items()])
         self.shares.clear()
         self.spend.clear()
         self.months.clear()
@@ -188,86 +181,72 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
 
 # --- one handler per event type -----------------------------------------------------------------
 
-Handler = Callable[[Tx, Event, _Effects, ApplyResult], None]
+Handler = Callable[[Tx, Fact, _Effects, ApplyResult], None]
 
 
-def _on_registered(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    body = e.body
-    assert isinstance(body, MemberRegistered)
-    survivor = _register(tx, e, body, acc, result)
-    acc.touched.add(body.member_id)
+def _on_registered(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    assert f.member_id is not None and f.detail is not None
+    survivor = _register(tx, f, acc, result)
+    acc.touched.add(f.member_id)
     if survivor is not None:
         acc.touched.add(survivor)
 
 
-def _on_ledger(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    """Points and stored value: summed into the member's share at this store."""
-    body = e.body
-    who: str = getattr(body, "member_id", "")  # every ledger event names its member
-    member_id = acc.member(who)
-    points = points_delta(body)
-    principal, bonus = stored_value_delta(body)
-    if points or principal or bonus:
-        share = acc.shares[(member_id, e.store_id)]
-        share[0] += points
-        share[1] += principal
-        share[2] += bonus
+def _on_ledger(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    """Points and stored value: summed into the member's share at this store; spending also
+    uses up the store's escrow."""
+    assert f.member_id is not None  # every ledger event names its member
+    member_id = acc.member(f.member_id)
+    if f.points or f.principal or f.bonus:
+        share = acc.shares[member_id]
+        share[0] += f.points
+        share[1] += f.principal
+        share[2] += f.bonus
         acc.touched.add(member_id)
-    if isinstance(body, PointsRedeemed):
-        acc.grants[(member_id, e.store_id)][0] += body.points
-    elif isinstance(body, StoredValueSpent):
-        acc.grants[(member_id, e.store_id)][1] += body.principal + body.bonus
+    if f.escrow_points or f.escrow_sv:
+        grant = acc.grants[member_id]
+        grant[0] += f.escrow_points
+        grant[1] += f.escrow_sv
 
 
-def _on_spend(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+def _on_spend(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
     """Sales and refunds move the member's spend, which tiers are made of."""
-    body = e.body
-    who: str | None = getattr(body, "member_id", None)
-    if who is None:  # an anonymous sale or its refund
+    if f.member_id is None:  # an anonymous sale or its refund
         return
-    member_id = acc.member(who)
-    if isinstance(body, SaleFinalized):
-        amount = body.total
-    else:
-        assert isinstance(body, RefundCompleted)
-        amount = -body.amount
-    acc.spend[member_id] += amount
-    acc.months[(member_id, month_of_hlc(e.hlc))] += amount
+    member_id = acc.member(f.member_id)
+    acc.spend[member_id] += f.spend
+    acc.months[(member_id, month_of_hlc(f.hlc))] += f.spend
     acc.spenders.add(member_id)
 
 
-def _on_profile(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    body = e.body
-    assert isinstance(body, MemberProfileChanged)
-    member_id = acc.member(body.member_id)
-    _merge_profile(tx, e, member_id, body)
+def _on_profile(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    assert f.member_id is not None
+    member_id = acc.member(f.member_id)
+    _merge_profile(tx, f, acc.store_id, member_id)
     # Even a write that lost: the store that made it shows its own value until the directory
     # sends the member again with the value that stands.
     acc.touched.add(member_id)
 
 
-def _on_card(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    body = e.body
-    assert isinstance(body, CardBound)
-    member_id = acc.member(body.member_id)
+def _on_card(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    assert f.member_id is not None and f.detail is not None
+    member_id = acc.member(f.member_id)
     tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-               (body.card_uid, member_id))
+               (f.detail["card_uid"], member_id))
     acc.touched.add(member_id)
 
 
-def _on_coupon_redeemed(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    assert isinstance(e.body, CouponRedeemed)
-    _redeem_coupon(tx, e, e.body)  # anonymous sales redeem coupons too
+def _on_coupon_redeemed(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    _redeem_coupon(tx, f, acc.store_id)  # anonymous sales redeem coupons too
 
 
-def _on_coupon_reopened(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
-    body = e.body
-    assert isinstance(body, CouponReopened)
+def _on_coupon_reopened(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+    assert f.detail is not None
     tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
-               (body.coupon_code, body.sale_id))
+               (f.detail["coupon_code"], f.detail["sale_id"]))
 
 
-def _nothing(tx: Tx, e: Event, acc: _Effects, result: ApplyResult) -> None:
+def _nothing(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
     """Kept in the log (and in rebuilds) with no effect on the hub's tables."""
 
 
@@ -293,31 +272,31 @@ if set(_HANDLERS) != set(BODY_TYPES):  # a new event type must say what it does 
     raise RuntimeError(f"hub ingest has no handler for {set(BODY_TYPES) - set(_HANDLERS)}")
 
 
-def _register(tx: Tx, e: Event, body: MemberRegistered, acc: _Effects,
-              result: ApplyResult) -> str | None:
+def _register(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> str | None:
     """Insert the member; the same phone registered elsewhere first makes this one an alias."""
-    stamp = [e.hlc, e.store_id]
-    stamps = json.dumps({f: stamp for f in PROFILE_FIELDS})
+    assert f.member_id is not None and f.detail is not None
+    d, store = f.detail, acc.store_id
+    stamp = [f.hlc, store]
+    stamps = json.dumps({name: stamp for name in PROFILE_FIELDS})
     inserted = tx.execute(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
         " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
         " ON CONFLICT DO NOTHING",
-        (body.member_id, body.member_code, body.phone, body.name,
-         body.birthday.isoformat() if body.birthday else None, body.tier,
-         json.dumps(body.tags, ensure_ascii=False), e.store_id, e.hlc, stamps)).rowcount
-    if body.card_uid:
+        (f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"], d["tier"],
+         json.dumps(d["tags"], ensure_ascii=False), store, f.hlc, stamps)).rowcount
+    if d["card_uid"]:
         tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   (body.card_uid, body.member_id))
-    if not inserted or not body.phone:
+                   (d["card_uid"], f.member_id))
+    if not inserted or not d["phone"]:
         return None
     rows = tx.all(
         "SELECT member_id, registered_hlc, home_store FROM members"
         " WHERE phone = ? AND merged_into IS NULL AND member_id <> ?",
-        (body.phone, body.member_id))
+        (d["phone"], f.member_id))
     if not rows:
         return None
     # The earliest registration (HLC, then store id) is the member; every other is an alias.
-    ranked = sorted([*((r[1], r[2], r[0]) for r in rows), (e.hlc, e.store_id, body.member_id)])
+    ranked = sorted([*((r[1], r[2], r[0]) for r in rows), (f.hlc, store, f.member_id)])
     survivor = str(ranked[0][2])
     acc.flush(tx)  # the merge moves shares and spend: what the batch summed so far goes first
     for _hlc, _store, alias in ranked[1:]:
@@ -345,21 +324,20 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
 
 
-def _merge_profile(tx: Tx, e: Event, member_id: str, body: MemberProfileChanged) -> bool:
+def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:
+    assert f.detail is not None
     row = tx.one("SELECT stamps FROM members WHERE member_id = ?", (member_id,))
     if row is None:
         return False
     stamps = json.loads(row[0])
-    stamp = [e.hlc, e.store_id]
+    stamp = [f.hlc, store]
     changed = False
-    for name in body.changed:
+    for name in f.detail["changed"]:
         if stamp <= stamps.get(name, [0, ""]):
             continue  # an older write: the newer value stays
-        value = getattr(body, name)
-        if name == "birthday":
-            value = value.isoformat() if value else None
-        elif name == "tags":
-            value = json.dumps(value or [], ensure_ascii=False)
+        value = f.detail[name]  # birthday is already ISO text (``hub.facts``)
+        if name == "tags":
+            value = json.dumps(value, ensure_ascii=False)
         tx.execute(f"UPDATE members SET {name} = ? WHERE member_id = ?", (value, member_id))
         stamps[name] = stamp
         changed = True
@@ -369,24 +347,24 @@ def _merge_profile(tx: Tx, e: Event, member_id: str, body: MemberProfileChanged)
     return changed
 
 
-def _redeem_coupon(tx: Tx, e: Event, body: CouponRedeemed) -> None:
+def _redeem_coupon(tx: Tx, f: Fact, store: str) -> None:
+    assert f.detail is not None
+    code, sale_id, amount = f.detail["coupon_code"], f.detail["sale_id"], f.detail["amount"]
     inserted = tx.execute(
         "INSERT INTO coupon_redemptions(coupon_code, store_id, sale_id, hlc, amount)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (body.coupon_code, e.store_id, body.sale_id, e.hlc, body.amount)).rowcount
+        (code, store, sale_id, f.hlc, amount)).rowcount
     if inserted:
         return
     kept = tx.one("SELECT store_id, sale_id, hlc, amount FROM coupon_redemptions"
-                  " WHERE coupon_code = ?", (body.coupon_code,))
-    if (e.hlc, e.store_id) < (kept[2], kept[0]):
+                  " WHERE coupon_code = ?", (code,))
+    if (f.hlc, store) < (kept[2], kept[0]):
         # This one came later over the wire but happened first: it stands, the other is flagged.
         tx.execute("UPDATE coupon_redemptions SET store_id = ?, sale_id = ?, hlc = ?, amount = ?"
-                   " WHERE coupon_code = ?",
-                   (e.store_id, body.sale_id, e.hlc, body.amount, body.coupon_code))
-        loser = (body.coupon_code, kept[0], kept[1], kept[2], kept[3], e.store_id, body.sale_id)
+                   " WHERE coupon_code = ?", (store, sale_id, f.hlc, amount, code))
+        loser = (code, kept[0], kept[1], kept[2], kept[3], store, sale_id)
     else:
-        loser = (body.coupon_code, e.store_id, body.sale_id, e.hlc, body.amount, kept[0],
-                 kept[1])
+        loser = (code, store, sale_id, f.hlc, amount, kept[0], kept[1])
     tx.execute("INSERT INTO coupon_conflicts(coupon_code, store_id, sale_id, hlc, amount,"
                " kept_store, kept_sale) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                loser)

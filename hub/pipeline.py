@@ -20,31 +20,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from hub.db import HubDatabase, Tx
-from hub.ingest import ApplyResult, apply_batch
+from hub.facts import Decoded
+from hub.ingest import ApplyResult, apply_facts
 from hub.tiers import TierRules
-from protocol.codec import decode_batch, event_bytes
-from protocol.events import EventBatch
 
 log = logging.getLogger("membergate.hub.pipeline")
 
 MAX_GROUP_BATCHES = 8  # 8 x 500 events: one fsync for ~4,000 events under load
 MAX_QUEUED = 16  # decoded batches waiting for the database; beyond, the reader waits
-
-
-@dataclass(frozen=True)
-class Decoded:
-    store_id: str
-    batch: EventBatch
-    raw: list[bytes]  # each event's bytes as received: the event log stores them as they are
-
-
-def decode(payload: bytes, *, max_bytes: int) -> Decoded:
-    """Validate a batch payload (raises ``CodecError``); the caller checks the topic's store."""
-    batch = decode_batch(payload, max_bytes=max_bytes)
-    return Decoded(batch.store_id, batch, event_bytes(payload))
 
 
 Applied = Callable[[list[ApplyResult]], Awaitable[None]]
@@ -101,7 +86,7 @@ class IngestPipeline:
         tiers, now = self.tiers, self.now_ms()
 
         def apply_all(tx: Tx) -> list[ApplyResult]:
-            return [apply_batch(tx, d.batch, now, tiers, d.raw) for d in group]
+            return [apply_facts(tx, d, now, tiers) for d in group]
 
         try:
             results = await self.db.transaction(apply_all)

@@ -17,9 +17,9 @@ from typing import Any
 from hub import authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
+from hub.facts import decode as decode_uplink
 from hub.ingest import ApplyResult, record_refusal
 from hub.pipeline import IngestPipeline
-from hub.pipeline import decode as decode_uplink
 from hub.schema import migrate, next_counter
 from hub.tiers import recompute
 from protocol import topics

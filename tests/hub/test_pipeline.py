@@ -10,8 +10,9 @@ import pytest
 from hub import pipeline as pipeline_mod
 from hub.bench import make_workload
 from hub.db import HubDatabase, Tx
-from hub.ingest import ApplyResult, apply_batch
-from hub.pipeline import IngestPipeline, decode
+from hub.facts import Decoded, decode
+from hub.ingest import ApplyResult, apply_facts
+from hub.pipeline import IngestPipeline
 from protocol.codec import DEFAULT_MAX_BYTES
 
 
@@ -53,12 +54,12 @@ async def test_a_failing_batch_is_retried_alone_and_the_rest_still_apply(
         hub_db: HubDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     work = make_workload(3, 600, batch_events=100)
 
-    def flaky(tx: Tx, batch: object, *args: object) -> ApplyResult:
-        if getattr(batch, "store_id", "") == "S002":
+    def flaky(tx: Tx, batch: Decoded, *args: object) -> ApplyResult:
+        if batch.store_id == "S002":
             raise RuntimeError("this store's batches break the database")
-        return apply_batch(tx, batch, *args)  # type: ignore[arg-type]
+        return apply_facts(tx, batch, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline_mod, "apply_batch", flaky)
+    monkeypatch.setattr(pipeline_mod, "apply_facts", flaky)
     acked: dict[str, int] = {}
 
     async def applied(results: list[ApplyResult]) -> None:
