@@ -3,7 +3,8 @@
 A page is applied with its new checkpoint in one transaction, so a crash never leaves a page
 half-applied or a checkpoint ahead of its data. Profile fields take the hub's value (it merged
 every store's writes last-writer-wins); balances are never overwritten: this store's ledgers stay
-its own and only the other stores' shares are taken from the hub.
+its own and only the other stores' shares are taken from the hub. Of the offline allowances the
+hub granted (``grants``), this store takes its own (``edge.allowance.apply_hub_grant``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import sqlite3
 
+from edge import allowance
 from edge.context import StoreContext
 from edge.outbox import meta_get, meta_set
 from protocol.sync import DirectoryPage, MemberEntry
@@ -72,6 +74,12 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
             "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, 0)"
             " ON CONFLICT(card_uid) DO UPDATE SET member_id = excluded.member_id",
             (uid, e.member_id))
+    # This store's allowance for the member: the hub's cumulative grant here, folded in so an
+    # online grant applied before or after this entry makes no difference. An entry without one
+    # (an older hub, or nothing granted here yet) leaves the configured default in force.
+    for g in e.grants:
+        if g.store_id == ctx.store_id:
+            allowance.apply_hub_grant(conn, ctx, e.member_id, g.points_granted, g.sv_granted)
 
 
 def _insert(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry, phone: str | None,

@@ -316,6 +316,26 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE members ADD COLUMN remote_points_used INTEGER NOT NULL DEFAULT 0;
         """,
     ),
+    (
+        8,
+        "offline allowances granted by the hub",
+        """
+        -- The hub's cumulative grant to this store for the member (standing allowances and
+        -- online authorisations together), the largest figure seen from the directory or an
+        -- online reply; 0 until the hub has granted anything. Once it has, the limit is this
+        -- plus the base below, and the configured default no longer applies.
+        ALTER TABLE allowances ADD COLUMN hub_points_granted INTEGER NOT NULL DEFAULT 0
+            CHECK (hub_points_granted >= 0);
+        ALTER TABLE allowances ADD COLUMN hub_sv_granted INTEGER NOT NULL DEFAULT 0
+            CHECK (hub_sv_granted >= 0);
+        -- Spending here that the hub's books never count against its grants: what a member
+        -- had spent under the configured default before this version. 0 for rows made since.
+        ALTER TABLE allowances ADD COLUMN points_base INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE allowances ADD COLUMN sv_base INTEGER NOT NULL DEFAULT 0;
+        UPDATE allowances SET points_base = points_used, sv_base = sv_used
+            WHERE granted_by = 'config';
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -457,7 +457,10 @@ class EdgeService:
         cart = self.carts.get_open(sale_id, terminal_id)
         member_id = cart.member_id
         what = exc.details.get("what")
-        extra = int(exc.details.get("requested", 0)) - int(exc.details.get("allowed", 0))
+        # What to ask the hub for (``edge.allowance.consume``): beyond what is left here, and
+        # while the store still runs on its default, the whole request (the hub's grant then
+        # replaces the default).
+        extra = int(exc.details.get("online_request", 0))
         sync = self.sync
         if member_id is None or extra <= 0 or sync is None or not sync.connected:
             raise EdgeError("allowance_exceeded", f"{exc.message}; the hub is not reachable",
@@ -475,7 +478,8 @@ class EdgeService:
             raise EdgeError("allowance_exceeded", f"{exc.message}; the hub refused:"
                             f" {reply.message}", 409, **exc.details, online=reply.error)
         await self._write(lambda conn, ctx: allowance.grant(
-            conn, ctx, member_id, reply.granted_points, reply.granted_stored_value))
+            conn, ctx, member_id, reply.granted_points, reply.granted_stored_value,
+            points_total=reply.points_granted_total, sv_total=reply.sv_granted_total))
 
     async def receipt(self, sale_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: checkout.receipt_view(conn, ctx, sale_id))

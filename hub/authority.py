@@ -3,12 +3,13 @@ spend more than the store's offline allowance.
 
 Authorisation is an escrow: what the hub granted a store and that store has not yet been seen
 spending is held back from everyone else, so two stores cannot both be authorised to spend the
-same points or stored value.
+same points or stored value. The books and the rule (``free``) are ``hub.allowances``', shared
+with the standing allowances the hub grants by itself.
 """
 
 from __future__ import annotations
 
-from hub import directory
+from hub import allowances, directory
 from hub.db import Tx
 from hub.ingest import canonical
 from protocol.sync import RpcReply, RpcRequest
@@ -31,30 +32,27 @@ def lookup(tx: Tx, req: RpcRequest) -> RpcReply:
 
 
 def authorize(tx: Tx, req: RpcRequest) -> RpcReply:
+    """Grant ``req.store_id`` more escrow for the member, out of what is free: the same books
+    and rule as the standing allowances (``hub.allowances``). The reply carries the store's
+    cumulative grant, which the store folds in whatever order the directory brings it."""
     if req.member_id is None:
         return RpcReply(request_id=req.request_id, ok=False, error="invalid",
                         message="authorize needs a member_id")
     member_id = canonical(tx, req.member_id)
-    points, principal, bonus = tx.one(
-        "SELECT coalesce(sum(points), 0), coalesce(sum(sv_principal), 0),"
-        " coalesce(sum(sv_bonus), 0) FROM shares WHERE member_id = ?", (member_id,))
-    held_points, held_sv = tx.one(
-        "SELECT coalesce(sum(CASE WHEN points_granted > points_spent"
-        " THEN points_granted - points_spent ELSE 0 END), 0),"
-        " coalesce(sum(CASE WHEN sv_granted > sv_spent THEN sv_granted - sv_spent ELSE 0 END), 0)"
-        " FROM grants WHERE member_id = ?", (member_id,))
-    free_points = int(points) - int(held_points)
-    free_sv = int(principal) + int(bonus) - int(held_sv)
-    if req.points > free_points or req.stored_value > free_sv:
+    books = allowances.load(tx, [member_id])[member_id]
+    points, sv = books.points, books.stored_value
+    if req.points > points.free() or req.stored_value > sv.free():
         return RpcReply(
             request_id=req.request_id, ok=False, error="insufficient_balance",
-            message=f"the hub can authorise at most {max(0, free_points)} points and"
-                    f" {max(0, free_sv)} stored value for this member now")
-    tx.execute(
-        "INSERT INTO grants(member_id, store_id, points_granted, sv_granted) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(member_id, store_id) DO UPDATE SET"
-        " points_granted = grants.points_granted + excluded.points_granted,"
-        " sv_granted = grants.sv_granted + excluded.sv_granted",
-        (member_id, req.store_id, req.points, req.stored_value))
+            message=f"the hub can authorise at most {max(0, points.free())} points and"
+                    f" {max(0, sv.free())} stored value for this member now")
+    allowances.add_grants(tx, [(member_id, req.store_id,
+                                points.hold_more(req.store_id, req.points),
+                                sv.hold_more(req.store_id, req.stored_value))])
+    # Every store's directory entry carries the grants: the new figure reaches this store
+    # even if this reply is lost.
+    allowances.mark_changed(tx, [member_id])
     return RpcReply(request_id=req.request_id, ok=True, granted_points=req.points,
-                    granted_stored_value=req.stored_value)
+                    granted_stored_value=req.stored_value,
+                    points_granted_total=points.granted.get(req.store_id, 0),
+                    sv_granted_total=sv.granted.get(req.store_id, 0))

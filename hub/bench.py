@@ -42,7 +42,7 @@ from hub.config import HubConfig
 from hub.db import HubDatabase
 from hub.facts import decode as decode_uplink
 from hub.ingest import ApplyResult
-from hub.pipeline import IngestPipeline
+from hub.pipeline import IngestPipeline, Validators
 from hub.schema import migrate
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import Event
@@ -153,6 +153,7 @@ class Workload:
     payloads: list[bytes]  # encoded EventBatch, in arrival order (stores interleaved)
     events: int
     members: int
+    stores: list[str] = field(default_factory=list)  # the store each payload comes from
     by_type: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -198,7 +199,10 @@ def make_workload(stores: int, events: int, *, batch_events: int = BATCH_EVENTS,
         work.events += count
         per_store_batches.append(batches)
     for k in range(max((len(b) for b in per_store_batches), default=0)):
-        work.payloads.extend(b[k] for b in per_store_batches if k < len(b))
+        for s, b in enumerate(per_store_batches):
+            if k < len(b):
+                work.payloads.append(b[k])
+                work.stores.append(f"S{s + 1:03d}")
     return work
 
 
@@ -206,37 +210,52 @@ def make_workload(stores: int, events: int, *, batch_events: int = BATCH_EVENTS,
 
 
 async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
-    """Decode and apply every batch the way ``HubService`` does: decoded on the loop, put on its
-    ``IngestPipeline``, applied in groups on the database thread (the default hub
-    configuration's tier rules). ``merge`` is wall time until the last batch is committed;
-    ``decode`` is the sum of decoding time; ``groups`` are the batches per transaction, which
+    """Decode and apply every batch the way ``HubService`` does: validated by its validation
+    worker (the default hub configuration: one process), put on its ``IngestPipeline``,
+    applied in groups on the database thread, with the default tier rules. ``merge`` is wall
+    time until the last batch is committed; ``groups`` are the batches per transaction, which
     the raw floor replays."""
-    tiers = HubConfig().tiers
+    config = HubConfig()
     applied = 0
-    decode_s = 0.0
 
     async def count(results: list[ApplyResult]) -> None:
         nonlocal applied
         applied += sum(r.applied for r in results)
 
-    async with HubDatabase(url) as db:
-        await db.transaction(migrate)
-        pipeline = IngestPipeline(db, tiers, lambda: int(time.time() * 1000), count).start()
-        try:
-            start = time.perf_counter()
-            for payload in work.payloads:
-                t0 = time.perf_counter()
-                decoded = decode_uplink(payload, max_bytes=DEFAULT_MAX_BYTES)
-                decode_s += time.perf_counter() - t0
-                await pipeline.put(decoded)
-            await pipeline.drained()
-            wall = time.perf_counter() - start
-        finally:
-            await pipeline.close()
+    async def refused(store_id: str, reason: str, detail: str) -> None:
+        raise RuntimeError(f"the hub refused a bench batch of {store_id}: {reason} ({detail})")
+
+    validators = Validators(config.hub.validate_workers, DEFAULT_MAX_BYTES)
+    try:
+        await validators.start()
+        async with HubDatabase(url) as db:
+            await db.transaction(migrate)
+            pipeline = IngestPipeline(db, config.tiers, lambda: int(time.time() * 1000),
+                                      count, allowance=config.allowance, validators=validators,
+                                      on_refused=refused).start()
+            try:
+                start = time.perf_counter()
+                for store_id, payload in zip(work.stores, work.payloads, strict=True):
+                    await pipeline.submit(store_id, payload)
+                await pipeline.drained()
+                wall = time.perf_counter() - start
+            finally:
+                await pipeline.close()
+    finally:
+        validators.close()
     if applied != work.events:
         raise RuntimeError(f"merge applied {applied} of {work.events} events")
-    return {"merge": work.events / wall, "decode": work.events / decode_s, "wall_s": wall,
-            "groups": pipeline.group_sizes}
+    return {"merge": work.events / wall, "wall_s": wall, "groups": pipeline.group_sizes,
+            "validate_workers": config.hub.validate_workers}
+
+
+def measure_decode(work: Workload) -> float:
+    """Events per second that strict validation alone manages in one process: what a
+    validation worker can feed the apply."""
+    start = time.perf_counter()
+    for payload in work.payloads:
+        decode_uplink(payload, max_bytes=DEFAULT_MAX_BYTES)
+    return work.events / (time.perf_counter() - start)
 
 
 def _rows(payload: bytes) -> list[tuple[Any, ...]]:
@@ -344,7 +363,8 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
             Path(f"{hub_db}{suffix}").unlink(missing_ok=True)
         merge = asyncio.run(measure_merge(f"sqlite:///{hub_db}", work))
         result["merge_events_per_s"] = round(merge["merge"], 1)
-        result["decode_events_per_s"] = round(merge["decode"], 1)
+        result["validate_workers"] = merge["validate_workers"]
+        result["decode_events_per_s"] = round(measure_decode(work), 1)
         groups = merge["groups"]
         result["batches_per_commit"] = round(len(work.payloads) / max(1, len(groups)), 2)
         result["merge_s"] = round(merge["wall_s"], 2)

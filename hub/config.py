@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.allowances import AllowancePolicy
 from hub.tiers import TierRules
 
 
@@ -30,6 +31,9 @@ class HubSection(_Section):
     data_dir: Path = Path("hub-data")  # the signing key lives here
     directory_page: int = Field(1000, ge=1, le=5000)
     max_payload_bytes: int = Field(1024 * 1024, ge=1024)
+    # Processes that validate uplink batches beside the one that applies them; 0 validates in
+    # the hub process itself. One suits a 2-core box; more help only with more cores.
+    validate_workers: int = Field(1, ge=0, le=64)
 
 
 class ApiSection(_Section):
@@ -41,6 +45,8 @@ class ApiSection(_Section):
 class HubConfig(_Section):
     hub: HubSection = HubSection()
     tiers: TierRules = TierRules()
+    # Standing offline allowances per member and store (see hub.allowances).
+    allowance: AllowancePolicy = AllowancePolicy()
     broker: BrokerSection = BrokerSection()
     api: ApiSection = ApiSection()
 

@@ -16,7 +16,7 @@ from hub.ingest import canonical
 from hub.schema import counter
 from protocol.codec import decode
 from protocol.events import Event, points_delta, stored_value_delta
-from protocol.sync import DirectoryPage, MemberEntry, StoreShare
+from protocol.sync import DirectoryPage, MemberEntry, StoreGrant, StoreShare
 
 
 def head(tx: Tx) -> int:
@@ -49,6 +49,7 @@ def _entries(tx: Tx, rows: list[Any]) -> list[MemberEntry]:
     cards: dict[str, list[str]] = defaultdict(list)
     shares: dict[str, list[StoreShare]] = defaultdict(list)
     aliases: dict[str, list[str]] = defaultdict(list)
+    grants: dict[str, list[StoreGrant]] = defaultdict(list)
     for chunk in _chunks(ids, 500):
         marks = ",".join("?" * len(chunk))
         for uid, mid in tx.all(f"SELECT card_uid, member_id FROM cards WHERE member_id IN"
@@ -61,11 +62,18 @@ def _entries(tx: Tx, rows: list[Any]) -> list[MemberEntry]:
         for alias, mid in tx.all(f"SELECT member_id, merged_into FROM members WHERE merged_into"
                                  f" IN ({marks}) ORDER BY member_id", chunk):
             aliases[mid].append(alias)
+        # Cumulative offline allowances (standing and online); each store uses its own.
+        for mid, store, p, v in tx.all(
+                f"SELECT member_id, store_id, points_granted, sv_granted FROM grants"
+                f" WHERE member_id IN ({marks}) AND (points_granted > 0 OR sv_granted > 0)"
+                f" ORDER BY store_id", chunk):
+            grants[mid].append(StoreGrant(store_id=store, points_granted=int(p),
+                                          sv_granted=int(v)))
     entries = [
         MemberEntry(member_id=r[0], member_code=r[1], phone=r[2], name=r[3],
                     birthday=r[4], tier=r[5], tags=json.loads(r[6]), home_store=r[7],
                     merged_into=r[8], cards=cards[r[0]], shares=shares[r[0]],
-                    aliases=aliases[r[0]])
+                    aliases=aliases[r[0]], grants=grants[r[0]])
         for r in rows
     ]
     return entries

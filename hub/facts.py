@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from hub.allowances import escrow_used
 from protocol.codec import decode_batch, event_bytes
 from protocol.events import (
     CardBound,
@@ -23,10 +24,8 @@ from protocol.events import (
     EventBatch,
     MemberProfileChanged,
     MemberRegistered,
-    PointsRedeemed,
     RefundCompleted,
     SaleFinalized,
-    StoredValueSpent,
     points_delta,
     stored_value_delta,
 )
@@ -42,7 +41,7 @@ class Fact(NamedTuple):
     principal: int = 0  # ... and to stored value, principal and bonus
     bonus: int = 0
     spend: int = 0  # a member's sale total, or minus a refund: what tiers are made of
-    escrow_points: int = 0  # spending that uses up what the hub authorised this store
+    escrow_points: int = 0  # spending at this store net of refunds (``allowances.escrow_used``)
     escrow_sv: int = 0
     detail: dict[str, Any] | None = None  # the fields of a registration, profile, card, coupon
 
@@ -72,16 +71,13 @@ def facts_of(batch: EventBatch) -> list[Fact]:
         member_id: str | None = getattr(body, "member_id", None)
         points = points_delta(body)
         principal, bonus = stored_value_delta(body)
-        spend = escrow_points = escrow_sv = 0
+        spend = 0
+        escrow_points, escrow_sv = escrow_used(body)
         detail: dict[str, Any] | None = None
         if isinstance(body, SaleFinalized):
             spend = body.total
         elif isinstance(body, RefundCompleted):
             spend = -body.amount
-        elif isinstance(body, PointsRedeemed):
-            escrow_points = body.points
-        elif isinstance(body, StoredValueSpent):
-            escrow_sv = body.principal + body.bonus
         elif isinstance(body, MemberRegistered):
             detail = {"member_code": body.member_code, "phone": body.phone, "name": body.name,
                       "birthday": body.birthday.isoformat() if body.birthday else None,

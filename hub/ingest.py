@@ -13,6 +13,8 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hub import allowances
+from hub.allowances import AllowancePolicy
 from hub.db import Tx
 from hub.facts import Decoded, Fact, facts_of
 from hub.schema import next_counter
@@ -51,16 +53,17 @@ def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
 
 
 def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None,
-                raw: list[bytes] | None = None) -> ApplyResult:
+                raw: list[bytes] | None = None, allowance: AllowancePolicy | None = None
+                ) -> ApplyResult:
     """Apply a validated ``batch``; ``raw`` are the events' bytes as received (stored as the
     event log instead of encoding each event again)."""
     payloads = raw if raw is not None else [encode(e) for e in batch.events]
     return apply_facts(tx, Decoded(batch.store_id, batch.epoch, facts_of(batch), payloads),
-                       now_ms, tiers)
+                       now_ms, tiers, allowance)
 
 
-def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None
-                ) -> ApplyResult:
+def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None,
+                allowance: AllowancePolicy | None = None) -> ApplyResult:
     """Apply a batch reduced to facts (``hub.facts.decode``): the hub's one apply path."""
     store, epoch, facts = batch.store_id, batch.epoch, batch.facts
     acked = acked_seq(tx, store, epoch)
@@ -85,6 +88,9 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
         _HANDLERS[f.type](tx, f, acc, result)
     acc.flush(tx)
     touched = acc.touched
+    if allowance is not None and acc.ledgers:
+        # Standing allowances follow the balances and the spending just acknowledged.
+        touched |= allowances.refresh(tx, allowance, acc.ledgers)
     if tiers is not None and acc.spenders:
         touched.update(recompute(tx, tiers, now_ms, sorted(acc.spenders)))
     if touched:
@@ -127,6 +133,7 @@ class _Effects:
         self.grants: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         self.touched: set[str] = set()
         self.spenders: set[str] = set()
+        self.ledgers: set[str] = set()  # members whose balance or escrow this batch moved
         self.alias: dict[str, str] = _aliases(tx, member_ids)
 
     def member(self, member_id: str) -> str:
@@ -145,11 +152,8 @@ class _Effects:
         tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
                        [(v, m) for m, v in self.spend.items() if v])
         tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in self.months.items() if v])
-        # Acknowledged spending uses up what the hub authorised this store online (escrow).
-        tx.executemany(
-            "UPDATE grants SET points_spent = points_spent + ?, sv_spent = sv_spent + ?"
-            " WHERE member_id = ? AND store_id = ?",
-            [(p, v, m, store) for m, (p, v) in self.grants.items()])
+        # Acknowledged spending (net of refunds) uses up what the hub granted this store.
+        allowances.record_spent(tx, {(m, store): v for m, v in self.grants.items()})
         self.shares.clear()
         self.spend.clear()
         self.months.clear()
@@ -207,6 +211,7 @@ def _on_ledger(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
         grant = acc.grants[member_id]
         grant[0] += f.escrow_points
         grant[1] += f.escrow_sv
+    acc.ledgers.add(member_id)
 
 
 def _on_spend(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:

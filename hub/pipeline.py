@@ -19,53 +19,168 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import multiprocessing as mp
+import os
+import threading
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
+from hub.allowances import AllowancePolicy
 from hub.db import HubDatabase, Tx
-from hub.facts import Decoded
+from hub.facts import Decoded, decode
 from hub.ingest import ApplyResult, apply_facts
 from hub.tiers import TierRules
+from protocol.codec import CodecError
+from protocol.runtime import tune_gc
 
 log = logging.getLogger("membergate.hub.pipeline")
 
 MAX_GROUP_BATCHES = 8  # 8 x 500 events: one fsync for ~4,000 events under load
 MAX_QUEUED = 16  # decoded batches waiting for the database; beyond, the reader waits
+VALIDATING_AHEAD = 3  # batches in the validation workers' hands at once
+
+
+class Validators:
+    """Strict validation of uplink batches, in worker processes.
+
+    Validating an event with pydantic costs about as much as applying it, and both hold the
+    GIL, so in one process they take turns on one core. A worker process validates the next
+    batch (and reduces it to ``hub.facts``) while this process applies the previous one; what
+    comes back is plain tuples and bytes, cheap to unpickle. ``workers=0`` validates inline.
+    Workers are spawned, not forked: the hub has threads (database, MQTT) by the time they
+    start."""
+
+    def __init__(self, workers: int, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._pool: ProcessPoolExecutor | None = None
+        if workers > 0:
+            self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                                             initializer=_worker_init)
+
+    async def start(self) -> None:
+        if self._pool is not None:  # pay the worker's start (imports, schemas) now, not on
+            await asyncio.wrap_future(self._pool.submit(_warm))  # the first batch
+
+    async def decode(self, payload: bytes) -> Decoded:
+        """Raises ``CodecError`` (from the worker) for a payload the hub refuses."""
+        if self._pool is None:
+            return decode(payload, max_bytes=self.max_bytes)
+        return await asyncio.wrap_future(
+            self._pool.submit(partial(decode, payload, max_bytes=self.max_bytes)))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def _warm() -> bool:
+    return True
+
+
+def _worker_init() -> None:
+    tune_gc()
+    # A hub killed with SIGKILL cannot stop its workers, and a worker blocked waiting for work
+    # would outlive it; under systemd the unit's cgroup is killed whole, elsewhere this is it.
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 Applied = Callable[[list[ApplyResult]], Awaitable[None]]
 
 
+Refused = Callable[[str, str, str], Awaitable[None]]  # (store_id, reason, detail)
+
+
 class IngestPipeline:
-    """``put`` decoded batches; ``on_applied`` gets each group's results after its commit."""
+    """``submit`` raw uplink payloads; they are validated (several at once, by ``validators``),
+    refused through ``on_refused`` or applied in arrival order, and ``on_applied`` gets each
+    group's results after its commit. ``put`` takes an already validated batch."""
 
     def __init__(self, db: HubDatabase, tiers: TierRules | None, now_ms: Callable[[], int],
-                 on_applied: Applied, *, max_group: int = MAX_GROUP_BATCHES,
-                 max_queued: int = MAX_QUEUED) -> None:
+                 on_applied: Applied, *, allowance: AllowancePolicy | None = None,
+                 validators: Validators | None = None,
+                 on_refused: Refused | None = None, max_group: int = MAX_GROUP_BATCHES,
+                 max_queued: int = MAX_QUEUED, validating: int = VALIDATING_AHEAD) -> None:
         self.db = db
         self.tiers = tiers
+        self.allowance = allowance
         self.now_ms = now_ms
         self.on_applied = on_applied
+        self.on_refused = on_refused
+        self.validators = validators
         self.max_group = max_group
         self.group_sizes: list[int] = []  # batches per transaction, for the bench and status
         self._queue: asyncio.Queue[Decoded] = asyncio.Queue(max_queued)
-        self._task: asyncio.Task[None] | None = None
+        # Batches being validated, in arrival order: the worker always has the next one while
+        # this process unpickles the last, and order is kept by awaiting them in turn.
+        self._validating: asyncio.Queue[tuple[str, asyncio.Future[Decoded]]] = asyncio.Queue(
+            validating)
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> IngestPipeline:
-        self._task = asyncio.create_task(self._run(), name="hub-ingest")
+        self._tasks = [asyncio.create_task(self._run(), name="hub-ingest"),
+                       asyncio.create_task(self._in_order(), name="hub-validated")]
         return self
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
+        while not self._validating.empty():  # nothing left running for a closed hub
+            self._validating.get_nowait()[1].cancel()
+
+    async def submit(self, store_id: str, payload: bytes) -> None:
+        """Queue a payload from ``store_id``'s topic; waits while enough are being validated."""
+        assert self.validators is not None, "submit needs validators"
+        future = asyncio.ensure_future(self.validators.decode(payload))
+        await self._validating.put((store_id, future))
 
     async def put(self, item: Decoded) -> None:
         await self._queue.put(item)
 
     async def drained(self) -> None:
-        """Returns once everything put so far is applied and handed to ``on_applied``."""
+        """Returns once everything submitted or put so far is refused or applied and handed
+        to ``on_applied``."""
+        await self._validating.join()
         await self._queue.join()
+
+    async def _in_order(self) -> None:
+        while True:
+            store_id, future = await self._validating.get()
+            try:
+                decoded = await future
+            except CodecError as exc:
+                await self._refuse(store_id, exc.code, exc.message)
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a worker died: the store resends after its timeout
+                log.exception("validating a batch of store %s failed", store_id)
+                await self._refuse(store_id, "validation_failed", repr(exc))
+                continue
+            else:
+                if decoded.store_id != store_id:
+                    await self._refuse(store_id, "wrong_store",
+                                       f"batch for {decoded.store_id} on the topic of {store_id}")
+                    continue
+                await self._queue.put(decoded)
+            finally:
+                self._validating.task_done()
+
+    async def _refuse(self, store_id: str, reason: str, detail: str) -> None:
+        if self.on_refused is not None:
+            await self.on_refused(store_id, reason, detail)
 
     async def _run(self) -> None:
         while True:
@@ -83,10 +198,10 @@ class IngestPipeline:
                     self._queue.task_done()
 
     async def _apply(self, group: list[Decoded]) -> None:
-        tiers, now = self.tiers, self.now_ms()
+        tiers, allowance, now = self.tiers, self.allowance, self.now_ms()
 
         def apply_all(tx: Tx) -> list[ApplyResult]:
-            return [apply_facts(tx, d, now, tiers) for d in group]
+            return [apply_facts(tx, d, now, tiers, allowance) for d in group]
 
         try:
             results = await self.db.transaction(apply_all)

@@ -17,9 +17,8 @@ from typing import Any
 from hub import authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
-from hub.facts import decode as decode_uplink
 from hub.ingest import ApplyResult, record_refusal
-from hub.pipeline import IngestPipeline
+from hub.pipeline import IngestPipeline, Validators
 from hub.schema import migrate, next_counter
 from hub.tiers import recompute
 from protocol import topics
@@ -50,7 +49,10 @@ class HubService:
         self.gaps = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._notice = asyncio.Event()
-        self.pipeline = IngestPipeline(self.db, config.tiers, now_ms, self._applied)
+        self.validators = Validators(config.hub.validate_workers, config.hub.max_payload_bytes)
+        self.pipeline = IngestPipeline(self.db, config.tiers, now_ms, self._applied,
+                                       allowance=config.allowance, validators=self.validators,
+                                       on_refused=self._refuse)
         # The newest ack per store not yet published; a newer one replaces an older one, since
         # an ack is cumulative.
         self._acks: dict[str, Ack] = {}
@@ -77,6 +79,7 @@ class HubService:
         # Remembered before connecting, so it is in place before ``connected`` is ever set.
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
         await self.mqtt.__aenter__()
+        await self.validators.start()
         self.pipeline.start()
         self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
                        asyncio.create_task(self._publish_acks(), name="hub-acks"),
@@ -86,6 +89,7 @@ class HubService:
 
     async def close(self) -> None:
         await self.pipeline.close()
+        self.validators.close()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -154,17 +158,9 @@ class HubService:
         await self.db.transaction(lambda tx: record_refusal(tx, store_id, reason, detail))
 
     async def _events(self, store_id: str, payload: bytes) -> None:
-        try:
-            decoded = decode_uplink(payload, max_bytes=self.config.hub.max_payload_bytes)
-        except CodecError as exc:
-            await self._refuse(store_id, exc.code, exc.message)
-            return
-        if decoded.store_id != store_id:
-            await self._refuse(store_id, "wrong_store",
-                               f"batch for {decoded.store_id} on the topic of {store_id}")
-            return
-        # Applied and committed by the pipeline; acked by ``_applied`` after that.
-        await self.pipeline.put(decoded)
+        # Validated (a bad payload is refused), applied and committed by the pipeline, in
+        # arrival order; acked by ``_applied`` only after that.
+        await self.pipeline.submit(store_id, payload)
 
     async def _applied(self, results: list[ApplyResult]) -> None:
         """A group of batches is committed: count it, and only now let the stores prune."""

@@ -18,6 +18,10 @@ from protocol.money import MAX_AMOUNT
 
 Seq = Annotated[int, Field(strict=True, ge=0)]
 Epoch = Annotated[int, Field(strict=True, ge=1)]
+# A running total of grants (points or minor units) over a member's life at one store: it only
+# grows, so it may pass the bound of any single amount; 2**53 - 1 keeps it exact everywhere.
+MAX_CUMULATIVE = 2**53 - 1
+Cumulative = Annotated[int, Field(strict=True, ge=0, le=MAX_CUMULATIVE)]
 
 
 class _Message(BaseModel):
@@ -46,13 +50,27 @@ class StoreShare(_Message):
     sv_bonus: SignedAmount
 
 
+class StoreGrant(_Message):
+    """What the hub has granted one store to let this member spend offline, in total so far.
+
+    Both figures are cumulative (standing allowances and online authorisations together) and
+    only ever grow, so a store can take the larger of any two it has seen, whatever order they
+    arrived in. What the store may still spend is this minus what it has spent itself.
+    """
+
+    store_id: StoreId
+    points_granted: Cumulative
+    sv_granted: Cumulative
+
+
 class MemberEntry(_Message):
     """A member as the hub knows it after merging every store.
 
     ``shares`` lets a store show hub balance + its own local ledger without counting its own
     acknowledged events twice: it adds the other stores' shares to what its own ledger says.
     ``merged_into`` is set on an alias: the member was merged into another (same phone
-    registered in two stores); its cards and code now identify that member.
+    registered in two stores); its cards and code now identify that member. ``grants`` are the
+    offline allowances the hub has granted stores for this member (each store uses its own).
     """
 
     member_id: Id
@@ -67,6 +85,7 @@ class MemberEntry(_Message):
     merged_into: Id | None = None
     aliases: list[Id] = Field(default_factory=list, max_length=50)
     shares: list[StoreShare] = Field(default_factory=list, max_length=500)
+    grants: list[StoreGrant] = Field(default_factory=list, max_length=500)
 
 
 class DirectoryRequest(_Message):
@@ -163,3 +182,8 @@ class RpcReply(_Message):
     member: MemberEntry | None = None
     granted_points: Annotated[int, Field(strict=True, ge=0)] = 0
     granted_stored_value: Annotated[int, Field(strict=True, ge=0)] = 0
+    # After an authorisation: the store's cumulative grant for the member (as in
+    # ``StoreGrant``), so the store can fold it in idempotently whatever the directory said.
+    # 0 from a hub that predates standing allowances.
+    points_granted_total: Cumulative = 0
+    sv_granted_total: Cumulative = 0

@@ -12,12 +12,27 @@ from hub.bench import make_workload
 from hub.db import HubDatabase, Tx
 from hub.facts import Decoded, decode
 from hub.ingest import ApplyResult, apply_facts
-from hub.pipeline import IngestPipeline
+from hub.pipeline import Applied, IngestPipeline
 from protocol.codec import DEFAULT_MAX_BYTES
 
 
 def _now() -> int:
     return 1_700_000_000_000
+
+
+async def _queued_then_run(db: HubDatabase, applied: Applied, payloads: list[bytes]
+                           ) -> IngestPipeline:
+    """Every batch validated and queued before the pipeline's worker runs (it finds them all
+    waiting), then run until drained."""
+    pipe = IngestPipeline(db, None, _now, applied, max_group=8, max_queued=64)
+    for payload in payloads:
+        await pipe.put(decode(payload, max_bytes=DEFAULT_MAX_BYTES))
+    pipe.start()
+    try:
+        await asyncio.wait_for(pipe.drained(), 60)
+    finally:
+        await pipe.close()
+    return pipe
 
 
 async def test_queued_batches_commit_together_and_are_acked_after(hub_db: HubDatabase) -> None:
@@ -31,14 +46,7 @@ async def test_queued_batches_commit_together_and_are_acked_after(hub_db: HubDat
             lambda tx: int(tx.scalar("SELECT count(*) FROM events", default=0))))
         seen.append(results)
 
-    pipe = IngestPipeline(hub_db, None, _now, applied, max_group=8, max_queued=64)
-    for payload in work.payloads:  # queued before the worker runs: it finds them waiting
-        await pipe.put(decode(payload, max_bytes=DEFAULT_MAX_BYTES))
-    pipe.start()
-    try:
-        await asyncio.wait_for(pipe.drained(), 60)
-    finally:
-        await pipe.close()
+    pipe = await _queued_then_run(hub_db, applied, work.payloads)
     assert sum(r.applied for group in seen for r in group) == 2_000
     assert pipe.group_sizes and max(pipe.group_sizes) == 8  # grouped, never beyond the cap
     assert sum(pipe.group_sizes) == len(work.payloads)
@@ -66,16 +74,42 @@ async def test_a_failing_batch_is_retried_alone_and_the_rest_still_apply(
         for r in results:
             acked[r.ack.store_id] = r.ack.seq
 
-    pipe = IngestPipeline(hub_db, None, _now, applied, max_group=8, max_queued=64)
-    for payload in work.payloads:
-        await pipe.put(decode(payload, max_bytes=DEFAULT_MAX_BYTES))
-    pipe.start()
-    try:
-        await asyncio.wait_for(pipe.drained(), 60)
-    finally:
-        await pipe.close()
+    await _queued_then_run(hub_db, applied, work.payloads)
     # S002 is never acked (it resends later); S001 and S003 are whole, nothing of S002 stayed.
     assert acked == {"S001": 200, "S003": 200}
     stores = await hub_db.transaction(lambda tx: dict(tx.all(
         "SELECT store_id, count(*) FROM events GROUP BY store_id")))
     assert stores == {"S001": 200, "S003": 200}
+
+
+async def test_submitted_payloads_are_validated_in_a_worker_refused_or_applied_in_order(
+        hub_db: HubDatabase) -> None:
+    from hub.pipeline import Validators
+
+    work = make_workload(2, 400, batch_events=100)  # S001 and S002, 2 batches each
+    refusals: list[tuple[str, str]] = []
+    acks: list[tuple[str, int]] = []
+
+    async def applied(results: list[ApplyResult]) -> None:
+        acks.extend((r.ack.store_id, r.ack.seq) for r in results)
+
+    async def refused(store_id: str, reason: str, detail: str) -> None:
+        refusals.append((store_id, reason))
+
+    validators = Validators(1, DEFAULT_MAX_BYTES)
+    await validators.start()
+    pipe = IngestPipeline(hub_db, None, _now, applied, validators=validators,
+                          on_refused=refused).start()
+    try:
+        await pipe.submit("S001", b"\xc1 not msgpack")  # refused in the worker: malformed
+        await pipe.submit("S002", work.payloads[0])  # S001's batch on S002's topic
+        for store, payload in zip(work.stores, work.payloads, strict=True):
+            await pipe.submit(store, payload)
+        await asyncio.wait_for(pipe.drained(), 60)
+    finally:
+        await pipe.close()
+        validators.close()
+    assert refusals == [("S001", "malformed"), ("S002", "wrong_store")]
+    # Each store's batches applied in the order they arrived (a gap would show as resend).
+    assert [a for a in acks if a[0] == "S001"] == [("S001", 100), ("S001", 200)]
+    assert [a for a in acks if a[0] == "S002"] == [("S002", 100), ("S002", 200)]

@@ -1,0 +1,278 @@
+"""Standing offline allowances: the hub grants each store an allowance per member, tops it up.
+
+A store lets a member spend points and stored value offline only within what the hub has granted
+that store for the member: an escrow, held back from every other store. Besides what a store
+asks for online (``hub.authority.authorize``), the hub hands out standing allowances by itself,
+so a store already holds what a member usually spends there before it is cut off:
+
+- **which stores**: the member's home store and every store holding a share row for the member
+  (a store where the member has had ledger activity) — the member's *active* stores;
+- **how much**: each active store's outstanding grant is topped up to the target
+  ``t = min(cap, floor(fraction * balance / active stores))``, ``cap`` being ``max_points`` or
+  ``max_stored_value``; the rest of the balance stays free for online authorisation;
+- **out of what**: never more than is free, ``free = balance - sum over all stores of
+  outstanding`` — the one rule online authorisation uses too (``Ledger.free``);
+- **when**: for the members a batch touched, in the batch's transaction after its ledger
+  effects (``refresh``); for every member on demand (``refresh_all``).
+
+The books, per member, store and dimension (points; stored value = principal + bonus), in the
+``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
+``spent`` is that store's acknowledged spending (``escrow_used`` says what counts), and
+``outstanding = max(0, granted - spent)`` is what the store may still spend of it.
+
+**Guarantee.** Every grant is made out of ``free``: at grant time the sum of outstanding escrow
+over all stores never exceeds the member's balance. If the sum was within the balance before a
+grant it is within it after; if it was not (the member spent beyond escrow, e.g. under a store's
+configured default before that store heard of any grant), nothing is granted. Spending within
+escrow lowers the balance and the spending store's outstanding by the same amount, and earning
+raises only the balance, so between grants the sum stays within the balance as well.
+``tests/hub/test_allowances.py`` checks this over random sequences of earning, spending and
+online authorisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import lru_cache
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.db import Tx
+from hub.schema import next_counter
+from protocol.events import (
+    MAX_POINTS,
+    PointsAdjusted,
+    PointsRedeemed,
+    StoredValueRefunded,
+    StoredValueSpent,
+)
+from protocol.money import MAX_AMOUNT
+
+CHUNK = 500  # member ids per ``IN (...)``: well under SQLite's and PostgreSQL's limits
+POINTS, STORED_VALUE = 0, 1
+
+
+class AllowancePolicy(BaseModel):
+    """``[allowance]`` in the hub config: how much of a member's balance stands at stores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # At most this share of a member's balance is handed out as standing allowances; the rest
+    # stays for online authorisation.
+    fraction: float = Field(0.5, ge=0, le=1)
+    max_points: int = Field(5_000, ge=0, le=MAX_POINTS)  # per member and store
+    max_stored_value: int = Field(50_000, ge=0, le=MAX_AMOUNT)  # minor units
+
+    def target(self, dimension: int, balance: int, stores: int) -> int:
+        """What each of ``stores`` active stores should have outstanding."""
+        if not self.enabled or balance <= 0 or stores <= 0:
+            return 0
+        num, den = _ratio(self.fraction)
+        cap = self.max_points if dimension == POINTS else self.max_stored_value
+        return min(cap, balance * num // (den * stores))
+
+
+@lru_cache(maxsize=16)
+def _ratio(fraction: float) -> tuple[int, int]:
+    """``fraction`` as an exact ratio of its decimal digits: 0.1 is one tenth, not the binary
+    float nearest to it, so shares are rounded down exactly as written."""
+    exact = Fraction(str(fraction))
+    return exact.numerator, exact.denominator
+
+
+@dataclass
+class Ledger:
+    """One member's escrow books in one dimension (points, or stored value)."""
+
+    balance: int = 0
+    granted: dict[str, int] = field(default_factory=dict)  # store -> cumulative grant
+    spent: dict[str, int] = field(default_factory=dict)  # store -> acknowledged spending
+
+    def outstanding(self, store_id: str) -> int:
+        return max(0, self.granted.get(store_id, 0) - self.spent.get(store_id, 0))
+
+    def held(self) -> int:
+        """Everything held back for stores: the sum of their outstanding grants."""
+        spent = self.spent
+        return sum(max(0, g - spent.get(s, 0)) for s, g in self.granted.items())
+
+    def free(self) -> int:
+        """What may still be granted to any store (negative: more is held than the balance)."""
+        return self.balance - self.held()
+
+    def hold_more(self, store_id: str, amount: int) -> int:
+        """Make ``store_id``'s outstanding grant ``amount`` larger; returns what its cumulative
+        grant grows by. Callers take ``amount`` out of ``free`` first.
+
+        A store that spent more than it was granted (under its configured default, before it
+        heard of any grant) is not held to that overdraft: the spending is already out of the
+        balance. Its grant grows past what it spent first, so what it is granted now is what it
+        can spend — whether it adds the grant to its limit (a store that predates standing
+        allowances) or takes the hub's cumulative figure as its limit."""
+        if amount <= 0:
+            return 0
+        granted, spent = self.granted.get(store_id, 0), self.spent.get(store_id, 0)
+        grow = max(0, spent - granted) + amount
+        self.granted[store_id] = granted + grow
+        return grow
+
+
+@dataclass
+class MemberBooks:
+    member_id: str
+    home_store: str | None = None  # None: no such member, or merged into another
+    share_stores: set[str] = field(default_factory=set)
+    points: Ledger = field(default_factory=Ledger)
+    stored_value: Ledger = field(default_factory=Ledger)
+
+    def active_stores(self) -> list[str]:
+        """Home store first, then the others by id: the order scarce balance is handed out."""
+        if self.home_store is None:
+            return []
+        return [self.home_store, *sorted(self.share_stores - {self.home_store})]
+
+    def ledger(self, dimension: int) -> Ledger:
+        return self.points if dimension == POINTS else self.stored_value
+
+
+# A member's home store, shares and grants in one statement (one round trip on PostgreSQL):
+# ``kind`` says which table a row comes from.
+_BOOKS = (
+    "SELECT 0, member_id, home_store, 0, 0, 0, 0 FROM members"
+    " WHERE member_id IN ({marks}) AND merged_into IS NULL"
+    " UNION ALL SELECT 1, member_id, store_id, points, sv_principal + sv_bonus, 0, 0 FROM shares"
+    " WHERE member_id IN ({marks})"
+    " UNION ALL SELECT 2, member_id, store_id, points_granted, points_spent, sv_granted,"
+    " sv_spent FROM grants WHERE member_id IN ({marks})")
+
+
+def load(tx: Tx, member_ids: Collection[str]) -> dict[str, MemberBooks]:
+    """The escrow books of ``member_ids`` (every id gets an entry): one query per 500."""
+    ids = sorted(set(member_ids))
+    books = {m: MemberBooks(m) for m in ids}
+    for i in range(0, len(ids), CHUNK):
+        chunk = ids[i:i + CHUNK]
+        sql = _BOOKS.format(marks=", ".join("?" * len(chunk)))
+        for kind, mid, store, a, b, c, d in tx.all(sql, chunk * 3):
+            m = books[mid]
+            if kind == 0:
+                m.home_store = store
+            elif kind == 1:
+                m.share_stores.add(store)
+                m.points.balance += int(a)
+                m.stored_value.balance += int(b)
+            else:
+                m.points.granted[store], m.points.spent[store] = int(a), int(b)
+                m.stored_value.granted[store], m.stored_value.spent[store] = int(c), int(d)
+    return books
+
+
+def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, int]]:
+    """What to add to each active store's cumulative grant (points, stored value); updates
+    ``books`` as it goes. Only ever out of ``free`` (see the module's guarantee)."""
+    stores = books.active_stores()
+    if not policy.enabled or not stores:
+        return {}
+    out: dict[str, list[int]] = {}
+    for dim in (POINTS, STORED_VALUE):
+        ledger = books.ledger(dim)
+        target = policy.target(dim, ledger.balance, len(stores))
+        if target <= 0:
+            continue
+        free = ledger.free()
+        for store in stores:
+            if free <= 0:
+                break
+            held = ledger.outstanding(store)
+            if held >= target:
+                continue
+            add = min(target - held, free)
+            free -= add
+            out.setdefault(store, [0, 0])[dim] += ledger.hold_more(store, add)
+    return {s: (p, sv) for s, (p, sv) in out.items()}
+
+
+_ADD_GRANT = (
+    "INSERT INTO grants(member_id, store_id, points_granted, sv_granted) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT(member_id, store_id) DO UPDATE SET"
+    " points_granted = grants.points_granted + excluded.points_granted,"
+    " sv_granted = grants.sv_granted + excluded.sv_granted")
+
+
+def add_grants(tx: Tx, rows: Iterable[tuple[str, str, int, int]]) -> None:
+    """Add ``(member_id, store_id, points, stored_value)`` to the stores' cumulative grants."""
+    tx.executemany(_ADD_GRANT, rows)
+
+
+def refresh(tx: Tx, policy: AllowancePolicy, member_ids: Collection[str]) -> set[str]:
+    """Top up the standing allowances of ``member_ids``; returns the members whose grants
+    changed (their directory entries must get a new change number so stores catch up).
+
+    Runs in the batch's transaction after its ledger effects; a constant number of statements
+    per 500 members (one read and one ``executemany``).
+    """
+    if not policy.enabled or not member_ids:
+        return set()
+    rows: list[tuple[str, str, int, int]] = []
+    changed: set[str] = set()
+    for mid, books in load(tx, member_ids).items():
+        for store, (points, sv) in top_up(policy, books).items():
+            rows.append((mid, store, points, sv))
+            changed.add(mid)
+    add_grants(tx, rows)
+    return changed
+
+
+def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
+    """``refresh`` every live member (after ``rebuild``, a policy change, or on demand) and give
+    the changed ones a new change number; returns them."""
+    ids = [str(r[0]) for r in tx.all(
+        "SELECT member_id FROM members WHERE merged_into IS NULL ORDER BY member_id")]
+    changed: set[str] = set()
+    for i in range(0, len(ids), CHUNK):
+        changed |= refresh(tx, policy, ids[i:i + CHUNK])
+    mark_changed(tx, changed)
+    return changed
+
+
+def mark_changed(tx: Tx, member_ids: Collection[str]) -> None:
+    """Give ``member_ids`` new directory change numbers (as ingest does for a batch)."""
+    if not member_ids:
+        return
+    last = next_counter(tx, "member_change", len(member_ids))
+    tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
+                   [(last - i, m) for i, m in enumerate(sorted(member_ids))])
+
+
+def escrow_used(body: object) -> tuple[int, int]:
+    """What an event uses up of its store's escrow for its member, as (points, stored value);
+    negative when a refund gives it back. Mirrors ``edge.allowance`` (``consume`` on a sale,
+    ``give_back`` on a refund), so the hub's ``spent`` is the acknowledged part of the store's
+    own ``used``."""
+    if isinstance(body, PointsRedeemed):
+        return body.points, 0
+    if isinstance(body, StoredValueSpent):
+        return 0, body.principal + body.bonus
+    if isinstance(body, PointsAdjusted) and body.reason == "refund_return":
+        return -body.delta, 0
+    if isinstance(body, StoredValueRefunded):
+        return 0, -(body.principal + body.bonus)
+    return 0, 0
+
+
+_ADD_SPENT = (
+    "INSERT INTO grants(member_id, store_id, points_spent, sv_spent) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT(member_id, store_id) DO UPDATE SET"
+    " points_spent = grants.points_spent + excluded.points_spent,"
+    " sv_spent = grants.sv_spent + excluded.sv_spent")
+
+
+def record_spent(tx: Tx, spent: Mapping[tuple[str, str], Sequence[int]]) -> None:
+    """Add a batch's acknowledged spending ``{(member_id, store_id): (points, stored value)}``
+    (sums of ``escrow_used``) to the stores' books — also where the hub has granted nothing
+    yet, so ``spent`` counts all the store's spending, as the store's ``used`` does."""
+    tx.executemany(_ADD_SPENT, [(m, s, int(v[0]), int(v[1])) for (m, s), v in spent.items()
+                                if v[0] or v[1]])
