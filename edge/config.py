@@ -91,7 +91,9 @@ class SyncSection(_Section):
     hub_public_key: str | None = None
     batch_max_events: int = Field(500, ge=1, le=5000)
     batch_max_bytes: int = Field(512 * 1024, ge=1024, le=1024 * 1024)
-    window_batches: int = Field(4, ge=1, le=64)  # batches in flight before an ack
+    # Batches in flight before an ack: enough that the hub always has the next ones queued
+    # (it commits what queued up together); at most 16 x 512 KiB resent after a reconnect.
+    window_batches: int = Field(16, ge=1, le=64)
     ack_timeout_s: float = Field(10.0, gt=0)  # no ack progress for this long: resend
     status_interval_s: float = Field(15.0, gt=0)
 
