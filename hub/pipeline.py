@@ -1,17 +1,24 @@
-"""The uplink's way through the hub: decode on the event loop, apply in groups on the database
-thread, ack after commit.
+"""The uplink's way through the hub: validated in worker processes, applied in groups on the
+database thread, acked after commit.
 
-Two things make this faster than taking batches one at a time, without giving up any
+Three things make this faster than taking batches one at a time, without giving up any
 guarantee:
 
-* Overlap: while the database thread applies and commits (SQLite's fsync and statement work
-  release the GIL), the loop already decodes and validates the next batches.
+* Two cores: strict validation (pydantic) of the next batches runs in a worker process
+  (``Validators``) while this process applies the previous ones; each batch comes back reduced
+  to flat ``hub.facts``. Results are taken in arrival order, so a store's batches are applied in
+  the order they came, and a batch the codec refuses is reported in that order too.
+* Overlap: SQLite's statement work and fsync release the GIL, so this process's event loop keeps
+  reading the broker meanwhile.
 * Group commit: the batches that queued up meanwhile are applied in one transaction, so the
   fsync a commit costs is paid once per group instead of once per batch. Every batch is still
   applied whole and in arrival order, and no ack leaves before the commit that holds it.
 
 If a group's transaction fails, nothing of it is kept and its batches are applied again one
 transaction each, so one batch that cannot be applied does not hold back the others.
+
+Workers are spawned: a script that starts a hub needs the usual ``if __name__ == "__main__":``
+guard (the console scripts and ``python -m hub.cli`` have it).
 """
 
 from __future__ import annotations
