@@ -399,7 +399,8 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                 except Exception as exc:
                     result["drain"] = f"failed: {_why(exc)}"
                 else:
-                    result["drain"] = "ok: edge SyncClient -> Mosquitto -> HubService (SQLite)"
+                    result["drain"] = ("ok: store process (membergate-edge run) -> Mosquitto"
+                                       " -> HubService (SQLite)")
                     result.update(drain)
         else:
             result["drain"] = "skipped: --drain-events 0"

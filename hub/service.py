@@ -47,6 +47,8 @@ class HubService:
         self.applied_events = 0
         self.duplicate_events = 0
         self.gaps = 0
+        self.received_batches = 0  # uplink event payloads taken off the broker
+        self.first_batch_at: float = 0.0  # perf_counter of the first (for the drain bench)
         self._tasks: list[asyncio.Task[None]] = []
         self._notice = asyncio.Event()
         self.validators = Validators(config.hub.validate_workers, config.hub.max_payload_bytes)
@@ -158,6 +160,9 @@ class HubService:
         await self.db.transaction(lambda tx: record_refusal(tx, store_id, reason, detail))
 
     async def _events(self, store_id: str, payload: bytes) -> None:
+        if not self.received_batches:
+            self.first_batch_at = time.perf_counter()
+        self.received_batches += 1
         # Validated (a bad payload is refused), applied and committed by the pipeline, in
         # arrival order; acked by ``_applied`` only after that.
         await self.pipeline.submit(store_id, payload)

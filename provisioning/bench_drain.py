@@ -2,9 +2,10 @@
 
 Lives here, not in ``hub``, because it composes both sides (as ``demo_fleet`` does): a real edge
 store database with ``events`` outbox rows written by edge code (``outbox.append``, one
-transaction), a private Mosquitto on a free port, a ``HubService`` on SQLite, and the edge's own
-``SyncClient``. The figure is the time from starting the sync client until it holds the hub's
-ack of the last event. The floor beside it, measured in the same run on the same broker: the
+transaction), a private Mosquitto on a free port, a ``HubService`` on SQLite, and the store
+itself as its own process (``membergate-edge run`` with ``[sync]``), as on its own box. The
+figure is the time from the store's first batch at the hub until the store holds the hub's ack
+of its last event. The floor beside it, measured in the same run on the same broker: the
 same batches published the way the sync client publishes them (one at a time, each awaiting its
 PUBACK) to a subscriber that does nothing with them.
 """
@@ -18,6 +19,7 @@ import os
 import socket
 import sqlite3
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,7 @@ from pydantic import TypeAdapter
 from edge import outbox, uplink
 from edge.config import EdgeConfig, SyncSection
 from edge.service import EdgeService
-from edge.sync import SyncClient
+from edge.sync import ACK_KEY
 from hub.bench import store_bodies
 from hub.config import HubConfig
 from hub.service import HubService
@@ -171,16 +173,17 @@ async def run_drain(events: int, root: Path, *, seed: int = 1,
 
 async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
                  limit_s: float) -> dict[str, Any]:
-    (root / "edge").mkdir(parents=True, exist_ok=True)
+    edge_dir = root / "edge"
+    edge_dir.mkdir(parents=True, exist_ok=True)
+    db_path = edge_dir / "edge.db"
+    sync_cfg = SyncSection(broker_host=broker.host, broker_port=broker.port)
     config = EdgeConfig.model_validate({
         "store": {"store_id": STORE_ID, "store_number": 1},
-        "database": {"path": str(root / "edge" / "edge.db")},
+        "database": {"path": str(db_path)},
         "api": {"host": "127.0.0.1", "port": 0},
-        "sync": {"broker_host": broker.host, "broker_port": broker.port},
     })
-    # Started without [sync] so the backlog is written before anything is sent; the sync
-    # client is started (and timed) on its own below, with the [sync] section above.
-    service = EdgeService(config.model_copy(update={"sync": SyncSection()}))
+    # The backlog is written before anything is sent, by the store's own code, with no sync.
+    service = EdgeService(config)
     await service.start()
     out: dict[str, Any] = {}
     try:
@@ -188,39 +191,69 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
         last = await service.db.write(lambda conn: _seed(conn, service, events, seed))
         out["drain_seed_s"] = round(time.perf_counter() - t, 1)
         epoch = service.context.epoch
-        payloads = await service.db.read(lambda conn: _all_batches(conn, epoch, config.sync))
-        floor_s = await _transport_floor(broker.host, broker.port, payloads)
-
-        hub_cfg = HubConfig.model_validate({
-            "hub": {"database": str(root / "hub" / "hub.db"), "data_dir": str(root / "hub")},
-            "broker": {"host": broker.host, "port": broker.port},
-        })
-        async with HubService(hub_cfg) as hub:
-            assert hub.mqtt is not None
-            await hub.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
-            start = time.perf_counter()
-            sync = await SyncClient(service, config.sync).start()
-            service.sync = sync  # closed with the service
-            deadline = start + limit_s
-            while sync.acked < last:
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"drain: acked {sync.acked} of {last} after {limit_s} s")
-                await asyncio.sleep(0.002)
-            drain_s = time.perf_counter() - start
-            if hub.applied_events != events:
-                raise RuntimeError(f"drain: hub applied {hub.applied_events} of {events}")
-            out.update({
-                "drain_events_per_s": round(events / drain_s, 1),
-                "drain_s": round(drain_s, 2),
-                "drain_transport_floor_events_per_s": round(events / floor_s, 1),
-                "drain_vs_transport": round(floor_s / drain_s, 3),
-                "drain_batches": len(payloads),
-                "drain_sent_batches": sync.sent_batches,
-                "drain_duplicates": hub.duplicate_events,
-                "drain_gaps": hub.gaps,
-            })
-            service.sync = None
-            await sync.close()  # the store's link goes before the hub it talks to
+        payloads = await service.db.read(lambda conn: _all_batches(conn, epoch, sync_cfg))
     finally:
         await service.close()
+    floor_s = await _transport_floor(broker.host, broker.port, payloads)
+
+    hub_cfg = HubConfig.model_validate({
+        "hub": {"database": str(root / "hub" / "hub.db"), "data_dir": str(root / "hub")},
+        "broker": {"host": broker.host, "port": broker.port},
+    })
+    # The store runs as its own process (``membergate-edge run`` with [sync]), as it would on
+    # its own box: store and hub do not share an interpreter (or a GIL) here either.
+    edge_toml = edge_dir / "edge.toml"
+    edge_toml.write_text(
+        f'[store]\nstore_id = "{STORE_ID}"\nstore_number = 1\n'
+        f'[database]\npath = "{db_path}"\n[api]\nhost = "127.0.0.1"\nport = 0\n'
+        f'[sync]\nbroker_host = "{broker.host}"\nbroker_port = {broker.port}\n',
+        encoding="utf-8")
+    async with HubService(hub_cfg) as hub:
+        assert hub.mqtt is not None
+        await hub.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
+        log_file = (edge_dir / "edge.log").open("w", encoding="utf-8")
+        store = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-m", "edge.cli", "--config", str(edge_toml), "--log-level",
+             "WARNING", "run"], stdout=subprocess.DEVNULL, stderr=log_file)
+        try:
+            deadline = time.perf_counter() + limit_s + 60
+            # The clock starts with the store's first batch at the hub (not with the store
+            # process's start-up) and stops when the store holds the ack of its last event.
+            while hub.received_batches == 0:
+                if store.poll() is not None or time.perf_counter() > deadline:
+                    raise RuntimeError(f"drain: the store sent nothing (exit {store.poll()})")
+                await asyncio.sleep(0.001)
+            start = hub.first_batch_at
+            acked = 0
+            with contextlib.closing(sqlite3.connect(db_path, timeout=5)) as peek:
+                while acked < last:
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"drain: acked {acked} of {last} after {limit_s} s")
+                    await asyncio.sleep(0.002)
+                    row = peek.execute("SELECT value FROM meta WHERE key = ?",
+                                       (ACK_KEY.format(epoch=epoch),)).fetchone()
+                    acked = int(row[0]) if row else 0
+            drain_s = time.perf_counter() - start
+        finally:
+            store.terminate()
+            try:
+                store.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                store.kill()
+                store.wait()
+            log_file.close()
+        if hub.applied_events != events:
+            raise RuntimeError(f"drain: hub applied {hub.applied_events} of {events}")
+        out.update({
+            "drain_events_per_s": round(events / drain_s, 1),
+            "drain_s": round(drain_s, 2),
+            "drain_transport_floor_events_per_s": round(events / floor_s, 1),
+            "drain_vs_transport": round(floor_s / drain_s, 3),
+            "drain_batches": len(payloads),
+            "drain_received_batches": hub.received_batches,
+            "drain_duplicates": hub.duplicate_events,
+            "drain_gaps": hub.gaps,
+            "drain_store": "separate process (membergate-edge run)",
+        })
     return out
