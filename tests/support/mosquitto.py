@@ -35,7 +35,14 @@ class Mosquitto:
         port: int | None = None,
         acl: list[str] | None = None,
         passwords: dict[str, str] | None = None,
+        include_dir: Path | None = None,
     ) -> None:
+        """``include_dir``: a directory of ``*.conf`` files (as ``membergate-provision broker``
+        writes) that bring the listener (on ``127.0.0.1:port``, so ``port`` is required),
+        ``allow_anonymous``, ``password_file`` and ``acl_file``; ``acl`` and ``passwords``
+        are then not taken."""
+        if include_dir is not None and (port is None or acl is not None or passwords):
+            raise ValueError("include_dir needs port, and brings its own acl and passwords")
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -44,12 +51,15 @@ class Mosquitto:
         self.log_file = self.dir / "mosquitto.log"
         self._stderr = self.dir / "mosquitto.stderr"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._write_config(acl, passwords)
+        self._write_config(acl, passwords, include_dir)
 
-    def _write_config(self, acl: list[str] | None, passwords: dict[str, str] | None) -> None:
-        lines = [
+    def _write_config(self, acl: list[str] | None, passwords: dict[str, str] | None,
+                      include_dir: Path | None = None) -> None:
+        lines = [] if include_dir is not None else [
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if passwords else 'true'}",
+        ]
+        lines += [
             "persistence false",
             "max_queued_messages 100000",  # default 1000 drops QoS 1 for a slow test subscriber
             f"log_dest file {self.log_file}",
@@ -71,6 +81,8 @@ class Mosquitto:
             acl_file = self.dir / "acl"
             acl_file.write_text("\n".join(acl) + "\n")
             lines.append(f"acl_file {acl_file}")
+        if include_dir is not None:
+            lines.append(f"include_dir {Path(include_dir).absolute()}")
         self.conf.write_text("\n".join(lines) + "\n")
 
     @property

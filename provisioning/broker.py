@@ -1,0 +1,586 @@
+"""``membergate-provision broker``: Mosquitto credentials and an ACL for a fleet of stores.
+
+From a fleet file (TOML, below) it writes, into ``--out DIR``::
+
+    broker/passwd           Mosquitto password file, hashed by the real ``mosquitto_passwd``  0600
+    broker/acl              Mosquitto ACL file: one ``user`` block per MQTT username          0600
+    broker/membergate.conf  the mosquitto.conf lines to include (listener, no anonymous, files)
+    hub/broker.toml         the hub's ``[broker]`` username and password                      0600
+    stores/<store_id>.toml  one per store: its ``[sync]`` username and password               0600
+
+so that each store box is given only its own file. The fleet file::
+
+    [broker]                            # all optional
+    host = "hub.example.internal"       # what stores and hub dial; written into their snippets
+    port = 1883                         # the listener's port (and the one they dial)
+    bind = "0.0.0.0"                    # the listener's address; unset: every interface
+    config_dir = "/etc/mosquitto/membergate"  # where passwd and acl will live on the broker
+
+    [hub]
+    username = "membergate-hub"         # required
+    # password = "..."                  # optional: a password to keep; otherwise a new one
+
+    [[stores]]
+    store_id = "S001"                   # as in the store's edge.toml [store] store_id
+    region = "east"                     # as in its [store] region: the region campaigns it reads
+    # name = "Nanjing Road"             # optional, a comment in the output
+    # username = "S001"                 # optional: the MQTT username (default: the store id)
+    # password = "..."                  # optional, as for the hub
+
+Generated passwords are 32 characters from ``secrets.token_urlsafe`` (192 bits). Passwords given
+in the file must be 16 to 128 printable characters without ``:`` (``mosquitto_passwd -U`` ends a
+password at the first ``:``) and without surrounding spaces. With ``--force`` into a directory
+made before, the passwords already issued there (read from ``hub/broker.toml`` and
+``stores/*.toml``) are kept for the same usernames, so adding a store does not lock out the
+others; ``--rotate`` issues new ones to everybody whose password is not in the fleet file.
+
+Design choices:
+
+* **Explicit ``user`` blocks, no ``pattern`` lines.** A ``pattern`` rule with ``%u`` would force
+  username == store id, and it cannot express the one per-store fact the ACL needs beyond the id:
+  the store's region (a store may read ``mg/v1/region/<its region>/campaigns`` and no other region).
+  With one block per username, the username is free (``S001``, ``store-S001``, a new name when
+  credentials are replaced) while the topics still follow the store id; a pattern line would
+  also apply to every login, the hub's included. Each block says exactly what that login may do,
+  which is what one audits. The price: adding a store means regenerating the ACL and reloading
+  Mosquitto (SIGHUP) — which a new password needs anyway.
+* The hub may read every store's uplink and write every store's downlink, the fleet campaign and
+  directory topics, and the campaign topic of each region in the fleet. A store may write only
+  under ``mg/v1/store/<its id>/up/`` and read only its own ``down/`` subtree, the fleet topics and
+  its region's campaigns. Nobody is granted ``$SYS`` or anything else.
+* ``use_username_as_clientid true``: Mosquitto lets a new connection with a client id that is
+  in use take over that session (the old connection is closed). Without this, any store could
+  connect with the hub's client id and keep knocking the hub off the broker. With it, the
+  client id is the username, so a login can only ever displace itself (and a client without a
+  username is refused, whatever ``allow_anonymous`` says). The consequence: one
+  connection per username at a time (the hub already uses one fixed client id, so a
+  ``membergate-hub push-campaigns`` beside a running hub displaced it before too).
+* MQTT passwords travel in clear text over a plain listener, and ``protocol.mqtt`` has no TLS yet:
+  keep the listener on a private network or VPN between the stores and the broker.
+
+This is for an external Mosquitto (the hub's ``[broker] host`` set); the hub's embedded amqtt
+broker has no per-store credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from protocol import topics
+
+# The same rule as ``edge.config.StoreSection.store_id`` and ``protocol.topics`` (store ids and
+# regions are topic levels).
+TOPIC_ID = r"^[A-Za-z0-9_-]{1,32}$"
+USERNAME = r"^[A-Za-z0-9_.-]{1,64}$"
+MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
+PASSWORD_CHARS = 24  # bytes of randomness: 32 characters of token_urlsafe
+
+CONF_NAME = "membergate.conf"
+SECRET_MODE = 0o600
+DIR_MODE = 0o700
+PLAIN_MODE = 0o644
+
+
+class FleetError(ValueError):
+    """The fleet file or the output directory is not usable; nothing has been written."""
+
+
+class ProvisionError(RuntimeError):
+    """Generating failed (``mosquitto_passwd`` missing or failing); nothing has been written."""
+
+
+def _check_password(v: str | None) -> str | None:
+    if v is None:
+        return v
+    if not 16 <= len(v) <= 128:
+        raise ValueError("a password must have 16 to 128 characters")
+    if ":" in v:
+        raise ValueError("a password cannot contain ':' (mosquitto_passwd -U would cut it there)")
+    if v != v.strip() or not v.isprintable():
+        raise ValueError("a password must be printable, without surrounding spaces")
+    return v
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BrokerEntry(_Model):
+    host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
+    port: int = Field(1883, ge=1, le=65535)
+    bind: str | None = Field(None, pattern=r"^[^\s#]+$")
+    config_dir: str = Field("/etc/mosquitto/membergate", pattern=r"^/[^\s#]*$")
+
+
+class HubEntry(_Model):
+    username: str = Field(pattern=USERNAME)
+    password: str | None = None
+
+    _password = field_validator("password")(_check_password)
+
+
+class StoreEntry(_Model):
+    store_id: str = Field(pattern=TOPIC_ID)
+    region: str = Field(pattern=TOPIC_ID)
+    name: str | None = Field(None, max_length=200)
+    username: str | None = Field(None, pattern=USERNAME)
+    password: str | None = None
+
+    _password = field_validator("password")(_check_password)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not v.isprintable():
+            raise ValueError("a name must be printable (it becomes a comment line in the ACL)")
+        return v
+
+    @property
+    def user(self) -> str:
+        return self.username or self.store_id
+
+
+class Fleet(_Model):
+    broker: BrokerEntry = Field(default_factory=BrokerEntry)
+    hub: HubEntry
+    stores: list[StoreEntry] = Field(min_length=1)
+
+    @property
+    def regions(self) -> list[str]:
+        return sorted({s.region for s in self.stores})
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(file)"
+
+
+def parse_fleet(data: dict[str, Any]) -> Fleet:
+    try:
+        fleet = Fleet.model_validate(data)
+    except ValidationError as exc:
+        # The value is shown, unless it is a password.
+        lines = [f"  {_where(e['loc'])}"
+                 + (f" = {e['input']!r}" if isinstance(e["input"], str | int)
+                    and e["loc"][-1:] != ("password",) else "")
+                 + f": {e['msg']}" for e in exc.errors()]
+        raise FleetError("invalid fleet file:\n" + "\n".join(lines)) from None
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    duplicates: set[int] = set()
+    for i, store in enumerate(fleet.stores):
+        # Case-insensitively: S001 and s001 are surely a typo, and would share one snippet file
+        # on a case-insensitive file system.
+        key = store.store_id.lower()
+        if key in seen:
+            problems.append(f"  stores[{i}].store_id: {store.store_id!r} is already"
+                            f" stores[{seen[key]}]")
+            duplicates.add(i)
+        else:
+            seen[key] = i
+    users: dict[str, str] = {fleet.hub.username: "the hub"}
+    for i, store in enumerate(fleet.stores):
+        if i in duplicates:
+            continue
+        if store.user in users:
+            problems.append(f"  stores[{i}]: username {store.user!r} is already used by"
+                            f" {users[store.user]}")
+        else:
+            users[store.user] = f"store {store.store_id}"
+    if problems:
+        raise FleetError("invalid fleet file:\n" + "\n".join(problems))
+    return fleet
+
+
+def load_fleet(path: Path) -> Fleet:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise FleetError(f"cannot read the fleet file {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise FleetError(f"{path} is not valid TOML: {exc}") from None
+    return parse_fleet(data)
+
+
+# -- what each login may do --------------------------------------------------------------------
+
+
+def _subtree(topic: str, level: str) -> str:
+    """``mg/v1/store/S001/up/#`` from ``mg/v1/store/S001/up/events`` and ``up``."""
+    head, sep, _ = topic.partition(f"/{level}/")
+    if not sep:
+        raise ValueError(f"{topic} has no /{level}/ level")
+    return f"{head}/{level}/#"
+
+
+def hub_rules(fleet: Fleet) -> list[tuple[str, str]]:
+    rules = [("read", topics.HUB_UPLINK),
+             ("write", f"{topics.PREFIX}/store/+/down/#"),
+             ("write", topics.FLEET_CAMPAIGNS),
+             ("write", topics.FLEET_DIRECTORY)]
+    rules += [("write", topics.region_campaigns(region)) for region in fleet.regions]
+    return rules
+
+
+def store_rules(store: StoreEntry) -> list[tuple[str, str]]:
+    sid = store.store_id
+    return [("write", _subtree(topics.events(sid), "up")),
+            ("read", _subtree(topics.ack(sid), "down")),
+            ("read", topics.FLEET_CAMPAIGNS),
+            ("read", topics.FLEET_DIRECTORY),
+            ("read", topics.region_campaigns(store.region))]
+
+
+def store_publishes(store_id: str) -> list[str]:
+    """Every topic ``edge.sync`` publishes on."""
+    return [topics.events(store_id), topics.status(store_id),
+            topics.directory_request(store_id), topics.rpc_request(store_id)]
+
+
+def store_subscribes(store_id: str, region: str) -> list[str]:
+    """Every topic ``edge.sync`` subscribes to."""
+    return [topics.ack(store_id), topics.directory_page(store_id), topics.rpc_reply(store_id),
+            topics.FLEET_CAMPAIGNS, topics.region_campaigns(region),
+            topics.store_campaigns(store_id), topics.FLEET_DIRECTORY]
+
+
+def matches(topic_filter: str, topic: str) -> bool:
+    """MQTT filter matching (``+`` one level, ``#`` the rest), for the self-checks below."""
+    want, have = topic_filter.split("/"), topic.split("/")
+    for i, level in enumerate(want):
+        if level == "#":
+            return True
+        if i >= len(have) or (level != "+" and level != have[i]):
+            return False
+    return len(want) == len(have)
+
+
+def _self_check(fleet: Fleet) -> None:
+    """Every topic the edge and the hub use is granted to the one that uses it: a protocol change
+    that moved a topic out of these subtrees fails here, not silently at the broker."""
+    hub = hub_rules(fleet)
+
+    def allowed(rules: list[tuple[str, str]], access: str, topic: str) -> bool:
+        return any(a == access and matches(f, topic) for a, f in rules)
+
+    for store in fleet.stores:
+        own = store_rules(store)
+        sid = store.store_id
+        wrong = [t for t in store_publishes(sid)
+                 if not (allowed(own, "write", t) and allowed(hub, "read", t))]
+        wrong += [t for t in store_subscribes(sid, store.region)
+                  if not (allowed(own, "read", t) and allowed(hub, "write", t))]
+        for other in fleet.stores:
+            if other.store_id != sid:
+                wrong += [t for t in (topics.events(other.store_id),)
+                          if allowed(own, "write", t)]
+                wrong += [t for t in (topics.ack(other.store_id),) if allowed(own, "read", t)]
+        if wrong:
+            raise ProvisionError(f"the ACL rules do not fit the topics of store {sid}: {wrong}")
+
+
+# -- the files ---------------------------------------------------------------------------------
+
+
+def _toml_str(value: str) -> str:
+    # JSON's escapes are a subset of TOML basic strings' (control characters are refused above).
+    return json.dumps(value)
+
+
+def acl_text(fleet: Fleet, source: str = "the fleet file") -> str:
+    source = source if source.isprintable() else "the fleet file"
+    lines = [
+        f"# membergate broker ACL, made by `membergate-provision broker` from {source}.",
+        "# One `user` block per MQTT login; nothing is granted to anyone else.",
+        "# Regenerate it from the fleet file instead of editing it; reload Mosquitto (SIGHUP).",
+        "",
+        "# the hub: every store's uplink in, every store's downlink and the fleet topics out",
+        f"user {fleet.hub.username}",
+        *(f"topic {access} {topic}" for access, topic in hub_rules(fleet)),
+    ]
+    for store in fleet.stores:
+        name = f" {store.name}" if store.name else ""
+        lines += ["", f"# store {store.store_id}{name} (region {store.region})",
+                  f"user {store.user}",
+                  *(f"topic {access} {topic}" for access, topic in store_rules(store))]
+    return "\n".join(lines) + "\n"
+
+
+def conf_text(fleet: Fleet) -> str:
+    b = fleet.broker
+    d = b.config_dir.rstrip("/") or ""
+    listener = f"listener {b.port}" + (f" {b.bind}" if b.bind else "")
+    return "\n".join([
+        "# membergate: Mosquitto settings, made by `membergate-provision broker`.",
+        "# Install: this file into Mosquitto's include_dir",
+        f"# (Debian: /etc/mosquitto/conf.d/{CONF_NAME}),",
+        f"# passwd and acl into {d}/, readable by the user Mosquitto runs as:",
+        f"#   install -d -m 0750 -o mosquitto {d}",
+        f"#   install -m 0600 -o mosquitto passwd acl {d}/",
+        "# then restart Mosquitto. After regenerating passwd or acl, SIGHUP reloads them.",
+        "# Passwords cross this listener in clear text: keep it on a private network or VPN.",
+        listener,
+        "allow_anonymous false",
+        f"password_file {d}/passwd",
+        f"acl_file {d}/acl",
+        "# The client id is the username: a store cannot take over (and so disconnect) the hub's",
+        "# session, or another store's, by sending its client id.",
+        "use_username_as_clientid true",
+        "",
+    ])
+
+
+def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
+    b = fleet.broker
+    lines = [
+        f"# membergate store {store.store_id}: broker credentials for this box only (keep 0600).",
+        "# Merge these lines into the [sync] table of the store's edge.toml. Its [store] must say",
+        f"# store_id = {_toml_str(store.store_id)} and region = {_toml_str(store.region)}:"
+        " the broker's ACL is written for them.",
+        "[sync]",
+    ]
+    if b.host is not None:
+        lines.append(f"broker_host = {_toml_str(b.host)}")
+    lines += [f"broker_port = {b.port}",
+              f"username = {_toml_str(store.user)}",
+              f"password = {_toml_str(password)}"]
+    return "\n".join(lines) + "\n"
+
+
+def hub_snippet(fleet: Fleet, password: str) -> str:
+    b = fleet.broker
+    lines = [
+        "# membergate hub: broker credentials (keep 0600). Merge into hub.toml's [broker] table.",
+        "[broker]",
+    ]
+    if b.host is not None:
+        lines.append(f"host = {_toml_str(b.host)}")
+    else:
+        lines.append('# host = "..."  # set it: with no host the hub starts its own broker')
+    lines += [f"port = {b.port}",
+              f"username = {_toml_str(fleet.hub.username)}",
+              f"password = {_toml_str(password)}"]
+    return "\n".join(lines) + "\n"
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(PASSWORD_CHARS)
+
+
+def issued_passwords(out: Path) -> dict[str, str]:
+    """Username -> password from the snippets a previous run wrote into ``out``."""
+    found: dict[str, str] = {}
+    sources = [(out / "hub" / "broker.toml", "broker")]
+    stores = out / "stores"
+    if stores.is_dir():
+        sources += [(p, "sync") for p in sorted(stores.glob("*.toml"))]
+    for path, table in sources:
+        try:
+            section = tomllib.loads(path.read_text(encoding="utf-8")).get(table, {})
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        user, password = section.get("username"), section.get("password")
+        if isinstance(user, str) and isinstance(password, str):
+            try:
+                found[user] = _check_password(password) or ""
+            except ValueError:
+                continue
+    return found
+
+
+def hash_passwords(passwords: dict[str, str], tool: str) -> bytes:
+    """A Mosquitto password file for ``passwords``, made by ``mosquitto_passwd -U``: the plain
+    text goes through a 0600 file in a private temporary directory, never through argv."""
+    with tempfile.TemporaryDirectory(prefix="membergate-passwd-") as tmp:
+        plain = Path(tmp) / "passwd"
+        _write(plain, "".join(f"{u}:{p}\n" for u, p in passwords.items()).encode(), SECRET_MODE)
+        try:
+            done = subprocess.run([tool, "-U", str(plain)], capture_output=True, text=True,
+                                  timeout=60, check=False)
+        except OSError as exc:
+            raise ProvisionError(f"cannot run {tool}: {exc.strerror or exc}") from None
+        except subprocess.TimeoutExpired:
+            raise ProvisionError(f"{tool} -U did not finish in 60 s") from None
+        if done.returncode != 0:
+            raise ProvisionError(f"{tool} -U failed ({done.returncode}): "
+                                 f"{(done.stderr or done.stdout).strip()}")
+        hashed = plain.read_bytes()
+    users = []
+    for line in hashed.decode().splitlines():
+        user, _, digest = line.partition(":")
+        if not re.match(r"^\$\d+\$", digest):
+            raise ProvisionError(f"{tool} left an unhashed line for {user!r}")
+        users.append(user)
+    if users != list(passwords):
+        raise ProvisionError(f"{tool} wrote users {users}, expected {list(passwords)}")
+    return hashed
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    """Atomically: a temporary file made with ``mode`` (never wider), then renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have narrowed it; a 0644 file is meant to be 0644
+        with os.fdopen(fd, "wb") as f:
+            fd = -1
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Provisioned:
+    out: Path
+    passwd: Path
+    acl: Path
+    conf: Path
+    hub: Path
+    stores: dict[str, Path]
+    users: list[str]
+    kept: list[str] = field(default_factory=list)  # usernames whose issued password was kept
+    stale: list[Path] = field(default_factory=list)  # snippets of stores no longer in the fleet
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FleetError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FleetError(f"{out} already holds files; use --force to write over them"
+                         " (passwords issued there are kept unless --rotate)")
+
+
+def find_mosquitto_passwd(given: str | None = None) -> str:
+    tool = given or shutil.which("mosquitto_passwd") or MOSQUITTO_PASSWD
+    if not (os.path.isfile(tool) and os.access(tool, os.X_OK)):
+        raise ProvisionError(f"mosquitto_passwd not found at {tool} (apt install mosquitto)")
+    return tool
+
+
+def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = False,
+              tool: str | None = None, source: str = "the fleet file") -> Provisioned:
+    """Write the broker files and the per-store snippets into ``out``; on any error before the
+    first file is written (a bad out dir, no ``mosquitto_passwd``), nothing is written."""
+    check_out_dir(out, force)
+    passwd_tool = find_mosquitto_passwd(tool)
+    _self_check(fleet)
+    issued = issued_passwords(out) if out.is_dir() and not rotate else {}
+
+    passwords: dict[str, str] = {}
+    kept: list[str] = []
+    for user, given in [(fleet.hub.username, fleet.hub.password),
+                        *((s.user, s.password) for s in fleet.stores)]:
+        if given is not None:
+            passwords[user] = given
+        elif user in issued:
+            passwords[user] = issued[user]
+            kept.append(user)
+        else:
+            passwords[user] = new_password()
+    hashed = hash_passwords(passwords, passwd_tool)  # before anything is written
+
+    for sub in (out, out / "broker", out / "hub", out / "stores"):
+        if not sub.exists():
+            sub.mkdir(mode=DIR_MODE, parents=True)
+    result = Provisioned(out=out, passwd=out / "broker" / "passwd", acl=out / "broker" / "acl",
+                         conf=out / "broker" / CONF_NAME, hub=out / "hub" / "broker.toml",
+                         stores={}, users=list(passwords), kept=kept)
+    _write(result.passwd, hashed, SECRET_MODE)
+    _write(result.acl, acl_text(fleet, source).encode(), SECRET_MODE)
+    _write(result.conf, conf_text(fleet).encode(), PLAIN_MODE)
+    _write(result.hub, hub_snippet(fleet, passwords[fleet.hub.username]).encode(), SECRET_MODE)
+    for store in fleet.stores:
+        path = out / "stores" / f"{store.store_id}.toml"
+        _write(path, store_snippet(fleet, store, passwords[store.user]).encode(), SECRET_MODE)
+        result.stores[store.store_id] = path
+    written = set(result.stores.values())
+    result.stale = [p for p in sorted((out / "stores").glob("*.toml")) if p not in written]
+    return result
+
+
+# -- the command -------------------------------------------------------------------------------
+
+
+def _broker_command(args: argparse.Namespace) -> int:
+    fleet_path, out = Path(args.fleet), Path(args.out).absolute()
+    fleet = load_fleet(fleet_path)
+    done = provision(fleet, out, force=args.force, rotate=args.rotate, tool=args.mosquitto_passwd,
+                     source=fleet_path.name)
+    users = ", ".join(done.users)
+    print(f"wrote {done.passwd}  (0600; {len(done.users)} logins: {users})")
+    print(f"wrote {done.acl}  (0600; one user block per login)")
+    print(f"wrote {done.conf}  (include it in mosquitto.conf; it says where passwd and acl go)")
+    print(f"wrote {done.hub}  (0600; the hub's [broker] username and password)")
+    print("per-store secrets (0600; give each box only its own, merged into its edge.toml [sync]):")
+    width = max(len(s) for s in done.stores)
+    for store_id, path in done.stores.items():
+        print(f"  {store_id.ljust(width)}  {path}")
+    if done.kept:
+        print(f"kept the passwords already issued to {', '.join(done.kept)} (--rotate: new ones)")
+    for path in done.stale:
+        print(f"note: {path} is not in this fleet any more; its login is gone from passwd and"
+              " acl (delete the file)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="membergate-provision",
+        description="Provision the fleet: broker credentials and ACLs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    broker = sub.add_parser(
+        "broker", help="Mosquitto password file, ACL and conf lines, per-store credentials",
+        description=(__doc__ or "").split("Design choices:")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    broker.add_argument("--fleet", required=True, help="the fleet description (TOML)")
+    broker.add_argument("--out", required=True, help="directory to write into (made if absent)")
+    broker.add_argument("--force", action="store_true",
+                        help="write into a directory that already holds files")
+    broker.add_argument("--rotate", action="store_true",
+                        help="with --force: new passwords instead of keeping those issued there")
+    broker.add_argument("--mosquitto-passwd", default=None,
+                        help="the mosquitto_passwd binary"
+                             f" (default: on PATH, or {MOSQUITTO_PASSWD})")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "broker":
+            return _broker_command(args)
+    except FleetError as exc:
+        print(f"membergate-provision: error: {exc}", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 2
+    except ProvisionError as exc:
+        print(f"membergate-provision: error: {exc}", file=sys.stderr)
+        print("nothing was written", file=sys.stderr)
+        return 1
+    except OSError as exc:  # while writing: some files may be written, none half-written
+        print(f"membergate-provision: error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
