@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
 from hub.allowances import AllowancePolicy
@@ -61,10 +62,13 @@ class Validators:
 
     def __init__(self, workers: int, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._pool: ProcessPoolExecutor | None = None
-        if workers > 0:
-            self._pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_worker_init)
+        self.workers = workers
+        self.restarts = 0  # pools replaced after a worker died (OOM killer, kill -9)
+        self._pool: ProcessPoolExecutor | None = self._new_pool() if workers > 0 else None
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_worker_init)
 
     async def start(self) -> None:
         if self._pool is not None:  # pay the worker's start (imports, schemas) now, not on
@@ -74,8 +78,22 @@ class Validators:
         """Raises ``CodecError`` (from the worker) for a payload the hub refuses."""
         if self._pool is None:
             return decode(payload, max_bytes=self.max_bytes)
-        return await asyncio.wrap_future(
-            self._pool.submit(partial(decode, payload, max_bytes=self.max_bytes)))
+        for attempt in (1, 2):
+            pool = self._pool
+            try:
+                return await asyncio.wrap_future(
+                    pool.submit(partial(decode, payload, max_bytes=self.max_bytes)))
+            except BrokenProcessPool:
+                # A dead worker breaks its pool for good: start a new one (once per broken
+                # pool, however many batches were in flight) and validate this batch again.
+                if self._pool is pool:
+                    log.warning("a validation worker died; starting a new pool")
+                    self.restarts += 1
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = self._new_pool()
+                if attempt == 2:  # not acked: the store sends it again after its timeout
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self._pool is not None:

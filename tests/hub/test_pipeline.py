@@ -113,3 +113,41 @@ async def test_submitted_payloads_are_validated_in_a_worker_refused_or_applied_i
     # Each store's batches applied in the order they arrived (a gap would show as resend).
     assert [a for a in acks if a[0] == "S001"] == [("S001", 100), ("S001", 200)]
     assert [a for a in acks if a[0] == "S002"] == [("S002", 100), ("S002", 200)]
+
+
+async def test_a_dead_validation_worker_is_replaced_and_nothing_is_lost(
+        hub_db: HubDatabase) -> None:
+    import os
+    import signal
+
+    from hub.pipeline import Validators
+
+    work = make_workload(1, 300, batch_events=100)
+    acks: list[int] = []
+
+    async def applied(results: list[ApplyResult]) -> None:
+        acks.extend(r.ack.seq for r in results)
+
+    async def refused(store_id: str, reason: str, detail: str) -> None:
+        raise AssertionError(f"refused {store_id}: {reason} {detail}")
+
+    validators = Validators(1, DEFAULT_MAX_BYTES)
+    await validators.start()
+    pipe = IngestPipeline(hub_db, None, _now, applied, validators=validators,
+                          on_refused=refused).start()
+    try:
+        await pipe.submit("S001", work.payloads[0])
+        await asyncio.wait_for(pipe.drained(), 60)
+        # What the OOM killer would do to the worker between two batches.
+        pool = validators._pool
+        assert pool is not None
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        for payload in work.payloads[1:]:
+            await pipe.submit("S001", payload)
+        await asyncio.wait_for(pipe.drained(), 60)
+    finally:
+        await pipe.close()
+        validators.close()
+    assert validators.restarts == 1
+    assert acks == [100, 200, 300]
