@@ -241,4 +241,5 @@ class IngestPipeline:
                     log.exception("a batch of store %s could not be applied", d.store_id)
             return
         self.group_sizes.append(len(group))
+        del self.group_sizes[:-10_000]  # the recent ones are what status reports
         await self.on_applied(results)

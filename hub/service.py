@@ -294,5 +294,12 @@ class HubService:
         return {"stores": stores, "applied_events": self.applied_events,
                 "duplicate_events": self.duplicate_events, "gaps": self.gaps,
                 "refused": dict(self.refused),
+                "ingest": {
+                    "received_batches": self.received_batches,
+                    "validate_workers": self.validators.workers,
+                    "validator_restarts": self.validators.restarts,
+                    "commits": len(self.pipeline.group_sizes),
+                    "batches_per_commit": round(sum(self.pipeline.group_sizes)
+                                                / max(1, len(self.pipeline.group_sizes)), 2)},
                 "broker": {"port": self.broker_port,
                            "connected": bool(self.mqtt and self.mqtt.is_connected)}}

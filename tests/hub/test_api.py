@@ -52,6 +52,9 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
             assert [(x["store_id"], x["kept_store"]) for x in conflicts] == [("S002", "S001")]
             status = (await c.get("/v1/status")).json()
             assert {s["store_id"] for s in status["stores"]} == {"S001", "S002"}
+            ingest = status["ingest"]  # the uplink's way through the hub, for the operator
+            assert ingest["received_batches"] >= 2 and ingest["commits"] >= 1
+            assert ingest["validate_workers"] == 1 and ingest["validator_restarts"] == 0
             assert (await c.get("/v1/members/nobody")).status_code == 404
             bundle = demo.demo_bundle().model_dump(mode="json")
             r = await c.post("/v1/campaigns", json=bundle)
