@@ -12,7 +12,9 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from hub import authority, campaigns, directory
 from hub.config import HubConfig
@@ -28,6 +30,7 @@ from protocol.mqtt import Message, MqttClient, MqttError
 from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
 
 log = logging.getLogger("membergate.hub")
+M = TypeVar("M", bound=BaseModel)
 
 
 def now_ms() -> int:
@@ -195,14 +198,24 @@ class HubService:
                     # back, and a store without it resends, which changes nothing.
                     log.warning("ack to %s not sent (%s)", store_id, exc)
 
-    async def _directory(self, store_id: str, payload: bytes) -> None:
+    async def _accept(self, store_id: str, payload: bytes, model: type[M]) -> M | None:
+        """``payload`` decoded as ``model``, or None after refusing it: malformed, invalid, or
+        sent on ``store_id``'s topic in another store's name."""
         try:
-            req = decode(payload, DirectoryRequest)
+            message = decode(payload, model)
         except CodecError as exc:
             await self._refuse(store_id, exc.code, exc.message)
-            return
-        if req.store_id != store_id:
-            await self._refuse(store_id, "wrong_store", "directory request for another store")
+            return None
+        claimed = getattr(message, "store_id", store_id)
+        if claimed != store_id:
+            await self._refuse(store_id, "wrong_store",
+                               f"{model.__name__} for {claimed} on the topic of {store_id}")
+            return None
+        return message
+
+    async def _directory(self, store_id: str, payload: bytes) -> None:
+        req = await self._accept(store_id, payload, DirectoryRequest)
+        if req is None:
             return
         limit = min(req.limit, self.config.hub.directory_page)
         page = await self.db.transaction(
@@ -211,13 +224,8 @@ class HubService:
         await self.mqtt.publish(topics.directory_page(store_id), encode(page))
 
     async def _rpc(self, store_id: str, payload: bytes) -> None:
-        try:
-            req = decode(payload, RpcRequest)
-        except CodecError as exc:
-            await self._refuse(store_id, exc.code, exc.message)
-            return
-        if req.store_id != store_id:
-            await self._refuse(store_id, "wrong_store", "a request in another store's name")
+        req = await self._accept(store_id, payload, RpcRequest)
+        if req is None:
             return
         answer = authority.lookup if req.kind == "lookup" else authority.authorize
         reply = await self.db.transaction(lambda tx: answer(tx, req))
@@ -226,13 +234,8 @@ class HubService:
         await self.mqtt.publish(topics.rpc_reply(store_id), encode(reply))
 
     async def _status(self, store_id: str, payload: bytes) -> None:
-        try:
-            status = decode(payload, StoreStatus)
-        except CodecError as exc:
-            await self._refuse(store_id, exc.code, exc.message)
-            return
-        if status.store_id != store_id:
-            await self._refuse(store_id, "wrong_store", "status for another store")
+        status = await self._accept(store_id, payload, StoreStatus)
+        if status is None:
             return
         await self.db.transaction(lambda tx: tx.execute(
             "INSERT INTO stores(store_id, last_seen_ms, epoch, status) VALUES (?, ?, ?, ?)"

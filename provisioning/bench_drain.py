@@ -100,14 +100,20 @@ class PrivateMosquitto:
 
     def stop(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _seed(conn: sqlite3.Connection, service: EdgeService, events: int, seed: int) -> int:
@@ -236,12 +242,7 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
                     acked = int(row[0]) if row else 0
             drain_s = time.perf_counter() - start
         finally:
-            store.terminate()
-            try:
-                store.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                store.kill()
-                store.wait()
+            await asyncio.to_thread(_stop, store)
             log_file.close()
         if hub.applied_events != events:
             raise RuntimeError(f"drain: hub applied {hub.applied_events} of {events}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -177,3 +178,41 @@ async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
     status = await hub.status()
     s001 = next(s for s in status["stores"] if s["store_id"] == "S001")
     assert s001["acked_seq"] == 1 and sum(s001["refused_at_hub"].values()) == 5
+
+
+async def test_requests_in_another_stores_name_are_refused_and_change_nothing(
+        mosquitto: Mosquitto, hub: HubService) -> None:
+    from protocol.sync import DirectoryRequest, RpcRequest, StoreStatus
+
+    assert hub.mqtt is not None
+    await hub.mqtt.wait_connected(10)
+    before = await hub.db.transaction(lambda tx: (
+        tx.scalar("SELECT count(*) FROM grants", default=0),
+        tx.scalar("SELECT count(*) FROM stores", default=0)))
+    async with MqttClient(mosquitto.host, mosquitto.port, client_id="edge-S001") as c:
+        await c.wait_connected(10)
+        await c.subscribe(topics.rpc_reply("S001"), qos=1)
+        await c.subscribe(topics.directory_page("S001"), qos=1)
+        await c.publish(topics.rpc_request("S001"), encode(RpcRequest(
+            request_id="r1", store_id="S002", kind="authorize", member_id="m", points=5)))
+        await c.publish(topics.directory_request("S001"), encode(DirectoryRequest(
+            store_id="S002", after=0, request_id="d1")))
+        await c.publish(topics.status("S001"), encode(StoreStatus(
+            store_id="S002", epoch=1, last_seq=0, acked_seq=0, outbox_depth=0,
+            directory_checkpoint=0, at_ms=0)))
+        await c.publish(topics.rpc_request("S001"), b"\xc1")  # and one that is not msgpack
+
+        async def counted() -> bool:
+            return sum(hub.refused.values()) == 4
+
+        await wait_for(counted, "four refusals")
+        # Refused before any work: no reply went out on S001's topics.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                async for message in c.messages():
+                    raise AssertionError(f"a refused request was answered on {message.topic}")
+    assert hub.refused["wrong_store"] == 3 and hub.refused["malformed"] == 1
+    after = await hub.db.transaction(lambda tx: (
+        tx.scalar("SELECT count(*) FROM grants", default=0),
+        tx.scalar("SELECT count(*) FROM stores WHERE status IS NOT NULL", default=0)))
+    assert after == (before[0], 0)
