@@ -226,6 +226,49 @@ def refresh(tx: Tx, policy: AllowancePolicy, member_ids: Collection[str]) -> set
     return changed
 
 
+def settle(tx: Tx, policy: AllowancePolicy | None,
+           spent: Mapping[tuple[str, str], Sequence[int]], member_ids: Collection[str]
+           ) -> set[str]:
+    """A batch's part in the books, one write per member and store: its acknowledged spending
+    ``{(member_id, store_id): (points, stored value)}`` (sums of ``escrow_used``, recorded as
+    ``record_spent`` does), then the top-up of ``member_ids``' standing allowances from the
+    books as they are after it (as ``refresh`` does). Returns the members whose grants changed.
+    """
+    if policy is None or not policy.enabled or not member_ids:
+        record_spent(tx, spent)
+        return set()
+    books = load(tx, member_ids)
+    rows: dict[tuple[str, str], list[int]] = {}
+    for (mid, store), (points, sv) in spent.items():
+        if not points and not sv:
+            continue
+        rows[(mid, store)] = [int(points), int(sv), 0, 0]
+        member = books.get(mid)
+        if member is None:  # spending of a member this batch has no ledger event for
+            continue
+        for ledger, amount in ((member.points, points), (member.stored_value, sv)):
+            if amount:
+                ledger.spent[store] = ledger.spent.get(store, 0) + int(amount)
+    changed: set[str] = set()
+    for mid, member in books.items():
+        for store, (points, sv) in top_up(policy, member).items():
+            row = rows.setdefault((mid, store), [0, 0, 0, 0])
+            row[2] += points
+            row[3] += sv
+            changed.add(mid)
+    tx.executemany(_ADD_BOOKS, [(m, s, *v) for (m, s), v in rows.items()])
+    return changed
+
+
+_ADD_BOOKS = (
+    "INSERT INTO grants(member_id, store_id, points_spent, sv_spent, points_granted, sv_granted)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(member_id, store_id) DO UPDATE SET"
+    " points_spent = grants.points_spent + excluded.points_spent,"
+    " sv_spent = grants.sv_spent + excluded.sv_spent,"
+    " points_granted = grants.points_granted + excluded.points_granted,"
+    " sv_granted = grants.sv_granted + excluded.sv_granted")
+
+
 def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
     """``refresh`` every live member (after ``rebuild``, a policy change, or on demand) and give
     the changed ones a new change number; returns them."""

@@ -9,14 +9,28 @@ the database and a batch is one commit.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger("membergate.hub.db")
+
+# The hub's SQLite connection holds the directory's and the ledgers' hot pages: members, cards,
+# shares, grants of a large fleet; SQLite's 2 MB default made every batch re-read them.
+CACHE_KIB = 64 * 1024
+# WAL checkpoints run on a thread and connection of their own, not inside a commit: with
+# SQLite's default, every ~1,000 pages a group's commit also copied the WAL into the database
+# and fsynced it, on the thread every batch waits for. The writer's own automatic checkpoint
+# stays as a safety net, at a size the background thread keeps the WAL well below.
+CHECKPOINT_EVERY_S = 0.5
+WRITER_AUTOCHECKPOINT_PAGES = 20_000
 
 
 class Cursor(Protocol):
@@ -76,6 +90,10 @@ class HubDatabase:
         self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
         self._conn: Any = None
+        self._commits = 0  # the checkpointer runs only after new ones
+        self._stop = threading.Event()
+        self._checkpointer: threading.Thread | None = None
+        self.checkpoints = 0  # background checkpoints that moved frames (tests and status)
 
     def _open(self) -> None:
         if self.dialect == "postgres":
@@ -90,9 +108,42 @@ class HubDatabase:
             # FULL: an acknowledged batch is on disk before its ack leaves the hub.
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
             self._conn = conn
+            if path != ":memory:":
+                self._stop.clear()
+                self._checkpointer = threading.Thread(
+                    target=self._checkpoints, args=(path,), name="hub-db-checkpoint",
+                    daemon=True)
+                self._checkpointer.start()
+
+    def _checkpoints(self, path: str) -> None:
+        """PASSIVE checkpoints: they never wait for or block the writer or a reader."""
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        seen = 0
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while not self._stop.wait(CHECKPOINT_EVERY_S):
+                if self._commits == seen:
+                    continue
+                seen = self._commits
+                try:
+                    _busy, _frames, done = conn.execute("PRAGMA wal_checkpoint(PASSIVE)"
+                                                        ).fetchone()
+                except sqlite3.Error as exc:  # the next round tries again; the writer's own
+                    log.warning("background checkpoint failed: %s", exc)  # limit still holds
+                    continue
+                if done > 0:
+                    self.checkpoints += 1
+        finally:
+            conn.close()
 
     def _close(self) -> None:
+        if self._checkpointer is not None:
+            self._stop.set()  # a checkpoint in flight finishes first
+            self._checkpointer.join()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -124,6 +175,7 @@ class HubDatabase:
             self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
+        self._commits += 1
         return result
 
     async def transaction(self, fn: Callable[[Tx], T]) -> T:

@@ -1,98 +1,163 @@
-"""What the hub takes from each validated event: a small flat record per event.
+"""What the hub takes from a validated batch: its event-log rows and its effects, summed.
 
-The hub merges sums (points, stored value, spend) and a few rarer changes (registrations,
-profiles, cards, coupons). Applying from these records instead of the pydantic models lets the
-validation run in another process: a batch crosses the process boundary as plain tuples, which
-pickle in a fraction of the time the models would, and the apply never touches pydantic.
+The hub merges sums (points, stored value, escrow, spend) and a few rarer changes
+(registrations, profiles, cards, coupons). A batch is reduced here, in the validation worker,
+to what the apply writes: the log rows ready for ``executemany``, the ledger and spend effects
+summed per member as the events name them, and the rare changes as ``Fact`` records in event
+order. The apply then does work per member touched rather than per event, and a batch crosses
+the process boundary as plain tuples and dicts, which pickle in a fraction of the time models
+would; the apply never touches pydantic.
 
-``facts_of`` is the only place that reads an event's fields for the merge; ``hub.ingest``
-applies the result, and ``hub.directory.rebuild`` recomputes balances from the log with the same
-``points_delta`` / ``stored_value_delta`` rules, so a disagreement shows in ``compare``.
+Sums are linear, so summing per member id as the store wrote it and mapping merged members to
+the member they now are afterwards (``hub.ingest``) gives what mapping each event first would.
+
+``reduce_events`` is the only place that reads an event's fields for the merge. Its ledger
+rules (``LEDGER``) must say what ``protocol.events.points_delta`` / ``stored_value_delta`` and
+``hub.allowances.escrow_used`` say: ``tests/hub/test_facts.py`` checks every event type, and
+``hub.directory.rebuild`` recomputes balances from the log with the protocol's functions, so a
+disagreement also shows in ``compare``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
-from hub.allowances import escrow_used
+from hub.tiers import month_of_hlc
+from protocol.codec import decode as decode_message
 from protocol.codec import decode_batch, event_bytes
-from protocol.events import (
-    CardBound,
-    CouponRedeemed,
-    CouponReopened,
-    EventBatch,
-    MemberProfileChanged,
-    MemberRegistered,
-    RefundCompleted,
-    SaleFinalized,
-    points_delta,
-    stored_value_delta,
-)
+from protocol.events import BODY_TYPES, Event
+
+# What a ledger event adds to (points, sv principal, sv bonus) of its member's balance and to
+# (points, stored value) of the escrow its store has used up — negative when a refund gives
+# escrow back (``hub.allowances.escrow_used``).
+LedgerEffect = tuple[int, int, int, int, int]
+LEDGER: dict[str, Callable[[Any], LedgerEffect]] = {
+    "points.earned": lambda b: (b.points, 0, 0, 0, 0),
+    "points.redeemed": lambda b: (-b.points, 0, 0, b.points, 0),
+    "points.expired": lambda b: (-b.points, 0, 0, 0, 0),
+    "points.adjusted": lambda b: (b.delta, 0, 0, -b.delta if b.reason == "refund_return" else 0,
+                                  0),
+    "sv.topped_up": lambda b: (0, b.principal, b.bonus, 0, 0),
+    "sv.spent": lambda b: (0, -b.principal, -b.bonus, 0, b.principal + b.bonus),
+    "sv.refunded": lambda b: (0, b.principal, b.bonus, 0, -(b.principal + b.bonus)),
+}
+# What a sale or refund adds to its member's spend (what tiers are made of).
+SPEND: dict[str, Callable[[Any], int]] = {
+    "sale.finalized": lambda b: b.total,
+    "refund.completed": lambda b: -b.amount,
+}
+
+
+def _iso(day: Any) -> str | None:
+    return day.isoformat() if day is not None else None
+
+
+# The rare changes, applied one by one in event order: what each keeps of its event.
+DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "member.registered": lambda b: {
+        "member_code": b.member_code, "phone": b.phone, "name": b.name,
+        "birthday": _iso(b.birthday), "card_uid": b.card_uid, "tier": b.tier,
+        "tags": list(b.tags)},
+    "member.profile_changed": lambda b: {
+        "changed": list(b.changed), "name": b.name, "birthday": _iso(b.birthday),
+        "phone": b.phone, "tags": list(b.tags or [])},
+    "member.card_bound": lambda b: {"card_uid": b.card_uid},
+    "coupon.redeemed": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id,
+                                  "amount": b.amount},
+    "coupon.reopened": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id},
+}
+# Kept in the log (and in rebuilds) with no effect on the hub's tables.
+LOG_ONLY = frozenset({"coupon.issued", "coupon.voided"})
+
+if set(LEDGER) | set(SPEND) | set(DETAIL) | LOG_ONLY != set(BODY_TYPES):
+    # A new event type must say what it does at the hub.
+    raise RuntimeError("hub.facts does not say what these event types do: "
+                       f"{set(BODY_TYPES) - set(LEDGER) - set(SPEND) - set(DETAIL) - LOG_ONLY}")
 
 
 class Fact(NamedTuple):
+    """One of the rare changes (``DETAIL``), applied in event order."""
+
     seq: int
-    event_id: str
     hlc: int
     type: str
     member_id: str | None
-    points: int = 0  # what the event adds to the member's points balance
-    principal: int = 0  # ... and to stored value, principal and bonus
-    bonus: int = 0
-    spend: int = 0  # a member's sale total, or minus a refund: what tiers are made of
-    escrow_points: int = 0  # spending at this store net of refunds (``allowances.escrow_used``)
-    escrow_sv: int = 0
-    detail: dict[str, Any] | None = None  # the fields of a registration, profile, card, coupon
+    detail: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Decoded:
+# An event-log row: (store_id, epoch, seq, event_id, hlc, type, member_id, payload).
+Row = tuple[str, int, int, str, int, str, str | None, bytes]
+
+
+class Decoded(NamedTuple):
     """A validated batch as the apply takes it."""
 
     store_id: str
     epoch: int
+    rows: list[Row]  # one per event in seq order; payload = the event's bytes as received
     facts: list[Fact]
-    raw: list[bytes]  # each event's bytes as received: the event log stores them as they are
+    # member id (as the store wrote it) -> summed ``LedgerEffect``; every member with a ledger
+    # event is here, even when its sums are zero (its escrow books are looked at again).
+    ledger: dict[str, list[int]]
+    # (member id, month) -> summed spend; every member with a sale or refund is here.
+    spend: dict[tuple[str, str], int]
+
+    @property
+    def first_seq(self) -> int:
+        return self.rows[0][2]
+
+    @property
+    def last_seq(self) -> int:
+        return self.rows[-1][2]
 
 
 def decode(payload: bytes, *, max_bytes: int) -> Decoded:
-    """Validate a batch payload strictly (raises ``CodecError``) and reduce it to facts. Runs in
-    a validation worker process or inline; the caller checks the topic's store id."""
+    """Validate a batch payload strictly (raises ``CodecError``) and reduce it. Runs in a
+    validation worker process or inline; the caller checks the topic's store id."""
     batch = decode_batch(payload, max_bytes=max_bytes)
-    return Decoded(batch.store_id, batch.epoch, facts_of(batch), event_bytes(payload))
+    return reduce_events(batch.store_id, batch.epoch, batch.events, event_bytes(payload))
 
 
-def facts_of(batch: EventBatch) -> list[Fact]:
-    out: list[Fact] = []
-    append = out.append
-    for e in batch.events:
+def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequence[bytes]
+                  ) -> Decoded:
+    """``events`` (``protocol.events.Event`` or anything with its attributes) and their bytes
+    as received, reduced to a ``Decoded``."""
+    rows: list[Row] = []
+    facts: list[Fact] = []
+    ledger: dict[str, list[int]] = {}
+    spend: dict[tuple[str, str], int] = {}
+    for e, blob in zip(events, raw, strict=True):
         body = e.body
+        kind: str = body.type
         member_id: str | None = getattr(body, "member_id", None)
-        points = points_delta(body)
-        principal, bonus = stored_value_delta(body)
-        spend = 0
-        escrow_points, escrow_sv = escrow_used(body)
-        detail: dict[str, Any] | None = None
-        if isinstance(body, SaleFinalized):
-            spend = body.total
-        elif isinstance(body, RefundCompleted):
-            spend = -body.amount
-        elif isinstance(body, MemberRegistered):
-            detail = {"member_code": body.member_code, "phone": body.phone, "name": body.name,
-                      "birthday": body.birthday.isoformat() if body.birthday else None,
-                      "card_uid": body.card_uid, "tier": body.tier, "tags": list(body.tags)}
-        elif isinstance(body, MemberProfileChanged):
-            detail = {"changed": list(body.changed), "name": body.name,
-                      "birthday": body.birthday.isoformat() if body.birthday else None,
-                      "phone": body.phone, "tags": list(body.tags or [])}
-        elif isinstance(body, CardBound):
-            detail = {"card_uid": body.card_uid}
-        elif isinstance(body, CouponRedeemed):
-            detail = {"coupon_code": body.coupon_code, "sale_id": body.sale_id,
-                      "amount": body.amount}
-        elif isinstance(body, CouponReopened):
-            detail = {"coupon_code": body.coupon_code, "sale_id": body.sale_id}
-        append(Fact(e.seq, e.event_id, e.hlc, body.type, member_id, points, principal, bonus,
-                    spend, escrow_points, escrow_sv, detail))
-    return out
+        rows.append((store_id, epoch, e.seq, e.event_id, e.hlc, kind, member_id, blob))
+        effect = LEDGER.get(kind)
+        if effect is not None:
+            assert member_id is not None  # every ledger event names its member
+            sums = ledger.get(member_id)
+            if sums is None:
+                ledger[member_id] = list(effect(body))
+            else:
+                for i, v in enumerate(effect(body)):
+                    sums[i] += v
+            continue
+        amount = SPEND.get(kind)
+        if amount is not None:
+            if member_id is not None:  # an anonymous sale or its refund moves no member
+                key = (member_id, month_of_hlc(e.hlc))
+                spend[key] = spend.get(key, 0) + amount(body)
+            continue
+        detail = DETAIL.get(kind)
+        if detail is not None:
+            facts.append(Fact(e.seq, e.hlc, kind, member_id, detail(body)))
+    return Decoded(store_id, epoch, rows, facts, ledger, spend)
+
+
+def tail(batch: Decoded, skip: int) -> Decoded:
+    """``batch`` without its first ``skip`` events (a resent batch the hub partly applied):
+    reduced again from the bytes it keeps. Rare, so it takes the plain pydantic path."""
+    rows = batch.rows[skip:]
+    blobs: Iterable[bytes] = (r[7] for r in rows)
+    events = [decode_message(blob, Event) for blob in blobs]
+    return reduce_events(batch.store_id, batch.epoch, events, [r[7] for r in rows])

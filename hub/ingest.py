@@ -2,25 +2,25 @@
 
 ``(store_id, epoch, seq)`` is the idempotency key. A batch that starts beyond the next expected
 ``seq`` is not applied (the store is asked to resend from its ack); events at or below the ack
-are duplicates and change nothing. Ledger effects are summed per member and store and written
-once per batch; profile fields merge last-writer-wins by ``(hlc, store_id)``.
+are duplicates and change nothing. Ledger and spend effects arrive summed per member
+(``hub.facts``) and are written once per batch, a statement per table for all its members;
+profile fields merge last-writer-wins by ``(hlc, store_id)``.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hub import allowances
 from hub.allowances import AllowancePolicy
 from hub.db import Tx
-from hub.facts import Decoded, Fact, facts_of
+from hub.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.schema import next_counter
-from hub.tiers import ADD_SPEND, TierRules, month_of_hlc, recompute
+from hub.tiers import ADD_SPEND, TierRules, tier_changes
 from protocol.codec import encode
-from protocol.events import BODY_TYPES, EventBatch
+from protocol.events import EventBatch
 from protocol.sync import Ack
 
 PROFILE_FIELDS = ("name", "birthday", "phone", "tags")
@@ -58,52 +58,85 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None 
     """Apply a validated ``batch``; ``raw`` are the events' bytes as received (stored as the
     event log instead of encoding each event again)."""
     payloads = raw if raw is not None else [encode(e) for e in batch.events]
-    return apply_facts(tx, Decoded(batch.store_id, batch.epoch, facts_of(batch), payloads),
+    return apply_facts(tx, reduce_events(batch.store_id, batch.epoch, batch.events, payloads),
                        now_ms, tiers, allowance)
 
 
 def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None,
                 allowance: AllowancePolicy | None = None) -> ApplyResult:
-    """Apply a batch reduced to facts (``hub.facts.decode``): the hub's one apply path."""
-    store, epoch, facts = batch.store_id, batch.epoch, batch.facts
+    """Apply a batch reduced by ``hub.facts``: the hub's one apply path."""
+    store, epoch = batch.store_id, batch.epoch
     acked = acked_seq(tx, store, epoch)
-    first = facts[0].seq
+    first = batch.first_seq
     if first > acked + 1:
         # A gap: something before this batch is missing. Apply nothing; the ack tells the store
         # where to resend from.
         return ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked, resend=True), gap=True)
-    skip = max(0, min(len(facts), acked - first + 1))  # seqs are consecutive (codec)
-    fresh = facts[skip:]
+    skip = max(0, min(len(batch.rows), acked - first + 1))  # seqs are consecutive (codec)
     result = ApplyResult(Ack(store_id=store, epoch=epoch, seq=acked), duplicates=skip)
     _touch_store(tx, store, epoch, now_ms)
-    if not fresh:
+    if skip == len(batch.rows):
         return result
+    if skip:
+        batch = tail(batch, skip)
     tx.executemany(
         "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        [(store, epoch, f.seq, f.event_id, f.hlc, f.type, f.member_id, blob)
-         for f, blob in zip(fresh, batch.raw[skip:], strict=True)])
-    acc = _Effects(tx, store, {f.member_id for f in fresh if f.member_id is not None})
-    for f in fresh:
-        _HANDLERS[f.type](tx, f, acc, result)
-    acc.flush(tx)
-    touched = acc.touched
-    if allowance is not None and acc.ledgers:
-        # Standing allowances follow the balances and the spending just acknowledged.
-        touched |= allowances.refresh(tx, allowance, acc.ledgers)
-    if tiers is not None and acc.spenders:
-        touched.update(recompute(tx, tiers, now_ms, sorted(acc.spenders)))
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch.rows)
+    named = {*batch.ledger, *(m for m, _month in batch.spend),
+             *(f.member_id for f in batch.facts if f.member_id is not None)}
+    alias = _aliases(tx, named)
+    touched: set[str] = set()
+    # Registrations first, all at once (a store registers a member before anything else names
+    # it); they may merge members. Then profiles, cards and coupons in event order.
+    _register_all(tx, [f for f in batch.facts if f.type == "member.registered"], store, alias,
+                  touched, result)
+    for f in batch.facts:
+        _HANDLERS[f.type](tx, f, store, alias, touched, result)
+
+    # The batch's sums, per member it now is (a merge above or earlier moved the member).
+    shares: dict[str, list[int]] = {}
+    spent: dict[tuple[str, str], list[int]] = {}
+    for mid, (points, principal, bonus, esc_points, esc_sv) in batch.ledger.items():
+        member = alias.get(mid, mid)
+        share = shares.setdefault(member, [0, 0, 0])
+        share[0] += points
+        share[1] += principal
+        share[2] += bonus
+        if points or principal or bonus:
+            touched.add(member)
+        used = spent.setdefault((member, store), [0, 0])
+        used[0] += esc_points
+        used[1] += esc_sv
+    months: dict[tuple[str, str], int] = {}
+    spenders: set[str] = set()
+    for (mid, month), amount in batch.spend.items():
+        member = alias.get(mid, mid)
+        months[(member, month)] = months.get((member, month), 0) + amount
+        spenders.add(member)
+    tx.executemany(_ADD_SHARES, [(m, store, p, a, b) for m, (p, a, b) in shares.items()
+                                 if p or a or b])
+    tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in months.items() if v])
+    # Acknowledged spending (net of refunds) uses up what the hub granted this store, and
+    # standing allowances follow the balances just moved: one write per member and store.
+    touched |= allowances.settle(tx, allowance, spent, shares)
+    tier_of: dict[str, str] = {}
+    if tiers is not None and spenders:
+        tier_of = {m: t for t, m in tier_changes(tx, tiers, now_ms, sorted(spenders))}
+        touched.update(tier_of)
     if touched:
+        # A new directory change number for every member whose entry changed (stores catch
+        # up from it), with the new tier where it changed: one row update each.
         last = next_counter(tx, "member_change", len(touched))
-        tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
-                       [(last - i, m) for i, m in enumerate(sorted(touched))])
+        tx.executemany(
+            "UPDATE members SET tier = coalesce(?, tier), change_no = ? WHERE member_id = ?",
+            [(tier_of.get(m), last - i, m) for i, m in enumerate(sorted(touched))])
         result.members_changed = len(touched)
-    seq = fresh[-1].seq
+    seq = batch.last_seq
     tx.execute(
         "INSERT INTO store_streams(store_id, epoch, acked_seq) VALUES (?, ?, ?)"
         " ON CONFLICT(store_id, epoch) DO UPDATE SET acked_seq = excluded.acked_seq",
         (store, epoch, seq))
-    result.applied = len(fresh)
+    result.applied = len(batch.rows)
     result.ack = Ack(store_id=store, epoch=epoch, seq=seq)
     return result
 
@@ -117,51 +150,10 @@ _ADD_SHARES = (
 _CHUNK = 500  # ids per ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
 
 
-class _Effects:
-    """A batch's ledger-like effects summed per member, written once per batch (and before a
-    merge, because a merge moves what was written so far).
-
-    Which members of the batch are aliases of another is read once, set-based, up front: a
-    query per event was most of the cost of applying a batch. Merges made by this batch update
-    the map as they happen."""
-
-    def __init__(self, tx: Tx, store_id: str, member_ids: set[str]) -> None:
-        self.store_id = store_id
-        self.shares: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-        self.spend: dict[str, int] = defaultdict(int)
-        self.months: dict[tuple[str, str], int] = defaultdict(int)
-        self.grants: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-        self.touched: set[str] = set()
-        self.spenders: set[str] = set()
-        self.ledgers: set[str] = set()  # members whose balance or escrow this batch moved
-        self.alias: dict[str, str] = _aliases(tx, member_ids)
-
-    def member(self, member_id: str) -> str:
-        return self.alias.get(member_id, member_id)
-
-    def merged(self, alias: str, survivor: str) -> None:
-        for k, v in self.alias.items():
-            if v == alias:
-                self.alias[k] = survivor
-        self.alias[alias] = survivor
-
-    def flush(self, tx: Tx) -> None:
-        store = self.store_id
-        tx.executemany(_ADD_SHARES, [(m, store, p, a, b) for m, (p, a, b)
-                                     in self.shares.items()])
-        tx.executemany("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
-                       [(v, m) for m, v in self.spend.items() if v])
-        tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in self.months.items() if v])
-        # Acknowledged spending (net of refunds) uses up what the hub granted this store.
-        allowances.record_spent(tx, {(m, store): v for m, v in self.grants.items()})
-        self.shares.clear()
-        self.spend.clear()
-        self.months.clear()
-        self.grants.clear()
-
-
 def _aliases(tx: Tx, member_ids: set[str]) -> dict[str, str]:
-    """``{alias: member it now is}`` for those of ``member_ids`` that were merged."""
+    """``{alias: member it now is}`` for those of ``member_ids`` that were merged: read once,
+    set-based (a query per event was most of the cost of applying a batch). Merges made by
+    the batch update the map as they happen (``_merged``)."""
     ids = sorted(member_ids)
     found: dict[str, str] = {}
     for i in range(0, len(ids), _CHUNK):
@@ -174,6 +166,13 @@ def _aliases(tx: Tx, member_ids: set[str]) -> dict[str, str]:
     return {a: canonical(tx, m) for a, m in found.items()}
 
 
+def _merged(alias_map: dict[str, str], alias: str, survivor: str) -> None:
+    for k, v in alias_map.items():
+        if v == alias:
+            alias_map[k] = survivor
+    alias_map[alias] = survivor
+
+
 def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
     tx.execute(
         "INSERT INTO stores(store_id, last_seen_ms, epoch) VALUES (?, ?, ?)"
@@ -183,132 +182,118 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
         (store, now_ms, epoch))
 
 
-# --- one handler per event type -----------------------------------------------------------------
+# --- the rare changes, one handler per event type ------------------------------------------------
 
-Handler = Callable[[Tx, Fact, _Effects, ApplyResult], None]
-
-
-def _on_registered(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    assert f.member_id is not None and f.detail is not None
-    survivor = _register(tx, f, acc, result)
-    acc.touched.add(f.member_id)
-    if survivor is not None:
-        acc.touched.add(survivor)
+Handler = Callable[[Tx, Fact, str, dict[str, str], set[str], ApplyResult], None]
 
 
-def _on_ledger(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    """Points and stored value: summed into the member's share at this store; spending also
-    uses up the store's escrow."""
-    assert f.member_id is not None  # every ledger event names its member
-    member_id = acc.member(f.member_id)
-    if f.points or f.principal or f.bonus:
-        share = acc.shares[member_id]
-        share[0] += f.points
-        share[1] += f.principal
-        share[2] += f.bonus
-        acc.touched.add(member_id)
-    if f.escrow_points or f.escrow_sv:
-        grant = acc.grants[member_id]
-        grant[0] += f.escrow_points
-        grant[1] += f.escrow_sv
-    acc.ledgers.add(member_id)
+def _on_registered(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+                   result: ApplyResult) -> None:
+    """Applied before the others, by ``_register_all``."""
 
 
-def _on_spend(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    """Sales and refunds move the member's spend, which tiers are made of."""
-    if f.member_id is None:  # an anonymous sale or its refund
-        return
-    member_id = acc.member(f.member_id)
-    acc.spend[member_id] += f.spend
-    acc.months[(member_id, month_of_hlc(f.hlc))] += f.spend
-    acc.spenders.add(member_id)
-
-
-def _on_profile(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
+def _on_profile(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+                result: ApplyResult) -> None:
     assert f.member_id is not None
-    member_id = acc.member(f.member_id)
-    _merge_profile(tx, f, acc.store_id, member_id)
+    member_id = alias.get(f.member_id, f.member_id)
+    _merge_profile(tx, f, store, member_id)
     # Even a write that lost: the store that made it shows its own value until the directory
     # sends the member again with the value that stands.
-    acc.touched.add(member_id)
+    touched.add(member_id)
 
 
-def _on_card(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    assert f.member_id is not None and f.detail is not None
-    member_id = acc.member(f.member_id)
+def _on_card(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+             result: ApplyResult) -> None:
+    assert f.member_id is not None
+    member_id = alias.get(f.member_id, f.member_id)
     tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                (f.detail["card_uid"], member_id))
-    acc.touched.add(member_id)
+    touched.add(member_id)
 
 
-def _on_coupon_redeemed(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    _redeem_coupon(tx, f, acc.store_id)  # anonymous sales redeem coupons too
+def _on_coupon_redeemed(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+                        result: ApplyResult) -> None:
+    _redeem_coupon(tx, f, store)  # anonymous sales redeem coupons too
 
 
-def _on_coupon_reopened(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    assert f.detail is not None
+def _on_coupon_reopened(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+                        result: ApplyResult) -> None:
     tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
                (f.detail["coupon_code"], f.detail["sale_id"]))
-
-
-def _nothing(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> None:
-    """Kept in the log (and in rebuilds) with no effect on the hub's tables."""
 
 
 _HANDLERS: dict[str, Handler] = {
     "member.registered": _on_registered,
     "member.profile_changed": _on_profile,
     "member.card_bound": _on_card,
-    "sale.finalized": _on_spend,
-    "refund.completed": _on_spend,
-    "points.earned": _on_ledger,
-    "points.redeemed": _on_ledger,
-    "points.expired": _on_ledger,
-    "points.adjusted": _on_ledger,
-    "sv.topped_up": _on_ledger,
-    "sv.spent": _on_ledger,
-    "sv.refunded": _on_ledger,
-    "coupon.issued": _nothing,
     "coupon.redeemed": _on_coupon_redeemed,
-    "coupon.voided": _nothing,
     "coupon.reopened": _on_coupon_reopened,
 }
-if set(_HANDLERS) != set(BODY_TYPES):  # a new event type must say what it does at the hub
-    raise RuntimeError(f"hub ingest has no handler for {set(BODY_TYPES) - set(_HANDLERS)}")
+if set(_HANDLERS) != set(DETAIL):  # every rare change hub.facts keeps must be applied
+    raise RuntimeError(f"hub ingest has no handler for {set(DETAIL) - set(_HANDLERS)}")
 
 
-def _register(tx: Tx, f: Fact, acc: _Effects, result: ApplyResult) -> str | None:
-    """Insert the member; the same phone registered elsewhere first makes this one an alias."""
-    assert f.member_id is not None and f.detail is not None
-    d, store = f.detail, acc.store_id
-    stamp = [f.hlc, store]
-    stamps = json.dumps({name: stamp for name in PROFILE_FIELDS})
-    inserted = tx.execute(
+def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, str],
+                  touched: set[str], result: ApplyResult) -> None:
+    """Insert the batch's new members, a statement per table; where the same phone is now
+    held by more than one live member, the earliest registration (HLC, then store id) is the
+    member and every other becomes its alias (``merge_member``). Runs before the batch's sums
+    are written: they go to the member each id now is."""
+    if not facts:
+        return
+    ids = [f.member_id for f in facts if f.member_id is not None]
+    before = _existing(tx, ids)
+    stamps: dict[str, str] = {}
+    rows = []
+    for f in facts:
+        assert f.member_id is not None
+        d = f.detail
+        if f.member_id in before or f.member_id in stamps:
+            continue  # registered already (a resend after a hub restore): changes nothing
+        stamp = [f.hlc, store]
+        stamps[f.member_id] = json.dumps({name: stamp for name in PROFILE_FIELDS})
+        rows.append((f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"],
+                     d["tier"], json.dumps(d["tags"], ensure_ascii=False), store, f.hlc,
+                     stamps[f.member_id]))
+    tx.executemany(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
         " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
-        " ON CONFLICT DO NOTHING",
-        (f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"], d["tier"],
-         json.dumps(d["tags"], ensure_ascii=False), store, f.hlc, stamps)).rowcount
-    if d["card_uid"]:
-        tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   (d["card_uid"], f.member_id))
-    if not inserted or not d["phone"]:
-        return None
-    rows = tx.all(
-        "SELECT member_id, registered_hlc, home_store FROM members"
-        " WHERE phone = ? AND merged_into IS NULL AND member_id <> ?",
-        (d["phone"], f.member_id))
-    if not rows:
-        return None
-    # The earliest registration (HLC, then store id) is the member; every other is an alias.
-    ranked = sorted([*((r[1], r[2], r[0]) for r in rows), (f.hlc, store, f.member_id)])
-    survivor = str(ranked[0][2])
-    acc.flush(tx)  # the merge moves shares and spend: what the batch summed so far goes first
-    for _hlc, _store, alias in ranked[1:]:
-        merge_member(tx, alias, survivor)
-        acc.merged(alias, survivor)
-        result.merged.append((alias, survivor))
-    return survivor
+        " ON CONFLICT DO NOTHING", rows)
+    tx.executemany("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   [(f.detail["card_uid"], f.member_id) for f in facts if f.detail["card_uid"]])
+    touched.update(ids)
+    # A row can still have been refused by a member code another member holds.
+    inserted = _existing(tx, list(stamps)) if stamps else set()
+    phones = sorted({f.detail["phone"] for f in facts
+                     if f.member_id in inserted and f.detail["phone"]})
+    holders: dict[str, list[tuple[int, str, str]]] = {}
+    for i in range(0, len(phones), _CHUNK):
+        chunk = phones[i:i + _CHUNK]
+        for mid, phone, hlc, home in tx.all(
+                "SELECT member_id, phone, registered_hlc, home_store FROM members"
+                f" WHERE phone IN ({', '.join('?' * len(chunk))}) AND merged_into IS NULL",
+                chunk):
+            holders.setdefault(phone, []).append((int(hlc), str(home), str(mid)))
+    for phone in phones:
+        ranked = sorted(holders.get(phone, []))
+        if len(ranked) < 2:
+            continue
+        survivor = ranked[0][2]
+        for _hlc, _store, alias in ranked[1:]:
+            merge_member(tx, alias, survivor)
+            _merged(alias_map, alias, survivor)
+            result.merged.append((alias, survivor))
+        touched.add(survivor)
+
+
+def _existing(tx: Tx, member_ids: list[str]) -> set[str]:
+    found: set[str] = set()
+    for i in range(0, len(member_ids), _CHUNK):
+        chunk = member_ids[i:i + _CHUNK]
+        found.update(r[0] for r in tx.all(
+            f"SELECT member_id FROM members WHERE member_id IN ({', '.join('?' * len(chunk))})",
+            chunk))
+    return found
 
 
 def merge_member(tx: Tx, alias: str, survivor: str) -> None:
@@ -320,17 +305,12 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
                   " WHERE member_id = ?", (alias,))
     tx.executemany(_ADD_SHARES, [(survivor, *r) for r in rows])
     tx.execute("DELETE FROM shares WHERE member_id = ?", (alias,))
-    spend = tx.scalar("SELECT spend_total FROM members WHERE member_id = ?", (alias,), default=0)
-    tx.execute("UPDATE members SET spend_total = spend_total + ? WHERE member_id = ?",
-               (spend, survivor))
-    tx.execute("UPDATE members SET spend_total = 0 WHERE member_id = ?", (alias,))
     tx.executemany(ADD_SPEND, [(survivor, month, amount) for month, amount in tx.all(
         "SELECT month, amount FROM spend_months WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
 
 
 def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:
-    assert f.detail is not None
     row = tx.one("SELECT stamps FROM members WHERE member_id = ?", (member_id,))
     if row is None:
         return False
@@ -353,7 +333,6 @@ def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:
 
 
 def _redeem_coupon(tx: Tx, f: Fact, store: str) -> None:
-    assert f.detail is not None
     code, sale_id, amount = f.detail["coupon_code"], f.detail["sale_id"], f.detail["amount"]
     inserted = tx.execute(
         "INSERT INTO coupon_redemptions(coupon_code, store_id, sale_id, hlc, amount)"

@@ -73,6 +73,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             member_id TEXT NOT NULL, month TEXT NOT NULL, amount BIGINT NOT NULL,
             PRIMARY KEY (member_id, month))""",
     ]),
+    (4, "the event log without its member index; no lifetime spend column", [
+        # No query reads the log by member (rebuilds read it whole, in stream order), and
+        # keeping the index cost every event a second B-tree insert at a random position.
+        "DROP INDEX IF EXISTS events_member",
+        # Nothing read it: tiers and reports use ``spend_months``, and keeping it current cost
+        # a member-row update per spender per batch.
+        "ALTER TABLE members DROP COLUMN spend_total",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -60,6 +60,15 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
               ) -> list[str]:
     """Set each member's tier from their spend in the window; returns the members whose tier
     changed (the caller moves them in the directory)."""
+    changed = tier_changes(tx, rules, now_ms, member_ids)
+    tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
+    return [m for _t, m in changed]
+
+
+def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
+                 ) -> list[tuple[str, str]]:
+    """``(new tier, member_id)`` for each member whose spend in the window now puts them in
+    another tier; writes nothing (the batch path writes it with the member's other changes)."""
     since = window_start(now_ms, rules.window_months)
     if member_ids is None:
         member_ids = [r[0] for r in tx.all("SELECT member_id FROM members"
@@ -78,5 +87,4 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
             tier = rules.tier_for(int(spend))
             if tier != old:
                 changed.append((tier, member_id))
-    tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
-    return [m for _t, m in changed]
+    return changed
