@@ -130,6 +130,9 @@ def event_bytes(payload: bytes) -> list[bytes]:
         if key != "events":
             unpacker.skip()
             continue
+        # A repeated key: msgpack keeps the last one, so the events validated are the last
+        # list's, and their bytes must be too.
+        out = []
         for _ in range(unpacker.read_array_header()):
             start = unpacker.tell()
             unpacker.skip()

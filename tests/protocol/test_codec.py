@@ -267,3 +267,25 @@ def test_event_bytes_are_the_events_as_received() -> None:
     reordered = msgpack.packb({"events": [msgpack.unpackb(r) for r in raw], "epoch": 1,
                                "store_id": "S001", "v": 1})
     assert event_bytes(reordered) == raw
+
+
+def test_a_repeated_events_key_cuts_the_events_that_were_validated() -> None:
+    """msgpack keeps the last of a repeated key: the bytes the hub logs must be those events,
+    one for each validated event, not the events of every list the payload carried."""
+    import msgpack
+
+    from protocol.codec import event_bytes
+
+    def dumped(seq: int) -> dict[str, object]:
+        return Event(event_id=f"e{seq}", store_id="S001", epoch=1, seq=seq, hlc=seq,
+                     body=CouponVoided(coupon_code="C1", reason="x")).model_dump(mode="json")
+
+    first, last = [dumped(1), dumped(2)], [dumped(7)]
+    packer = msgpack.Packer()
+    payload = (packer.pack_map_header(5) + packer.pack("v") + packer.pack(1)
+               + packer.pack("store_id") + packer.pack("S001") + packer.pack("epoch")
+               + packer.pack(1) + packer.pack("events") + packer.pack(first)
+               + packer.pack("events") + packer.pack(last))
+    batch = decode_batch(payload)
+    assert [e.seq for e in batch.events] == [7]
+    assert event_bytes(payload) == [msgpack.packb(last[0])]
