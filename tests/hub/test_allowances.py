@@ -421,3 +421,49 @@ async def test_a_store_spends_its_standing_allowance_offline_and_asks_beyond_it(
         assert r["points_limit"] - r["points_base"] <= b.points.granted["S001"]
     finally:
         await a.close()
+
+
+async def test_a_batch_that_merges_a_member_puts_all_its_effects_on_the_survivor(
+        hub_db: HubDatabase) -> None:
+    """Effects arrive summed per member as the store named them and are mapped to the member
+    each id now is after the batch's registrations: a member registered, earning and spending
+    in the batch that merges it lands whole on the survivor — balance, spend and escrow."""
+    f, first, second = Fleet(), "m-first", "m-second"
+    phone = "+8613900000077"
+    await hub_db.transaction(lambda tx: ingest(tx, f.batch(
+        "S001", MemberRegistered(member_id=first, member_code="C1", phone=phone),
+        earned(first, 1_000))))
+    result = await hub_db.transaction(lambda tx: apply_batch(tx, f.batch(
+        "S002", earned(second, 5), MemberRegistered(member_id=second, member_code="C2",
+                                                    phone=phone),
+        earned(second, 200), redeemed(second, 50), topped_up(second, 3_000),
+        sv_spent(second, 1_000)), 1, allowance=POLICY))
+    assert result.merged == [(second, first)]
+
+    def state(tx: Tx) -> tuple[Any, ...]:
+        shares = {r[0]: (int(r[1]), int(r[2]), int(r[3])) for r in tx.all(
+            "SELECT store_id, points, sv_principal, sv_bonus FROM shares WHERE member_id = ?",
+            (first,))}
+        alias_rows = tx.scalar("SELECT count(*) FROM shares WHERE member_id = ?", (second,))
+        return shares, alias_rows, grants(tx, first), grants(tx, second)
+
+    shares, alias_rows, survivor_books, alias_books = await hub_db.transaction(state)
+    assert shares == {"S001": (1_000, 0, 0), "S002": (155, 2_000, 0)}
+    assert alias_rows == 0 and alias_books == {}
+    assert survivor_books["S002"][1] == 50 and survivor_books["S002"][3] == 1_000
+    assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+
+
+async def test_a_partly_resent_batch_applies_only_its_new_events(hub_db: HubDatabase) -> None:
+    """A store may resend from its ack with other batch boundaries: the part already applied
+    is skipped, and the sums of the rest are what is applied."""
+    f, mid = Fleet(), "m-resent"
+    bodies = [registered(mid), *(earned(mid, 10 * (i + 1)) for i in range(6))]
+    whole = f.batch("S001", *bodies)
+    head = EventBatch(store_id="S001", epoch=1, events=whole.events[:3])
+    await hub_db.transaction(lambda tx: apply_batch(tx, head, 1, allowance=POLICY))
+    result = await hub_db.transaction(lambda tx: apply_batch(tx, whole, 1, allowance=POLICY))
+    assert (result.duplicates, result.applied, result.ack.seq) == (3, 4, 7)
+    held = await hub_db.transaction(directory.balances)
+    assert held[mid] == (sum(10 * (i + 1) for i in range(6)), 0, 0)
+    assert (await hub_db.transaction(directory.compare))["mismatches"] == []
