@@ -309,7 +309,10 @@ def _derived(value: Any) -> list[Any]:
     if isinstance(value, bool):
         return [int(value)]
     if isinstance(value, int):
-        return [value - 1, value + 1, float(value), str(value), -value, value * 1000]
+        # Only what msgpack can carry (int64 .. uint64): a bigger int is no payload at all.
+        ints = [v for v in (value - 1, value + 1, -value, value * 1000)
+                if -(2**63) <= v < 2**64]
+        return [*ints, float(value), str(value)]
     if isinstance(value, list):
         return [[], value * 2, value * 26, [*value, None], value[:-1]]
     if isinstance(value, dict):
