@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from hub.tiers import month_of_hlc
+from protocol import fastcodec
 from protocol.codec import decode as decode_message
 from protocol.events import BODY_TYPES, Event
-from protocol.fastcodec import decode_batch_fast
 
 # What a ledger event adds to (points, sv principal, sv bonus) of its member's balance and to
 # (points, stored value) of the escrow its store has used up — negative when a refund gives
@@ -102,6 +102,9 @@ class Decoded(NamedTuple):
     ledger: dict[str, list[int]]
     # (member id, month) -> summed spend; every member with a sale or refund is here.
     spend: dict[tuple[str, str], int]
+    # Validated by the pydantic fallback, not the compiled decoder (``protocol.fastcodec``):
+    # counted in the hub's status, as each one costs a slow decode.
+    slow: bool = False
 
     @property
     def first_seq(self) -> int:
@@ -118,8 +121,10 @@ def decode(payload: bytes, *, max_bytes: int) -> Decoded:
 
     ``protocol.fastcodec``: the pydantic models compiled to msgspec, several times faster
     than validating with pydantic, and never accepting what pydantic would refuse."""
-    batch = decode_batch_fast(payload, max_bytes=max_bytes)
-    return reduce_events(batch.store_id, batch.epoch, batch.events, batch.raw)
+    before = fastcodec.fallbacks
+    batch = fastcodec.decode_batch_fast(payload, max_bytes=max_bytes)
+    reduced = reduce_events(batch.store_id, batch.epoch, batch.events, batch.raw)
+    return reduced._replace(slow=True) if fastcodec.fallbacks != before else reduced
 
 
 def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequence[bytes]

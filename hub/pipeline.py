@@ -148,6 +148,7 @@ class IngestPipeline:
         self.validators = validators
         self.max_group = max_group
         self.group_sizes: list[int] = []  # batches per transaction, for the bench and status
+        self.slow_validations = 0  # batches only the pydantic fallback accepted (status)
         self._queue: asyncio.Queue[Decoded] = asyncio.Queue(max_queued)
         # Batches being validated, in arrival order: the worker always has the next one while
         # this process unpickles the last, and order is kept by awaiting them in turn.
@@ -203,6 +204,7 @@ class IngestPipeline:
                     await self._refuse(store_id, "wrong_store",
                                        f"batch for {decoded.store_id} on the topic of {store_id}")
                     continue
+                self.slow_validations += decoded.slow
                 await self._queue.put(decoded)
             finally:
                 self._validating.task_done()

@@ -301,6 +301,9 @@ class HubService:
                     "received_batches": self.received_batches,
                     "validate_workers": self.validators.workers,
                     "validator_restarts": self.validators.restarts,
+                    # Accepted only by the pydantic fallback (protocol.fastcodec is stricter
+                    # there): each is logged once per kind and cost a slow decode.
+                    "validation_fallbacks": self.pipeline.slow_validations,
                     "commits": len(self.pipeline.group_sizes),
                     "batches_per_commit": round(sum(self.pipeline.group_sizes)
                                                 / max(1, len(self.pipeline.group_sizes)), 2)},

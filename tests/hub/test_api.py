@@ -55,6 +55,7 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
             ingest = status["ingest"]  # the uplink's way through the hub, for the operator
             assert ingest["received_batches"] >= 2 and ingest["commits"] >= 1
             assert ingest["validate_workers"] == 1 and ingest["validator_restarts"] == 0
+            assert ingest["validation_fallbacks"] == 0  # the edge encodes canonically
             assert (await c.get("/v1/members/nobody")).status_code == 404
             bundle = demo.demo_bundle().model_dump(mode="json")
             r = await c.post("/v1/campaigns", json=bundle)
