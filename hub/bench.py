@@ -30,8 +30,8 @@ import sqlite3
 import tempfile
 import time
 import uuid
-from collections import Counter
-from collections.abc import Iterator
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -41,10 +41,11 @@ from urllib.parse import urlsplit, urlunsplit
 import msgpack
 
 from hub.config import HubConfig
-from hub.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, HubDatabase
+from hub.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
+from hub.facts import Decoded
 from hub.facts import decode as decode_uplink
-from hub.ingest import ApplyResult
-from hub.pipeline import IngestPipeline, Validators
+from hub.ingest import ApplyResult, apply_facts
+from hub.pipeline import MAX_GROUP_BATCHES, IngestPipeline, Validators
 from hub.schema import migrate
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import Event
@@ -251,6 +252,76 @@ async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
             "validate_workers": config.hub.validate_workers}
 
 
+class _TimedTx(Tx):
+    """A ``Tx`` that adds each statement's time to ``spent`` under its first words."""
+
+    def __init__(self, tx: Tx, spent: defaultdict[str, float]) -> None:
+        super().__init__(tx._conn, tx.dialect)
+        self.spent = spent
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        start = time.perf_counter()
+        try:
+            return super().execute(sql, params)
+        finally:
+            self.spent[_statement(sql)] += time.perf_counter() - start
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        start = time.perf_counter()
+        try:
+            super().executemany(sql, rows)
+        finally:
+            self.spent[_statement(sql)] += time.perf_counter() - start
+
+
+def _statement(sql: str) -> str:
+    words = sql.split()
+    table = next((w for w, prev in zip(words[1:], words, strict=False)
+                  if prev.upper() in ("INTO", "UPDATE", "FROM")), "?")
+    return f"{words[0].upper()} {table.split('(')[0]}"
+
+
+def measure_breakdown(path: Path, work: Workload, group: int = MAX_GROUP_BATCHES
+                      ) -> dict[str, Any]:
+    """Where the apply's time goes: every batch validated up front, then applied alone on
+    this thread in groups of ``group`` (as the pipeline commits them under load), with each
+    statement timed. µs per event: per statement kind (table), the commits, and the rest
+    (the apply's Python)."""
+    config = HubConfig()
+    decoded = [decode_uplink(p, max_bytes=DEFAULT_MAX_BYTES) for p in work.payloads]
+    db = HubDatabase(f"sqlite:///{path}")
+    spent: defaultdict[str, float] = defaultdict(float)
+    inside, total = 0.0, 0.0
+    db.open_sync()
+    try:
+        db.run_sync(migrate)
+        now = int(time.time() * 1000)
+        for i in range(0, len(decoded), group):
+            batches = decoded[i:i + group]
+
+            def apply_all(tx: Tx, batches: list[Decoded] = batches) -> None:
+                nonlocal inside
+                start = time.perf_counter()
+                timed = _TimedTx(tx, spent)
+                for d in batches:
+                    apply_facts(timed, d, now, config.tiers, config.allowance)
+                inside += time.perf_counter() - start
+
+            start = time.perf_counter()
+            db.run_sync(apply_all)
+            total += time.perf_counter() - start
+    finally:
+        db.close_sync()
+    per = 1e6 / work.events
+    statements = sum(spent.values())
+    return {"apply_events_per_s": round(work.events / total, 1),
+            "apply_us_per_event": round(total * per, 2),
+            "commit_us_per_event": round((total - inside) * per, 2),
+            "python_us_per_event": round((inside - statements) * per, 2),
+            "statement_us_per_event": {k: round(v * per, 2) for k, v in sorted(
+                spent.items(), key=lambda kv: -kv[1])}}
+
+
 def measure_decode(work: Workload) -> float:
     """Events per second that strict validation (and the reduction to what the apply takes)
     alone manages in one process: what a validation worker can feed the apply."""
@@ -336,7 +407,8 @@ def failed(result: dict[str, Any]) -> list[str]:
 
 def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 100_000,
               postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
-              workdir: str | Path | None = None, seed: int = 1) -> dict[str, Any]:
+              workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False
+              ) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -381,6 +453,8 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         raw = measure_raw(tmp / "raw.db", work, groups)
         result["raw_insert_rows_per_s"] = round(raw, 1)
         result["merge_vs_raw"] = round(merge["merge"] / raw, 3)
+        if breakdown:
+            result["apply_breakdown"] = measure_breakdown(tmp / "breakdown.db", work)
 
         # A part that breaks is reported as "failed: ..." (and the command exits 1) rather
         # than losing the figures measured before it.

@@ -133,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="admin URL; a throwaway database mg_bench_* is made and dropped")
     bench.add_argument("--no-postgres", action="store_true")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
+    bench.add_argument("--breakdown", action="store_true",
+                       help="also apply the merge's batches alone with every statement timed:"
+                            " where the apply's time goes, in µs per event")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -156,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             figures = run_bench(stores=args.stores, events=args.events,
                                 drain_events=args.drain_events,
                                 postgres_url=None if args.no_postgres else args.postgres_url,
-                                workdir=args.workdir)
+                                workdir=args.workdir, breakdown=args.breakdown)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     if args.command == "demo":

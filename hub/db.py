@@ -148,6 +148,15 @@ class HubDatabase:
             self._conn.close()
             self._conn = None
 
+    def open_sync(self) -> HubDatabase:
+        """Open on the calling thread (tools that run transactions with ``run_sync``)."""
+        self._open()
+        return self
+
+    def close_sync(self) -> None:
+        self._close()
+        self._pool.shutdown(wait=True)
+
     async def open(self) -> HubDatabase:
         await self._run(self._open)
         return self

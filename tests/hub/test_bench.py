@@ -54,3 +54,22 @@ def test_bench_prints_one_json_object_with_every_figure(
     assert result["targets"] == {"merge_events_per_s": 50_000, "merge_vs_raw": 0.6,
                                  "drain_events_per_s": 20_000}
     assert result["drain_duplicates"] == 0 and result["drain_gaps"] == 0
+
+
+def test_breakdown_says_where_the_apply_time_goes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "--json", "--stores", "3", "--events", "3000", "--drain-events", "0",
+               "--no-postgres", "--breakdown", "--workdir", str(tmp_path)])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == 0, failed(result)
+    parts = result["apply_breakdown"]
+    statements = parts["statement_us_per_event"]
+    # Every table the apply writes for this workload shows up under its statement kind.
+    for kind in ("INSERT events", "INSERT shares", "INSERT spend_months", "INSERT grants",
+                 "INSERT members", "INSERT cards", "UPDATE members", "SELECT members"):
+        assert statements[kind] > 0, kind
+    # The parts add up to the whole (each is rounded to 0.01 µs).
+    whole = parts["commit_us_per_event"] + parts["python_us_per_event"] + sum(statements.values())
+    assert abs(whole - parts["apply_us_per_event"]) < 0.01 * (len(statements) + 3)
+    assert parts["apply_events_per_s"] == pytest.approx(1e6 / parts["apply_us_per_event"],
+                                                        rel=0.01)
