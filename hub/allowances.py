@@ -172,26 +172,38 @@ def load(tx: Tx, member_ids: Collection[str]) -> dict[str, MemberBooks]:
 
 def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, int]]:
     """What to add to each active store's cumulative grant (points, stored value); updates
-    ``books`` as it goes. Only ever out of ``free`` (see the module's guarantee)."""
-    stores = books.active_stores()
-    if not policy.enabled or not stores:
+    ``books`` as it goes. Only ever out of ``free`` (see the module's guarantee).
+
+    Runs for every member a batch touched, so it reads the ledgers' dicts directly (the
+    arithmetic of ``Ledger.free`` / ``outstanding`` / ``hold_more``, inlined)."""
+    if not policy.enabled or books.home_store is None:
         return {}
+    stores: list[str] | None = None
     out: dict[str, list[int]] = {}
-    for dim in (POINTS, STORED_VALUE):
-        ledger = books.ledger(dim)
+    for dim, ledger in ((POINTS, books.points), (STORED_VALUE, books.stored_value)):
+        if ledger.balance <= 0:
+            continue  # nothing to stand anywhere (target 0)
+        if stores is None:
+            stores = books.active_stores()
         target = policy.target(dim, ledger.balance, len(stores))
         if target <= 0:
             continue
-        free = ledger.free()
+        granted, spent = ledger.granted, ledger.spent
+        free = ledger.balance - sum(max(0, g - spent.get(s, 0)) for s, g in granted.items())
         for store in stores:
             if free <= 0:
                 break
-            held = ledger.outstanding(store)
+            had, used = granted.get(store, 0), spent.get(store, 0)
+            held = max(0, had - used)
             if held >= target:
                 continue
             add = min(target - held, free)
             free -= add
-            out.setdefault(store, [0, 0])[dim] += ledger.hold_more(store, add)
+            # A store that spent beyond its grant is not held to that overdraft
+            # (``Ledger.hold_more``): its grant grows past what it spent first.
+            grow = max(0, used - had) + add
+            granted[store] = had + grow
+            out.setdefault(store, [0, 0])[dim] += grow
     return {s: (p, sv) for s, (p, sv) in out.items()}
 
 
