@@ -219,9 +219,9 @@ class HubService:
             return
         limit = min(req.limit, self.config.hub.directory_page)
         page = await self.db.transaction(
-            lambda tx: directory.page(tx, req.request_id, req.after, limit))
+            lambda tx: directory.page_payload(tx, req.request_id, req.after, limit))
         assert self.mqtt is not None
-        await self.mqtt.publish(topics.directory_page(store_id), encode(page))
+        await self.mqtt.publish(topics.directory_page(store_id), page)
 
     async def _rpc(self, store_id: str, payload: bytes) -> None:
         req = await self._accept(store_id, payload, RpcRequest)
