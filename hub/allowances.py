@@ -39,7 +39,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.db import Tx
+from hub.db import Tx, in_chunks
 from hub.schema import next_counter
 from protocol.events import (
     MAX_POINTS,
@@ -50,7 +50,6 @@ from protocol.events import (
 )
 from protocol.money import MAX_AMOUNT
 
-CHUNK = 500  # member ids per ``IN (...)``: well under SQLite's and PostgreSQL's limits
 POINTS, STORED_VALUE = 0, 1
 
 
@@ -153,9 +152,8 @@ def load(tx: Tx, member_ids: Collection[str]) -> dict[str, MemberBooks]:
     """The escrow books of ``member_ids`` (every id gets an entry): one query per 500."""
     ids = sorted(set(member_ids))
     books = {m: MemberBooks(m) for m in ids}
-    for i in range(0, len(ids), CHUNK):
-        chunk = ids[i:i + CHUNK]
-        sql = _BOOKS.format(marks=", ".join("?" * len(chunk)))
+    for chunk, marks in in_chunks(ids):
+        sql = _BOOKS.format(marks=marks)
         for kind, mid, store, a, b, c, d in tx.all(sql, chunk * 3):
             m = books[mid]
             if kind == 0:
@@ -207,35 +205,16 @@ def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, 
     return {s: (p, sv) for s, (p, sv) in out.items()}
 
 
-_ADD_GRANT = (
-    "INSERT INTO grants(member_id, store_id, points_granted, sv_granted) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT(member_id, store_id) DO UPDATE SET"
-    " points_granted = grants.points_granted + excluded.points_granted,"
-    " sv_granted = grants.sv_granted + excluded.sv_granted")
-
-
 def add_grants(tx: Tx, rows: Iterable[tuple[str, str, int, int]]) -> None:
     """Add ``(member_id, store_id, points, stored_value)`` to the stores' cumulative grants."""
-    tx.executemany(_ADD_GRANT, rows)
+    tx.executemany(_ADD_BOOKS, [(m, s, 0, 0, p, v) for m, s, p, v in rows])
 
 
 def refresh(tx: Tx, policy: AllowancePolicy, member_ids: Collection[str]) -> set[str]:
     """Top up the standing allowances of ``member_ids``; returns the members whose grants
     changed (their directory entries must get a new change number so stores catch up).
-
-    Runs in the batch's transaction after its ledger effects; a constant number of statements
-    per 500 members (one read and one ``executemany``).
-    """
-    if not policy.enabled or not member_ids:
-        return set()
-    rows: list[tuple[str, str, int, int]] = []
-    changed: set[str] = set()
-    for mid, books in load(tx, member_ids).items():
-        for store, (points, sv) in top_up(policy, books).items():
-            rows.append((mid, store, points, sv))
-            changed.add(mid)
-    add_grants(tx, rows)
-    return changed
+    ``settle`` with no spending: one read and one ``executemany`` per 500 members."""
+    return settle(tx, policy, {}, member_ids)
 
 
 def settle(tx: Tx, policy: AllowancePolicy | None,
@@ -287,8 +266,8 @@ def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
     ids = [str(r[0]) for r in tx.all(
         "SELECT member_id FROM members WHERE merged_into IS NULL ORDER BY member_id")]
     changed: set[str] = set()
-    for i in range(0, len(ids), CHUNK):
-        changed |= refresh(tx, policy, ids[i:i + CHUNK])
+    for chunk, _marks in in_chunks(ids):
+        changed |= refresh(tx, policy, chunk)
     mark_changed(tx, changed)
     return changed
 
@@ -318,16 +297,9 @@ def escrow_used(body: object) -> tuple[int, int]:
     return 0, 0
 
 
-_ADD_SPENT = (
-    "INSERT INTO grants(member_id, store_id, points_spent, sv_spent) VALUES (?, ?, ?, ?)"
-    " ON CONFLICT(member_id, store_id) DO UPDATE SET"
-    " points_spent = grants.points_spent + excluded.points_spent,"
-    " sv_spent = grants.sv_spent + excluded.sv_spent")
-
-
 def record_spent(tx: Tx, spent: Mapping[tuple[str, str], Sequence[int]]) -> None:
     """Add a batch's acknowledged spending ``{(member_id, store_id): (points, stored value)}``
     (sums of ``escrow_used``) to the stores' books — also where the hub has granted nothing
     yet, so ``spent`` counts all the store's spending, as the store's ``used`` does."""
-    tx.executemany(_ADD_SPENT, [(m, s, int(v[0]), int(v[1])) for (m, s), v in spent.items()
-                                if v[0] or v[1]])
+    tx.executemany(_ADD_BOOKS, [(m, s, int(v[0]), int(v[1]), 0, 0)
+                                for (m, s), v in spent.items() if v[0] or v[1]])

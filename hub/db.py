@@ -13,7 +13,7 @@ import logging
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -73,6 +73,17 @@ class Tx:
     def scalar(self, sql: str, params: Sequence[Any] = (), default: Any = None) -> Any:
         row = self.one(sql, params)
         return default if row is None or row[0] is None else row[0]
+
+
+IN_CHUNK = 500  # values per ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
+
+
+def in_chunks(values: Sequence[str]) -> Iterator[tuple[list[str], str]]:
+    """``values`` in slices of ``IN_CHUNK``, each with its placeholders (``"?, ?, ?"``): the
+    set-based reads of a batch's members."""
+    for i in range(0, len(values), IN_CHUNK):
+        chunk = list(values[i:i + IN_CHUNK])
+        yield chunk, ", ".join("?" * len(chunk))
 
 
 def ddl(sql: str, dialect: str) -> str:

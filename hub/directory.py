@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from hub.db import Tx
+from hub.db import Tx, in_chunks
 from hub.ingest import canonical
 from hub.schema import counter
 from protocol.codec import decode
@@ -72,8 +72,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     shares: dict[str, list[dict[str, Any]]] = defaultdict(list)
     aliases: dict[str, list[str]] = defaultdict(list)
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for chunk in _chunks(ids, 500):
-        marks = ",".join("?" * len(chunk))
+    for chunk, marks in in_chunks(ids):
         for uid, mid in tx.all(f"SELECT card_uid, member_id FROM cards WHERE member_id IN"
                                f" ({marks}) ORDER BY card_uid", chunk):
             cards[mid].append(uid)
@@ -99,10 +98,6 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "shares": shares[r[0]], "grants": grants[r[0]]}
         for r in rows
     ]
-
-
-def _chunks(items: list[str], size: int) -> list[list[str]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def balances(tx: Tx) -> dict[str, tuple[int, int, int]]:

@@ -20,7 +20,7 @@ disagreement also shows in ``compare``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from hub.tiers import month_of_hlc
@@ -165,7 +165,6 @@ def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequenc
 def tail(batch: Decoded, skip: int) -> Decoded:
     """``batch`` without its first ``skip`` events (a resent batch the hub partly applied):
     reduced again from the bytes it keeps. Rare, so it takes the plain pydantic path."""
-    rows = batch.rows[skip:]
-    blobs: Iterable[bytes] = (r[7] for r in rows)
+    blobs = [row[7] for row in batch.rows[skip:]]
     events = [decode_message(blob, Event) for blob in blobs]
-    return reduce_events(batch.store_id, batch.epoch, events, [r[7] for r in rows])
+    return reduce_events(batch.store_id, batch.epoch, events, blobs)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hub import allowances
 from hub.allowances import AllowancePolicy
-from hub.db import Tx
+from hub.db import Tx, in_chunks
 from hub.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.schema import next_counter
 from hub.tiers import ADD_SPEND, TierRules, tier_changes
@@ -88,10 +88,11 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
     touched: set[str] = set()
     # Registrations first, all at once (a store registers a member before anything else names
     # it); they may merge members. Then profiles, cards and coupons in event order.
-    _register_all(tx, [f for f in batch.facts if f.type == "member.registered"], store, alias,
-                  touched, result)
+    _register_all(tx, [f for f in batch.facts if f.type == _REGISTERED], store, alias, touched,
+                  result)
     for f in batch.facts:
-        _HANDLERS[f.type](tx, f, store, alias, touched, result)
+        if f.type != _REGISTERED:
+            _HANDLERS[f.type](tx, f, store, alias, touched, result)
 
     # The batch's sums, per member it now is (a merge above or earlier moved the member).
     shares: dict[str, list[int]] = {}
@@ -147,20 +148,17 @@ _ADD_SHARES = (
     " points = shares.points + excluded.points,"
     " sv_principal = shares.sv_principal + excluded.sv_principal,"
     " sv_bonus = shares.sv_bonus + excluded.sv_bonus")
-_CHUNK = 500  # ids per ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
 
 
 def _aliases(tx: Tx, member_ids: set[str]) -> dict[str, str]:
     """``{alias: member it now is}`` for those of ``member_ids`` that were merged: read once,
     set-based (a query per event was most of the cost of applying a batch). Merges made by
     the batch update the map as they happen (``_merged``)."""
-    ids = sorted(member_ids)
     found: dict[str, str] = {}
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i:i + _CHUNK]
+    for chunk, marks in in_chunks(sorted(member_ids)):
         found.update((a, m) for a, m in tx.all(
             "SELECT member_id, merged_into FROM members WHERE merged_into IS NOT NULL"
-            f" AND member_id IN ({', '.join('?' * len(chunk))})", chunk))
+            f" AND member_id IN ({marks})", chunk))
     # A merge points every alias at the survivor, so one hop is the rule; follow any longer
     # chain an older hub may have left.
     return {a: canonical(tx, m) for a, m in found.items()}
@@ -185,11 +183,6 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
 # --- the rare changes, one handler per event type ------------------------------------------------
 
 Handler = Callable[[Tx, Fact, str, dict[str, str], set[str], ApplyResult], None]
-
-
-def _on_registered(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
-                   result: ApplyResult) -> None:
-    """Applied before the others, by ``_register_all``."""
 
 
 def _on_profile(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
@@ -222,15 +215,15 @@ def _on_coupon_reopened(tx: Tx, f: Fact, store: str, alias: dict[str, str], touc
                (f.detail["coupon_code"], f.detail["sale_id"]))
 
 
+_REGISTERED = "member.registered"  # applied first and all at once, by ``_register_all``
 _HANDLERS: dict[str, Handler] = {
-    "member.registered": _on_registered,
     "member.profile_changed": _on_profile,
     "member.card_bound": _on_card,
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
 }
-if set(_HANDLERS) != set(DETAIL):  # every rare change hub.facts keeps must be applied
-    raise RuntimeError(f"hub ingest has no handler for {set(DETAIL) - set(_HANDLERS)}")
+if {*_HANDLERS, _REGISTERED} != set(DETAIL):  # every rare change hub.facts keeps is applied
+    raise RuntimeError(f"hub ingest has no handler for {set(DETAIL) - {*_HANDLERS, _REGISTERED}}")
 
 
 def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, str],
@@ -267,12 +260,10 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, st
     phones = sorted({f.detail["phone"] for f in facts
                      if f.member_id in inserted and f.detail["phone"]})
     holders: dict[str, list[tuple[int, str, str]]] = {}
-    for i in range(0, len(phones), _CHUNK):
-        chunk = phones[i:i + _CHUNK]
+    for chunk, marks in in_chunks(phones):
         for mid, phone, hlc, home in tx.all(
                 "SELECT member_id, phone, registered_hlc, home_store FROM members"
-                f" WHERE phone IN ({', '.join('?' * len(chunk))}) AND merged_into IS NULL",
-                chunk):
+                f" WHERE phone IN ({marks}) AND merged_into IS NULL", chunk):
             holders.setdefault(phone, []).append((int(hlc), str(home), str(mid)))
     for phone in phones:
         ranked = sorted(holders.get(phone, []))
@@ -288,11 +279,9 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, st
 
 def _existing(tx: Tx, member_ids: list[str]) -> set[str]:
     found: set[str] = set()
-    for i in range(0, len(member_ids), _CHUNK):
-        chunk = member_ids[i:i + _CHUNK]
+    for chunk, marks in in_chunks(member_ids):
         found.update(r[0] for r in tx.all(
-            f"SELECT member_id FROM members WHERE member_id IN ({', '.join('?' * len(chunk))})",
-            chunk))
+            f"SELECT member_id FROM members WHERE member_id IN ({marks})", chunk))
     return found
 
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.db import Tx
+from hub.db import Tx, in_chunks
 from protocol.hlc import unpack
 
 
@@ -48,8 +48,6 @@ def window_start(now_ms: int, months: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-_CHUNK = 500  # ids per ``IN (...)``
-
 # Adds to a member's spend in a month; rows (member_id, month, amount).
 ADD_SPEND = ("INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?)"
              " ON CONFLICT(member_id, month) DO UPDATE SET amount = spend_months.amount"
@@ -76,12 +74,11 @@ def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | 
     changed: list[tuple[str, str]] = []
     # Set-based, a chunk of members a statement: the batch path calls this for every member
     # who spent, and a query or two per member was a large part of applying a batch.
-    for i in range(0, len(member_ids), _CHUNK):
-        chunk = member_ids[i:i + _CHUNK]
+    for chunk, marks in in_chunks(member_ids):
         rows = tx.all(
             "SELECT m.member_id, m.tier, coalesce(sum(s.amount), 0) FROM members m"
             " LEFT JOIN spend_months s ON s.member_id = m.member_id AND s.month >= ?"
-            f" WHERE m.member_id IN ({', '.join('?' * len(chunk))})"
+            f" WHERE m.member_id IN ({marks})"
             " GROUP BY m.member_id, m.tier", [since, *chunk])
         for member_id, old, spend in rows:
             tier = rules.tier_for(int(spend))
