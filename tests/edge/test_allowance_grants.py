@@ -99,6 +99,19 @@ def test_entries_without_grants_keep_the_default(tmp_path: Path) -> None:
     assert (reply.points_granted_total, reply.sv_granted_total) == (0, 0)
 
 
+def _deliver(conn: sqlite3.Connection, ctx: StoreContext, road: str, total: int, *,
+             online_points: int) -> int:
+    """The hub's cumulative points grant ``total`` for m1 here, reaching the store by an online
+    reply (``rpc``) or the directory (``dir``); returns the store's points limit after it."""
+    if road == "rpc":
+        allowance.grant(conn, ctx, "m1", online_points, 0, points_total=total, sv_total=0)
+    else:
+        apply_entry(conn, ctx, entry("m1", ("S001", total, 0)))
+    r = row(conn, "m1")
+    assert r is not None
+    return int(r["points_limit"])
+
+
 def test_an_online_grant_before_or_after_the_directory_ends_the_same(tmp_path: Path) -> None:
     # The hub stands 500 points here, then authorises 300 more online (cumulative 800). The
     # directory built before the authorisation says 500, the one after says 800.
@@ -109,13 +122,7 @@ def test_an_online_grant_before_or_after_the_directory_ends_the_same(tmp_path: P
         allowance.consume(conn, ctx, "m1", 200, 0)  # spent under the default first
         limits = []
         for road, total in steps:
-            if road == "rpc":
-                allowance.grant(conn, ctx, "m1", 300, 0, points_total=total, sv_total=0)
-            else:
-                apply_entry(conn, ctx, entry("m1", ("S001", total, 0)))
-            r = row(conn, "m1")
-            assert r is not None
-            limits.append(int(r["points_limit"]))
+            limits.append(_deliver(conn, ctx, road, total, online_points=300))
         return limits
 
     assert run("a", [("dir", 500), ("rpc", 800), ("dir", 800), ("dir", 500)]) == [
@@ -143,13 +150,7 @@ def test_grants_fold_in_monotonically_in_any_order(tmp_path_factory: pytest.Temp
     ctx = _context(tmp_path_factory.getbasetemp())
     seen: list[int] = []
     for road, total in order:
-        if road == "rpc":
-            allowance.grant(conn, ctx, "m1", 1, 0, points_total=total, sv_total=0)
-        else:
-            apply_entry(conn, ctx, entry("m1", ("S001", total, 0)))
-        r = row(conn, "m1")
-        assert r is not None
-        seen.append(int(r["points_limit"]))
+        seen.append(_deliver(conn, ctx, road, total, online_points=1))
         assert seen[-1] == max(t for _, t in order[:len(seen)])  # the largest figure seen
     assert seen == sorted(seen)  # never down
     assert seen[-1] == totals[-1]
