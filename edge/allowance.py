@@ -143,6 +143,8 @@ def apply_hub_grant(conn: sqlite3.Connection, ctx: StoreContext, member_id: str,
     if points_total <= 0 and sv_total <= 0:
         return  # the hub has granted this store nothing: the configured default stands
     row = _row(conn, ctx, member_id)
+    if points_total <= row["hub_points_granted"] and sv_total <= row["hub_sv_granted"]:
+        return  # nothing new (a snapshot or a resent entry): no row rewritten
     conn.execute(
         "UPDATE allowances SET points_limit = ?, sv_limit = ?,"
         " hub_points_granted = max(hub_points_granted, ?), hub_sv_granted = max(hub_sv_granted, ?),"

@@ -121,10 +121,9 @@ def decode(payload: bytes, *, max_bytes: int) -> Decoded:
 
     ``protocol.fastcodec``: the pydantic models compiled to msgspec, several times faster
     than validating with pydantic, and never accepting what pydantic would refuse."""
-    before = fastcodec.fallbacks
     batch = fastcodec.decode_batch_fast(payload, max_bytes=max_bytes)
     reduced = reduce_events(batch.store_id, batch.epoch, batch.events, batch.raw)
-    return reduced._replace(slow=True) if fastcodec.fallbacks != before else reduced
+    return reduced._replace(slow=True) if batch.slow else reduced
 
 
 def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequence[bytes]

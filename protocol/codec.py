@@ -18,6 +18,10 @@ DEFAULT_MAX_BYTES = 1024 * 1024  # one uplink batch; Mosquitto's default message
 
 M = TypeVar("M", bound=BaseModel)
 
+# Before validation, ``unpack`` refuses longer arrays and larger maps (pathological payloads).
+MAX_ARRAY_LEN = 100_000
+MAX_MAP_LEN = 10_000
+
 
 class CodecError(ValueError):
     code = "malformed"
@@ -59,8 +63,8 @@ def unpack(payload: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             payload,
             raw=False,
             strict_map_key=True,
-            max_array_len=100_000,
-            max_map_len=10_000,
+            max_array_len=MAX_ARRAY_LEN,
+            max_map_len=MAX_MAP_LEN,
         )
     except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
         raise MalformedPayload(f"not valid msgpack: {exc}") from exc

@@ -44,8 +44,8 @@ log = logging.getLogger("membergate.protocol.fastcodec")
 # ``codec.unpack`` refuses longer arrays and larger maps before pydantic sees them; msgspec has
 # no such limits. Every compiled list is capped at the array limit; for maps see
 # ``_LIMITS_CHECKED_FROM``. ``tests/protocol/test_fastcodec.py`` pins both to the codec's.
-CODEC_MAX_ARRAY_LEN = 100_000
-CODEC_MAX_MAP_LEN = 10_000
+CODEC_MAX_ARRAY_LEN = codec.MAX_ARRAY_LEN
+CODEC_MAX_MAP_LEN = codec.MAX_MAP_LEN
 
 # Batches the fast path refused and pydantic accepted: each cost a second, slow decode.
 fallbacks = 0
@@ -455,6 +455,7 @@ class FastBatch(NamedTuple):
     epoch: int
     events: list[Any]  # BatchEventStruct: event_id, store_id, epoch, seq, hlc, body
     raw: list[bytes]  # each event's bytes as received (``codec.event_bytes``)
+    slow: bool = False  # only the pydantic fallback accepted it (a slow decode; counted)
 
 
 def body_type(body: Any) -> str:
@@ -476,7 +477,7 @@ def decode_batch_fast(payload: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     batch = codec.decode_batch(payload, max_bytes=max_bytes)
     _note_fallback(refused, len(batch.events))
     return FastBatch(batch.store_id, batch.epoch, [_struct_of(ev) for ev in batch.events],
-                     codec.event_bytes(payload))
+                     codec.event_bytes(payload), slow=True)
 
 
 def decode_fast_only(payload: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> FastBatch:

@@ -237,9 +237,7 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
                     if time.perf_counter() > deadline:
                         raise TimeoutError(f"drain: acked {acked} of {last} after {limit_s} s")
                     await asyncio.sleep(0.002)
-                    row = peek.execute("SELECT value FROM meta WHERE key = ?",
-                                       (ACK_KEY.format(epoch=epoch),)).fetchone()
-                    acked = int(row[0]) if row else 0
+                    acked = int(outbox.meta_get(peek, ACK_KEY.format(epoch=epoch), "0") or 0)
             drain_s = time.perf_counter() - start
         finally:
             await asyncio.to_thread(_stop, store)
