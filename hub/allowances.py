@@ -12,8 +12,8 @@ so a store already holds what a member usually spends there before it is cut off
   ``max_stored_value``; the rest of the balance stays free for online authorisation;
 - **out of what**: never more than is free, ``free = balance - sum over all stores of
   outstanding`` — the one rule online authorisation uses too (``Ledger.free``);
-- **when**: for the members a batch touched, in the batch's transaction after its ledger
-  effects (``refresh``); for every member on demand (``refresh_all``).
+- **when**: for the members a batch touched, in the batch's transaction, from their books as
+  its ledger effects leave them (``settle``); for every member on demand (``refresh_all``).
 
 The books, per member, store and dimension (points; stored value = principal + bonus), in the
 ``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
@@ -82,7 +82,7 @@ def _ratio(fraction: float) -> tuple[int, int]:
     return exact.numerator, exact.denominator
 
 
-@dataclass
+@dataclass(slots=True)
 class Ledger:
     """One member's escrow books in one dimension (points, or stored value)."""
 
@@ -119,13 +119,20 @@ class Ledger:
         return grow
 
 
-@dataclass
+@dataclass(slots=True)
 class MemberBooks:
+    """A member's escrow books, and what else the batch apply reads of the member with them
+    (``load``): whether it exists or was merged, its tier, its spend in the tier window."""
+
     member_id: str
     home_store: str | None = None  # None: no such member, or merged into another
     share_stores: set[str] = field(default_factory=set)
     points: Ledger = field(default_factory=Ledger)
     stored_value: Ledger = field(default_factory=Ledger)
+    exists: bool = False
+    merged_into: str | None = None
+    tier: str | None = None
+    window_spend: int = 0  # spend in the months ``load`` was asked from (0 if not asked)
 
     def active_stores(self) -> list[str]:
         """Home store first, then the others by id: the order scarce balance is handed out."""
@@ -137,34 +144,49 @@ class MemberBooks:
         return self.points if dimension == POINTS else self.stored_value
 
 
-# A member's home store, shares and grants in one statement (one round trip on PostgreSQL):
-# ``kind`` says which table a row comes from.
+# A member's row, shares and grants (and spend since a month) in one statement: the batch
+# apply reads every member it names once, not once per table and purpose (one round trip on
+# PostgreSQL). ``kind`` says which table a row comes from.
+_MEMBER, _SHARE, _GRANT, _SPEND = 0, 1, 2, 3
 _BOOKS = (
-    "SELECT 0, member_id, home_store, 0, 0, 0, 0 FROM members"
-    " WHERE member_id IN ({marks}) AND merged_into IS NULL"
-    " UNION ALL SELECT 1, member_id, store_id, points, sv_principal + sv_bonus, 0, 0 FROM shares"
+    "SELECT 0, member_id, home_store, merged_into, tier, 0, 0, 0, 0 FROM members"
     " WHERE member_id IN ({marks})"
-    " UNION ALL SELECT 2, member_id, store_id, points_granted, points_spent, sv_granted,"
-    " sv_spent FROM grants WHERE member_id IN ({marks})")
+    " UNION ALL SELECT 1, member_id, store_id, NULL, NULL, points, sv_principal + sv_bonus, 0, 0"
+    " FROM shares WHERE member_id IN ({marks})"
+    " UNION ALL SELECT 2, member_id, store_id, NULL, NULL, points_granted, points_spent,"
+    " sv_granted, sv_spent FROM grants WHERE member_id IN ({marks})")
+_SPEND_SINCE = (
+    " UNION ALL SELECT 3, member_id, NULL, NULL, NULL, sum(amount), 0, 0, 0 FROM spend_months"
+    " WHERE month >= ? AND member_id IN ({marks}) GROUP BY member_id")
 
 
-def load(tx: Tx, member_ids: Collection[str]) -> dict[str, MemberBooks]:
-    """The escrow books of ``member_ids`` (every id gets an entry): one query per 500."""
+def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
+         ) -> dict[str, MemberBooks]:
+    """The books of ``member_ids`` (every id gets an entry): one query per 500. With
+    ``spend_since`` (a month, ``YYYY-MM``) also each member's spend from that month on."""
     ids = sorted(set(member_ids))
     books = {m: MemberBooks(m) for m in ids}
+    sql = _BOOKS + (_SPEND_SINCE if spend_since is not None else "")
     for chunk, marks in in_chunks(ids):
-        sql = _BOOKS.format(marks=marks)
-        for kind, mid, store, a, b, c, d in tx.all(sql, chunk * 3):
+        params: list[str] = chunk * 3
+        if spend_since is not None:
+            params += [spend_since, *chunk]
+        for kind, mid, store, merged_into, tier, a, b, c, d in tx.all(
+                sql.format(marks=marks), params):
             m = books[mid]
-            if kind == 0:
-                m.home_store = store
-            elif kind == 1:
+            if kind == _MEMBER:
+                m.exists, m.merged_into, m.tier = True, merged_into, tier
+                if merged_into is None:
+                    m.home_store = store
+            elif kind == _SHARE:
                 m.share_stores.add(store)
                 m.points.balance += int(a)
                 m.stored_value.balance += int(b)
-            else:
+            elif kind == _GRANT:
                 m.points.granted[store], m.points.spent[store] = int(a), int(b)
                 m.stored_value.granted[store], m.stored_value.spent[store] = int(c), int(d)
+            else:
+                m.window_spend = int(a)
     return books
 
 
@@ -214,21 +236,21 @@ def refresh(tx: Tx, policy: AllowancePolicy, member_ids: Collection[str]) -> set
     """Top up the standing allowances of ``member_ids``; returns the members whose grants
     changed (their directory entries must get a new change number so stores catch up).
     ``settle`` with no spending: one read and one ``executemany`` per 500 members."""
-    return settle(tx, policy, {}, member_ids)
+    return settle(tx, policy, {}, load(tx, member_ids))
 
 
 def settle(tx: Tx, policy: AllowancePolicy | None,
-           spent: Mapping[tuple[str, str], Sequence[int]], member_ids: Collection[str]
+           spent: Mapping[tuple[str, str], Sequence[int]], books: Mapping[str, MemberBooks]
            ) -> set[str]:
     """A batch's part in the books, one write per member and store: its acknowledged spending
     ``{(member_id, store_id): (points, stored value)}`` (sums of ``escrow_used``, recorded as
-    ``record_spent`` does), then the top-up of ``member_ids``' standing allowances from the
-    books as they are after it (as ``refresh`` does). Returns the members whose grants changed.
+    ``record_spent`` does), then the top-up of the standing allowances of the members in
+    ``books`` (``load``ed, with the batch's ledger effects already in their balances and share
+    stores; the spending is added here). Returns the members whose grants changed.
     """
-    if policy is None or not policy.enabled or not member_ids:
+    if policy is None or not policy.enabled or not books:
         record_spent(tx, spent)
         return set()
-    books = load(tx, member_ids)
     rows: dict[tuple[str, str], list[int]] = {}
     for (mid, store), (points, sv) in spent.items():
         if not points and not sv:

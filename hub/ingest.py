@@ -18,7 +18,7 @@ from hub.allowances import AllowancePolicy
 from hub.db import Tx, in_chunks
 from hub.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.schema import next_counter
-from hub.tiers import ADD_SPEND, TierRules, tier_changes
+from hub.tiers import ADD_SPEND, TierRules, window_start
 from protocol.codec import encode
 from protocol.events import EventBatch
 from protocol.sync import Ack
@@ -82,17 +82,24 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
     tx.executemany(
         "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch.rows)
-    named = {*batch.ledger, *(m for m, _month in batch.spend),
-             *(f.member_id for f in batch.facts if f.member_id is not None)}
-    alias = _aliases(tx, named)
     touched: set[str] = set()
     # Registrations first, all at once (a store registers a member before anything else names
     # it); they may merge members. Then profiles, cards and coupons in event order.
-    _register_all(tx, [f for f in batch.facts if f.type == _REGISTERED], store, alias, touched,
-                  result)
+    _register_all(tx, [f for f in batch.facts if f.type == _REGISTERED], store, touched, result)
     for f in batch.facts:
         if f.type != _REGISTERED:
-            _HANDLERS[f.type](tx, f, store, alias, touched, result)
+            _HANDLERS[f.type](tx, f, store, touched, result)
+
+    # Every member the sums name, read once (after the merges above): merged or not, books,
+    # tier, spend in the tier window.
+    since = window_start(now_ms, tiers.window_months) if tiers is not None else None
+    books = allowances.load(tx, {*batch.ledger, *(m for m, _month in batch.spend)},
+                            since if batch.spend else None)
+    alias = {a: canonical(tx, b.merged_into) for a, b in books.items()
+             if b.merged_into is not None}
+    if alias:  # the members they now are, read too
+        books.update(allowances.load(tx, set(alias.values()) - books.keys(),
+                                     since if batch.spend else None))
 
     # The batch's sums, per member it now is (a merge above or earlier moved the member).
     shares: dict[str, list[int]] = {}
@@ -103,26 +110,38 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
         share[0] += points
         share[1] += principal
         share[2] += bonus
-        if points or principal or bonus:
-            touched.add(member)
         used = spent.setdefault((member, store), [0, 0])
         used[0] += esc_points
         used[1] += esc_sv
     months: dict[tuple[str, str], int] = {}
-    spenders: set[str] = set()
     for (mid, month), amount in batch.spend.items():
         member = alias.get(mid, mid)
         months[(member, month)] = months.get((member, month), 0) + amount
-        spenders.add(member)
     tx.executemany(_ADD_SHARES, [(m, store, p, a, b) for m, (p, a, b) in shares.items()
                                  if p or a or b])
     tx.executemany(ADD_SPEND, [(m, mo, v) for (m, mo), v in months.items() if v])
+    # The books as the writes above left them: balances moved, this store now holds a share.
+    for member, (p, a, b) in shares.items():
+        if p or a or b:
+            held = books[member]
+            held.points.balance += p
+            held.stored_value.balance += a + b
+            held.share_stores.add(store)
+            touched.add(member)
     # Acknowledged spending (net of refunds) uses up what the hub granted this store, and
     # standing allowances follow the balances just moved: one write per member and store.
-    touched |= allowances.settle(tx, allowance, spent, shares)
+    touched |= allowances.settle(tx, allowance, spent, {m: books[m] for m in shares})
     tier_of: dict[str, str] = {}
-    if tiers is not None and spenders:
-        tier_of = {m: t for t, m in tier_changes(tx, tiers, now_ms, sorted(spenders))}
+    if tiers is not None and since is not None:
+        window: dict[str, int] = {}
+        for (member, month), amount in months.items():
+            window[member] = window.get(member, books[member].window_spend) + (
+                amount if month >= since else 0)
+        for member, spend in window.items():
+            held = books[member]
+            tier = tiers.tier_for(spend)
+            if held.exists and tier != held.tier:
+                tier_of[member] = tier
         touched.update(tier_of)
     if touched:
         # A new directory change number for every member whose entry changed (stores catch
@@ -150,27 +169,6 @@ _ADD_SHARES = (
     " sv_bonus = shares.sv_bonus + excluded.sv_bonus")
 
 
-def _aliases(tx: Tx, member_ids: set[str]) -> dict[str, str]:
-    """``{alias: member it now is}`` for those of ``member_ids`` that were merged: read once,
-    set-based (a query per event was most of the cost of applying a batch). Merges made by
-    the batch update the map as they happen (``_merged``)."""
-    found: dict[str, str] = {}
-    for chunk, marks in in_chunks(sorted(member_ids)):
-        found.update((a, m) for a, m in tx.all(
-            "SELECT member_id, merged_into FROM members WHERE merged_into IS NOT NULL"
-            f" AND member_id IN ({marks})", chunk))
-    # A merge points every alias at the survivor, so one hop is the rule; follow any longer
-    # chain an older hub may have left.
-    return {a: canonical(tx, m) for a, m in found.items()}
-
-
-def _merged(alias_map: dict[str, str], alias: str, survivor: str) -> None:
-    for k, v in alias_map.items():
-        if v == alias:
-            alias_map[k] = survivor
-    alias_map[alias] = survivor
-
-
 def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
     tx.execute(
         "INSERT INTO stores(store_id, last_seen_ms, epoch) VALUES (?, ?, ?)"
@@ -182,34 +180,32 @@ def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
 
 # --- the rare changes, one handler per event type ------------------------------------------------
 
-Handler = Callable[[Tx, Fact, str, dict[str, str], set[str], ApplyResult], None]
+Handler = Callable[[Tx, Fact, str, set[str], ApplyResult], None]
 
 
-def _on_profile(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
-                result: ApplyResult) -> None:
+def _on_profile(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
     assert f.member_id is not None
-    member_id = alias.get(f.member_id, f.member_id)
+    member_id = canonical(tx, f.member_id)
     _merge_profile(tx, f, store, member_id)
     # Even a write that lost: the store that made it shows its own value until the directory
     # sends the member again with the value that stands.
     touched.add(member_id)
 
 
-def _on_card(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
-             result: ApplyResult) -> None:
+def _on_card(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
     assert f.member_id is not None
-    member_id = alias.get(f.member_id, f.member_id)
+    member_id = canonical(tx, f.member_id)
     tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                (f.detail["card_uid"], member_id))
     touched.add(member_id)
 
 
-def _on_coupon_redeemed(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+def _on_coupon_redeemed(tx: Tx, f: Fact, store: str, touched: set[str],
                         result: ApplyResult) -> None:
     _redeem_coupon(tx, f, store)  # anonymous sales redeem coupons too
 
 
-def _on_coupon_reopened(tx: Tx, f: Fact, store: str, alias: dict[str, str], touched: set[str],
+def _on_coupon_reopened(tx: Tx, f: Fact, store: str, touched: set[str],
                         result: ApplyResult) -> None:
     tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
                (f.detail["coupon_code"], f.detail["sale_id"]))
@@ -226,8 +222,8 @@ if {*_HANDLERS, _REGISTERED} != set(DETAIL):  # every rare change hub.facts keep
     raise RuntimeError(f"hub ingest has no handler for {set(DETAIL) - {*_HANDLERS, _REGISTERED}}")
 
 
-def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, str],
-                  touched: set[str], result: ApplyResult) -> None:
+def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
+                  result: ApplyResult) -> None:
     """Insert the batch's new members, a statement per table; where the same phone is now
     held by more than one live member, the earliest registration (HLC, then store id) is the
     member and every other becomes its alias (``merge_member``). Runs before the batch's sums
@@ -237,17 +233,20 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, st
     ids = [f.member_id for f in facts if f.member_id is not None]
     before = _existing(tx, ids)
     stamps: dict[str, str] = {}
+    # Every field of a new member carries the registration's stamp: the JSON ``json.dumps``
+    # would write, from a template made once per batch (a dumps per member was a tenth of
+    # applying a batch of registrations).
+    template = json.dumps({name: [_HLC, store] for name in PROFILE_FIELDS}).split(str(_HLC))
     rows = []
     for f in facts:
         assert f.member_id is not None
         d = f.detail
         if f.member_id in before or f.member_id in stamps:
             continue  # registered already (a resend after a hub restore): changes nothing
-        stamp = [f.hlc, store]
-        stamps[f.member_id] = json.dumps({name: stamp for name in PROFILE_FIELDS})
+        stamps[f.member_id] = str(f.hlc).join(template)
+        tags = json.dumps(d["tags"], ensure_ascii=False) if d["tags"] else "[]"
         rows.append((f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"],
-                     d["tier"], json.dumps(d["tags"], ensure_ascii=False), store, f.hlc,
-                     stamps[f.member_id]))
+                     d["tier"], tags, store, f.hlc, stamps[f.member_id]))
     tx.executemany(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
         " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
@@ -272,9 +271,11 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, alias_map: dict[str, st
         survivor = ranked[0][2]
         for _hlc, _store, alias in ranked[1:]:
             merge_member(tx, alias, survivor)
-            _merged(alias_map, alias, survivor)
             result.merged.append((alias, survivor))
         touched.add(survivor)
+
+
+_HLC = 0.5  # where the HLC goes in the template: "0.5" cannot be in a store id (no dots)
 
 
 def _existing(tx: Tx, member_ids: list[str]) -> set[str]:

@@ -66,14 +66,15 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
 def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
                  ) -> list[tuple[str, str]]:
     """``(new tier, member_id)`` for each member whose spend in the window now puts them in
-    another tier; writes nothing (the batch path writes it with the member's other changes)."""
+    another tier; writes nothing. The daily recompute; the batch path works the same rule out
+    from what it read of its members (``hub.allowances.load`` with ``spend_since``) plus the
+    batch's spend, and ``tests/hub/test_ingest.py`` checks the two agree."""
     since = window_start(now_ms, rules.window_months)
     if member_ids is None:
         member_ids = [r[0] for r in tx.all("SELECT member_id FROM members"
                                            " WHERE merged_into IS NULL")]
     changed: list[tuple[str, str]] = []
-    # Set-based, a chunk of members a statement: the batch path calls this for every member
-    # who spent, and a query or two per member was a large part of applying a batch.
+    # Set-based, a chunk of members a statement: the daily run covers every member.
     for chunk, marks in in_chunks(member_ids):
         rows = tx.all(
             "SELECT m.member_id, m.tier, coalesce(sum(s.amount), 0) FROM members m"

@@ -1,4 +1,4 @@
-"""The hub database on SQLite: WAL checkpoints beside the writer, and schema v4."""
+"""The hub database: WAL checkpoints beside the writer (SQLite), schema v4 and v5."""
 
 from __future__ import annotations
 
@@ -50,3 +50,48 @@ async def test_schema_4_drops_what_nothing_reads(hub_db: HubDatabase) -> None:
     cols, idx = await hub_db.transaction(columns_and_indexes)
     assert "spend_total" not in cols and "change_no" in cols
     assert "events_member" not in idx
+
+
+CLUSTERED = ("shares", "grants", "spend_months", "cards", "store_streams")
+
+
+async def test_schema_5_keeps_every_row_and_clusters_the_member_tables(hub_url: str) -> None:
+    rows = {
+        "shares": [("m1", "S001", 10, 200, 20), ("m1", "S002", -3, 0, 0)],
+        "grants": [("m1", "S001", 100, 40, 5000, 0)],
+        "spend_months": [("m1", "2026-10", 12345), ("m1", "2026-11", 1)],
+        "cards": [("04AA", "m1"), ("04BB", "m1")],
+        "store_streams": [("S001", 1, 77), ("S002", 3, 5)],
+    }
+
+    def at_4(tx: Tx) -> None:
+        assert migrate(tx, target=4) == 4
+        for table, values in rows.items():
+            marks = ", ".join("?" * len(values[0]))
+            tx.executemany(f"INSERT INTO {table} VALUES ({marks})", values)
+
+    def after(tx: Tx) -> tuple[int, dict[str, list[tuple[object, ...]]], set[str]]:
+        version = migrate(tx)
+        kept = {t: sorted(tuple(r) for r in tx.all(f"SELECT * FROM {t}")) for t in rows}
+        clustered: set[str] = set()
+        if tx.dialect == "sqlite":
+            clustered = {t for t in CLUSTERED if "WITHOUT ROWID" in tx.scalar(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (t,))}
+        return version, kept, clustered
+
+    async with HubDatabase(hub_url) as db:
+        await db.transaction(at_4)
+        version, kept, clustered = await db.transaction(after)
+        assert version == LATEST >= 5
+        assert kept == {t: sorted(v) for t, v in rows.items()}
+        if db.dialect == "sqlite":
+            assert clustered == set(CLUSTERED)
+            # The cards index came back, and upserts on the clustered keys still conflict.
+            indexes = await db.transaction(lambda tx: {r[1] for r in tx.all(
+                "PRAGMA index_list(cards)")})
+            assert "cards_member" in indexes
+        await db.transaction(lambda tx: tx.execute(
+            "INSERT INTO shares(member_id, store_id, points) VALUES ('m1', 'S001', 5)"
+            " ON CONFLICT(member_id, store_id) DO UPDATE SET points = shares.points + 5"))
+        assert await db.transaction(lambda tx: tx.scalar(
+            "SELECT points FROM shares WHERE member_id = 'm1' AND store_id = 'S001'")) == 15

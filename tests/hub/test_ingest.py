@@ -224,3 +224,49 @@ async def test_tiers_rise_and_fall_with_spend_in_the_window(hub_db: HubDatabase,
         assert changed == [mid] and await tier() == "standard"
     finally:
         await svc.close()
+
+
+async def test_the_batch_path_leaves_tiers_and_allowances_as_a_full_recompute_would(
+        hub_db: HubDatabase) -> None:
+    """The apply reads each member once before its writes and works out tiers and top-ups
+    from what it read plus the batch's sums. Recomputed afterwards from the tables alone, no
+    tier differs and no allowance has anything left to top up."""
+    import time
+
+    from hub import allowances, bench
+    from hub.allowances import AllowancePolicy
+    from hub.facts import decode
+    from hub.ingest import apply_facts
+    from hub.tiers import TierRules, tier_changes
+    from protocol.codec import DEFAULT_MAX_BYTES
+
+    # Low thresholds, so members cross tiers within a few sales; a small cap, so some
+    # allowances stop at it and others follow the balance.
+    rules = TierRules(thresholds={"silver": 8_000, "gold": 30_000})
+    policy = AllowancePolicy(max_points=150, max_stored_value=20_000)
+    work = bench.make_workload(4, 6_000, batch_events=250, seed=7)
+    now = int(time.time() * 1000)
+    registered: dict[str, str] = {}  # member -> tier it registered with
+    for payload in work.payloads:
+        batch = decode(payload, max_bytes=DEFAULT_MAX_BYTES)
+        registered.update((f.member_id, f.detail["tier"]) for f in batch.facts
+                          if f.type == "member.registered" and f.member_id is not None)
+        result = await hub_db.transaction(
+            lambda tx, b=batch: apply_facts(tx, b, now, rules, policy))
+        assert result.applied == len(batch.rows)
+
+    def recomputed(tx: Tx) -> tuple[list[tuple[str, str]], set[str], dict[str, str], int]:
+        spenders = [r[0] for r in tx.all("SELECT DISTINCT member_id FROM spend_months")]
+        tiers = dict(tx.all("SELECT member_id, tier FROM members"))
+        granted = int(tx.scalar("SELECT count(*) FROM grants WHERE points_granted > 0"
+                                " OR sv_granted > 0"))
+        return (tier_changes(tx, rules, now, spenders), allowances.refresh(tx, policy, tiers),
+                tiers, granted)
+
+    changes, topped_up, tiers, granted = await hub_db.transaction(recomputed)
+    assert changes == []
+    assert topped_up == set()
+    # The workload did move both: tiers away from the ones members registered with, and
+    # standing grants.
+    assert sum(tiers[m] != t for m, t in registered.items()) > 50
+    assert granted > 100
