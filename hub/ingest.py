@@ -85,7 +85,8 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
     touched: set[str] = set()
     # Registrations first, all at once (a store registers a member before anything else names
     # it); they may merge members. Then profiles, cards and coupons in event order.
-    _register_all(tx, [f for f in batch.facts if f.type == _REGISTERED], store, touched, result)
+    fresh = _register_all(tx, [f for f in batch.facts if f.type == _REGISTERED], store,
+                          touched, result)
     for f in batch.facts:
         if f.type != _REGISTERED:
             _HANDLERS[f.type](tx, f, store, touched, result)
@@ -143,14 +144,17 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
             if held.exists and tier != held.tier:
                 tier_of[member] = tier
         touched.update(tier_of)
-    if touched:
-        # A new directory change number for every member whose entry changed (stores catch
-        # up from it), with the new tier where it changed: one row update each.
-        last = next_counter(tx, "member_change", len(touched))
+    # A new directory change number for every member whose entry changed (stores catch up
+    # from it), with the new tier where it changed: one row update each. A member this batch
+    # inserted has one already: any number taken in this transaction is above every
+    # checkpoint a store can hold before it commits.
+    renumber = (touched - fresh) | tier_of.keys()
+    if renumber:
+        last = next_counter(tx, "member_change", len(renumber))
         tx.executemany(
             "UPDATE members SET tier = coalesce(?, tier), change_no = ? WHERE member_id = ?",
-            [(tier_of.get(m), last - i, m) for i, m in enumerate(sorted(touched))])
-        result.members_changed = len(touched)
+            [(tier_of.get(m), last - i, m) for i, m in enumerate(sorted(renumber))])
+    result.members_changed = len(touched | fresh)
     seq = batch.last_seq
     tx.execute(
         "INSERT INTO store_streams(store_id, epoch, acked_seq) VALUES (?, ?, ?)"
@@ -223,13 +227,14 @@ if {*_HANDLERS, _REGISTERED} != set(DETAIL):  # every rare change hub.facts keep
 
 
 def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
-                  result: ApplyResult) -> None:
-    """Insert the batch's new members, a statement per table; where the same phone is now
-    held by more than one live member, the earliest registration (HLC, then store id) is the
-    member and every other becomes its alias (``merge_member``). Runs before the batch's sums
-    are written: they go to the member each id now is."""
+                  result: ApplyResult) -> set[str]:
+    """Insert the batch's new members, a statement per table, each with its directory change
+    number; where the same phone is now held by more than one live member, the earliest
+    registration (HLC, then store id) is the member and every other becomes its alias
+    (``merge_member``). Runs before the batch's sums are written: they go to the member each
+    id now is. Returns the members inserted."""
     if not facts:
-        return
+        return set()
     ids = [f.member_id for f in facts if f.member_id is not None]
     before = _existing(tx, ids)
     stamps: dict[str, str] = {}
@@ -247,15 +252,16 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
         tags = json.dumps(d["tags"], ensure_ascii=False) if d["tags"] else "[]"
         rows.append((f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"],
                      d["tier"], tags, store, f.hlc, stamps[f.member_id]))
+    last = next_counter(tx, "member_change", len(rows)) if rows else 0
     tx.executemany(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags,"
-        " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)"
-        " ON CONFLICT DO NOTHING", rows)
+        " home_store, registered_hlc, stamps, change_no) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING", [(*r, last - i) for i, r in enumerate(rows)])
     tx.executemany("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
                    [(f.detail["card_uid"], f.member_id) for f in facts if f.detail["card_uid"]])
-    touched.update(ids)
     # A row can still have been refused by a member code another member holds.
     inserted = _existing(tx, list(stamps)) if stamps else set()
+    touched.update(set(ids) - inserted)  # registered before: sent again all the same
     phones = sorted({f.detail["phone"] for f in facts
                      if f.member_id in inserted and f.detail["phone"]})
     holders: dict[str, list[tuple[int, str, str]]] = {}
@@ -272,7 +278,9 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
         for _hlc, _store, alias in ranked[1:]:
             merge_member(tx, alias, survivor)
             result.merged.append((alias, survivor))
+            touched.add(alias)  # its entry now points at the survivor
         touched.add(survivor)
+    return inserted
 
 
 _HLC = 0.5  # where the HLC goes in the template: "0.5" cannot be in a store id (no dots)

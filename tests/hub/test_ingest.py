@@ -111,6 +111,31 @@ async def test_same_phone_in_two_stores_becomes_one_member(hub_db: HubDatabase,
         await b.close()
 
 
+async def test_a_member_merged_into_a_later_arrival_reaches_stores_as_an_alias(
+        hub_db: HubDatabase, tmp_path: Path) -> None:
+    """Store B's member arrives first; store A's earlier registration of the same phone
+    arrives later and stands. A store that caught up in between learns that B's member is
+    now an alias: its entry gets a new change number."""
+    a = await _store(tmp_path, "S001", 1)
+    b = await _store(tmp_path, "S002", 2)
+    try:
+        ma = await register(a, "13900000002", card="04A00002")
+        mb = await register(b, "13900000002", card="04B00002")
+        for batch in batches(b.config.database.path, "S002", 100):
+            await _apply(hub_db, batch)
+        checkpoint = await hub_db.transaction(directory.head)
+        for batch in batches(a.config.database.path, "S001", 100):
+            r = await _apply(hub_db, batch)
+        assert r.merged == [(mb["member_id"], ma["member_id"])]
+        page = await hub_db.transaction(lambda tx: directory.page(tx, "r2", checkpoint, 100))
+        entries = {e.member_id: e for e in page.members}
+        assert entries[mb["member_id"]].merged_into == ma["member_id"]
+        assert entries[ma["member_id"]].aliases == [mb["member_id"]]
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_profile_fields_merge_last_writer_wins(hub_db: HubDatabase, tmp_path: Path) -> None:
     from protocol.events import Event, MemberProfileChanged
 
