@@ -122,6 +122,10 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly]]] = [
         *_clustered("store_streams", """(
             store_id TEXT NOT NULL, epoch BIGINT NOT NULL, acked_seq BIGINT NOT NULL,
             PRIMARY KEY (store_id, epoch))"""),
+        # A member's aliases: every directory page and member lookup asks for them, and
+        # without an index that was a scan of every member. Merges are rare, so the index
+        # holds only the merged rows and costs the other members' writes nothing.
+        "CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL",
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

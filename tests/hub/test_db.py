@@ -95,3 +95,13 @@ async def test_schema_5_keeps_every_row_and_clusters_the_member_tables(hub_url: 
             " ON CONFLICT(member_id, store_id) DO UPDATE SET points = shares.points + 5"))
         assert await db.transaction(lambda tx: tx.scalar(
             "SELECT points FROM shares WHERE member_id = 'm1' AND store_id = 'S001'")) == 15
+
+
+async def test_a_members_aliases_are_found_by_index_not_by_a_scan(tmp_path: Path) -> None:
+    """Every directory page and member lookup asks for aliases (``merged_into IN (...)``)."""
+    async with HubDatabase(f"sqlite:///{tmp_path / 'hub.db'}") as db:
+        await db.transaction(migrate)
+        plan = await db.transaction(lambda tx: " ".join(str(r[3]) for r in tx.all(
+            "EXPLAIN QUERY PLAN SELECT member_id, merged_into FROM members"
+            " WHERE merged_into IN (?, ?) ORDER BY member_id", ("a", "b"))))
+    assert "USING INDEX members_merged" in plan, plan
