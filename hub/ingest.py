@@ -24,6 +24,8 @@ from protocol.events import EventBatch
 from protocol.sync import Ack
 
 PROFILE_FIELDS = ("name", "birthday", "phone", "tags")
+# Where the HLC goes in a new member's stamps template: "0.5" cannot be in a store id (no dots).
+_HLC = 0.5
 
 
 @dataclass
@@ -281,9 +283,6 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
             touched.add(alias)  # its entry now points at the survivor
         touched.add(survivor)
     return inserted
-
-
-_HLC = 0.5  # where the HLC goes in the template: "0.5" cannot be in a store id (no dots)
 
 
 def _existing(tx: Tx, member_ids: list[str]) -> set[str]:
