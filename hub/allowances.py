@@ -18,7 +18,9 @@ so a store already holds what a member usually spends there before it is cut off
 The books, per member, store and dimension (points; stored value = principal + bonus), in the
 ``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
 ``spent`` is that store's acknowledged spending (``escrow_used`` says what counts), and
-``outstanding = max(0, granted - spent)`` is what the store may still spend of it.
+``outstanding = max(0, granted - spent)`` is what the store may still spend of it. Escrow
+outstanding under ids since merged into the member stays on those ids' rows (the stores hold it
+under the old id) and counts as held for the member (``Ledger.aliased``).
 
 **Guarantee.** Every grant is made out of ``free``: at grant time the sum of outstanding escrow
 over all stores never exceeds the member's balance. If the sum was within the balance before a
@@ -89,6 +91,9 @@ class Ledger:
     balance: int = 0
     granted: dict[str, int] = field(default_factory=dict)  # store -> cumulative grant
     spent: dict[str, int] = field(default_factory=dict)  # store -> acknowledged spending
+    # Outstanding escrow granted under ids since merged into this member: a store may still
+    # spend it under the old id (it does not know of the merge yet), so it stays held.
+    aliased: int = 0
 
     def outstanding(self, store_id: str) -> int:
         return max(0, self.granted.get(store_id, 0) - self.spent.get(store_id, 0))
@@ -96,7 +101,7 @@ class Ledger:
     def held(self) -> int:
         """Everything held back for stores: the sum of their outstanding grants."""
         spent = self.spent
-        return sum(max(0, g - spent.get(s, 0)) for s, g in self.granted.items())
+        return self.aliased + sum(max(0, g - spent.get(s, 0)) for s, g in self.granted.items())
 
     def free(self) -> int:
         """What may still be granted to any store (negative: more is held than the balance)."""
@@ -147,14 +152,18 @@ class MemberBooks:
 # A member's row, shares and grants (and spend since a month) in one statement: the batch
 # apply reads every member it names once, not once per table and purpose (one round trip on
 # PostgreSQL). ``kind`` says which table a row comes from.
-_MEMBER, _SHARE, _GRANT, _SPEND = 0, 1, 2, 3
+_MEMBER, _SHARE, _GRANT, _SPEND, _ALIAS_GRANT = 0, 1, 2, 3, 4
 _BOOKS = (
     "SELECT 0, member_id, home_store, merged_into, tier, 0, 0, 0, 0 FROM members"
     " WHERE member_id IN ({marks})"
     " UNION ALL SELECT 1, member_id, store_id, NULL, NULL, points, sv_principal + sv_bonus, 0, 0"
     " FROM shares WHERE member_id IN ({marks})"
     " UNION ALL SELECT 2, member_id, store_id, NULL, NULL, points_granted, points_spent,"
-    " sv_granted, sv_spent FROM grants WHERE member_id IN ({marks})")
+    " sv_granted, sv_spent FROM grants WHERE member_id IN ({marks})"
+    # Grants under the ids merged into these members (``members_merged`` finds them).
+    " UNION ALL SELECT 4, m.merged_into, g.store_id, NULL, NULL, g.points_granted,"
+    " g.points_spent, g.sv_granted, g.sv_spent FROM members m"
+    " JOIN grants g ON g.member_id = m.member_id WHERE m.merged_into IN ({marks})")
 _SPEND_SINCE = (
     " UNION ALL SELECT 3, member_id, NULL, NULL, NULL, sum(amount), 0, 0, 0 FROM spend_months"
     " WHERE month >= ? AND member_id IN ({marks}) GROUP BY member_id")
@@ -168,7 +177,7 @@ def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
     books = {m: MemberBooks(m) for m in ids}
     sql = _BOOKS + (_SPEND_SINCE if spend_since is not None else "")
     for chunk, marks in in_chunks(ids):
-        params: list[str] = chunk * 3
+        params: list[str] = chunk * 4
         if spend_since is not None:
             params += [spend_since, *chunk]
         for kind, mid, store, merged_into, tier, a, b, c, d in tx.all(
@@ -185,6 +194,9 @@ def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
             elif kind == _GRANT:
                 m.points.granted[store], m.points.spent[store] = int(a), int(b)
                 m.stored_value.granted[store], m.stored_value.spent[store] = int(c), int(d)
+            elif kind == _ALIAS_GRANT:
+                m.points.aliased += max(0, int(a) - int(b))
+                m.stored_value.aliased += max(0, int(c) - int(d))
             else:
                 m.window_spend = int(a)
     return books
@@ -209,7 +221,8 @@ def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, 
         if target <= 0:
             continue
         granted, spent = ledger.granted, ledger.spent
-        free = ledger.balance - sum(max(0, g - spent.get(s, 0)) for s, g in granted.items())
+        free = ledger.balance - ledger.aliased - sum(
+            max(0, g - spent.get(s, 0)) for s, g in granted.items())
         for store in stores:
             if free <= 0:
                 break

@@ -454,6 +454,45 @@ async def test_a_batch_that_merges_a_member_puts_all_its_effects_on_the_survivor
     assert (await hub_db.transaction(directory.compare))["mismatches"] == []
 
 
+async def test_escrow_granted_under_a_merged_id_stays_held_for_the_survivor(
+        hub_db: HubDatabase) -> None:
+    """S001 registers a member, who earns and is granted a standing allowance there. Then an
+    earlier registration of the same phone arrives from S002: the S001 member becomes its
+    alias. S001 may still spend that escrow under the old id until it hears of the merge, so
+    the survivor's books hold it: nothing more is handed out than the balance."""
+    f, survivor, alias = Fleet(), "m-earlier", "m-later"
+    phone = "+8613900000078"
+    earlier = f.batch("S002", MemberRegistered(member_id=survivor, member_code="C-e",
+                                               phone=phone))
+    later = f.batch("S001", MemberRegistered(member_id=alias, member_code="C-l", phone=phone),
+                    earned(alias, 1_000))
+    await hub_db.transaction(lambda tx: apply_batch(tx, later, 1, allowance=POLICY))
+    held_for_alias = (await hub_db.transaction(lambda tx: grants(tx, alias)))["S001"][0]
+    assert held_for_alias == 500  # half the balance, at its one active store
+    result = await hub_db.transaction(lambda tx: apply_batch(tx, earlier, 1, allowance=POLICY))
+    assert result.merged == [(alias, survivor)]
+
+    def outstanding(tx: Tx) -> tuple[int, int]:
+        total = 0
+        for mid in (survivor, alias):
+            for granted, spent, _g, _s in grants(tx, mid).values():
+                total += max(0, granted - spent)
+        return total, books(tx, survivor).points.balance
+
+    total, balance = await hub_db.transaction(outstanding)
+    assert balance == 1_000 and total <= balance
+    assert (await hub_db.transaction(lambda tx: books(tx, survivor))).points.free() == \
+        balance - total
+    # What is left free, and no more, can still be authorised online at a third store.
+    free = balance - total
+    refused = await hub_db.transaction(lambda tx: ask(tx, survivor, "S003", points=free + 1))
+    assert not refused.ok and refused.error == "insufficient_balance"
+    if free:
+        assert (await hub_db.transaction(lambda tx: ask(tx, survivor, "S003", points=free))).ok
+    total, balance = await hub_db.transaction(outstanding)
+    assert total <= balance
+
+
 async def test_a_partly_resent_batch_applies_only_its_new_events(hub_db: HubDatabase) -> None:
     """A store may resend from its ack with other batch boundaries: the part already applied
     is skipped, and the sums of the rest are what is applied."""
