@@ -127,16 +127,15 @@ class Ledger:
 @dataclass(slots=True)
 class MemberBooks:
     """A member's escrow books, and what else the batch apply reads of the member with them
-    (``load``): whether it exists or was merged, its tier, its spend in the tier window."""
+    (``load``): whether it was merged, its tier, its spend in the tier window."""
 
     member_id: str
     home_store: str | None = None  # None: no such member, or merged into another
     share_stores: set[str] = field(default_factory=set)
     points: Ledger = field(default_factory=Ledger)
     stored_value: Ledger = field(default_factory=Ledger)
-    exists: bool = False
     merged_into: str | None = None
-    tier: str | None = None
+    tier: str | None = None  # None: no such member
     window_spend: int = 0  # spend in the months ``load`` was asked from (0 if not asked)
 
     def active_stores(self) -> list[str]:
@@ -184,7 +183,7 @@ def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
                 sql.format(marks=marks), params):
             m = books[mid]
             if kind == _MEMBER:
-                m.exists, m.merged_into, m.tier = True, merged_into, tier
+                m.merged_into, m.tier = merged_into, tier
                 if merged_into is None:
                     m.home_store = store
             elif kind == _SHARE:

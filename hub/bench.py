@@ -277,7 +277,7 @@ class _TimedTx(Tx):
         # A query's rows are stepped in ``fetchall``: timed with the statement, not the Python.
         start = time.perf_counter()
         try:
-            rows: list[Any] = self._conn.execute(self._sql(sql), tuple(params)).fetchall()
+            rows: list[Any] = Tx.execute(self, sql, params).fetchall()  # untimed execute
             return rows
         finally:
             self.spent[_statement(sql)] += time.perf_counter() - start

@@ -96,13 +96,12 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
     # Every member the sums name, read once (after the merges above): merged or not, books,
     # tier, spend in the tier window.
     since = window_start(now_ms, tiers.window_months) if tiers is not None else None
-    books = allowances.load(tx, {*batch.ledger, *(m for m, _month in batch.spend)},
-                            since if batch.spend else None)
+    spend_since = since if batch.spend else None  # the window's spend only where it can move
+    books = allowances.load(tx, {*batch.ledger, *(m for m, _month in batch.spend)}, spend_since)
     alias = {a: canonical(tx, b.merged_into) for a, b in books.items()
              if b.merged_into is not None}
     if alias:  # the members they now are, read too
-        books.update(allowances.load(tx, set(alias.values()) - books.keys(),
-                                     since if batch.spend else None))
+        books.update(allowances.load(tx, set(alias.values()) - books.keys(), spend_since))
 
     # The batch's sums, per member it now is (a merge above or earlier moved the member).
     shares: dict[str, list[int]] = {}
@@ -143,7 +142,7 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
         for member, spend in window.items():
             held = books[member]
             tier = tiers.tier_for(spend)
-            if held.exists and tier != held.tier:
+            if held.tier is not None and tier != held.tier:  # a member the hub knows
                 tier_of[member] = tier
         touched.update(tier_of)
     # A new directory change number for every member whose entry changed (stores catch up
