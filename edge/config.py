@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol.money import MAX_AMOUNT, validate_currency
+from protocol.tls import TlsSettings
 
 
 class _Section(BaseModel):
@@ -87,6 +88,8 @@ class SyncSection(_Section):
     broker_port: int = Field(1883, ge=1, le=65535)
     username: str | None = None  # per-store credentials made at provisioning
     password: str | None = None
+    # [sync.tls]: connect with TLS, verifying the broker (see protocol.tls); absent: plain MQTT.
+    tls: TlsSettings | None = None
     # The hub's Ed25519 public key (base64); campaign bundles not signed by it are refused.
     hub_public_key: str | None = None
     batch_max_events: int = Field(500, ge=1, le=5000)

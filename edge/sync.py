@@ -35,6 +35,7 @@ from protocol.sync import (
     RpcRequest,
     StoreStatus,
 )
+from protocol.tls import client_context
 
 if TYPE_CHECKING:
     from edge.service import EdgeService
@@ -57,7 +58,8 @@ class SyncClient:
                            if config.hub_public_key else None)
         self.mqtt = MqttClient(config.broker_host, config.broker_port,
                                client_id=f"edge-{self.store_id}", username=config.username,
-                               password=config.password)
+                               password=config.password,
+                               tls=client_context(config.tls) if config.tls else None)
         self.acked = 0
         self.cursor = 0  # the last seq sent since the last (re)start of sending
         self.checkpoint = 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.allowances import AllowancePolicy
 from hub.tiers import TierRules
+from protocol.tls import TlsSettings
 
 
 class _Section(BaseModel):
@@ -24,6 +25,15 @@ class BrokerSection(_Section):
     # Where the embedded broker listens; 0 takes a free port (the demo does).
     embedded_host: str = "127.0.0.1"
     embedded_port: int = Field(1883, ge=0, le=65535)
+    # [broker.tls]: connect to ``host`` with TLS, verifying it (see protocol.tls).
+    tls: TlsSettings | None = None
+
+    @model_validator(mode="after")
+    def _tls_needs_host(self) -> BrokerSection:
+        if self.tls is not None and self.host is None:
+            raise ValueError("[broker.tls] needs [broker] host: the embedded broker listens"
+                             " on this box without TLS")
+        return self
 
 
 class HubSection(_Section):

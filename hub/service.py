@@ -28,6 +28,7 @@ from protocol.campaigns import CampaignBundle
 from protocol.codec import CodecError, decode, encode
 from protocol.mqtt import Message, MqttClient, MqttError
 from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
+from protocol.tls import client_context
 
 log = logging.getLogger("membergate.hub")
 M = TypeVar("M", bound=BaseModel)
@@ -77,9 +78,11 @@ class HubService:
             await self.broker.__aenter__()
             host, port = self.config.broker.embedded_host, self.broker.port
         self.broker_port = port
+        tls = self.config.broker.tls
         self.mqtt = MqttClient(host, port, client_id=self.client_id,
                                username=self.config.broker.username,
-                               password=self.config.broker.password)
+                               password=self.config.broker.password,
+                               tls=client_context(tls) if tls is not None else None)
         self.mqtt.on_connect.append(self._republish)
         # Remembered before connecting, so it is in place before ``connected`` is ever set.
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)

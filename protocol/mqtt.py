@@ -2,8 +2,8 @@
 
 paho runs without a thread of its own: its socket is driven from the event loop with
 ``add_reader``/``add_writer`` (as aiomqtt does), so every paho callback runs on the loop thread and
-needs no locking. Only the blocking TCP connect runs in the default executor, on a paho client that
-nothing else can see yet.
+needs no locking. Only the blocking TCP connect (and the TLS handshake) runs in the default
+executor, on a paho client that nothing else can see yet.
 
 Each connection gets a *fresh* paho client. paho would otherwise keep unacknowledged QoS 1 messages
 in memory and resend them after a reconnect, behind the back of the caller's durable outbox (which
@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -115,6 +116,15 @@ class _Connection:
 
     def _on_readable(self) -> None:
         self.client.loop_read()  # on error paho closes the socket and calls _on_disconnect
+        # TLS: a record may hold more than paho read; those bytes wait decrypted inside the
+        # SSL object and the socket will not become readable for them again.
+        while self._reading and not self.lost.done() and self._tls_pending():
+            self.client.loop_read()
+
+    def _tls_pending(self) -> int:
+        sock = self.client.socket()
+        pending = getattr(sock, "pending", None)
+        return int(pending()) if pending is not None else 0
 
     def _on_writable(self) -> None:
         self.client.loop_write()
@@ -144,6 +154,8 @@ class _Connection:
         if not self._reading and not self.lost.done():
             self._loop.add_reader(self._fd, self._on_readable)
             self._reading = True
+            if self._tls_pending():  # read before pausing, no readiness event will come
+                self._loop.call_soon(self._on_readable)
 
     async def _misc_loop(self) -> None:
         while not self.lost.done():
@@ -283,6 +295,7 @@ class MqttClient:
         reconnect_max: float = 30.0,
         max_queued_incoming: int = 1000,
         rng: random.Random | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         if not client_id:
             raise ValueError("client_id is required (persistent sessions are keyed by it)")
@@ -298,6 +311,7 @@ class MqttClient:
         self.reconnect_max = reconnect_max
         self._max_incoming = max_queued_incoming
         self._rng = rng if rng is not None else random.Random()  # seeded from os.urandom
+        self.tls = tls  # protocol.tls.client_context(...): verifies the broker and its name
 
         self.connected = asyncio.Event()
         self.on_connect: list[OnConnect] = []
@@ -367,6 +381,10 @@ class MqttClient:
         client.max_queued_messages_set(self.max_inflight)  # a bound, never reached (see _slots)
         if self._username is not None:
             client.username_pw_set(self._username, self._password)
+        if self.tls is not None:
+            # paho's connect, run in the executor below, does the handshake (blocking, with its
+            # connect timeout) before it hands the socket over non-blocking.
+            client.tls_set_context(self.tls)
 
         connecting = loop.run_in_executor(None, client.connect, self.host, self.port,
                                           self._keepalive)

@@ -36,13 +36,15 @@ class Mosquitto:
         acl: list[str] | None = None,
         passwords: dict[str, str] | None = None,
         include_dir: Path | None = None,
+        tls: tuple[Path, Path, Path] | None = None,
     ) -> None:
         """``include_dir``: a directory of ``*.conf`` files (as ``membergate-provision broker``
         writes) that bring the listener (on ``127.0.0.1:port``, so ``port`` is required),
         ``allow_anonymous``, ``password_file`` and ``acl_file``; ``acl`` and ``passwords``
-        are then not taken."""
-        if include_dir is not None and (port is None or acl is not None or passwords):
-            raise ValueError("include_dir needs port, and brings its own acl and passwords")
+        are then not taken. ``tls``: (CA certificate, server certificate, server key) for a
+        listener that speaks TLS only."""
+        if include_dir is not None and (port is None or acl is not None or passwords or tls):
+            raise ValueError("include_dir needs port, and brings its own acl, passwords and tls")
         self.dir = Path(tmp_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -51,6 +53,7 @@ class Mosquitto:
         self.log_file = self.dir / "mosquitto.log"
         self._stderr = self.dir / "mosquitto.stderr"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls  # (ca.crt, server.crt, server.key): the listener speaks TLS only
         self._write_config(acl, passwords, include_dir)
 
     def _write_config(self, acl: list[str] | None, passwords: dict[str, str] | None,
@@ -59,6 +62,10 @@ class Mosquitto:
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if passwords else 'true'}",
         ]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            lines += [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}",
+                      "tls_version tlsv1.2"]
         lines += [
             "persistence false",
             "max_queued_messages 100000",  # default 1000 drops QoS 1 for a slow test subscriber
