@@ -14,6 +14,7 @@ from edge import demo, logs
 from edge.config import EdgeConfig, load_config
 from edge.service import EdgeService
 from protocol import runtime
+from protocol.tls import TlsError
 
 log = logging.getLogger("membergate.edge")
 
@@ -50,7 +51,11 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
     from edge.api import create_app
 
     service = EdgeService(config)
-    await service.start()
+    try:
+        await service.start()
+    except (TlsError, RuntimeError) as exc:  # the configuration or the box, not a bug: say it
+        print(f"membergate-edge: cannot start: {exc}", file=sys.stderr)
+        return 2
     try:
         if seed_demo:
             seeded = await _seed(service, 1000)

@@ -64,18 +64,24 @@ class EdgeService:
 
     async def start(self) -> EdgeService:
         await self.db.open()
-        self.ctx = await self.db.write(self._init_store)
-        await self.reload_campaigns()
-        if self.config.campaigns_file is not None:
-            await self.apply_campaign_file(self.config.campaigns_file)
-        if self.config.sync.broker_host is not None:
-            from edge.sync import SyncClient
+        try:
+            self.ctx = await self.db.write(self._init_store)
+            await self.reload_campaigns()
+            if self.config.campaigns_file is not None:
+                await self.apply_campaign_file(self.config.campaigns_file)
+            if self.config.sync.broker_host is not None:
+                from edge.sync import SyncClient
 
-            self.sync = await SyncClient(self, self.config.sync).start()
-        if self.config.lanes:
-            from edge.devices import DeviceManager
+                self.sync = await SyncClient(self, self.config.sync).start()
+            if self.config.lanes:
+                from edge.devices import DeviceManager
 
-            self.devices = await DeviceManager(self).start()
+                self.devices = await DeviceManager(self).start()
+        except BaseException:
+            # What started is stopped: the database's thread would otherwise keep a process
+            # whose start failed (another store's database, a TLS file missing) alive for good.
+            await self.close()
+            raise
         return self
 
     def device_health(self) -> list[DeviceHealth]:

@@ -16,6 +16,7 @@ from hub.service import HubService
 from protocol import signing
 from protocol.campaigns import CampaignBundle
 from protocol.runtime import tune_gc, tuned_gc
+from protocol.tls import TlsError
 
 
 def _config(args: argparse.Namespace) -> HubConfig:
@@ -142,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _config(args)
     if args.command == "run":
         tune_gc()
-        return asyncio.run(_run(cfg, args.seconds))
+        try:
+            return asyncio.run(_run(cfg, args.seconds))
+        except TlsError as exc:  # the configuration, not a bug: say which setting and file
+            print(f"membergate-hub: cannot start: {exc}", file=sys.stderr)
+            return 2
     if args.command == "init":
         return _init(cfg)
     if args.command == "status":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import Counter
 from typing import Any, TypeVar
@@ -67,7 +68,17 @@ class HubService:
     # -- lifetime ------------------------------------------------------------------------------
 
     async def start(self) -> HubService:
+        tls = self.config.broker.tls  # an unusable file stops the start before anything runs
+        tls_context = client_context(tls) if tls is not None else None
         await self.db.open()
+        try:
+            await self._start(tls_context)
+        except BaseException:
+            await self.close()  # what started is stopped (a busy embedded port, say)
+            raise
+        return self
+
+    async def _start(self, tls_context: ssl.SSLContext | None) -> None:
         await self.db.transaction(migrate)
         host, port = self.config.broker.host, self.config.broker.port
         if host is None:
@@ -78,11 +89,9 @@ class HubService:
             await self.broker.__aenter__()
             host, port = self.config.broker.embedded_host, self.broker.port
         self.broker_port = port
-        tls = self.config.broker.tls
         self.mqtt = MqttClient(host, port, client_id=self.client_id,
                                username=self.config.broker.username,
-                               password=self.config.broker.password,
-                               tls=client_context(tls) if tls is not None else None)
+                               password=self.config.broker.password, tls=tls_context)
         self.mqtt.on_connect.append(self._republish)
         # Remembered before connecting, so it is in place before ``connected`` is ever set.
         await self.mqtt.subscribe(topics.HUB_UPLINK, qos=1)
@@ -93,7 +102,6 @@ class HubService:
                        asyncio.create_task(self._publish_acks(), name="hub-acks"),
                        asyncio.create_task(self._notices(), name="hub-notices"),
                        asyncio.create_task(self._daily_tiers(), name="hub-tiers")]
-        return self
 
     async def close(self) -> None:
         await self.pipeline.close()

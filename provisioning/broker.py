@@ -8,13 +8,22 @@ From a fleet file (TOML, below) it writes, into ``--out DIR``::
     hub/broker.toml         the hub's ``[broker]`` username and password                      0600
     stores/<store_id>.toml  one per store: its ``[sync]`` username and password               0600
 
-so that each store box is given only its own file. The fleet file::
+and with ``tls = true`` also::
+
+    ca/ca.crt, ca/ca.key    the fleet's private CA (made once, kept by later runs; key 0600)
+    broker/ca.crt, broker/server.crt, broker/server.key   the listener's certificate for
+                            ``host``, signed by that CA (a new one on every run; key 0600)
+
+so that each store box is given only its own file (and, with TLS, the CA certificate). The
+fleet file::
 
     [broker]                            # all optional
     host = "hub.example.internal"       # what stores and hub dial; written into their snippets
-    port = 1883                         # the listener's port (and the one they dial)
+    port = 8883                         # the listener's port (default 1883, with tls 8883)
     bind = "0.0.0.0"                    # the listener's address; unset: every interface
     config_dir = "/etc/mosquitto/membergate"  # where passwd and acl will live on the broker
+    tls = true                          # TLS listener; needs host (the certificate names it)
+    ca_path = "/etc/membergate/broker-ca.crt"  # where the boxes keep ca.crt ([tls] ca_file)
 
     [hub]
     username = "membergate-hub"         # required
@@ -55,8 +64,11 @@ Design choices:
   username is refused, whatever ``allow_anonymous`` says). The consequence: one
   connection per username at a time (the hub already uses one fixed client id, so a
   ``membergate-hub push-campaigns`` beside a running hub displaced it before too).
-* MQTT passwords travel in clear text over a plain listener, and ``protocol.mqtt`` has no TLS yet:
-  keep the listener on a private network or VPN between the stores and the broker.
+* ``tls = true`` is off by default only so that a fleet provisioned before keeps working when
+  it is provisioned again; without it MQTT passwords cross the listener in clear text, and the
+  listener belongs on a private network or VPN. With it, a private CA rather than a public one:
+  the broker's name is often internal, and the boxes then trust exactly one issuer for it
+  (``protocol.tls`` loads only ``ca_file``, not the system's CAs).
 
 This is for an external Mosquitto (the hub's ``[broker] host`` set); the hub's embedded amqtt
 broker has no per-store credentials.
@@ -78,9 +90,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from protocol import topics
+from provisioning import certs
 
 # The same rule as ``edge.config.StoreSection.store_id`` and ``protocol.topics`` (store ids and
 # regions are topic levels).
@@ -90,6 +110,7 @@ MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PASSWORD_CHARS = 24  # bytes of randomness: 32 characters of token_urlsafe
 
 CONF_NAME = "membergate.conf"
+DEFAULT_CA_PATH = "/etc/membergate/broker-ca.crt"
 SECRET_MODE = 0o600
 DIR_MODE = 0o700
 PLAIN_MODE = 0o644
@@ -121,9 +142,24 @@ class _Model(BaseModel):
 
 class BrokerEntry(_Model):
     host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
-    port: int = Field(1883, ge=1, le=65535)
+    port: int | None = Field(None, ge=1, le=65535)  # default 1883, with tls 8883
     bind: str | None = Field(None, pattern=r"^[^\s#]+$")
     config_dir: str = Field("/etc/mosquitto/membergate", pattern=r"^/[^\s#]*$")
+    # TLS on the listener, with a certificate for ``host`` from the fleet's private CA.
+    tls: bool = False
+    # Where the hub's and every store's box keep the CA certificate (their [tls] ca_file).
+    ca_path: str = Field(DEFAULT_CA_PATH, pattern=r"^/[^\s\"\\#]*$")
+
+    @model_validator(mode="after")
+    def _tls_needs_host(self) -> BrokerEntry:
+        if self.tls and self.host is None:
+            raise ValueError("tls = true needs host: the broker's certificate is made for the"
+                             " name the stores dial")
+        return self
+
+    @property
+    def listen_port(self) -> int:
+        return self.port if self.port is not None else (8883 if self.tls else 1883)
 
 
 class HubEntry(_Model):
@@ -326,17 +362,23 @@ def acl_text(fleet: Fleet, source: str = "the fleet file") -> str:
 def conf_text(fleet: Fleet) -> str:
     b = fleet.broker
     d = b.config_dir.rstrip("/") or ""
-    listener = f"listener {b.port}" + (f" {b.bind}" if b.bind else "")
+    listener = f"listener {b.listen_port}" + (f" {b.bind}" if b.bind else "")
     return "\n".join([
         "# membergate: Mosquitto settings, made by `membergate-provision broker`.",
         "# Install: this file into Mosquitto's include_dir",
         f"# (Debian: /etc/mosquitto/conf.d/{CONF_NAME}),",
         f"# passwd and acl into {d}/, readable by the user Mosquitto runs as:",
         f"#   install -d -m 0750 -o mosquitto {d}",
-        f"#   install -m 0600 -o mosquitto passwd acl {d}/",
+        f"#   install -m 0600 -o mosquitto passwd acl{' server.key' if b.tls else ''} {d}/",
+        *([f"#   install -m 0644 ca.crt server.crt {d}/"] if b.tls else []),
         "# then restart Mosquitto. After regenerating passwd or acl, SIGHUP reloads them.",
-        "# Passwords cross this listener in clear text: keep it on a private network or VPN.",
+        *(["# TLS: the certificate is for the host the stores dial; clients verify it against",
+           "# the fleet's CA (ca.crt). TLS 1.2 or newer."] if b.tls else
+          ["# Passwords cross this listener in clear text: keep it on a private network or VPN",
+           "# (or provision with tls = true)."]),
         listener,
+        *([f"cafile {d}/ca.crt", f"certfile {d}/server.crt", f"keyfile {d}/server.key",
+           "tls_version tlsv1.2"] if b.tls else []),
         "allow_anonymous false",
         f"password_file {d}/passwd",
         f"acl_file {d}/acl",
@@ -358,9 +400,10 @@ def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
     ]
     if b.host is not None:
         lines.append(f"broker_host = {_toml_str(b.host)}")
-    lines += [f"broker_port = {b.port}",
+    lines += [f"broker_port = {b.listen_port}",
               f"username = {_toml_str(store.user)}",
-              f"password = {_toml_str(password)}"]
+              f"password = {_toml_str(password)}",
+              *_tls_table(fleet, "sync")]
     return "\n".join(lines) + "\n"
 
 
@@ -374,10 +417,18 @@ def hub_snippet(fleet: Fleet, password: str) -> str:
         lines.append(f"host = {_toml_str(b.host)}")
     else:
         lines.append('# host = "..."  # set it: with no host the hub starts its own broker')
-    lines += [f"port = {b.port}",
+    lines += [f"port = {b.listen_port}",
               f"username = {_toml_str(fleet.hub.username)}",
-              f"password = {_toml_str(password)}"]
+              f"password = {_toml_str(password)}",
+              *_tls_table(fleet, "broker")]
     return "\n".join(lines) + "\n"
+
+
+def _tls_table(fleet: Fleet, table: str) -> list[str]:
+    if not fleet.broker.tls:
+        return []
+    return ["", f"[{table}.tls]", "# the fleet's CA certificate (ca/ca.crt), copied to this box",
+            f"ca_file = {_toml_str(fleet.broker.ca_path)}"]
 
 
 def new_password() -> str:
@@ -463,6 +514,35 @@ class Provisioned:
     users: list[str]
     kept: list[str] = field(default_factory=list)  # usernames whose issued password was kept
     stale: list[Path] = field(default_factory=list)  # snippets of stores no longer in the fleet
+    ca_cert: Path | None = None  # tls: the CA certificate every box is given
+    new_ca: bool = False  # tls: the CA was made by this run (not kept from an earlier one)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    ca: certs.Issued
+    server: certs.Issued
+    new_ca: bool
+
+
+def tls_material(fleet: Fleet, out: Path) -> TlsMaterial:
+    """The fleet's CA (kept from an earlier run into ``out``, else a new one) and a new server
+    certificate for the broker's host. A CA the boxes already trust is never replaced
+    silently: if its files are there but unusable, provisioning stops."""
+    host = fleet.broker.host
+    assert host is not None  # BrokerEntry: tls needs host
+    cert_path, key_path = out / "ca" / "ca.crt", out / "ca" / "ca.key"
+    if cert_path.exists() or key_path.exists():
+        try:
+            ca = certs.load(cert_path.read_bytes(), key_path.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise FleetError(
+                f"{cert_path.parent} holds a CA that cannot be used ({exc}); restore ca.crt and"
+                " ca.key, or remove both to make a new CA (every box then needs the new"
+                " ca.crt)") from None
+        return TlsMaterial(ca, certs.server_cert(ca, host), new_ca=False)
+    ca = certs.new_ca(f"membergate fleet CA for {host}")
+    return TlsMaterial(ca, certs.server_cert(ca, host), new_ca=True)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -501,13 +581,24 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
         else:
             passwords[user] = new_password()
     hashed = hash_passwords(passwords, passwd_tool)  # before anything is written
+    tls = tls_material(fleet, out) if fleet.broker.tls else None
 
-    for sub in (out, out / "broker", out / "hub", out / "stores"):
+    for sub in (out, out / "broker", out / "hub", out / "stores",
+                *([out / "ca"] if tls is not None else [])):
         if not sub.exists():
             sub.mkdir(mode=DIR_MODE, parents=True)
     result = Provisioned(out=out, passwd=out / "broker" / "passwd", acl=out / "broker" / "acl",
                          conf=out / "broker" / CONF_NAME, hub=out / "hub" / "broker.toml",
                          stores={}, users=list(passwords), kept=kept)
+    if tls is not None:
+        # The CA first: should a later write fail, a rerun finds and keeps the same CA.
+        if tls.new_ca:
+            _write(out / "ca" / "ca.key", tls.ca.key_pem, SECRET_MODE)
+            _write(out / "ca" / "ca.crt", tls.ca.cert_pem, PLAIN_MODE)
+        _write(out / "broker" / "ca.crt", tls.ca.cert_pem, PLAIN_MODE)
+        _write(out / "broker" / "server.key", tls.server.key_pem, SECRET_MODE)
+        _write(out / "broker" / "server.crt", tls.server.cert_pem, PLAIN_MODE)
+        result.ca_cert, result.new_ca = out / "ca" / "ca.crt", tls.new_ca
     _write(result.passwd, hashed, SECRET_MODE)
     _write(result.acl, acl_text(fleet, source).encode(), SECRET_MODE)
     _write(result.conf, conf_text(fleet).encode(), PLAIN_MODE)
@@ -538,6 +629,13 @@ def _broker_command(args: argparse.Namespace) -> int:
     width = max(len(s) for s in done.stores)
     for store_id, path in done.stores.items():
         print(f"  {store_id.ljust(width)}  {path}")
+    if done.ca_cert is not None:
+        b = fleet.broker
+        print(f"wrote {out / 'broker'}/server.crt and server.key (0600) for {b.host}, signed by"
+              f" the fleet CA; install them beside passwd and acl")
+        print(f"{'made' if done.new_ca else 'kept'} the fleet CA in {done.ca_cert.parent}"
+              f" (ca.key 0600: keep it off the boxes; it signs the next server certificate)")
+        print(f"copy {done.ca_cert} to {b.ca_path} on the hub and on every store box")
     if done.kept:
         print(f"kept the passwords already issued to {', '.join(done.kept)} (--rotate: new ones)")
     for path in done.stale:

@@ -13,6 +13,8 @@ import logging
 import os
 import ssl
 import struct
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -209,3 +211,35 @@ async def test_connect_to_tls_broker_survives_broker_restart(
         await pub.publish("t/again", b"after restart", timeout=LIMIT)
         got = await receive(sub, 1)
     assert got[0].payload == b"after restart"
+
+
+# -- the commands: an unusable TLS file stops the start, named, and the process ends ---------
+
+START_LIMIT = 60  # seconds: a process that hangs instead of exiting fails here
+
+
+def _command(tmp_path: Path, module: str, config: str, *args: str
+             ) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / f"{module}.toml"
+    path.write_text(config, encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", module, "--config", str(path), "run", *args],
+                          capture_output=True, text=True, timeout=START_LIMIT, cwd=tmp_path,
+                          check=False)
+
+
+@pytest.mark.parametrize("module", ["edge.cli", "hub.cli"])
+def test_a_missing_ca_file_stops_the_start_with_the_setting_named(
+        tmp_path: Path, module: str) -> None:
+    missing = tmp_path / "nowhere" / "ca.crt"
+    if module == "edge.cli":
+        config = (f'[store]\nstore_id = "S001"\n[sync]\nbroker_host = "127.0.0.1"\n'
+                  f'[sync.tls]\nca_file = "{missing}"\n')
+        done = _command(tmp_path, module, config, "--db", str(tmp_path / "edge.db"),
+                        "--port", "0", "--seconds", "30")
+    else:
+        config = (f'[hub]\ndatabase = "{tmp_path / "hub.db"}"\ndata_dir = "{tmp_path}"\n'
+                  f'[broker]\nhost = "127.0.0.1"\n[broker.tls]\nca_file = "{missing}"\n')
+        done = _command(tmp_path, module, config, "--seconds", "30")
+    assert done.returncode == 2, done.stderr
+    assert f"cannot start: tls.ca_file {missing}: no such file" in done.stderr
+    assert "Traceback" not in done.stderr

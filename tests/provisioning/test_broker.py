@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import re
+import ssl
 import stat
 import time
 import tomllib
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from paho.mqtt.client import Client, MQTTv311
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -40,9 +42,11 @@ from hub.service import HubService
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
 from protocol.ids import uuid7
-from protocol.mqtt import Message, MqttClient, MqttSubscribeError
+from protocol.mqtt import Message, MqttClient, MqttNotConnected, MqttSubscribeError
 from protocol.sync import RpcRequest
+from protocol.tls import TlsSettings, client_context
 from provisioning import broker as provision
+from provisioning import certs
 from tests.edge.conftest import make_config, register, sell
 from tests.hub.test_sync_e2e import wait_for
 from tests.support.mosquitto import MOSQUITTO, Mosquitto, free_port
@@ -78,9 +82,20 @@ password = {s003_password}
 """
 
 
-def fleet_text(port: int = 1883, config_dir: str = "/etc/mosquitto/membergate") -> str:
-    return FLEET.format(port=port, config_dir=config_dir,
+def fleet_text(port: int = 1883, config_dir: str = "/etc/mosquitto/membergate",
+               ca_path: str | None = None) -> str:
+    """The fleet above; with ``ca_path`` its broker speaks TLS and the boxes keep the CA
+    certificate there."""
+    text = FLEET.format(port=port, config_dir=config_dir,
                         s003_password=provision._toml_str(S003_PASSWORD))
+    if ca_path is not None:
+        text = text.replace("[hub]", f'tls = true\nca_path = "{ca_path}"\n\n[hub]', 1)
+    return text
+
+
+def tls_fleet_text(ca_path: str = "/etc/membergate/broker-ca.crt") -> str:
+    """The fleet with TLS and no port: the listener takes 8883."""
+    return re.sub(r"\nport = \d+\n", "\n", fleet_text(ca_path=ca_path))
 
 
 @dataclass
@@ -96,6 +111,12 @@ class Provisioned:
     stores: dict[str, Login]
     hub_broker: dict[str, Any]  # the [broker] table of hub/broker.toml
     sync: dict[str, dict[str, Any]]  # store id -> the [sync] table of stores/<id>.toml
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        """The client context the hub's snippet asks for (None: plain MQTT)."""
+        table = self.hub_broker.get("tls")
+        return client_context(TlsSettings.model_validate(table)) if table else None
 
 
 def run_cli(tmp_path: Path, fleet: str, out: Path, *extra: str) -> int:
@@ -256,16 +277,105 @@ def test_without_mosquitto_passwd_nothing_is_written(
     assert not out.exists()
 
 
+# -- TLS: the fleet's CA and the broker's certificate ------------------------------------------
+
+
+def test_with_tls_the_broker_gets_a_certificate_from_the_fleets_ca_and_the_boxes_its_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, tls_fleet_text(), out) == 0
+    printed = capsys.readouterr().out
+    modes = {"ca/ca.key": 0o600, "ca/ca.crt": 0o644, "broker/server.key": 0o600,
+             "broker/server.crt": 0o644, "broker/ca.crt": 0o644}
+    for name, mode in modes.items():
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode, name
+    assert (out / "broker" / "ca.crt").read_bytes() == (out / "ca" / "ca.crt").read_bytes()
+    assert "made the fleet CA" in printed
+    assert f"copy {out / 'ca' / 'ca.crt'} to /etc/membergate/broker-ca.crt" in printed
+
+    # The server certificate names the host the boxes dial and was signed by the fleet's CA.
+    ca = x509.load_pem_x509_certificate((out / "ca" / "ca.crt").read_bytes())
+    server = x509.load_pem_x509_certificate((out / "broker" / "server.crt").read_bytes())
+    server.verify_directly_issued_by(ca)
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert not ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+
+    # The listener speaks TLS on 8883 (no port given); hub and stores dial 8883 with the CA.
+    conf = (out / "broker" / "membergate.conf").read_text()
+    d = "/etc/mosquitto/membergate"
+    for line in ["listener 8883 127.0.0.1", f"cafile {d}/ca.crt", f"certfile {d}/server.crt",
+                 f"keyfile {d}/server.key", "tls_version tlsv1.2"]:
+        assert f"\n{line}\n" in conf
+    assert "clear text" not in conf
+    got = read_out(out)
+    for store_id, sync in got.sync.items():
+        cfg = EdgeConfig.model_validate({"store": {"store_id": store_id}, "sync": sync})
+        assert cfg.sync.broker_port == 8883
+        assert cfg.sync.tls == TlsSettings(ca_file=Path("/etc/membergate/broker-ca.crt"))
+    hub_cfg = HubConfig.model_validate({"broker": got.hub_broker})
+    assert hub_cfg.broker.port == 8883 and hub_cfg.broker.tls is not None
+    # Nothing secret of the CA's went to a box.
+    key = (out / "ca" / "ca.key").read_text()
+    for path in [out / "hub" / "broker.toml", *(out / "stores").glob("*")]:
+        assert "PRIVATE KEY" not in path.read_text(), path
+    assert key not in (out / "broker" / "server.key").read_text()
+
+
+def test_provisioning_again_keeps_the_ca_and_reissues_the_server_certificate(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, tls_fleet_text(), out) == 0
+    first = files_under(out)
+    moved = tls_fleet_text().replace('host = "127.0.0.1"', 'host = "mqtt.example.internal"')
+    assert run_cli(tmp_path, moved, out, "--force") == 0
+    assert "kept the fleet CA" in capsys.readouterr().out
+    second = files_under(out)
+    for name in ("ca/ca.crt", "ca/ca.key", "broker/ca.crt"):
+        assert second[name] == first[name], name  # the boxes need nothing new
+    server = x509.load_pem_x509_certificate(second["broker/server.crt"])
+    assert server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value \
+        .get_values_for_type(x509.DNSName) == ["mqtt.example.internal"]
+    server.verify_directly_issued_by(x509.load_pem_x509_certificate(second["ca/ca.crt"]))
+    assert second["broker/server.key"] != first["broker/server.key"]
+
+
+def test_an_unusable_kept_ca_stops_provisioning_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, tls_fleet_text(), out) == 0
+    (out / "ca" / "ca.key").write_bytes(certs.new_ca("another").key_pem)  # not the cert's key
+    before = files_under(out)
+    assert run_cli(tmp_path, tls_fleet_text(), out, "--force", "--rotate") == 2
+    err = capsys.readouterr().err
+    assert "holds a CA that cannot be used" in err and "nothing was written" in err
+    assert files_under(out) == before
+
+
+def test_tls_without_a_host_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    text = '[broker]\ntls = true\n[hub]\nusername = "hub"\n' \
+           '[[stores]]\nstore_id = "S001"\nregion = "east"\n'
+    assert run_cli(tmp_path, text, out) == 2
+    assert "tls = true needs host" in capsys.readouterr().err
+    assert not out.exists()
+
+
 # -- a real Mosquitto running the generated files ------------------------------------------------
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[Provisioned, Mosquitto]]:
+@pytest.fixture(params=[False], ids=["plain"])
+def fleet(request: pytest.FixtureRequest, tmp_path: Path
+          ) -> Iterator[tuple[Provisioned, Mosquitto]]:
+    """The fleet provisioned and its broker running; ``True`` as the (indirect) parameter
+    provisions it with TLS."""
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip(f"{MOSQUITTO} not installed")
     out = tmp_path / "out"
     port = free_port()
-    assert run_cli(tmp_path, fleet_text(port, str(out / "broker")), out) == 0
+    ca_path = str(out / "ca" / "ca.crt") if request.param else None
+    assert run_cli(tmp_path, fleet_text(port, str(out / "broker"), ca_path), out) == 0
     with Mosquitto(tmp_path / "mosquitto", port=port, include_dir=out / "broker") as broker:
         yield read_out(out), broker
 
@@ -273,11 +383,12 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Provisioned, Mosquitto]]:
 class Peer:
     """One login on the broker: a connected MqttClient and what it receives, in order."""
 
-    def __init__(self, broker: Mosquitto, login: Login, client_id: str | None = None) -> None:
+    def __init__(self, broker: Mosquitto, login: Login, client_id: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.client = MqttClient(broker.host, broker.port,
                                  client_id=client_id or f"test-{login.username}",
                                  username=login.username, password=login.password,
-                                 clean_session=True)
+                                 clean_session=True, tls=tls)
         self.inbox: asyncio.Queue[Message] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -324,10 +435,15 @@ class Peer:
         return got
 
 
+BOTH = pytest.mark.parametrize("fleet", [False, True], ids=["plain", "tls"], indirect=True)
+
+
+@BOTH
 async def test_a_store_publishes_its_own_uplink_and_the_hub_receives_it(
         fleet: tuple[Provisioned, Mosquitto]) -> None:
     p, broker = fleet
-    async with Peer(broker, p.hub) as hub, Peer(broker, p.stores["S001"]) as s1:
+    async with Peer(broker, p.hub, tls=p.tls) as hub, \
+            Peer(broker, p.stores["S001"], tls=p.tls) as s1:
         await hub.subscribe(topics.HUB_UPLINK)
         for topic in provision.store_publishes("S001"):
             await s1.publish(topic, b"from S001")
@@ -479,6 +595,24 @@ async def test_a_store_cannot_take_over_the_hubs_session_by_client_id(
     assert "membergate-hub already connected" not in broker.log_text()
 
 
+@pytest.mark.parametrize("fleet", [True], ids=["tls"], indirect=True)
+async def test_at_a_tls_broker_plain_clients_and_other_cas_are_refused(
+        fleet: tuple[Provisioned, Mosquitto], tmp_path: Path) -> None:
+    p, broker = fleet
+    other = certs.new_ca("not the fleet's")
+    (tmp_path / "other.crt").write_bytes(other.cert_pem)
+    wrong_ca = client_context(TlsSettings(ca_file=tmp_path / "other.crt"))
+    for tls in (None, wrong_ca):
+        c = MqttClient(broker.host, broker.port, client_id="S001", username="S001",
+                       password=p.stores["S001"].password, reconnect_min=0.05, tls=tls)
+        async with c:
+            with pytest.raises(MqttNotConnected):
+                await c.wait_connected(1.5)
+    # The right login with the fleet's CA gets in (the same broker, the same moment).
+    async with Peer(broker, p.stores["S001"], tls=p.tls):
+        pass
+
+
 # -- end to end: the hub and two stores through the ACL'd broker -------------------------------
 
 
@@ -507,6 +641,7 @@ async def start_store(tmp_path: Path, p: Provisioned, store_id: str, number: int
     return svc
 
 
+@BOTH
 async def test_end_to_end_a_hub_and_two_stores_sync_through_the_provisioned_broker(
         tmp_path: Path, fleet: tuple[Provisioned, Mosquitto], hub: HubService) -> None:
     p, broker = fleet
