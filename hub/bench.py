@@ -11,6 +11,10 @@ comes with a floor from the same run, so a reader can judge the ratio rather tha
 * raw: the same event-log rows inserted in the same transactions (the merge's group sizes)
   into a bare copy of the ``events`` table with plain ``sqlite3`` and the hub's pragmas: what
   the disk allows for the log alone;
+* writes replayed: every statement the merge wrote with (log, members, cards, shares, grants,
+  spend months, change numbers, counters, streams), recorded in an untimed apply and replayed
+  alone on a fresh database with the hub's schema, in the merge's transactions: the floor for
+  the rows the merge must write, with no reads and no Python between them;
 * the same merge on PostgreSQL, in a throwaway database that is dropped afterwards;
 * drain: one store's backlog through a private Mosquitto to a running ``HubService`` until the
   store holds the ack of its last event (``provisioning.bench_drain``, which composes edge and
@@ -331,6 +335,99 @@ def measure_breakdown(path: Path, work: Workload, group: int = MAX_GROUP_BATCHES
                 spent.items(), key=lambda kv: -kv[1])}}
 
 
+class _RecordingTx(Tx):
+    """A ``Tx`` that keeps every write it is given (statement and rows, in order)."""
+
+    def __init__(self, tx: Tx, writes: list[tuple[str, list[Sequence[Any]]]]) -> None:
+        super().__init__(tx._conn, tx.dialect)
+        self.writes = writes
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        if not sql.lstrip().upper().startswith("SELECT"):
+            self.writes.append((sql, [tuple(params)]))
+        return super().execute(sql, params)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.writes.append((sql, rows))
+        super().executemany(sql, rows)
+
+
+def _remove(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def _sqlite(path: Path) -> sqlite3.Connection:
+    """Plain sqlite3 with ``HubDatabase``'s pragmas."""
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+    conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    return conn
+
+
+def measure_writes_replayed(path: Path, work: Workload, groups: list[int]) -> dict[str, Any]:
+    """A second floor: every row the merge writes — log, members, cards, shares, grants, spend
+    months, change numbers, counters, streams — and nothing else. The batches are applied once
+    in the merge's groups with each write recorded (untimed); then, on a fresh database with
+    the hub's schema, exactly those statements and rows are replayed in the same transactions
+    with plain sqlite3 and the hub's pragmas (timed). No reads, no Python between them: what
+    SQLite and the disk allow for what the merge must write to keep its guarantees."""
+    config = HubConfig()
+    decoded = [decode_uplink(p, max_bytes=DEFAULT_MAX_BYTES) for p in work.payloads]
+    recorded: list[list[tuple[str, list[Sequence[Any]]]]] = []
+    merged = path.with_name(f"{path.stem}-merged{path.suffix}")  # kept beside, for comparison
+    _remove(merged)
+    db = HubDatabase(f"sqlite:///{merged}")
+    db.open_sync()
+    try:
+        db.run_sync(migrate)
+        now = int(time.time() * 1000)
+        at = 0
+        for size in groups:
+            writes: list[tuple[str, list[Sequence[Any]]]] = []
+            batches = decoded[at:at + size]
+            at += size
+
+            def apply_all(tx: Tx, batches: list[Decoded] = batches,
+                          writes: list[tuple[str, list[Sequence[Any]]]] = writes) -> None:
+                rec = _RecordingTx(tx, writes)
+                for d in batches:
+                    apply_facts(rec, d, now, config.tiers, config.allowance)
+
+            db.run_sync(apply_all)
+            recorded.append(writes)
+    finally:
+        db.close_sync()
+    _remove(path)
+    fresh = HubDatabase(f"sqlite:///{path}")  # the hub's schema on a fresh file, untimed
+    fresh.open_sync()
+    try:
+        fresh.run_sync(migrate)
+    finally:
+        fresh.close_sync()
+    conn = _sqlite(path)
+    spent = 0.0
+    rows = 0
+    for writes in recorded:
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        for sql, params in writes:
+            if len(params) == 1:  # RETURNING statements cannot go through executemany
+                conn.execute(sql, params[0]).fetchall()
+            else:
+                conn.executemany(sql, params)
+        conn.execute("COMMIT")
+        spent += time.perf_counter() - t
+        rows += sum(len(p) for _sql, p in writes)
+    conn.close()
+    return {"events_per_s": work.events / spent, "rows_per_event": rows / work.events}
+
+
 def measure_decode(work: Workload) -> float:
     """Events per second that strict validation (and the reduction to what the apply takes)
     alone manages in one process: what a validation worker can feed the apply."""
@@ -352,14 +449,8 @@ def _rows(payload: bytes) -> list[tuple[Any, ...]]:
 def measure_raw(path: Path, work: Workload, groups: list[int] | None = None) -> float:
     """Plain sqlite3, same pragmas as ``HubDatabase``: the same rows in the same transactions
     (``groups``: batches per transaction as the merge committed them; default one each)."""
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
-    conn = sqlite3.connect(str(path), isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-    conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_AUTOCHECKPOINT_PAGES}")
+    _remove(path)
+    conn = _sqlite(path)
     conn.execute(RAW_DDL)
     rows = 0
     spent = 0.0
@@ -462,6 +553,10 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         raw = measure_raw(tmp / "raw.db", work, groups)
         result["raw_insert_rows_per_s"] = round(raw, 1)
         result["merge_vs_raw"] = round(merge["merge"] / raw, 3)
+        replayed = measure_writes_replayed(tmp / "replayed.db", work, groups)
+        result["writes_replayed_events_per_s"] = round(replayed["events_per_s"], 1)
+        result["rows_written_per_event"] = round(replayed["rows_per_event"], 2)
+        result["merge_vs_writes_replayed"] = round(merge["merge"] / replayed["events_per_s"], 3)
         if breakdown:
             result["apply_breakdown"] = measure_breakdown(tmp / "breakdown.db", work)
 
