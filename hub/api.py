@@ -4,20 +4,39 @@ Thin over ``HubService`` like the edge's POS API; one bearer token for HQ (from 
 """
 
 import hmac
+import ssl
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from hub import directory
 from hub.service import HubService
 from protocol.campaigns import CampaignBundle
+from protocol.tls import TlsError
 
 
 class HubApiError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+
+
+def api_server(hub: HubService) -> uvicorn.Server:
+    """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate. Raises
+    ``TlsError`` here, before serving, when the certificate or key cannot be used."""
+    api = hub.config.api
+    if api.tls_cert_file is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(api.tls_cert_file, api.tls_key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise TlsError(f"[api] tls_cert_file {api.tls_cert_file} / tls_key_file"
+                           f" {api.tls_key_file}: cannot be used ({exc})") from None
+    return uvicorn.Server(uvicorn.Config(
+        create_app(hub), host=api.host, port=api.port, log_level="warning", lifespan="off",
+        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file))
 
 
 def create_app(hub: HubService) -> FastAPI:

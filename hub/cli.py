@@ -32,18 +32,14 @@ async def _run(cfg: HubConfig, seconds: float | None) -> int:
               f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
         server = None
         if cfg.api.token:
-            import uvicorn
+            from hub.api import api_server
 
-            from hub.api import create_app
-
-            server = uvicorn.Server(uvicorn.Config(create_app(hub), host=cfg.api.host,
-                                                   port=cfg.api.port, log_level="warning",
-                                                   lifespan="off"))
+            server = api_server(hub)
             serving = asyncio.create_task(server.serve())
             while not server.started and not serving.done():  # noqa: ASYNC110 - a flag only
                 await asyncio.sleep(0.05)
             port = server.servers[0].sockets[0].getsockname()[1] if server.started else None
-            print(f"HQ API: http://{cfg.api.host}:{port}/docs", flush=True)
+            print(f"HQ API: {cfg.api.scheme}://{cfg.api.host}:{port}/docs", flush=True)
         try:
             if seconds is None:
                 await asyncio.Event().wait()

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import ssl
 from pathlib import Path
 
 import httpx
+import pytest
+from pydantic import ValidationError
 
 from edge import demo
-from hub.api import create_app
+from hub.api import api_server, create_app
 from hub.config import HubConfig
 from hub.service import HubService
 from protocol import topics
 from protocol.codec import encode
 from protocol.events import CouponRedeemed, Event, EventBatch
 from protocol.mqtt import MqttClient
+from protocol.tls import TlsError
+from provisioning import certs
 from tests.hub.test_sync_e2e import wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
@@ -63,3 +69,53 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
             r = await c.post("/v1/campaigns", json=bundle)  # the same version again
             assert r.status_code == 409 and r.json()["error"]["code"] == "stale_version"
             assert (await c.get("/v1/rebuild")).json()["mismatch_count"] == 0
+
+
+async def test_hq_api_over_https(tmp_path: Path) -> None:
+    """With ``[api] tls_cert_file``/``tls_key_file`` the API speaks HTTPS only: the token never
+    crosses the network in clear text. Served for real (uvicorn on a free port)."""
+    ca = certs.new_ca("HQ test CA")
+    server_cert = certs.server_cert(ca, "127.0.0.1")
+    (tmp_path / "api.crt").write_bytes(server_cert.cert_pem)
+    (tmp_path / "api.key").write_bytes(server_cert.key_pem)
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
+                "validate_workers": 0},
+        "broker": {"embedded_port": 0},
+        "api": {"token": TOKEN, "port": 0, "tls_cert_file": str(tmp_path / "api.crt"),
+                "tls_key_file": str(tmp_path / "api.key")}})
+    assert cfg.api.scheme == "https"
+    async with HubService(cfg) as hub:
+        server = api_server(hub)
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
+                    await asyncio.sleep(0.02)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with httpx.AsyncClient(verify=trust, headers=auth) as c:
+                r = await c.get(f"https://127.0.0.1:{port}/v1/status")
+                assert r.status_code == 200 and "stores" in r.json()
+            async with httpx.AsyncClient(headers=auth) as c:
+                with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
+                    await c.get(f"http://127.0.0.1:{port}/v1/status")
+            async with httpx.AsyncClient(headers=auth) as c:  # the system CAs: not trusted
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await c.get(f"https://127.0.0.1:{port}/v1/status")
+        finally:
+            server.should_exit = True
+            await serving
+
+
+def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        HubConfig.model_validate({"api": {"tls_cert_file": "x.crt"}})
+    (tmp_path / "api.crt").write_text("not a certificate")
+    cfg = HubConfig.model_validate({"api": {"token": TOKEN, "tls_cert_file": str(
+        tmp_path / "api.crt"), "tls_key_file": str(tmp_path / "api.key")}})
+    hub = HubService(cfg)  # not started: building the server reads only the configuration
+    with pytest.raises(TlsError, match=r"\[api\] tls_cert_file .*api\.crt.*cannot be used"):
+        api_server(hub)
