@@ -19,6 +19,11 @@ Where the limit comes from, for points and for stored value each:
   the largest seen (``hub_*_granted``) and the limit follows it: applying a figure twice, or an
   older one after a newer one, changes nothing, and the limit never goes down (except once,
   from the default to the hub's first grant).
+- A merge at the hub moves the merged id's grants onto the member it became (per store), so
+  this store hears a combined cumulative grant in the member's entry. The merged id's row here
+  is folded into the member's first (``fold``): its spending counts against the combined
+  limit, or the store could spend that part again. Rows are kept under the member's current id
+  (every function here follows merges), so a cart opened under the old id spends from it too.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import sqlite3
 
 from edge.context import StoreContext
 from edge.errors import conflict
+from edge.members import resolve
 
 
 def _row(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> sqlite3.Row:
@@ -43,6 +49,7 @@ def _row(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> sqlite3
 
 def remaining(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> tuple[int, int]:
     """(points, stored value) this store may still let the member spend."""
+    member_id = resolve(conn, member_id)
     row = conn.execute("SELECT * FROM allowances WHERE member_id = ?", (member_id,)).fetchone()
     if row is None:
         return ctx.config.allowance.points, ctx.config.allowance.stored_value
@@ -70,6 +77,7 @@ def consume(
     hub would have to authorise for the request to pass)."""
     if points == 0 and stored_value == 0:
         return  # nothing spent: no allowance row to create or touch
+    member_id = resolve(conn, member_id)
     row = _row(conn, ctx, member_id)
     p_left = row["points_limit"] - row["points_used"]
     sv_left = row["sv_limit"] - row["sv_used"]
@@ -99,6 +107,7 @@ def consume(
 def give_back(
     conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int, stored_value: int
 ) -> None:
+    member_id = resolve(conn, member_id)
     _row(conn, ctx, member_id)
     conn.execute(
         "UPDATE allowances SET points_used = max(0, points_used - ?),"
@@ -115,7 +124,9 @@ def grant(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: i
     (``RpcReply.points_granted_total`` / ``sv_granted_total``): folded in like the directory's
     figure, so the reply and the directory may arrive in either order. Without them (a hub that
     predates standing allowances) the increment is added to the limit, as it always was.
+    The hub grants to the member an id became (it follows merges), and so does this.
     """
+    member_id = resolve(conn, member_id)
     apply_hub_grant(conn, ctx, member_id, points_total, sv_total)
     add_points = points if points_total == 0 else 0
     add_sv = stored_value if sv_total == 0 else 0
@@ -139,7 +150,8 @@ def _folded(limit: int, known: int, total: int, base: int) -> int:
 def apply_hub_grant(conn: sqlite3.Connection, ctx: StoreContext, member_id: str,
                     points_total: int, sv_total: int) -> None:
     """Fold in the hub's cumulative grant to this store for the member (from its directory
-    entry or an online reply); idempotent and monotonic, see the module's docstring."""
+    entry or an online reply; ``member_id`` not merged into another); idempotent and
+    monotonic, see the module's docstring."""
     if points_total <= 0 and sv_total <= 0:
         return  # the hub has granted this store nothing: the configured default stands
     row = _row(conn, ctx, member_id)
@@ -152,3 +164,33 @@ def apply_hub_grant(conn: sqlite3.Connection, ctx: StoreContext, member_id: str,
         (_folded(row["points_limit"], row["hub_points_granted"], points_total, row["points_base"]),
          _folded(row["sv_limit"], row["hub_sv_granted"], sv_total, row["sv_base"]),
          points_total, sv_total, member_id))
+
+
+def fold(conn: sqlite3.Connection, ctx: StoreContext, alias: str, member_id: str) -> None:
+    """``alias`` was merged into ``member_id``: its row here joins the member's. Spending adds
+    up (and spending the hub's books never count); the hub's cumulative grants add up as the
+    hub's own rows did when it merged them, and the limit follows them — or, if the hub has
+    granted neither anything here, the member's configured default stays, now with the alias's
+    spending counted against it. Once folded, the alias has no row: folding again (the same
+    entry applied twice, or the merge heard through both ids' entries) changes nothing."""
+    a = conn.execute("SELECT * FROM allowances WHERE member_id = ?", (alias,)).fetchone()
+    if a is None or alias == member_id:
+        return
+    m = _row(conn, ctx, member_id)
+    merged: dict[str, int] = {}
+    for kind in ("points", "sv"):
+        known = m[f"hub_{kind}_granted"] + a[f"hub_{kind}_granted"]
+        base = m[f"{kind}_base"] + a[f"{kind}_base"]
+        merged[f"hub_{kind}_granted"], merged[f"{kind}_base"] = known, base
+        merged[f"{kind}_used"] = m[f"{kind}_used"] + a[f"{kind}_used"]
+        merged[f"{kind}_limit"] = known + base if known > 0 else m[f"{kind}_limit"]
+    by_hub = merged["hub_points_granted"] > 0 or merged["hub_sv_granted"] > 0
+    conn.execute(
+        "UPDATE allowances SET points_limit = :points_limit, points_used = :points_used,"
+        " points_base = :points_base, hub_points_granted = :hub_points_granted,"
+        " sv_limit = :sv_limit, sv_used = :sv_used, sv_base = :sv_base,"
+        " hub_sv_granted = :hub_sv_granted,"
+        " granted_by = CASE WHEN :by_hub THEN 'hub' ELSE granted_by END"
+        " WHERE member_id = :member_id",
+        {**merged, "by_hub": by_hub, "member_id": member_id})
+    conn.execute("DELETE FROM allowances WHERE member_id = ?", (alias,))

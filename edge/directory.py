@@ -43,6 +43,8 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
               sum(s.sv_bonus for s in others))
     birthday = e.birthday.isoformat() if e.birthday else None
     if e.merged_into is not None:
+        # The allowance here joins the member's: the hub moved its grants there as well.
+        allowance.fold(conn, ctx, e.member_id, e.merged_into)
         # Free the phone and code lookups for the member it became; cards move with the merge.
         conn.execute("UPDATE members SET merged_into = ?, phone = NULL, remote_points = 0,"
                      " remote_sv_principal = 0, remote_sv_bonus = 0 WHERE member_id = ?",
@@ -56,6 +58,7 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
     for alias in e.aliases:  # a merge may reach us first through the survivor's entry
         conn.execute("UPDATE members SET merged_into = ?, phone = NULL WHERE member_id = ?",
                      (e.member_id, alias))
+        allowance.fold(conn, ctx, alias, e.member_id)  # before the combined grant below
     if e.phone:  # a phone held by another (stale) local row yields to the hub's view
         conn.execute("UPDATE members SET phone = NULL WHERE phone = ? AND member_id <> ?",
                      (e.phone, e.member_id))

@@ -18,9 +18,11 @@ so a store already holds what a member usually spends there before it is cut off
 The books, per member, store and dimension (points; stored value = principal + bonus), in the
 ``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
 ``spent`` is that store's acknowledged spending (``escrow_used`` says what counts), and
-``outstanding = max(0, granted - spent)`` is what the store may still spend of it. Escrow
-outstanding under ids since merged into the member stays on those ids' rows (the stores hold it
-under the old id) and counts as held for the member (``Ledger.aliased``).
+``outstanding = max(0, granted - spent)`` is what the store may still spend of it. A merge
+moves the merged id's rows onto the member it became, per store, granted and spent alike
+(``hub.ingest.merge_member``): spending a store still sends under the old id is counted against
+the member it is now (the apply maps ids), so that escrow is used up, not held for ever, and
+the store hears the combined grant with the member's directory entry.
 
 **Guarantee.** Every grant is made out of ``free``: at grant time the sum of outstanding escrow
 over all stores never exceeds the member's balance. If the sum was within the balance before a
@@ -91,9 +93,6 @@ class Ledger:
     balance: int = 0
     granted: dict[str, int] = field(default_factory=dict)  # store -> cumulative grant
     spent: dict[str, int] = field(default_factory=dict)  # store -> acknowledged spending
-    # Outstanding escrow granted under ids since merged into this member: a store may still
-    # spend it under the old id (it does not know of the merge yet), so it stays held.
-    aliased: int = 0
 
     def outstanding(self, store_id: str) -> int:
         return max(0, self.granted.get(store_id, 0) - self.spent.get(store_id, 0))
@@ -101,7 +100,7 @@ class Ledger:
     def held(self) -> int:
         """Everything held back for stores: the sum of their outstanding grants."""
         spent = self.spent
-        return self.aliased + sum(max(0, g - spent.get(s, 0)) for s, g in self.granted.items())
+        return sum(max(0, g - spent.get(s, 0)) for s, g in self.granted.items())
 
     def free(self) -> int:
         """What may still be granted to any store (negative: more is held than the balance)."""
@@ -151,18 +150,14 @@ class MemberBooks:
 # A member's row, shares and grants (and spend since a month) in one statement: the batch
 # apply reads every member it names once, not once per table and purpose (one round trip on
 # PostgreSQL). ``kind`` says which table a row comes from.
-_MEMBER, _SHARE, _GRANT, _SPEND, _ALIAS_GRANT = 0, 1, 2, 3, 4
+_MEMBER, _SHARE, _GRANT, _SPEND = 0, 1, 2, 3
 _BOOKS = (
     "SELECT 0, member_id, home_store, merged_into, tier, 0, 0, 0, 0 FROM members"
     " WHERE member_id IN ({marks})"
     " UNION ALL SELECT 1, member_id, store_id, NULL, NULL, points, sv_principal + sv_bonus, 0, 0"
     " FROM shares WHERE member_id IN ({marks})"
     " UNION ALL SELECT 2, member_id, store_id, NULL, NULL, points_granted, points_spent,"
-    " sv_granted, sv_spent FROM grants WHERE member_id IN ({marks})"
-    # Grants under the ids merged into these members (``members_merged`` finds them).
-    " UNION ALL SELECT 4, m.merged_into, g.store_id, NULL, NULL, g.points_granted,"
-    " g.points_spent, g.sv_granted, g.sv_spent FROM members m"
-    " JOIN grants g ON g.member_id = m.member_id WHERE m.merged_into IN ({marks})")
+    " sv_granted, sv_spent FROM grants WHERE member_id IN ({marks})")
 _SPEND_SINCE = (
     " UNION ALL SELECT 3, member_id, NULL, NULL, NULL, sum(amount), 0, 0, 0 FROM spend_months"
     " WHERE month >= ? AND member_id IN ({marks}) GROUP BY member_id")
@@ -176,7 +171,7 @@ def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
     books = {m: MemberBooks(m) for m in ids}
     sql = _BOOKS + (_SPEND_SINCE if spend_since is not None else "")
     for chunk, marks in in_chunks(ids):
-        params: list[str] = chunk * 4
+        params: list[str] = chunk * 3
         if spend_since is not None:
             params += [spend_since, *chunk]
         for kind, mid, store, merged_into, tier, a, b, c, d in tx.all(
@@ -193,9 +188,6 @@ def load(tx: Tx, member_ids: Collection[str], spend_since: str | None = None
             elif kind == _GRANT:
                 m.points.granted[store], m.points.spent[store] = int(a), int(b)
                 m.stored_value.granted[store], m.stored_value.spent[store] = int(c), int(d)
-            elif kind == _ALIAS_GRANT:
-                m.points.aliased += max(0, int(a) - int(b))
-                m.stored_value.aliased += max(0, int(c) - int(d))
             else:
                 m.window_spend = int(a)
     return books
@@ -220,7 +212,7 @@ def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, 
         if target <= 0:
             continue
         granted, spent = ledger.granted, ledger.spent
-        free = ledger.balance - ledger.aliased - sum(
+        free = ledger.balance - sum(
             max(0, g - spent.get(s, 0)) for s, g in granted.items())
         for store in stores:
             if free <= 0:
@@ -241,7 +233,7 @@ def top_up(policy: AllowancePolicy, books: MemberBooks) -> dict[str, tuple[int, 
 
 def add_grants(tx: Tx, rows: Iterable[tuple[str, str, int, int]]) -> None:
     """Add ``(member_id, store_id, points, stored_value)`` to the stores' cumulative grants."""
-    tx.executemany(_ADD_BOOKS, [(m, s, 0, 0, p, v) for m, s, p, v in rows])
+    tx.executemany(ADD_BOOKS, [(m, s, 0, 0, p, v) for m, s, p, v in rows])
 
 
 def refresh(tx: Tx, policy: AllowancePolicy, member_ids: Collection[str]) -> set[str]:
@@ -281,11 +273,11 @@ def settle(tx: Tx, policy: AllowancePolicy | None,
             row[2] += points
             row[3] += sv
             changed.add(mid)
-    tx.executemany(_ADD_BOOKS, [(m, s, *v) for (m, s), v in rows.items()])
+    tx.executemany(ADD_BOOKS, [(m, s, *v) for (m, s), v in rows.items()])
     return changed
 
 
-_ADD_BOOKS = (
+ADD_BOOKS = (
     "INSERT INTO grants(member_id, store_id, points_spent, sv_spent, points_granted, sv_granted)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(member_id, store_id) DO UPDATE SET"
     " points_spent = grants.points_spent + excluded.points_spent,"
@@ -335,5 +327,5 @@ def record_spent(tx: Tx, spent: Mapping[tuple[str, str], Sequence[int]]) -> None
     """Add a batch's acknowledged spending ``{(member_id, store_id): (points, stored value)}``
     (sums of ``escrow_used``) to the stores' books — also where the hub has granted nothing
     yet, so ``spent`` counts all the store's spending, as the store's ``used`` does."""
-    tx.executemany(_ADD_BOOKS, [(m, s, int(v[0]), int(v[1]), 0, 0)
+    tx.executemany(ADD_BOOKS, [(m, s, int(v[0]), int(v[1]), 0, 0)
                                 for (m, s), v in spent.items() if v[0] or v[1]])

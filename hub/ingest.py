@@ -304,6 +304,12 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     tx.executemany(ADD_SPEND, [(survivor, month, amount) for month, amount in tx.all(
         "SELECT month, amount FROM spend_months WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
+    # The escrow books move too, per store (granted and spent): what a store still spends under
+    # the old id is then counted against what it holds for the member (``hub.allowances``).
+    tx.executemany(allowances.ADD_BOOKS, [(survivor, *r) for r in tx.all(
+        "SELECT store_id, points_spent, sv_spent, points_granted, sv_granted FROM grants"
+        " WHERE member_id = ?", (alias,))])
+    tx.execute("DELETE FROM grants WHERE member_id = ?", (alias,))
 
 
 def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:

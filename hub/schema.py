@@ -127,6 +127,27 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly]]] = [
         # holds only the merged rows and costs the other members' writes nothing.
         "CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL",
     ]),
+    (6, "escrow books of merged ids moved onto the members they became", [
+        # Merges now move them (``hub.ingest.merge_member``); before, they stayed under the
+        # old id and their outstanding escrow was held for the member for good, though the
+        # stores' spending under the old id was counted against the member's own rows. Moved
+        # whole, per store: outstanding = granted - spent adds up the same way afterwards.
+        # (``merged_into`` always names the final member: merges repoint chains.)
+        """INSERT INTO grants(member_id, store_id, points_granted, points_spent, sv_granted,
+               sv_spent)
+           SELECT m.merged_into, g.store_id, sum(g.points_granted), sum(g.points_spent),
+               sum(g.sv_granted), sum(g.sv_spent)
+           FROM grants g JOIN members m ON m.member_id = g.member_id
+           WHERE m.merged_into IS NOT NULL
+           GROUP BY m.merged_into, g.store_id
+           ON CONFLICT(member_id, store_id) DO UPDATE SET
+               points_granted = grants.points_granted + excluded.points_granted,
+               points_spent = grants.points_spent + excluded.points_spent,
+               sv_granted = grants.sv_granted + excluded.sv_granted,
+               sv_spent = grants.sv_spent + excluded.sv_spent""",
+        """DELETE FROM grants WHERE member_id IN (
+               SELECT member_id FROM members WHERE merged_into IS NOT NULL)""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -210,3 +210,60 @@ def test_spending_under_the_default_before_v8_is_not_counted_against_hub_grants(
     # is left. m2 had an online grant before, whose spending the hub did count.
     assert allowance.remaining(conn, ctx, "m1") == (1_000, 2_000)
     assert allowance.remaining(conn, ctx, "m2") == (950, 2_000)
+
+
+def merged_entry(alias: str, survivor: str) -> MemberEntry:
+    return MemberEntry(member_id=alias, member_code=f"C{alias}", home_store="S001",
+                       merged_into=survivor)
+
+
+def survivor_entry(mid: str, aliases: list[str], *grants: tuple[str, int, int]) -> MemberEntry:
+    return entry(mid, *grants).model_copy(update={"aliases": aliases})
+
+
+@pytest.mark.parametrize("first", ["alias", "survivor"])
+def test_a_merged_ids_allowance_joins_the_members_whichever_entry_comes_first(
+        tmp_path: Path, first: str) -> None:
+    """The hub merged m-old into m-new and moved m-old's grants here (700 points, 400 spent of
+    them) onto m-new's (300): m-new's entry now says 1,000. The store folds m-old's row into
+    m-new's, so the 400 it spent under m-old count against the 1,000. Without the fold the
+    store would let the member spend 1,000 - 100 here, 400 more than the hub holds for it."""
+    conn, ctx = _store(tmp_path)
+    apply_entry(conn, ctx, entry("m-old", ("S001", 700, 0)))
+    apply_entry(conn, ctx, entry("m-new", ("S001", 300, 5_000)))
+    allowance.consume(conn, ctx, "m-old", 400, 0)
+    allowance.consume(conn, ctx, "m-new", 100, 1_000)
+    combined = survivor_entry("m-new", ["m-old"], ("S001", 1_000, 5_000))
+    if first == "alias":
+        apply_entry(conn, ctx, merged_entry("m-old", "m-new"))
+        assert row(conn, "m-old") is None
+        assert allowance.remaining(conn, ctx, "m-new") == (1_000 - 500, 4_000)
+    apply_entry(conn, ctx, combined)
+    apply_entry(conn, ctx, merged_entry("m-old", "m-new"))
+    apply_entry(conn, ctx, combined)  # again: nothing changes
+    r = row(conn, "m-new")
+    assert r is not None and row(conn, "m-old") is None
+    assert (r["points_used"], r["hub_points_granted"], r["points_limit"]) == (500, 1_000, 1_000)
+    assert allowance.remaining(conn, ctx, "m-new") == (500, 4_000)
+    # A cart opened under the old id before the merge was heard spends from the member's row.
+    assert allowance.remaining(conn, ctx, "m-old") == (500, 4_000)
+    allowance.consume(conn, ctx, "m-old", 500, 0)
+    with pytest.raises(EdgeError):
+        allowance.consume(conn, ctx, "m-new", 1, 0)
+    allowance.give_back(conn, ctx, "m-old", 200, 0)  # a refund of a sale under the old id
+    assert allowance.remaining(conn, ctx, "m-new") == (200, 4_000)
+    assert row(conn, "m-old") is None
+
+
+def test_a_merge_of_two_members_on_the_default_keeps_the_default_with_both_spendings(
+        tmp_path: Path) -> None:
+    conn, ctx = _store(tmp_path)
+    for mid in ("m-old", "m-new"):
+        apply_entry(conn, ctx, entry(mid))
+    allowance.consume(conn, ctx, "m-old", 1_500, 10_000)
+    allowance.consume(conn, ctx, "m-new", 500, 0)
+    apply_entry(conn, ctx, survivor_entry("m-new", ["m-old"]))
+    assert allowance.remaining(conn, ctx, "m-new") == (DEFAULT_POINTS - 2_000,
+                                                       DEFAULT_SV - 10_000)
+    r = row(conn, "m-new")
+    assert r is not None and r["granted_by"] == "config" and row(conn, "m-old") is None

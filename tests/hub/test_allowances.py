@@ -454,12 +454,13 @@ async def test_a_batch_that_merges_a_member_puts_all_its_effects_on_the_survivor
     assert (await hub_db.transaction(directory.compare))["mismatches"] == []
 
 
-async def test_escrow_granted_under_a_merged_id_stays_held_for_the_survivor(
+async def test_escrow_granted_under_a_merged_id_moves_to_the_survivor_and_is_used_up_there(
         hub_db: HubDatabase) -> None:
     """S001 registers a member, who earns and is granted a standing allowance there. Then an
     earlier registration of the same phone arrives from S002: the S001 member becomes its
-    alias. S001 may still spend that escrow under the old id until it hears of the merge, so
-    the survivor's books hold it: nothing more is handed out than the balance."""
+    alias, and its escrow books move onto the survivor's, per store. S001 may still spend that
+    escrow under the old id until it hears of the merge; the hub counts such spending against
+    the survivor's S001 books, so it uses the escrow up instead of leaving it held for good."""
     f, survivor, alias = Fleet(), "m-earlier", "m-later"
     phone = "+8613900000078"
     earlier = f.batch("S002", MemberRegistered(member_id=survivor, member_code="C-e",
@@ -473,24 +474,33 @@ async def test_escrow_granted_under_a_merged_id_stays_held_for_the_survivor(
     assert result.merged == [(alias, survivor)]
 
     def outstanding(tx: Tx) -> tuple[int, int]:
-        total = 0
-        for mid in (survivor, alias):
-            for granted, spent, _g, _s in grants(tx, mid).values():
-                total += max(0, granted - spent)
+        total = sum(max(0, granted - spent) for mid in (survivor, alias)
+                    for granted, spent, _g, _s in grants(tx, mid).values())
         return total, books(tx, survivor).points.balance
 
+    assert await hub_db.transaction(lambda tx: grants(tx, alias)) == {}
+    assert (await hub_db.transaction(lambda tx: grants(tx, survivor)))["S001"][:2] == (500, 0)
     total, balance = await hub_db.transaction(outstanding)
-    assert balance == 1_000 and total <= balance
-    assert (await hub_db.transaction(lambda tx: books(tx, survivor))).points.free() == \
-        balance - total
+    assert (balance, total) == (1_000, 500)
+
+    # S001, not yet told of the merge, spends its 500 under the old id. It comes off the
+    # survivor's S001 escrow, and what the balance has left stands at stores again: a quarter
+    # at each of the two active ones. (Held under the old id for good, that escrow left
+    # nothing free: 500 held of a balance of 500, and no allowance anywhere.)
+    spend = f.batch("S001", redeemed(alias, 500))
+    await hub_db.transaction(lambda tx: apply_batch(tx, spend, 1, allowance=POLICY))
+    rows = await hub_db.transaction(lambda tx: grants(tx, survivor))
+    assert {s: r[:2] for s, r in rows.items()} == {"S001": (625, 500), "S002": (125, 0)}
+    total, balance = await hub_db.transaction(outstanding)
+    assert (balance, total) == (500, 250)
+    free = (await hub_db.transaction(lambda tx: books(tx, survivor))).points.free()
+    assert free == balance - total == 250
     # What is left free, and no more, can still be authorised online at a third store.
-    free = balance - total
     refused = await hub_db.transaction(lambda tx: ask(tx, survivor, "S003", points=free + 1))
     assert not refused.ok and refused.error == "insufficient_balance"
-    if free:
-        assert (await hub_db.transaction(lambda tx: ask(tx, survivor, "S003", points=free))).ok
+    assert (await hub_db.transaction(lambda tx: ask(tx, survivor, "S003", points=free))).ok
     total, balance = await hub_db.transaction(outstanding)
-    assert total <= balance
+    assert total == balance == 500
 
 
 async def test_a_partly_resent_batch_applies_only_its_new_events(hub_db: HubDatabase) -> None:

@@ -97,6 +97,36 @@ async def test_schema_5_keeps_every_row_and_clusters_the_member_tables(hub_url: 
             "SELECT points FROM shares WHERE member_id = 'm1' AND store_id = 'S001'")) == 15
 
 
+async def test_schema_6_moves_the_escrow_books_of_merged_ids_onto_their_members(
+        hub_url: str) -> None:
+    """Before schema 6 a merge left the merged id's grants where they were; the upgrade moves
+    them, per store, onto the member each id became (summed with what is there already)."""
+    member = ("INSERT INTO members(member_id, member_code, home_store, registered_hlc,"
+              " merged_into, change_no) VALUES (?, ?, 'S001', 1, ?, 1)")
+
+    def at_5(tx: Tx) -> None:
+        assert migrate(tx, target=5) == 5
+        tx.executemany(member, [("m-kept", "C1", None), ("m-old1", "C2", "m-kept"),
+                                ("m-old2", "C3", "m-kept"), ("m-alone", "C4", None)])
+        tx.executemany("INSERT INTO grants VALUES (?, ?, ?, ?, ?, ?)", [
+            ("m-kept", "S001", 100, 40, 5000, 0),
+            ("m-old1", "S001", 500, 200, 0, 0),
+            ("m-old1", "S002", 300, 0, 700, 100),
+            ("m-old2", "S002", 10, 10, 0, 0),
+            ("m-alone", "S003", 7, 1, 0, 0)])
+
+    def after(tx: Tx) -> tuple[int, list[tuple[object, ...]]]:
+        return migrate(tx), sorted(tuple(r) for r in tx.all("SELECT * FROM grants"))
+
+    async with HubDatabase(hub_url) as db:
+        await db.transaction(at_5)
+        version, rows = await db.transaction(after)
+    assert version == LATEST >= 6
+    assert rows == [("m-alone", "S003", 7, 1, 0, 0),
+                    ("m-kept", "S001", 600, 240, 5000, 0),
+                    ("m-kept", "S002", 310, 10, 700, 100)]
+
+
 async def test_a_members_aliases_are_found_by_index_not_by_a_scan(tmp_path: Path) -> None:
     """Every directory page and member lookup asks for aliases (``merged_into IN (...)``)."""
     async with HubDatabase(f"sqlite:///{tmp_path / 'hub.db'}") as db:
