@@ -27,16 +27,15 @@ def api_server(hub: HubService) -> uvicorn.Server:
     """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate. Raises
     ``TlsError`` here, before serving, when the certificate or key cannot be used."""
     api = hub.config.api
-    if api.tls_cert_file is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(api.tls_cert_file, api.tls_key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise TlsError(f"[api] tls_cert_file {api.tls_cert_file} / tls_key_file"
-                           f" {api.tls_key_file}: cannot be used ({exc})") from None
-    return uvicorn.Server(uvicorn.Config(
+    config = uvicorn.Config(
         create_app(hub), host=api.host, port=api.port, log_level="warning", lifespan="off",
-        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file))
+        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
+    try:
+        config.load()  # reads the certificate now; serving then takes the loaded config
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"[api] tls_cert_file {api.tls_cert_file} / tls_key_file"
+                       f" {api.tls_key_file}: cannot be used ({exc})") from None
+    return uvicorn.Server(config)
 
 
 def create_app(hub: HubService) -> FastAPI:

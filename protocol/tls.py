@@ -40,15 +40,12 @@ class TlsSettings(BaseModel):
 def client_context(settings: TlsSettings) -> ssl.SSLContext:
     """A context that verifies the broker (certificate chain and host name) with TLS >= 1.2.
     Raises ``TlsError`` naming the setting and the file when one cannot be used."""
-    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.check_hostname = True
-    context.verify_mode = ssl.CERT_REQUIRED
-    if settings.ca_file is not None:
-        # create_default_context loaded the system CAs; a private CA stands alone, so that a
-        # certificate some public CA issued for the same name is not accepted in its place.
+    if settings.ca_file is None:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)  # the system's CAs
+    else:
+        # A private CA stands alone, so that a certificate some public CA issued for the same
+        # name is not accepted in its place. (Both verify the chain and the name by default.)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
         try:
             context.load_verify_locations(cafile=str(settings.ca_file))
         except FileNotFoundError:
@@ -56,6 +53,7 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             raise TlsError(f"tls.ca_file {settings.ca_file}: not a PEM certificate ({exc})"
                            ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.cert_file is not None:
         key = settings.key_file
         try:

@@ -173,6 +173,9 @@ def test_the_context_verifies_and_refuses_old_protocols(tmp_path: Path) -> None:
     context = client_context(TlsSettings(ca_file=pki.ca))
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+    system = client_context(TlsSettings())  # a broker with a public certificate
+    assert system.verify_mode == ssl.CERT_REQUIRED and system.check_hostname
+    assert system.minimum_version == ssl.TLSVersion.TLSv1_2
     # Only the fleet's CA: not the system's.
     assert [c["subject"] for c in context.get_ca_certs()] == [
         ((("organizationName", "membergate"),), (("commonName", "test fleet CA"),))]
