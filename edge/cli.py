@@ -7,8 +7,11 @@ import asyncio
 import json
 import logging
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from edge import demo, logs
 from edge.config import EdgeConfig, load_config
@@ -20,7 +23,12 @@ log = logging.getLogger("membergate.edge")
 
 
 def _config(args: argparse.Namespace) -> EdgeConfig:
-    config = load_config(Path(args.config) if args.config else None)
+    try:
+        config = load_config(Path(args.config) if args.config else None)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
+        print(f"membergate-edge: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if getattr(args, "db", None):
         config.database.path = Path(args.db)
     if getattr(args, "host", None):

@@ -286,15 +286,29 @@ ADD_BOOKS = (
     " sv_granted = grants.sv_granted + excluded.sv_granted")
 
 
-def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
-    """``refresh`` every live member (after ``rebuild``, a policy change, or on demand) and give
-    the changed ones a new change number; returns them."""
+def refresh_page(tx: Tx, policy: AllowancePolicy, after: str = "", limit: int = 2_000
+                 ) -> tuple[set[str], str | None]:
+    """``refresh`` the next ``limit`` live members by id after ``after`` and give the changed
+    ones a new change number; returns them and the last id of the page (None: no more). A page
+    a transaction lets batches be applied in between (``HubService.refresh_allowances``)."""
     ids = [str(r[0]) for r in tx.all(
-        "SELECT member_id FROM members WHERE merged_into IS NULL ORDER BY member_id")]
-    changed: set[str] = set()
-    for chunk, _marks in in_chunks(ids):
-        changed |= refresh(tx, policy, chunk)
+        "SELECT member_id FROM members WHERE merged_into IS NULL AND member_id > ?"
+        " ORDER BY member_id LIMIT ?", (after, limit))]
+    if not ids:
+        return set(), None
+    changed = refresh(tx, policy, ids)
     mark_changed(tx, changed)
+    return changed, ids[-1]
+
+
+def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
+    """``refresh_page`` through every live member in this one transaction; returns the
+    members whose grants changed."""
+    changed: set[str] = set()
+    after: str | None = ""
+    while after is not None:
+        page, after = refresh_page(tx, policy, after)
+        changed |= page
     return changed
 
 

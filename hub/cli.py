@@ -7,8 +7,11 @@ import asyncio
 import json
 import logging
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from hub import directory
 from hub.config import HubConfig
@@ -20,7 +23,12 @@ from protocol.tls import TlsError
 
 
 def _config(args: argparse.Namespace) -> HubConfig:
-    cfg = HubConfig.load(Path(args.config) if args.config else None)
+    try:
+        cfg = HubConfig.load(Path(args.config) if args.config else None)
+    except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
+        print(f"membergate-hub: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if getattr(args, "database", None):
         cfg.hub.database = args.database
     return cfg

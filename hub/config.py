@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 
@@ -29,11 +30,28 @@ class BrokerSection(_Section):
     tls: TlsSettings | None = None
 
     @model_validator(mode="after")
-    def _tls_needs_host(self) -> BrokerSection:
+    def _embedded_stays_on_this_box(self) -> BrokerSection:
         if self.tls is not None and self.host is None:
             raise ValueError("[broker.tls] needs [broker] host: the embedded broker listens"
                              " on this box without TLS")
+        if self.host is None and not _loopback(self.embedded_host):
+            # It has no logins and no ACL: any client could read every store's directory and
+            # acks, and publish on any store's topics (DESIGN guarantee 7).
+            raise ValueError(
+                f"[broker] embedded_host = {self.embedded_host!r}: the embedded broker serves"
+                " this box only (loopback), having no per-store logins or ACL; for stores on"
+                " other boxes run Mosquitto provisioned by `membergate-provision broker` and"
+                " set [broker] host")
         return self
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class HubSection(_Section):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from hub import authority, campaigns, directory
+from hub import allowances, authority, campaigns, directory
 from hub.config import HubConfig
 from hub.db import HubDatabase, Tx
 from hub.ingest import ApplyResult, record_refusal
@@ -101,7 +102,7 @@ class HubService:
         self._tasks = [asyncio.create_task(self._consume(), name="hub-consume"),
                        asyncio.create_task(self._publish_acks(), name="hub-acks"),
                        asyncio.create_task(self._notices(), name="hub-notices"),
-                       asyncio.create_task(self._daily_tiers(), name="hub-tiers")]
+                       asyncio.create_task(self._daily(), name="hub-daily")]
 
     async def close(self) -> None:
         await self.pipeline.close()
@@ -284,10 +285,28 @@ class HubService:
             self._notice.set()
         return count
 
-    async def _daily_tiers(self) -> None:
-        # Tiers also fall with time alone, as old months leave the window.
+    async def refresh_allowances(self) -> int:
+        """Top up every live member's standing allowances where the policy and balances call
+        for it (``hub.allowances``), a page of members a transaction; returns how many moved.
+        Batches top up the members they touch; this reaches the others: after a change of
+        ``[allowance]`` (the hub runs it at start) and daily."""
+        policy, count = self.config.allowance, 0
+        after: str | None = ""
+        while after is not None:
+            changed, after = await self.db.transaction(
+                functools.partial(allowances.refresh_page, policy=policy, after=after))
+            count += len(changed)
+        if count:
+            self._notice.set()
+        return count
+
+    async def _daily(self) -> None:
+        # Tiers also fall with time alone, as old months leave the window; allowances follow
+        # a policy changed while the hub was down.
         while True:
             await self.recompute_tiers()
+            if self.config.allowance.enabled:
+                await self.refresh_allowances()
             await asyncio.sleep(24 * 3600)
 
     # -- HQ's commands -------------------------------------------------------------------------
@@ -320,3 +339,4 @@ class HubService:
                                                 / max(1, len(self.pipeline.group_sizes)), 2)},
                 "broker": {"port": self.broker_port,
                            "connected": bool(self.mqtt and self.mqtt.is_connected)}}
+

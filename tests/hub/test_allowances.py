@@ -516,3 +516,57 @@ async def test_a_partly_resent_batch_applies_only_its_new_events(hub_db: HubData
     held = await hub_db.transaction(directory.balances)
     assert held[mid] == (sum(10 * (i + 1) for i in range(6)), 0, 0)
     assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+
+
+async def test_a_policy_changed_while_the_hub_was_down_reaches_every_member_at_start(
+        tmp_path: Path) -> None:
+    """Batches top up only the members they touch. A hub started with a larger ``[allowance]``
+    share pages through every member (a transaction a page) and the stores hear the new grants
+    with the members' new change numbers; members nobody has touched since get theirs too."""
+    db_path = tmp_path / "hub.db"
+    f = Fleet()
+    mids = [f"m-{i:03d}" for i in range(5)]
+    async with HubDatabase(f"sqlite:///{db_path}") as db:
+        await db.transaction(migrate)
+        for mid in mids:
+            batch = f.batch("S001", registered(mid), earned(mid, 1_000))
+            await db.transaction(lambda tx, b=batch: apply_batch(tx, b, 1, allowance=POLICY))
+        before = await db.transaction(lambda tx: {m: grants(tx, m)["S001"][0] for m in mids})
+        change_before = await db.transaction(lambda tx: tx.scalar(
+            "SELECT max(change_no) FROM members"))
+    assert before == dict.fromkeys(mids, 500)  # half of 1,000 at the one active store
+
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(db_path), "data_dir": str(tmp_path), "validate_workers": 0},
+        "broker": {"embedded_port": 0},
+        "allowance": {"fraction": 0.8}})
+    async with HubService(cfg) as hub_service:
+        async def raised() -> bool:
+            got = await hub_service.db.transaction(
+                lambda tx: {m: grants(tx, m)["S001"][0] for m in mids})
+            return got == dict.fromkeys(mids, 800)
+
+        await wait_for(raised, "every member's grant raised to the new share at start")
+        moved = await hub_service.db.transaction(lambda tx: [r[0] for r in tx.all(
+            "SELECT member_id FROM members WHERE change_no > ? ORDER BY member_id",
+            (change_before,))])
+        assert moved == mids  # each goes down to the stores again
+        assert await hub_service.refresh_allowances() == 0  # nothing left to top up
+
+
+async def test_refresh_pages_through_members_by_id(hub_db: HubDatabase) -> None:
+    f = Fleet()
+    mids = [f"m-{i}" for i in range(5)]
+    off = AllowancePolicy(enabled=False)
+    for mid in mids:
+        batch = f.batch("S001", registered(mid), earned(mid, 100))
+        await hub_db.transaction(lambda tx, b=batch: apply_batch(tx, b, 1, allowance=off))
+    pages: list[tuple[set[str], str | None]] = []
+    after: str | None = ""
+    while after is not None:
+        page = await hub_db.transaction(
+            lambda tx, a=after: allowances.refresh_page(tx, POLICY, a, limit=2))
+        pages.append(page)
+        after = page[1]
+    assert [p for p, _last in pages] == [{"m-0", "m-1"}, {"m-2", "m-3"}, {"m-4"}, set()]
+    assert await hub_db.transaction(lambda tx: allowances.refresh_all(tx, POLICY)) == set()
