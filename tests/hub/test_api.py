@@ -114,8 +114,10 @@ def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -
     with pytest.raises(ValidationError, match="go together"):
         HubConfig.model_validate({"api": {"tls_cert_file": "x.crt"}})
     (tmp_path / "api.crt").write_text("not a certificate")
-    cfg = HubConfig.model_validate({"api": {"token": TOKEN, "tls_cert_file": str(
-        tmp_path / "api.crt"), "tls_key_file": str(tmp_path / "api.key")}})
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path)},
+        "api": {"token": TOKEN, "tls_cert_file": str(tmp_path / "api.crt"),
+                "tls_key_file": str(tmp_path / "api.key")}})
     hub = HubService(cfg)  # not started: building the server reads only the configuration
     with pytest.raises(TlsError, match=r"\[api\] tls_cert_file .*api\.crt.*cannot be used"):
         api_server(hub)
