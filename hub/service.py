@@ -339,4 +339,3 @@ class HubService:
                                                 / max(1, len(self.pipeline.group_sizes)), 2)},
                 "broker": {"port": self.broker_port,
                            "connected": bool(self.mqtt and self.mqtt.is_connected)}}
-
