@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("membergate.edge")
+ONLINE_WAIT_S = 2.0  # what a POS waits for online authorisation before a clear refusal
 
 
 class EdgeService:
@@ -403,12 +404,25 @@ class EdgeService:
         try:
             receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
         except EdgeError as exc:
-            # Beyond the offline allowance: ask the hub (outside the cart lock, at most ~2 s),
-            # and on a grant try once more. Nothing was written by the refused attempt.
+            # Beyond the offline allowance: ask the hub (outside the cart lock, at most ~2 s in
+            # all), and on a grant try again. Nothing was written by a refused attempt.
             if exc.code != "allowance_exceeded":
                 raise
-            await self._authorize_online(sale_id, terminal_id, exc)
-            receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
+            deadline = asyncio.get_running_loop().time() + ONLINE_WAIT_S
+            for round_ in (1, 2):
+                await self._authorize_online(sale_id, terminal_id, exc, deadline)
+                try:
+                    receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key,
+                                                               tenders)
+                    break
+                except EdgeError as short:
+                    # A store still on its configured default, with spending the hub has not
+                    # acknowledged yet, cannot tell which part of its spending the hub has
+                    # seen: it asks for the sale's need alone, and the hub's first grant covers
+                    # only what it saw. The second request is the exact rest.
+                    if short.code != "allowance_exceeded" or round_ == 2:
+                        raise
+                    exc = short
         if not fresh:
             return receipt  # a retry: the sale and its events happened the first time
 
@@ -455,8 +469,10 @@ class EdgeService:
             self.carts.drop(sale_id)
         return receipt, True
 
-    async def _authorize_online(self, sale_id: str, terminal_id: str, exc: EdgeError) -> None:
-        """Get more allowance for the sale's member from the hub, or raise a clear refusal."""
+    async def _authorize_online(self, sale_id: str, terminal_id: str, exc: EdgeError,
+                                deadline: float) -> None:
+        """Get more allowance for the sale's member from the hub by ``deadline`` (the loop's
+        clock), or raise a clear refusal."""
         from edge import allowance
         from protocol.sync import RpcRequest
 
@@ -476,7 +492,8 @@ class EdgeService:
                              points=extra if what == "points" else 0,
                              stored_value=extra if what == "stored_value" else 0)
         try:
-            reply = await sync.rpc(request)
+            reply = await sync.rpc(
+                request, wait_s=max(0.0, deadline - asyncio.get_running_loop().time()))
         except Exception:  # timeout or a lost connection: the POS gets its answer now
             raise EdgeError("allowance_exceeded", f"{exc.message}; the hub did not answer in"
                             " time", 409, **exc.details, online="timeout") from None

@@ -10,6 +10,7 @@ import pytest
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from hub.service import HubService
+from protocol.codec import decode
 from protocol.ids import uuid7
 from protocol.sync import RpcRequest
 from tests.edge.conftest import register, sell
@@ -83,6 +84,56 @@ async def test_spending_beyond_the_allowance_is_authorised_online(
     finally:
         await a.close()
         await b.close()
+
+
+async def test_on_the_default_with_spending_not_yet_acknowledged_the_online_grant_suffices(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+    """Store A runs on its configured default for the member and has spent 80 points the hub
+    has not acknowledged yet. A sale needing 500 more asks online; the hub grants what it sees
+    is needed, which misses the 80, so the store asks once more for the exact rest, within the
+    same two seconds, and the sale goes through instead of being refused after a grant."""
+    hub.pipeline.allowance = None  # online authorisation alone (no standing allowances)
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    try:
+        assert a.sync is not None
+        await a.sync.mqtt.wait_connected(10)
+        m = await register(a, "13800006666")
+        mid = m["member_id"]
+        await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns 910 points
+        await wait_for(lambda: drained(a), "store A drained")
+        await a.db.write(lambda c: c.execute(
+            "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
+            (mid,)))
+        events = hub._events
+
+        async def held(store_id: str, payload: bytes) -> None:
+            return None  # batches are not applied, so nothing is acknowledged for now
+
+        hub._events = held  # type: ignore[method-assign]
+        await sell(a, [("B", "grocery", 1, 200)], member_id=mid,
+                   tenders=[TenderRequest(kind="points", points=80),  # within the 100
+                            TenderRequest(kind="cash", amount=120)])
+        asked: list[bytes] = []
+        rpc = hub._rpc
+
+        async def counted(store_id: str, payload: bytes) -> None:
+            asked.append(payload)
+            await rpc(store_id, payload)
+
+        hub._rpc = counted  # type: ignore[method-assign]
+        receipt = await sell(a, [("C", "grocery", 1, 2_000)], member_id=mid,
+                             tenders=[TenderRequest(kind="points", points=500),
+                                      TenderRequest(kind="cash", amount=1_500)])
+        assert any(t["kind"] == "points" and t["points"] == 500 for t in receipt["tenders"])
+        assert [decode(p, RpcRequest).points for p in asked] == [500, 80]  # the need, the rest
+        hub._events = events  # type: ignore[method-assign]
+        await wait_for(lambda: drained(a), "store A drained again")
+        granted, spent = await hub.db.transaction(lambda tx: tx.one(
+            "SELECT points_granted, points_spent FROM grants WHERE member_id = ?"
+            " AND store_id = 'S001'", (mid,)))
+        assert (granted, spent) == (580, 580)  # exactly what was spent: nothing left held
+    finally:
+        await a.close()
 
 
 async def test_beyond_the_allowance_with_the_hub_away_is_a_clear_refusal(
