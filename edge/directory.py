@@ -15,7 +15,7 @@ import sqlite3
 from edge import allowance
 from edge.context import StoreContext
 from edge.outbox import meta_get, meta_set
-from protocol.sync import DirectoryPage, MemberEntry
+from protocol.sync import DirectoryPage, MemberEntry, RpcReply
 
 CHECKPOINT = "directory_checkpoint"
 
@@ -93,3 +93,15 @@ def _insert(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry, phone: 
         " remote_sv_bonus, origin) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, ?, 'hub')",
         (e.member_id, e.member_code, phone, e.name, birthday, e.tier,
          json.dumps(e.tags, ensure_ascii=False), e.home_store, *remote))
+
+
+def apply_authorization(conn: sqlite3.Connection, ctx: StoreContext, member_id: str,
+                        reply: RpcReply) -> None:
+    """An online authorisation the hub granted for ``member_id``: the member's entry it
+    carries first (it may tell of a merge this store has not heard of yet, whose escrow the
+    totals now include: the merged id's allowance is folded in before they are taken, or the
+    store would count that escrow twice), then the grant."""
+    if reply.member is not None:
+        apply_entry(conn, ctx, reply.member)
+    allowance.grant(conn, ctx, member_id, reply.granted_points, reply.granted_stored_value,
+                    points_total=reply.points_granted_total, sv_total=reply.sv_granted_total)

@@ -473,7 +473,7 @@ class EdgeService:
                                 deadline: float) -> None:
         """Get more allowance for the sale's member from the hub by ``deadline`` (the loop's
         clock), or raise a clear refusal."""
-        from edge import allowance
+        from edge import directory
         from protocol.sync import RpcRequest
 
         cart = self.carts.get_open(sale_id, terminal_id)
@@ -500,9 +500,8 @@ class EdgeService:
         if not reply.ok:
             raise EdgeError("allowance_exceeded", f"{exc.message}; the hub refused:"
                             f" {reply.message}", 409, **exc.details, online=reply.error)
-        await self._write(lambda conn, ctx: allowance.grant(
-            conn, ctx, member_id, reply.granted_points, reply.granted_stored_value,
-            points_total=reply.points_granted_total, sv_total=reply.sv_granted_total))
+        await self._write(lambda conn, ctx: directory.apply_authorization(
+            conn, ctx, member_id, reply))
 
     async def receipt(self, sale_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: checkout.receipt_view(conn, ctx, sale_id))

@@ -52,7 +52,11 @@ def authorize(tx: Tx, req: RpcRequest) -> RpcReply:
     # Every store's directory entry carries the grants: the new figure reaches this store
     # even if this reply is lost.
     allowances.mark_changed(tx, [member_id])
+    # The member's entry as it now stands goes with the reply: a merge the store has not heard
+    # of yet moved escrow into these totals, and the store folds the merged id's allowance in
+    # (``edge.directory.apply_authorization``) before it takes them.
     return RpcReply(request_id=req.request_id, ok=True, granted_points=req.points,
                     granted_stored_value=req.stored_value,
                     points_granted_total=points.granted.get(req.store_id, 0),
-                    sv_granted_total=sv.granted.get(req.store_id, 0))
+                    sv_granted_total=sv.granted.get(req.store_id, 0),
+                    member=directory.entry(tx, member_id))

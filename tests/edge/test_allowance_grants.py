@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from edge import allowance
 from edge.context import StoreContext
 from edge.db import connect_sync, migrate
-from edge.directory import apply_entry, apply_page
+from edge.directory import apply_authorization, apply_entry, apply_page
 from edge.errors import EdgeError
 from protocol.codec import decode, encode
 from protocol.hlc import HybridClock
@@ -267,3 +267,27 @@ def test_a_merge_of_two_members_on_the_default_keeps_the_default_with_both_spend
                                                        DEFAULT_SV - 10_000)
     r = row(conn, "m-new")
     assert r is not None and r["granted_by"] == "config" and row(conn, "m-old") is None
+
+
+def test_an_online_grant_that_tells_of_a_merge_folds_the_merged_id_first(
+        tmp_path: Path) -> None:
+    """The hub merged m-old into m-new before this store heard of it, and moved m-old's grant
+    here (700, 400 of it spent) into m-new's (300, 100 spent). An online authorisation of 200
+    more for m-new answers with the combined total, 1,200, and m-new's entry as it now stands.
+    The store folds m-old's row in before it takes the total: 1,200 - 500 spent = 700 left.
+    Taking the total alone would leave 1,100 under m-new and 300 more under m-old."""
+    conn, ctx = _store(tmp_path)
+    apply_entry(conn, ctx, entry("m-old", ("S001", 700, 0)))
+    apply_entry(conn, ctx, entry("m-new", ("S001", 300, 0)))
+    allowance.consume(conn, ctx, "m-old", 400, 0)
+    allowance.consume(conn, ctx, "m-new", 100, 0)
+    reply = RpcReply(request_id="q", ok=True, granted_points=200, points_granted_total=1_200,
+                     member=survivor_entry("m-new", ["m-old"], ("S001", 1_200, 0)))
+    apply_authorization(conn, ctx, "m-new", reply)
+    assert row(conn, "m-old") is None
+    assert allowance.remaining(conn, ctx, "m-new")[0] == 700
+    assert allowance.remaining(conn, ctx, "m-old")[0] == 700  # the same row now
+    # A reply from a hub that sends no entry still takes the totals.
+    apply_authorization(conn, ctx, "m-new", RpcReply(
+        request_id="q2", ok=True, granted_points=100, points_granted_total=1_300))
+    assert allowance.remaining(conn, ctx, "m-new")[0] == 800
