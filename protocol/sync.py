@@ -28,7 +28,17 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Ack(_Message):
+class _Told(_Message):
+    """A downlink message that informs a store (acks, the member directory): fields a store
+    does not know are ignored, so a later hub may add some and be upgraded before its stores.
+    A change a store must not misread takes a new ``v`` instead. Campaign bundles and
+    online replies stay strict: a rule or a grant condition a store cannot read must not be
+    applied without it, and everything a store sends the hub stays strict (bad input)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Ack(_Told):
     """The hub holds every event of ``store_id``/``epoch`` up to ``seq`` (retained, cumulative).
 
     ``resend`` is set when the hub saw a gap: the store should resend from ``seq + 1``.
@@ -41,7 +51,7 @@ class Ack(_Message):
     resend: bool = False
 
 
-class StoreShare(_Message):
+class StoreShare(_Told):
     """One store's contribution to a member's balances: the sum of its ledger deltas."""
 
     store_id: StoreId
@@ -50,7 +60,7 @@ class StoreShare(_Message):
     sv_bonus: SignedAmount
 
 
-class StoreGrant(_Message):
+class StoreGrant(_Told):
     """What the hub has granted one store to let this member spend offline, in total so far.
 
     Both figures are cumulative (standing allowances and online authorisations together) and
@@ -63,7 +73,7 @@ class StoreGrant(_Message):
     sv_granted: Cumulative
 
 
-class MemberEntry(_Message):
+class MemberEntry(_Told):
     """A member as the hub knows it after merging every store.
 
     ``shares`` lets a store show hub balance + its own local ledger without counting its own
@@ -98,7 +108,7 @@ class DirectoryRequest(_Message):
     request_id: Id
 
 
-class DirectoryPage(_Message):
+class DirectoryPage(_Told):
     """Changes ``(after, upto]`` of the hub's member change log, in change order.
 
     ``snapshot`` pages carry every live member instead of changes: a new store, or one whose
@@ -115,7 +125,7 @@ class DirectoryPage(_Message):
     members: list[MemberEntry] = Field(default_factory=list, max_length=5000)
 
 
-class DirectoryNotice(_Message):
+class DirectoryNotice(_Told):
     """Pushed on the fleet topic when the change log moves, so stores ask without polling."""
 
     v: Literal[1] = 1

@@ -27,6 +27,14 @@ from protocol.events import (
     Tender,
     points_delta,
 )
+from protocol.sync import (
+    Ack,
+    DirectoryNotice,
+    DirectoryPage,
+    DirectoryRequest,
+    RpcReply,
+    RpcRequest,
+)
 
 
 def sale_body() -> SaleFinalized:
@@ -289,3 +297,49 @@ def test_a_repeated_events_key_cuts_the_events_that_were_validated() -> None:
     batch = decode_batch(payload)
     assert [e.seq for e in batch.events] == [7]
     assert event_bytes(payload) == [msgpack.packb(last[0])]
+
+
+# -- what a store is told tolerates additions; what it sends and what it must obey does not --
+
+
+def _packed(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def test_acks_and_directory_pages_from_a_newer_hub_decode_without_its_new_fields() -> None:
+    page = {"v": 1, "request_id": "r1", "after": 0, "upto": 1, "added_later": [1, 2],
+            "members": [{"member_id": "m1", "member_code": "C1", "home_store": "S001",
+                         "points_expiring": 300,
+                         "grants": [{"store_id": "S001", "points_granted": 5,
+                                     "sv_granted": 0, "until": "2027-01-01"}],
+                         "shares": [{"store_id": "S002", "points": 1, "sv_principal": 0,
+                                     "sv_bonus": 0, "region": "east"}]}]}
+    got = decode(_packed(page), DirectoryPage)
+    assert got.members[0].grants[0].points_granted == 5
+    assert got.members[0].shares[0].points == 1
+    assert "points_expiring" not in got.members[0].model_dump()
+    ack = decode(_packed({"v": 1, "store_id": "S001", "epoch": 1, "seq": 7, "lag_hint": 3}),
+                 Ack)
+    assert ack.seq == 7
+    assert decode(_packed({"v": 1, "head": 9, "reason": "x"}), DirectoryNotice).head == 9
+    # A change a store must not misread comes as a new version, and that is refused.
+    with pytest.raises(CodecError):
+        decode(_packed({**page, "v": 2}), DirectoryPage)
+    # Values still have to be right where the fields are known.
+    bad = {**page, "members": [{**page["members"][0], "member_id": 12}]}
+    with pytest.raises(CodecError):
+        decode(_packed(bad), DirectoryPage)
+
+
+def test_what_a_store_sends_and_what_it_must_obey_stays_strict() -> None:
+    request = {"v": 1, "request_id": "q1", "store_id": "S001", "kind": "authorize",
+               "member_id": "m1", "points": 5, "sneaky": True}
+    with pytest.raises(CodecError):
+        decode(_packed(request), RpcRequest)
+    reply = {"v": 1, "request_id": "q1", "ok": True, "granted_points": 5, "condition": "x"}
+    with pytest.raises(CodecError):
+        decode(_packed(reply), RpcReply)
+    directory_request = {"v": 1, "store_id": "S001", "after": 0, "request_id": "r",
+                         "extra": 1}
+    with pytest.raises(CodecError):
+        decode(_packed(directory_request), DirectoryRequest)
