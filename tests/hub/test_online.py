@@ -9,6 +9,7 @@ import pytest
 
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
+from edge.service import EdgeService
 from hub.service import HubService
 from protocol.codec import decode
 from protocol.ids import uuid7
@@ -43,6 +44,18 @@ async def test_a_member_from_another_store_is_found_online_before_catch_up(
         await b.close()
 
 
+async def member_with_points(store: EdgeService, phone: str) -> str:
+    """A member registered at ``store`` with 910 points acknowledged by the hub, and an offline
+    allowance there of 100 points (the default is 20,000: small, so sales go online)."""
+    mid = str((await register(store, phone))["member_id"])
+    await sell(store, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns 910 points
+    await wait_for(lambda: drained(store), "the store drained")
+    await store.db.write(lambda c: c.execute(
+        "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
+        (mid,)))
+    return mid
+
+
 async def test_spending_beyond_the_allowance_is_authorised_online(
         tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
     # Online authorisation alone: no standing allowances, which would hold half of the
@@ -52,14 +65,7 @@ async def test_spending_beyond_the_allowance_is_authorised_online(
     b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
     try:
         await a.sync.mqtt.wait_connected(10)  # type: ignore[union-attr]
-        m = await register(a, "13800008888")
-        mid = m["member_id"]
-        await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns 910 points
-        await wait_for(lambda: drained(a), "store A drained")
-        # The offline allowance is 20,000 points by default: make it small for this member.
-        await a.db.write(lambda c: c.execute(
-            "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
-            (mid,)))
+        mid = await member_with_points(a, "13800008888")
         receipt = await sell(a, [("B", "grocery", 1, 2_000)], member_id=mid,
                              tenders=[TenderRequest(kind="points", points=500),
                                       TenderRequest(kind="cash", amount=1_500)])
@@ -97,13 +103,7 @@ async def test_on_the_default_with_spending_not_yet_acknowledged_the_online_gran
     try:
         assert a.sync is not None
         await a.sync.mqtt.wait_connected(10)
-        m = await register(a, "13800006666")
-        mid = m["member_id"]
-        await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns 910 points
-        await wait_for(lambda: drained(a), "store A drained")
-        await a.db.write(lambda c: c.execute(
-            "INSERT INTO allowances(member_id, points_limit, sv_limit) VALUES (?, 100, 0)",
-            (mid,)))
+        mid = await member_with_points(a, "13800006666")
         events = hub._events
 
         async def held(store_id: str, payload: bytes) -> None:
