@@ -13,7 +13,8 @@ so a store already holds what a member usually spends there before it is cut off
 - **out of what**: never more than is free, ``free = balance - sum over all stores of
   outstanding`` — the one rule online authorisation uses too (``Ledger.free``);
 - **when**: for the members a batch touched, in the batch's transaction, from their books as
-  its ledger effects leave them (``settle``); for every member on demand (``refresh_all``).
+  its ledger effects leave them (``settle``); for every member at hub start and daily,
+  a page a transaction (``refresh_page``, run by ``HubService.refresh_allowances``).
 
 The books, per member, store and dimension (points; stored value = principal + bonus), in the
 ``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
@@ -299,17 +300,6 @@ def refresh_page(tx: Tx, policy: AllowancePolicy, after: str = "", limit: int = 
     changed = refresh(tx, policy, ids)
     mark_changed(tx, changed)
     return changed, ids[-1]
-
-
-def refresh_all(tx: Tx, policy: AllowancePolicy) -> set[str]:
-    """``refresh_page`` through every live member in this one transaction; returns the
-    members whose grants changed."""
-    changed: set[str] = set()
-    after: str | None = ""
-    while after is not None:
-        page, after = refresh_page(tx, policy, after)
-        changed |= page
-    return changed
 
 
 def mark_changed(tx: Tx, member_ids: Collection[str]) -> None:

@@ -232,9 +232,9 @@ async def test_a_disabled_policy_grants_nothing(hub_db: HubDatabase) -> None:
     await hub_db.transaction(lambda tx: tx.execute("DELETE FROM grants"))  # none granted yet
     assert await hub_db.transaction(lambda tx: allowances.refresh(tx, off, [mid])) == set()
     assert await hub_db.transaction(lambda tx: grants(tx, mid)) == {}
-    # ... until it is switched on: refresh_all grants every member and moves them.
-    changed = await hub_db.transaction(lambda tx: allowances.refresh_all(tx, POLICY))
-    assert changed == {mid}
+    # ... until it is switched on: a refresh of every member grants and moves it.
+    changed, last = await hub_db.transaction(lambda tx: allowances.refresh_page(tx, POLICY))
+    assert (changed, last) == ({mid}, mid)
     assert await hub_db.transaction(lambda tx: grants(tx, mid)) == {"S001": (3_000, 0, 0, 0)}
 
 
@@ -376,7 +376,7 @@ async def test_a_store_spends_its_standing_allowance_offline_and_asks_beyond_it(
         target = min(5_000, balance // 2)
         assert target > 100
         # (what ingest does for the batch's members once it calls allowances.refresh)
-        await hub.db.transaction(lambda tx: allowances.refresh_all(tx, hub.config.allowance))
+        await hub.refresh_allowances()
         await register(a, "13800004445")  # a batch that changes members: stores catch up
 
         async def row() -> Any:
@@ -575,4 +575,6 @@ async def test_refresh_pages_through_members_by_id(hub_db: HubDatabase) -> None:
         pages.append(page)
         after = page[1]
     assert [p for p, _last in pages] == [{"m-0", "m-1"}, {"m-2", "m-3"}, {"m-4"}, set()]
-    assert await hub_db.transaction(lambda tx: allowances.refresh_all(tx, POLICY)) == set()
+    # A second pass finds nothing left to top up.
+    assert await hub_db.transaction(
+        lambda tx: allowances.refresh_page(tx, POLICY, limit=10)) == (set(), "m-4")
