@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +23,7 @@ from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.members import IdentifyBy
 from edge.service import EdgeService
+from protocol.tls import load_server_config
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 
@@ -31,6 +33,19 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
     if details:
         body["details"] = details
     return JSONResponse({"error": body}, status_code=status)
+
+
+def api_server(service: EdgeService) -> uvicorn.Server:
+    """The POS API on ``[api] host:port`` for a service that ``membergate-edge run`` starts
+    and closes itself, over HTTPS when ``[api]`` names a certificate. Raises ``TlsError`` here,
+    before anything starts, when the certificate or key cannot be used."""
+    api = service.config.api
+    config = uvicorn.Config(
+        create_app(service, manage_lifetime=False), host=api.host, port=api.port,
+        log_level="warning", access_log=False, lifespan="on",
+        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
+    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
+    return uvicorn.Server(config)
 
 
 def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI:

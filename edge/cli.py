@@ -54,12 +54,11 @@ async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
 
 
 async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) -> int:
-    import uvicorn
-
-    from edge.api import create_app
+    from edge.api import api_server
 
     service = EdgeService(config)
     try:
+        server = api_server(service)  # an unusable certificate stops us before anything starts
         await service.start()
     except (TlsError, RuntimeError) as exc:  # the configuration or the box, not a bug: say it
         print(f"membergate-edge: cannot start: {exc}", file=sys.stderr)
@@ -68,11 +67,10 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         if seed_demo:
             seeded = await _seed(service, 1000)
             log.info("demo data ready", extra=seeded)
-        app = create_app(service, manage_lifetime=False)
-        server = uvicorn.Server(uvicorn.Config(
-            app, host=config.api.host, port=config.api.port, log_level="warning",
-            access_log=False, lifespan="on",
-        ))
+        if not config.api.loopback and config.api.tls_cert_file is None:
+            log.warning("the POS API is served on the network without TLS: terminal tokens"
+                        " cross it in clear text ([api] tls_cert_file/tls_key_file)",
+                        extra={"host": config.api.host})
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
@@ -80,11 +78,13 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
                 return 1
             await asyncio.sleep(0.05)
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.api.port
-        base = f"http://{config.api.host}:{port}"
+        scheme = config.api.scheme
+        base = f"{scheme}://{config.api.host}:{port}"
         terminal, token = next(iter(config.api.tokens.items()))
         print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
         print(f"  API docs   {base}/docs", flush=True)
-        print(f"  events     ws://{config.api.host}:{port}/v1/events?token={token}", flush=True)
+        ws = "wss" if scheme == "https" else "ws"
+        print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={token}", flush=True)
         print(f"  terminal   {terminal}  token {token}", flush=True)
         if seed_demo:
             print(f"  try        curl -H 'Authorization: Bearer {token}' "

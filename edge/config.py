@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.money import MAX_AMOUNT, validate_currency
 from protocol.tls import TlsSettings
@@ -40,6 +41,31 @@ class ApiSection(_Section):
     port: int = Field(8080, ge=0, le=65535)
     # terminal id -> bearer token. The demo token is printed by `membergate-edge run`.
     tokens: dict[str, str] = Field(default_factory=lambda: {"POS-1": "demo-token-pos-1"})
+    # HTTPS (and wss for the event stream): on the store LAN every request carries a
+    # terminal's token. PEM files, both or neither (``membergate-provision broker`` issues them
+    # from the fleet CA for a store's ``api_host``).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ApiSection:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("[api] tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
+
+    @property
+    def loopback(self) -> bool:
+        """Served to this box only: nobody else can see a token on the wire."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     @field_validator("tokens")
     @classmethod

@@ -4,7 +4,6 @@ Thin over ``HubService`` like the edge's POS API; one bearer token for HQ (from 
 """
 
 import hmac
-import ssl
 from typing import Annotated, Any
 
 import uvicorn
@@ -14,7 +13,7 @@ from fastapi.responses import JSONResponse
 from hub import directory
 from hub.service import HubService
 from protocol.campaigns import CampaignBundle
-from protocol.tls import TlsError
+from protocol.tls import load_server_config
 
 
 class HubApiError(Exception):
@@ -30,11 +29,7 @@ def api_server(hub: HubService) -> uvicorn.Server:
     config = uvicorn.Config(
         create_app(hub), host=api.host, port=api.port, log_level="warning", lifespan="off",
         ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
-    try:
-        config.load()  # reads the certificate now; serving then takes the loaded config
-    except (OSError, ssl.SSLError) as exc:
-        raise TlsError(f"[api] tls_cert_file {api.tls_cert_file} / tls_key_file"
-                       f" {api.tls_key_file}: cannot be used ({exc})") from None
+    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
     return uvicorn.Server(config)
 
 

@@ -1,5 +1,6 @@
 """TLS for the MQTT link: the settings a store's ``[sync.tls]`` and the hub's ``[broker.tls]``
-hold, and the client context made from them.
+hold, and the client context made from them; and the one check the HTTPS APIs (the store's
+POS API, the hub's HQ API) share before serving.
 
 Stores reach the hub's broker over networks the chain does not own (a shop's DSL line, a
 mobile router), and the MQTT password travels inside the CONNECT packet: without TLS anyone on
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
@@ -65,3 +67,21 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
             raise TlsError(f"tls.cert_file {settings.cert_file}: not a certificate and key"
                            f" that belong together ({exc})") from None
     return context
+
+
+class _ServerConfig(Protocol):
+    """What ``load_server_config`` needs of a ``uvicorn.Config`` (protocol imports no server)."""
+
+    def load(self) -> None: ...
+
+
+def load_server_config(config: _ServerConfig, setting: str, cert_file: Path | None,
+                       key_file: Path | None) -> None:
+    """Load an HTTP server's configuration now, certificate and key included, so that an
+    unusable one is a ``TlsError`` naming ``setting`` (``[api]``) before anything is served,
+    not an exception inside the server's task once it starts."""
+    try:
+        config.load()
+    except (OSError, ssl.SSLError) as exc:
+        raise TlsError(f"{setting} tls_cert_file {cert_file} / tls_key_file {key_file}:"
+                       f" cannot be used ({exc})") from None

@@ -1,0 +1,118 @@
+"""The POS API over HTTPS and wss: a real uvicorn with a certificate from a fleet CA, a real
+HTTP client and a real WebSocket client that trust only that CA."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+from pydantic import ValidationError
+
+from edge import cli
+from edge.api import api_server
+from edge.config import EdgeConfig
+from edge.service import EdgeService
+from protocol.tls import TlsError
+from provisioning import certs
+from tests.edge.conftest import TOKEN, key, make_config
+
+
+def _tls_config(tmp_path: Path, host: str = "127.0.0.1") -> EdgeConfig:
+    ca = certs.new_ca("store test CA")
+    issued = certs.server_cert(ca, host)
+    (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+    (tmp_path / "api.crt").write_bytes(issued.cert_pem)
+    (tmp_path / "api.key").write_bytes(issued.key_pem)
+    return make_config(tmp_path, api={
+        "tokens": {"POS-1": TOKEN}, "host": host, "port": 0,
+        "tls_cert_file": str(tmp_path / "api.crt"), "tls_key_file": str(tmp_path / "api.key")})
+
+
+async def test_the_pos_api_speaks_https_and_wss_only(tmp_path: Path) -> None:
+    config = _tls_config(tmp_path)
+    assert config.api.scheme == "https"
+    async with EdgeService(config) as service:
+        server = api_server(service)
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
+                    await asyncio.sleep(0.02)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with websockets.connect(f"wss://127.0.0.1:{port}/v1/events?token={TOKEN}",
+                                          ssl=trust) as ws, \
+                    httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=trust,
+                                      headers=auth) as http:
+                hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert hello["type"] == "hello" and hello["terminal_id"] == "POS-1"
+                r = await http.post("/v1/members", json={"phone": "13900139001", "name": "李雷"},
+                                    headers={"Idempotency-Key": key()})
+                assert r.status_code == 201, r.text
+                event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert event["type"] == "member.registered"
+                assert event["member_id"] == r.json()["member_id"]
+            async with httpx.AsyncClient(headers=auth) as plain:  # no clear-text answer
+                with pytest.raises(httpx.HTTPError):
+                    await plain.get(f"http://127.0.0.1:{port}/v1/status")
+            async with httpx.AsyncClient(headers=auth) as public:  # the system CAs: not trusted
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await public.get(f"https://127.0.0.1:{port}/v1/status")
+        finally:
+            server.should_exit = True
+            await serving
+
+
+def test_certificate_and_key_go_together(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="go together"):
+        make_config(tmp_path, api={"tls_cert_file": "api.crt"})
+    with pytest.raises(ValidationError, match="go together"):
+        make_config(tmp_path, api={"tls_key_file": "api.key"})
+
+
+def test_an_unusable_certificate_stops_the_box_before_it_starts(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Nothing is opened (not even the database) when the API cannot be served as configured."""
+    (tmp_path / "api.crt").write_text("not a certificate")
+    (tmp_path / "edge.toml").write_text(
+        f'[database]\npath = "{tmp_path / "edge.db"}"\n'
+        f'[api]\nport = 0\ntls_cert_file = "{tmp_path / "api.crt"}"\n'
+        f'tls_key_file = "{tmp_path / "api.key"}"\n', encoding="utf-8")
+    code = cli.main(["--config", str(tmp_path / "edge.toml"), "run", "--seconds", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "[api] tls_cert_file" in err and "api.crt" in err
+    assert not (tmp_path / "edge.db").exists()
+    service = EdgeService(make_config(tmp_path, api={  # the same check, without the CLI
+        "tls_cert_file": str(tmp_path / "api.crt"), "tls_key_file": str(tmp_path / "api.key")}))
+    with pytest.raises(TlsError, match=r"\[api\] tls_cert_file .*api\.crt.*cannot be used"):
+        api_server(service)
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("localhost", True),
+    ("0.0.0.0", False), ("192.168.1.20", False), ("pos-gateway.local", False), ("::", False)])
+def test_which_hosts_keep_tokens_on_the_box(tmp_path: Path, host: str, loopback: bool) -> None:
+    assert make_config(tmp_path, api={"host": host}).api.loopback is loopback
+
+
+def test_serving_the_lan_in_clear_text_is_warned_about(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A store engineer who opens the API to the LAN without a certificate is told what it
+    costs; on 127.0.0.1 (the default) nothing is said."""
+    def run(host: str) -> str:
+        (tmp_path / "edge.toml").write_text(
+            f'[database]\npath = "{tmp_path / "edge.db"}"\n[api]\nport = 0\nhost = "{host}"\n',
+            encoding="utf-8")
+        assert cli.main(["--config", str(tmp_path / "edge.toml"), "run", "--seconds", "0.3"]) == 0
+        captured = capsys.readouterr()
+        return captured.out + captured.err
+
+    assert "clear text" in run("0.0.0.0")
+    assert "clear text" not in run("127.0.0.1")
