@@ -14,7 +14,13 @@ and with ``tls = true`` also::
     broker/ca.crt, broker/server.crt, broker/server.key   the listener's certificate for
                             ``host``, signed by that CA (a new one on every run; key 0600)
 
-so that each store box is given only its own file (and, with TLS, the CA certificate). The
+and for each store with an ``api_host`` (the name its POS terminals dial)::
+
+    pos-api/<store_id>.crt, pos-api/<store_id>.key   the store's POS API certificate for that
+                            name, from the same CA (new on every run; key 0600); the store's
+                            snippet then serves the API on the LAN over HTTPS ([api])
+
+so that each store box is given only its own files (and, with TLS, the CA certificate). The
 fleet file::
 
     [broker]                            # all optional
@@ -35,6 +41,11 @@ fleet file::
     # name = "Nanjing Road"             # optional, a comment in the output
     # username = "S001"                 # optional: the MQTT username (default: the store id)
     # password = "..."                  # optional, as for the hub
+    # api_host = "pos-s001.store.internal"  # optional: HTTPS for its POS API, certified for this
+
+    [pos_api]                           # all optional; where a store box keeps its API files
+    cert_path = "/etc/membergate/pos-api.crt"
+    key_path = "/etc/membergate/pos-api.key"
 
 Generated passwords are 32 characters from ``secrets.token_urlsafe`` (192 bits). Passwords given
 in the file must be 16 to 128 printable characters without ``:`` (``mosquitto_passwd -U`` ends a
@@ -111,6 +122,8 @@ PASSWORD_CHARS = 24  # bytes of randomness: 32 characters of token_urlsafe
 
 CONF_NAME = "membergate.conf"
 DEFAULT_CA_PATH = "/etc/membergate/broker-ca.crt"
+DEFAULT_API_CERT_PATH = "/etc/membergate/pos-api.crt"
+DEFAULT_API_KEY_PATH = "/etc/membergate/pos-api.key"
 SECRET_MODE = 0o600
 DIR_MODE = 0o700
 PLAIN_MODE = 0o644
@@ -175,6 +188,9 @@ class StoreEntry(_Model):
     name: str | None = Field(None, max_length=200)
     username: str | None = Field(None, pattern=USERNAME)
     password: str | None = None
+    # The name (or IP) the store's POS terminals dial: its POS API gets a certificate for it
+    # and is served to the LAN over HTTPS, since every request carries a terminal's token.
+    api_host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
 
     _password = field_validator("password")(_check_password)
 
@@ -190,10 +206,23 @@ class StoreEntry(_Model):
         return self.username or self.store_id
 
 
+class PosApiEntry(_Model):
+    """Where a store's box keeps its POS API certificate and key (its [api] tls_*_file)."""
+
+    cert_path: str = Field(DEFAULT_API_CERT_PATH, pattern=r"^/[^\s\"\\#]*$")
+    key_path: str = Field(DEFAULT_API_KEY_PATH, pattern=r"^/[^\s\"\\#]*$")
+
+
 class Fleet(_Model):
     broker: BrokerEntry = Field(default_factory=BrokerEntry)
     hub: HubEntry
     stores: list[StoreEntry] = Field(min_length=1)
+    pos_api: PosApiEntry = Field(default_factory=PosApiEntry)
+
+    @property
+    def needs_ca(self) -> bool:
+        """The broker's TLS listener or a store's HTTPS POS API needs the fleet's CA."""
+        return self.broker.tls or any(s.api_host is not None for s in self.stores)
 
     @property
     def regions(self) -> list[str]:
@@ -393,7 +422,7 @@ def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
     b = fleet.broker
     lines = [
         f"# membergate store {store.store_id}: broker credentials for this box only (keep 0600).",
-        "# Merge these lines into the [sync] table of the store's edge.toml. Its [store] must say",
+        "# Merge these tables into the store's edge.toml. Its [store] must say",
         f"# store_id = {_toml_str(store.store_id)} and region = {_toml_str(store.region)}:"
         " the broker's ACL is written for them.",
         "[sync]",
@@ -404,6 +433,15 @@ def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
               f"username = {_toml_str(store.user)}",
               f"password = {_toml_str(password)}",
               *_tls_table(fleet, "sync")]
+    if store.api_host is not None:
+        api = fleet.pos_api
+        lines += ["", "[api]",
+                  f"# every interface: the POS terminals dial https://{store.api_host}:<port>"
+                  " and trust the fleet's CA (ca/ca.crt)",
+                  'host = "0.0.0.0"',
+                  f"# pos-api/{store.store_id}.crt and .key, copied to this box",
+                  f"tls_cert_file = {_toml_str(api.cert_path)}",
+                  f"tls_key_file = {_toml_str(api.key_path)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -516,21 +554,22 @@ class Provisioned:
     stale: list[Path] = field(default_factory=list)  # snippets of stores no longer in the fleet
     ca_cert: Path | None = None  # tls: the CA certificate every box is given
     new_ca: bool = False  # tls: the CA was made by this run (not kept from an earlier one)
+    api_certs: dict[str, Path] = field(default_factory=dict)  # store id -> its POS API .crt
 
 
 @dataclass(frozen=True)
 class TlsMaterial:
     ca: certs.Issued
-    server: certs.Issued
     new_ca: bool
+    server: certs.Issued | None  # the broker's, with ``tls = true``
+    api: dict[str, certs.Issued]  # store id -> its POS API's, for stores with an api_host
 
 
 def tls_material(fleet: Fleet, out: Path) -> TlsMaterial:
-    """The fleet's CA (kept from an earlier run into ``out``, else a new one) and a new server
-    certificate for the broker's host. A CA the boxes already trust is never replaced
-    silently: if its files are there but unusable, provisioning stops."""
-    host = fleet.broker.host
-    assert host is not None  # BrokerEntry: tls needs host
+    """The fleet's CA (kept from an earlier run into ``out``, else a new one), a new server
+    certificate for the broker's host (with ``tls = true``) and one for each store's
+    ``api_host``. A CA the boxes already trust is never replaced silently: if its files are
+    there but unusable, provisioning stops."""
     cert_path, key_path = out / "ca" / "ca.crt", out / "ca" / "ca.key"
     if cert_path.exists() or key_path.exists():
         try:
@@ -540,9 +579,16 @@ def tls_material(fleet: Fleet, out: Path) -> TlsMaterial:
                 f"{cert_path.parent} holds a CA that cannot be used ({exc}); restore ca.crt and"
                 " ca.key, or remove both to make a new CA (every box then needs the new"
                 " ca.crt)") from None
-        return TlsMaterial(ca, certs.server_cert(ca, host), new_ca=False)
-    ca = certs.new_ca(f"membergate fleet CA for {host}")
-    return TlsMaterial(ca, certs.server_cert(ca, host), new_ca=True)
+        new = False
+    else:
+        host = fleet.broker.host
+        ca = certs.new_ca(f"membergate fleet CA for {host}" if host else "membergate fleet CA")
+        new = True
+    server = (certs.server_cert(ca, fleet.broker.host)
+              if fleet.broker.tls and fleet.broker.host is not None else None)
+    api = {s.store_id: certs.server_cert(ca, s.api_host) for s in fleet.stores
+           if s.api_host is not None}
+    return TlsMaterial(ca, new, server, api)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -581,10 +627,11 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
         else:
             passwords[user] = new_password()
     hashed = hash_passwords(passwords, passwd_tool)  # before anything is written
-    tls = tls_material(fleet, out) if fleet.broker.tls else None
+    tls = tls_material(fleet, out) if fleet.needs_ca else None
 
     for sub in (out, out / "broker", out / "hub", out / "stores",
-                *([out / "ca"] if tls is not None else [])):
+                *([out / "ca"] if tls is not None else []),
+                *([out / "pos-api"] if tls is not None and tls.api else [])):
         if not sub.exists():
             sub.mkdir(mode=DIR_MODE, parents=True)
     result = Provisioned(out=out, passwd=out / "broker" / "passwd", acl=out / "broker" / "acl",
@@ -595,9 +642,14 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
         if tls.new_ca:
             _write(out / "ca" / "ca.key", tls.ca.key_pem, SECRET_MODE)
             _write(out / "ca" / "ca.crt", tls.ca.cert_pem, PLAIN_MODE)
-        _write(out / "broker" / "ca.crt", tls.ca.cert_pem, PLAIN_MODE)
-        _write(out / "broker" / "server.key", tls.server.key_pem, SECRET_MODE)
-        _write(out / "broker" / "server.crt", tls.server.cert_pem, PLAIN_MODE)
+        if tls.server is not None:
+            _write(out / "broker" / "ca.crt", tls.ca.cert_pem, PLAIN_MODE)
+            _write(out / "broker" / "server.key", tls.server.key_pem, SECRET_MODE)
+            _write(out / "broker" / "server.crt", tls.server.cert_pem, PLAIN_MODE)
+        for store_id, api_cert in tls.api.items():
+            _write(out / "pos-api" / f"{store_id}.key", api_cert.key_pem, SECRET_MODE)
+            _write(out / "pos-api" / f"{store_id}.crt", api_cert.cert_pem, PLAIN_MODE)
+            result.api_certs[store_id] = out / "pos-api" / f"{store_id}.crt"
         result.ca_cert, result.new_ca = out / "ca" / "ca.crt", tls.new_ca
     _write(result.passwd, hashed, SECRET_MODE)
     _write(result.acl, acl_text(fleet, source).encode(), SECRET_MODE)
@@ -609,6 +661,9 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
         result.stores[store.store_id] = path
     written = set(result.stores.values())
     result.stale = [p for p in sorted((out / "stores").glob("*.toml")) if p not in written]
+    if (out / "pos-api").is_dir():  # a store gone, or no api_host any more
+        result.stale += [p for p in sorted((out / "pos-api").iterdir())
+                         if p.stem not in result.api_certs]
     return result
 
 
@@ -631,16 +686,29 @@ def _broker_command(args: argparse.Namespace) -> int:
         print(f"  {store_id.ljust(width)}  {path}")
     if done.ca_cert is not None:
         b = fleet.broker
-        print(f"wrote {out / 'broker'}/server.crt and server.key (0600) for {b.host}, signed by"
-              f" the fleet CA; install them beside passwd and acl")
+        if b.tls:
+            print(f"wrote {out / 'broker'}/server.crt and server.key (0600) for {b.host}, signed"
+                  f" by the fleet CA; install them beside passwd and acl")
         print(f"{'made' if done.new_ca else 'kept'} the fleet CA in {done.ca_cert.parent}"
               f" (ca.key 0600: keep it off the boxes; it signs the next server certificate)")
-        print(f"copy {done.ca_cert} to {b.ca_path} on the hub and on every store box")
+        if b.tls:
+            print(f"copy {done.ca_cert} to {b.ca_path} on the hub and on every store box")
+    if done.api_certs:
+        api = fleet.pos_api
+        print(f"POS API certificates (key 0600), one per store with an api_host; copy each to"
+              f" {api.cert_path} and {api.key_path} on its box:")
+        hosts = {s.store_id: s.api_host for s in fleet.stores}
+        for store_id, crt in done.api_certs.items():
+            print(f"  {store_id}  {crt} and {crt.with_suffix('.key')}  for {hosts[store_id]}")
+        print(f"the POS terminals trust {done.ca_cert} for https:// and wss://")
     if done.kept:
         print(f"kept the passwords already issued to {', '.join(done.kept)} (--rotate: new ones)")
     for path in done.stale:
-        print(f"note: {path} is not in this fleet any more; its login is gone from passwd and"
-              " acl (delete the file)")
+        if path.suffix == ".toml":
+            print(f"note: {path} is not in this fleet any more; its login is gone from passwd"
+                  " and acl (delete the file)")
+        else:
+            print(f"note: {path} belongs to no store with an api_host now (delete the file)")
     return 0
 
 

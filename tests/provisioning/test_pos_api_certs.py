@@ -1,0 +1,144 @@
+"""``membergate-provision broker`` with ``api_host`` on stores: a POS API certificate per store
+from the fleet's CA, and the store's snippet serving that API over HTTPS. The certificate is
+used for real: the snippet's [api] table starts a store's API that a client trusting only the
+fleet's CA reaches."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import stat
+import tomllib
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+
+from edge.api import api_server
+from edge.config import EdgeConfig
+from edge.service import EdgeService
+from tests.provisioning.test_broker import files_under, run_cli
+
+FLEET = """
+[hub]
+username = "membergate-hub"
+
+[[stores]]
+store_id = "S001"
+region = "east"
+api_host = "127.0.0.1"
+
+[[stores]]
+store_id = "S002"
+region = "east"
+api_host = "pos-s002.store.internal"
+
+[[stores]]
+store_id = "S003"
+region = "west"
+"""
+
+
+def _trusting(out: Path) -> ssl.SSLContext:
+    """A POS terminal's client context: the fleet's CA in ``out`` and nothing else."""
+    return ssl.create_default_context(cafile=str(out / "ca" / "ca.crt"))
+
+
+def _snippet(out: Path, store_id: str) -> dict[str, object]:
+    return tomllib.loads((out / "stores" / f"{store_id}.toml").read_text(encoding="utf-8"))
+
+
+def test_stores_with_an_api_host_get_a_certificate_and_an_https_api_table(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, FLEET, out) == 0  # the broker itself stays plain here
+    printed = capsys.readouterr().out
+    assert not (out / "broker" / "server.crt").exists()
+    for name, mode in {"ca/ca.key": 0o600, "ca/ca.crt": 0o644, "pos-api/S001.key": 0o600,
+                       "pos-api/S001.crt": 0o644, "pos-api/S002.key": 0o600,
+                       "pos-api/S002.crt": 0o644}.items():
+        assert stat.S_IMODE((out / name).stat().st_mode) == mode, name
+    assert sorted(p.name for p in (out / "pos-api").iterdir()) == [
+        "S001.crt", "S001.key", "S002.crt", "S002.key"]  # none for S003, which has no api_host
+
+    ca = x509.load_pem_x509_certificate((out / "ca" / "ca.crt").read_bytes())
+    for store_id, kind, name in [("S001", x509.IPAddress, "127.0.0.1"),
+                                 ("S002", x509.DNSName, "pos-s002.store.internal")]:
+        cert = x509.load_pem_x509_certificate((out / "pos-api" / f"{store_id}.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert [str(v) for v in san.get_values_for_type(kind)] == [name]
+        assert f"{out / 'pos-api' / store_id}.crt" in printed
+
+    s001 = _snippet(out, "S001")
+    api = EdgeConfig.model_validate({"api": s001["api"]}).api
+    assert api.scheme == "https" and api.host == "0.0.0.0"
+    assert api.tls_cert_file == Path("/etc/membergate/pos-api.crt")
+    assert api.tls_key_file == Path("/etc/membergate/pos-api.key")
+    assert "api" not in _snippet(out, "S003")  # its API stays as its edge.toml says
+    assert "PRIVATE KEY" not in (out / "stores" / "S001.toml").read_text()
+    assert f"the POS terminals trust {out / 'ca' / 'ca.crt'}" in printed
+
+
+async def test_the_issued_certificate_serves_the_stores_api_to_clients_of_the_fleet_ca(
+        tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, FLEET, out) == 0
+    table = dict(_snippet(out, "S001")["api"])  # type: ignore[call-overload]
+    # As installed on the box: the files at the paths the snippet names (here under tmp_path),
+    # and the loopback address instead of every interface, for the test only.
+    table |= {"host": "127.0.0.1", "port": 0, "tls_cert_file": str(out / "pos-api" / "S001.crt"),
+              "tls_key_file": str(out / "pos-api" / "S001.key"),
+              "tokens": {"POS-1": "pos-1-token-for-the-test"}}
+    config = EdgeConfig.model_validate({"store": {"store_id": "S001"}, "api": table,
+                                        "database": {"path": str(tmp_path / "edge.db")}})
+    async with EdgeService(config) as service:
+        server = api_server(service)
+        serving = asyncio.create_task(server.serve())
+        try:
+            async with asyncio.timeout(10):
+                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
+                    await asyncio.sleep(0.02)
+            port = server.servers[0].sockets[0].getsockname()[1]
+            async with httpx.AsyncClient(verify=_trusting(out)) as c:
+                r = await c.get(f"https://127.0.0.1:{port}/v1/status",
+                                headers={"Authorization": "Bearer pos-1-token-for-the-test"})
+                assert r.status_code == 200, r.text
+            other = tmp_path / "other"  # another fleet's CA is not trusted for this store
+            assert run_cli(tmp_path, FLEET, other) == 0
+            async with httpx.AsyncClient(verify=_trusting(other)) as c:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await c.get(f"https://127.0.0.1:{port}/v1/health")
+        finally:
+            server.should_exit = True
+            await serving
+
+
+def test_provisioning_again_keeps_the_ca_and_reissues_or_retires_api_certificates(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, FLEET, out) == 0
+    first = files_under(out)
+    capsys.readouterr()
+    without_s002 = FLEET.replace('api_host = "pos-s002.store.internal"\n', "")
+    assert run_cli(tmp_path, without_s002, out, "--force") == 0
+    printed = capsys.readouterr().out
+    second = files_under(out)
+    assert second["ca/ca.crt"] == first["ca/ca.crt"] and second["ca/ca.key"] == first["ca/ca.key"]
+    assert "kept the fleet CA" in printed
+    assert second["pos-api/S001.key"] != first["pos-api/S001.key"]  # a new one every run
+    x509.load_pem_x509_certificate(second["pos-api/S001.crt"]).verify_directly_issued_by(
+        x509.load_pem_x509_certificate(second["ca/ca.crt"]))
+    assert "api" not in _snippet(out, "S002")
+    assert f"note: {out / 'pos-api' / 'S002.crt'} belongs to no store" in printed
+    assert f"note: {out / 'pos-api' / 'S002.key'} belongs to no store" in printed
+
+
+def test_a_bad_api_host_is_refused_and_nothing_is_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, FLEET.replace("127.0.0.1", "pos s001"), out) == 2
+    err = capsys.readouterr().err
+    assert "stores[0].api_host = 'pos s001'" in err and "nothing was written" in err
+    assert not out.exists()
