@@ -2,10 +2,18 @@
 
 Prints figures, asserts nothing: these machines are shared and noisy. Each figure comes with a
 floor measured in the same run (plain sqlite3 for the lookup) so a reader can judge the ratio.
+
+Checkouts are also timed while the store catches up the member directory (``catchup``): pages
+of members registered elsewhere, encoded as the hub sends them, applied back to back the way
+the sync client applies them (``edge.directory.apply_page_payload`` on the database thread),
+once in pages of ``[sync] directory_page`` (what a selling store asks for) and once in pages of
+``directory_page_idle`` (what a quiet one asks for); the finalize figures of the same run without
+a catch-up are the baseline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import re
@@ -21,11 +29,14 @@ from typing import Any
 import httpx
 import psutil
 
-from edge import demo
+from edge import demo, directory
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
 from edge.service import EdgeService
 from protocol import runtime
+from protocol.codec import encode
+from protocol.ids import member_code, uuid7
+from protocol.sync import DirectoryPage, MemberEntry, StoreGrant, StoreShare
 
 TOKEN = "bench-token-0001"
 CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
@@ -44,7 +55,83 @@ def _config(db: Path) -> EdgeConfig:
     })
 
 
-async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int) -> dict[str, Any]:
+async def _checkout(svc: EdgeService, rng: random.Random, members: int, n: int) -> float:
+    """One checkout of a 10-line member basket; returns quote + finalize in ms."""
+    i = rng.randrange(1, members + 1)
+    sale = await svc.open_sale("BENCH")
+    sid = sale["sale_id"]
+    await svc.identify_on_sale(sid, "BENCH", f"i{n}", "card_uid", demo.demo_card_uid(i))
+    for j in range(10):
+        svc.carts.add_line(svc.carts.get_open(sid), sku=f"SKU{j:04d}", name=f"item {j}",
+                           category=CATEGORIES[j % 5], qty=1 + j % 3,
+                           unit_price=rng.randrange(100, 5000))
+    t0 = time.perf_counter()
+    quote = await svc.sale_view(sid, "BENCH")
+    await svc.finalize(sid, "BENCH", f"f{n}", [TenderRequest(kind="cash", amount=quote["total"])])
+    return (time.perf_counter() - t0) * 1000
+
+
+def directory_pages(store_number: int, first: int, entries: int, page_size: int,
+                    after: int) -> list[tuple[str, bytes]]:
+    """``entries`` members registered at another store (``store_number``), with its share and
+    this store's standing grant, as encoded pages continuing from checkpoint ``after``:
+    ``(request_id, payload)`` each."""
+    rng = random.Random(first)
+    pages: list[tuple[str, bytes]] = []
+    for lo in range(0, entries, page_size):
+        count = min(page_size, entries - lo)
+        members = []
+        for i in range(first + lo, first + lo + count):
+            members.append(MemberEntry(
+                member_id=uuid7(), member_code=member_code(store_number, i),
+                phone=f"+8615{store_number:03d}{i:06d}", name=f"会员{i}",
+                tier=rng.choice(("standard", "silver", "gold")),
+                cards=[f"B{store_number:03d}{i:08X}"], home_store=f"S{store_number:03d}",
+                shares=[StoreShare(store_id=f"S{store_number:03d}",
+                                   points=rng.randrange(0, 5000), sv_principal=0, sv_bonus=0)],
+                grants=[StoreGrant(store_id="S001", points_granted=rng.randrange(0, 2500),
+                                   sv_granted=0)]))
+        request_id = uuid7()
+        upto = after + count
+        pages.append((request_id, encode(DirectoryPage(
+            request_id=request_id, after=after, upto=upto, snapshot=False,
+            more=lo + count < entries, members=members))))
+        after = upto
+    return pages
+
+
+async def _checkout_during_catchup(svc: EdgeService, rng: random.Random, members: int,
+                                   pages: list[tuple[str, bytes]], first_n: int
+                                   ) -> dict[str, Any]:
+    """Checkouts back to back while ``pages`` are applied back to back (the worst case: no
+    network round trip between them), until the last page is in."""
+    ctx = svc.context
+
+    async def catch_up() -> None:
+        for request_id, payload in pages:
+            def apply(conn: Any, p: bytes = payload, r: str = request_id) -> Any:
+                return directory.apply_page_payload(conn, ctx, p, r)
+
+            if await svc.db.write(apply) is None:
+                raise RuntimeError("a bench directory page was not applied")
+
+    latencies: list[float] = []
+    start = time.perf_counter()
+    task = asyncio.create_task(catch_up())
+    n = first_n
+    while not task.done():
+        latencies.append(await _checkout(svc, rng, members, n))
+        n += 1
+    await task
+    elapsed = time.perf_counter() - start
+    return {"finalizes": len(latencies), "catchup_s": round(elapsed, 2),
+            "finalize_p50_ms": round(_pct(latencies, 50), 2),
+            "finalize_p99_ms": round(_pct(latencies, 99), 2),
+            "finalize_max_ms": round(max(latencies), 2)}
+
+
+async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int,
+                             catchup_entries: int) -> dict[str, Any]:
     rng = random.Random(7)
     out: dict[str, Any] = {}
     async with EdgeService(config) as svc:
@@ -55,19 +142,7 @@ async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int) -
         latencies: list[float] = []
         start = time.perf_counter()
         for n in range(finalizes):
-            i = rng.randrange(1, members + 1)
-            sale = await svc.open_sale("BENCH")
-            sid = sale["sale_id"]
-            await svc.identify_on_sale(sid, "BENCH", f"i{n}", "card_uid", demo.demo_card_uid(i))
-            for j in range(10):
-                svc.carts.add_line(svc.carts.get_open(sid), sku=f"SKU{j:04d}", name=f"item {j}",
-                                   category=CATEGORIES[j % 5], qty=1 + j % 3,
-                                   unit_price=rng.randrange(100, 5000))
-            t0 = time.perf_counter()
-            quote = await svc.sale_view(sid, "BENCH")
-            await svc.finalize(sid, "BENCH", f"f{n}",
-                               [TenderRequest(kind="cash", amount=quote["total"])])
-            latencies.append((time.perf_counter() - t0) * 1000)
+            latencies.append(await _checkout(svc, rng, members, n))
         elapsed = time.perf_counter() - start
         # The issue's figure: quote + finalize back to back. The whole loop (open, identify,
         # ten lines, quote, finalize) is printed beside it.
@@ -75,6 +150,20 @@ async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int) -
         out["checkout_loop_per_s"] = round(finalizes / elapsed, 1)
         out["finalize_p50_ms"] = round(_pct(latencies, 50), 2)
         out["finalize_p99_ms"] = round(_pct(latencies, 99), 2)
+        if catchup_entries > 0:
+            catchup: dict[str, Any] = {"entries": catchup_entries}
+            first, n = 1, finalizes
+            for size in (config.sync.directory_page, config.sync.directory_page_idle):
+                after = await svc.db.read(directory.checkpoint)
+                pages = directory_pages(2, first, catchup_entries, size, after)
+                figures = await _checkout_during_catchup(svc, rng, members, pages, n)
+                figures["entries_per_s"] = round(catchup_entries / figures["catchup_s"], 1)
+                catchup[f"page_{size}"] = figures
+                first += catchup_entries
+                n += figures["finalizes"]
+            out["catchup"] = catchup
+            out["catchup_finalize_p99_ms"] = catchup[f"page_{config.sync.directory_page}"][
+                "finalize_p99_ms"]
     return out
 
 
@@ -123,7 +212,7 @@ def _finalize_floor(tmp: Path, n: int = 500) -> float:
     return rate
 
 
-def run_bench(*, members: int, lookups: int, finalizes: int,
+def run_bench(*, members: int, lookups: int, finalizes: int, catchup_entries: int = 50_000,
               workdir: str | None = None) -> dict[str, Any]:
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mg-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
@@ -133,7 +222,7 @@ def run_bench(*, members: int, lookups: int, finalizes: int,
     config = _config(db)
     result: dict[str, Any] = {"members": members, "campaigns": 0}
     # On the loop ``membergate-edge run`` uses (uvloop where installed).
-    result.update(runtime.run(_seed_and_checkout(config, members, finalizes)))
+    result.update(runtime.run(_seed_and_checkout(config, members, finalizes, catchup_entries)))
     result["campaigns"] = len(demo.demo_bundle().campaigns)
 
     result["finalize_floor_per_s"] = round(_finalize_floor(tmp), 1)
@@ -187,5 +276,6 @@ def run_bench(*, members: int, lookups: int, finalizes: int,
         proc.wait(timeout=10)
     result["db_mb"] = round(db.stat().st_size / 2**20, 1)
     result["targets"] = {"lookup_p99_ms": 5, "finalize_per_s": 500, "finalize_p99_ms": 15,
+                         "catchup_finalize_p99_ms": 15,
                          "rss_mb": 120}
     return result

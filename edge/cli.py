@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--members", type=int, default=1_000_000)
     bench.add_argument("--lookups", type=int, default=5000)
     bench.add_argument("--finalizes", type=int, default=2000)
+    bench.add_argument("--catchup-entries", type=int, default=50_000,
+                       help="directory entries applied while checkouts are timed (0: skip)")
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--workdir", help="where to build the bench database (default: temp)")
     bench_dev = sub.add_parser("bench-devices", help="card tap and scan → POS event latency "
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         from edge.bench import run_bench
 
         result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
-                           workdir=args.workdir)
+                           catchup_entries=args.catchup_entries, workdir=args.workdir)
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     if args.cmd == "bench-devices":

@@ -15,6 +15,7 @@ import sqlite3
 from edge import allowance
 from edge.context import StoreContext
 from edge.outbox import meta_get, meta_set
+from protocol.codec import decode
 from protocol.sync import DirectoryPage, MemberEntry, RpcReply
 
 CHECKPOINT = "directory_checkpoint"
@@ -22,6 +23,19 @@ CHECKPOINT = "directory_checkpoint"
 
 def checkpoint(conn: sqlite3.Connection) -> int:
     return int(meta_get(conn, CHECKPOINT, "0") or 0)
+
+
+def apply_page_payload(conn: sqlite3.Connection, ctx: StoreContext, payload: bytes,
+                       request_id: str | None) -> tuple[int, bool] | None:
+    """Decode a page as received and apply it if it answers ``request_id``; returns the
+    checkpoint after it and whether more follow (None: it answers another request or none).
+    Run on the database thread, decoding included: a page of a few hundred entries takes
+    milliseconds to check, which the event loop then spends on the lanes and the POS instead.
+    Raises ``CodecError`` for a malformed page, before anything is written."""
+    page = decode(payload, DirectoryPage)
+    if page.request_id != request_id:
+        return None
+    return apply_page(conn, ctx, page), page.more
 
 
 def apply_page(conn: sqlite3.Connection, ctx: StoreContext, page: DirectoryPage) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -60,6 +61,7 @@ class EdgeService:
         self.on_outbox: list[Callable[[], None]] = []
         self.sync: SyncClient | None = None
         self.devices: DeviceManager | None = None
+        self.last_till_write = float("-inf")  # time.monotonic() of the tills' last write
 
     # --- lifetime -----------------------------------------------------------------------------
 
@@ -144,6 +146,8 @@ class EdgeService:
         """Run ``fn`` once per key: a retry gets the stored answer, from the same transaction."""
         k = idempotency.check_key(key)
         h = idempotency.request_hash(operation, request)
+
+        self.last_till_write = time.monotonic()  # every till's change comes through here
 
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> Any:
             previous = idempotency.replay(conn, k, terminal_id, operation, h)

@@ -29,7 +29,6 @@ from protocol.sync import (
     Ack,
     CampaignManifest,
     DirectoryNotice,
-    DirectoryPage,
     DirectoryRequest,
     RpcReply,
     RpcRequest,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("membergate.edge.sync")
 ACK_KEY = "acked_seq:{epoch}"
+SELLING_WINDOW_S = 60.0  # a till wrote this recently: the store is selling (page_size)
 
 
 class SyncClient:
@@ -203,7 +203,7 @@ class SyncClient:
             if topic == topics.ack(self.store_id):
                 await self._on_ack(decode(message.payload, Ack))
             elif topic == topics.directory_page(self.store_id):
-                await self._on_page(decode(message.payload, DirectoryPage))
+                await self._on_page(message.payload)
             elif topic == topics.rpc_reply(self.store_id):
                 reply = decode(message.payload, RpcReply)
                 waiter = self._rpc_waiting.pop(reply.request_id, None)
@@ -228,11 +228,18 @@ class SyncClient:
         request_id = uuid7()
         self._directory_pending = request_id
         self._directory_asked = time.monotonic()
-        req = DirectoryRequest(store_id=self.store_id, after=self.checkpoint, request_id=request_id)
+        req = DirectoryRequest(store_id=self.store_id, after=self.checkpoint,
+                               limit=self.page_size(), request_id=request_id)
         try:
             await self.mqtt.publish(topics.directory_request(self.store_id), encode(req), qos=1)
         except MqttError:
             self._directory_pending = None
+
+    def page_size(self) -> int:
+        """Directory entries to ask for: small pages while the tills are writing (a checkout
+        waits behind each page's transaction), large ones while the store is quiet."""
+        selling = time.monotonic() - self.service.last_till_write < SELLING_WINDOW_S
+        return self.config.directory_page if selling else self.config.directory_page_idle
 
     async def rpc(self, request: RpcRequest, wait_s: float = 2.0) -> RpcReply:
         """Ask the hub online; raises ``TimeoutError`` or ``MqttError`` when it cannot answer
@@ -259,15 +266,18 @@ class SyncClient:
             if lost or behind:
                 await self._request_directory()
 
-    async def _on_page(self, page: DirectoryPage) -> None:
-        if page.request_id != self._directory_pending:
-            return  # an answer to a request we gave up on
+    async def _on_page(self, payload: bytes) -> None:
+        expected = self._directory_pending  # None: nothing asked for; still checked below
         ctx = self.service.context
-        self.checkpoint = await self.service.db.write(
-            lambda conn: directory.apply_page(conn, ctx, page))
-        self._directory_pending = None
+        done = await self.service.db.write(  # a malformed page: CodecError, refused
+            lambda conn: directory.apply_page_payload(conn, ctx, payload, expected))
+        if done is None:
+            return  # an answer to a request we gave up on, or a duplicate
+        self.checkpoint, more = done
+        if self._directory_pending == expected:
+            self._directory_pending = None
         # A notice that came while this page was on its way was not acted on: catch up now.
-        if page.more or self._head_seen > self.checkpoint:
+        if (more or self._head_seen > self.checkpoint) and self._directory_pending is None:
             await self._request_directory()
 
     async def _on_manifest(self, topic: str, payload: bytes) -> None:

@@ -715,7 +715,7 @@ def _broker_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="membergate-provision",
-        description="Provision the fleet: broker credentials and ACLs.")
+        description="Provision the fleet: broker credentials, ACLs and certificates.")
     sub = parser.add_subparsers(dest="command", required=True)
     broker = sub.add_parser(
         "broker", help="Mosquitto password file, ACL and conf lines, per-store credentials",

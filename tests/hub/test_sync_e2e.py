@@ -17,9 +17,10 @@ from hub import directory
 from hub.config import HubConfig
 from hub.service import HubService
 from protocol import signing, topics
-from protocol.codec import encode
+from protocol.codec import CodecError, decode, encode
 from protocol.events import Event, EventBatch, MemberProfileChanged
 from protocol.mqtt import MqttClient
+from protocol.sync import DirectoryPage
 from tests.edge.conftest import make_config, register, sell
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
@@ -145,6 +146,83 @@ async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: 
         assert (await a.sync.status()).campaign_versions == {"fleet": 1}
     finally:
         await a.close()
+
+
+async def test_a_store_catches_up_in_its_page_size_and_refuses_a_malformed_page(
+        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+    """A store asks for the page size it is configured with (each page is one write
+    transaction its checkouts wait behind; a store that has not sold yet asks for
+    ``directory_page_idle``); a malformed page is refused with a counter, nothing of it
+    applied, and the catch-up goes on."""
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    pages: list[DirectoryPage] = []
+    try:
+        ids = [(await register(b, f"1370000{i:04d}", name=f"会员{i}"))["member_id"]
+               for i in range(7)]
+        await wait_for(lambda: drained(b), "store B drained")
+        async with MqttClient(mosquitto.host, mosquitto.port, client_id="watcher") as watch:
+            await watch.wait_connected(10)
+            await watch.subscribe(topics.directory_page("S001"), qos=1)
+
+            async def collect() -> None:
+                async for message in watch.messages():
+                    with contextlib.suppress(CodecError):
+                        pages.append(decode(message.payload, DirectoryPage))
+
+            collecting = asyncio.create_task(collect())
+            a = await start_store(tmp_path, "S001", 1, mosquitto, hub, directory_page_idle=3)
+            try:
+                async def a_knows_all() -> bool:  # from its own directory, not online
+                    marks = ",".join("?" * len(ids))
+                    return bool(await a.db.read(lambda c: c.execute(
+                        f"SELECT count(*) FROM members WHERE member_id IN ({marks})",
+                        ids).fetchone()[0]) == len(ids))
+
+                await wait_for(a_knows_all, "store A to know B's seven members")
+                assert len(pages) >= 3 and all(len(p.members) <= 3 for p in pages)
+
+                assert a.sync is not None
+                checkpoint = a.sync.checkpoint
+                await watch.publish(topics.directory_page("S001"), b"\x81\xa1v\x01")
+                await watch.publish(topics.directory_page("S001"), b"\xc1garbage")
+
+                async def refused() -> bool:
+                    return a.sync is not None and (
+                        a.sync.refused["malformed"] + a.sync.refused["invalid"] >= 2)
+
+                await wait_for(refused, "store A to refuse both pages")
+                assert a.sync.checkpoint == checkpoint  # nothing of them applied
+                late = (await register(b, "13711112222", name="后来者"))["member_id"]
+
+                async def a_knows_late() -> bool:
+                    return bool(await a.db.read(lambda c: c.execute(
+                        "SELECT count(*) FROM members WHERE member_id = ?",
+                        (late,)).fetchone()[0]) == 1)
+
+                await wait_for(a_knows_late, "store A to catch up after the bad pages")
+            finally:
+                await a.close()
+                collecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await collecting
+    finally:
+        await b.close()
+
+
+async def test_a_selling_store_asks_for_small_pages_and_a_quiet_one_for_large(
+        tmp_path: Path) -> None:
+    from edge.sync import SELLING_WINDOW_S, SyncClient
+
+    config = make_config(tmp_path, sync={"broker_host": "127.0.0.1", "directory_page": 7,
+                                         "directory_page_idle": 700})
+    async with EdgeService(config.model_copy(
+            update={"sync": config.sync.model_copy(update={"broker_host": None})})) as svc:
+        client = SyncClient(svc, config.sync)  # not started: only its choice is asked
+        assert client.page_size() == 700  # nothing sold since the start
+        await register(svc, "13722223333")  # a till's write
+        assert client.page_size() == 7
+        svc.last_till_write -= SELLING_WINDOW_S + 1  # a minute later, nothing more
+        assert client.page_size() == 700
 
 
 async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
