@@ -7,10 +7,10 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol.money import MAX_AMOUNT, validate_currency
-from protocol.tls import TlsSettings
+from protocol.tls import ServedOverTls, TlsSettings
 
 
 class _Section(BaseModel):
@@ -36,26 +36,15 @@ class DatabaseSection(_Section):
     path: Path = Path("var/edge.db")
 
 
-class ApiSection(_Section):
+class ApiSection(_Section, ServedOverTls):
+    """HTTPS (and wss for the event stream) with ``tls_cert_file``/``tls_key_file``: on the
+    store LAN every request carries a terminal's token (``membergate-provision broker`` issues
+    them from the fleet's CA for a store's ``api_host``)."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # terminal id -> bearer token. The demo token is printed by `membergate-edge run`.
     tokens: dict[str, str] = Field(default_factory=lambda: {"POS-1": "demo-token-pos-1"})
-    # HTTPS (and wss for the event stream): on the store LAN every request carries a
-    # terminal's token. PEM files, both or neither (``membergate-provision broker`` issues them
-    # from the fleet CA for a store's ``api_host``).
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _cert_and_key(self) -> ApiSection:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("[api] tls_cert_file and tls_key_file go together")
-        return self
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert_file is not None else "http"
 
     @property
     def loopback(self) -> bool:

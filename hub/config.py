@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.allowances import AllowancePolicy
 from hub.tiers import TierRules
-from protocol.tls import TlsSettings
+from protocol.tls import ServedOverTls, TlsSettings
 
 
 class _Section(BaseModel):
@@ -64,23 +64,13 @@ class HubSection(_Section):
     validate_workers: int = Field(1, ge=0, le=64)
 
 
-class ApiSection(_Section):
+class ApiSection(_Section, ServedOverTls):
+    """HTTPS with ``tls_cert_file``/``tls_key_file``: the bearer token crosses the network in
+    every request."""
+
     host: str = "127.0.0.1"
     port: int = Field(8710, ge=0, le=65535)
     token: str | None = None  # HQ bearer token; None: the API is not served
-    # HTTPS: the bearer token crosses the network in every request. PEM files; both or neither.
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
-
-    @model_validator(mode="after")
-    def _cert_and_key(self) -> ApiSection:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("[api] tls_cert_file and tls_key_file go together")
-        return self
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert_file is not None else "http"
 
 
 class HubConfig(_Section):

@@ -69,6 +69,25 @@ def client_context(settings: TlsSettings) -> ssl.SSLContext:
     return context
 
 
+class ServedOverTls(BaseModel):
+    """The certificate an HTTP API is served with (the store's POS API, the hub's HQ API:
+    their ``[api]`` sections take these fields): HTTPS when given, plain HTTP when not. PEM
+    files; both or neither. Loaded before serving by ``load_server_config``."""
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> ServedOverTls:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("[api] tls_cert_file and tls_key_file go together")
+        return self
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file is not None else "http"
+
+
 class _ServerConfig(Protocol):
     """What ``load_server_config`` needs of a ``uvicorn.Config`` (protocol imports no server)."""
 

@@ -20,6 +20,7 @@ from edge.service import EdgeService
 from protocol.tls import TlsError
 from provisioning import certs
 from tests.edge.conftest import TOKEN, key, make_config
+from tests.support.serving import serving
 
 
 def _tls_config(tmp_path: Path, host: str = "127.0.0.1") -> EdgeConfig:
@@ -36,37 +37,27 @@ def _tls_config(tmp_path: Path, host: str = "127.0.0.1") -> EdgeConfig:
 async def test_the_pos_api_speaks_https_and_wss_only(tmp_path: Path) -> None:
     config = _tls_config(tmp_path)
     assert config.api.scheme == "https"
-    async with EdgeService(config) as service:
-        server = api_server(service)
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
-                    await asyncio.sleep(0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            async with websockets.connect(f"wss://127.0.0.1:{port}/v1/events?token={TOKEN}",
-                                          ssl=trust) as ws, \
-                    httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=trust,
-                                      headers=auth) as http:
-                hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                assert hello["type"] == "hello" and hello["terminal_id"] == "POS-1"
-                r = await http.post("/v1/members", json={"phone": "13900139001", "name": "李雷"},
-                                    headers={"Idempotency-Key": key()})
-                assert r.status_code == 201, r.text
-                event = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                assert event["type"] == "member.registered"
-                assert event["member_id"] == r.json()["member_id"]
-            async with httpx.AsyncClient(headers=auth) as plain:  # no clear-text answer
-                with pytest.raises(httpx.HTTPError):
-                    await plain.get(f"http://127.0.0.1:{port}/v1/status")
-            async with httpx.AsyncClient(headers=auth) as public:  # the system CAs: not trusted
-                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                    await public.get(f"https://127.0.0.1:{port}/v1/status")
-        finally:
-            server.should_exit = True
-            await serving
+    async with EdgeService(config) as service, serving(api_server(service)) as port:
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with websockets.connect(f"wss://127.0.0.1:{port}/v1/events?token={TOKEN}",
+                                      ssl=trust) as ws, \
+                httpx.AsyncClient(base_url=f"https://127.0.0.1:{port}", verify=trust,
+                                  headers=auth) as http:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert hello["type"] == "hello" and hello["terminal_id"] == "POS-1"
+            r = await http.post("/v1/members", json={"phone": "13900139001", "name": "李雷"},
+                                headers={"Idempotency-Key": key()})
+            assert r.status_code == 201, r.text
+            event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert event["type"] == "member.registered"
+            assert event["member_id"] == r.json()["member_id"]
+        async with httpx.AsyncClient(headers=auth) as plain:  # no clear-text answer
+            with pytest.raises(httpx.HTTPError):
+                await plain.get(f"http://127.0.0.1:{port}/v1/status")
+        async with httpx.AsyncClient(headers=auth) as public:  # the system CAs: not trusted
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await public.get(f"https://127.0.0.1:{port}/v1/status")
 
 
 def test_certificate_and_key_go_together(tmp_path: Path) -> None:

@@ -9,29 +9,19 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from edge.api import create_app
 from edge.service import EdgeService
 from tests.edge.conftest import TOKEN, TOKEN2, key
+from tests.support.serving import pos_server, serving
 
 
 @pytest.fixture
 async def server(service: EdgeService) -> AsyncIterator[str]:
-    app = create_app(service, manage_lifetime=False)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                        lifespan="off"))
-    task = asyncio.create_task(srv.serve())
-    while not srv.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    port = srv.servers[0].sockets[0].getsockname()[1]
-    yield f"127.0.0.1:{port}"
-    srv.should_exit = True
-    # An open WebSocket must not hold the shutdown up.
-    await asyncio.wait_for(task, 10)
+    # An open WebSocket must not hold the shutdown up (``serving`` waits 10 s at most).
+    async with serving(pos_server(service)) as port:
+        yield f"127.0.0.1:{port}"
 
 
 async def _next(ws: ClientConnection, kind: str) -> dict[str, Any]:

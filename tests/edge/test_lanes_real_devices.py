@@ -20,14 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from drivers.base import Health
 from drivers.scanner import EvdevDevice
 from edge import demo
-from edge.api import create_app
 from edge.config import LaneSection
 from edge.devices import DeviceManager
 from edge.service import EdgeService
@@ -36,6 +34,7 @@ from tests.drivers import conftest as driver_fixtures
 from tests.drivers.conftest import MakeVirtualCard
 from tests.drivers.test_scanner import ENTER, PipeInputDevice, us_keys
 from tests.edge.conftest import TOKEN, TOKEN2, make_config, register
+from tests.support.serving import pos_server, serving
 from tests.support.vpcd import IsoMemberCard, UidCard
 
 # The driver tests' PC/SC fixtures, as they are: a private pcscd with the vpcd readers (an instance
@@ -61,18 +60,8 @@ SCANNER_B = "/dev/input/by-id/usb-Lane2_Scanner-event-kbd"
 
 @contextlib.asynccontextmanager
 async def serve(service: EdgeService) -> AsyncIterator[str]:
-    app = create_app(service, manage_lifetime=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            assert not task.done(), "uvicorn did not start"
-            await asyncio.sleep(0.01)
-        yield f"127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, LIMIT)
+    async with serving(pos_server(service), LIMIT) as port:
+        yield f"127.0.0.1:{port}"
 
 
 @contextlib.asynccontextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from protocol.tls import TlsError
 from provisioning import certs
 from tests.hub.test_sync_e2e import wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
+from tests.support.serving import serving
 
 TOKEN = "hq-test-token-0001"
 
@@ -86,28 +86,18 @@ async def test_hq_api_over_https(tmp_path: Path) -> None:
         "api": {"token": TOKEN, "port": 0, "tls_cert_file": str(tmp_path / "api.crt"),
                 "tls_key_file": str(tmp_path / "api.key")}})
     assert cfg.api.scheme == "https"
-    async with HubService(cfg) as hub:
-        server = api_server(hub)
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
-                    await asyncio.sleep(0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
-            auth = {"Authorization": f"Bearer {TOKEN}"}
-            async with httpx.AsyncClient(verify=trust, headers=auth) as c:
-                r = await c.get(f"https://127.0.0.1:{port}/v1/status")
-                assert r.status_code == 200 and "stores" in r.json()
-            async with httpx.AsyncClient(headers=auth) as c:
-                with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
-                    await c.get(f"http://127.0.0.1:{port}/v1/status")
-            async with httpx.AsyncClient(headers=auth) as c:  # the system CAs: not trusted
-                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                    await c.get(f"https://127.0.0.1:{port}/v1/status")
-        finally:
-            server.should_exit = True
-            await serving
+    async with HubService(cfg) as hub, serving(api_server(hub)) as port:
+        trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(verify=trust, headers=auth) as c:
+            r = await c.get(f"https://127.0.0.1:{port}/v1/status")
+            assert r.status_code == 200 and "stores" in r.json()
+        async with httpx.AsyncClient(headers=auth) as c:
+            with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
+                await c.get(f"http://127.0.0.1:{port}/v1/status")
+        async with httpx.AsyncClient(headers=auth) as c:  # the system CAs: not trusted
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await c.get(f"https://127.0.0.1:{port}/v1/status")
 
 
 def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ fleet's CA reaches."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import stat
 import tomllib
@@ -19,6 +18,7 @@ from edge.api import api_server
 from edge.config import EdgeConfig
 from edge.service import EdgeService
 from tests.provisioning.test_broker import files_under, run_cli
+from tests.support.serving import serving
 
 FLEET = """
 [hub]
@@ -93,26 +93,16 @@ async def test_the_issued_certificate_serves_the_stores_api_to_clients_of_the_fl
               "tokens": {"POS-1": "pos-1-token-for-the-test"}}
     config = EdgeConfig.model_validate({"store": {"store_id": "S001"}, "api": table,
                                         "database": {"path": str(tmp_path / "edge.db")}})
-    async with EdgeService(config) as service:
-        server = api_server(service)
-        serving = asyncio.create_task(server.serve())
-        try:
-            async with asyncio.timeout(10):
-                while not server.started:  # noqa: ASYNC110 - uvicorn's flag
-                    await asyncio.sleep(0.02)
-            port = server.servers[0].sockets[0].getsockname()[1]
-            async with httpx.AsyncClient(verify=_trusting(out)) as c:
-                r = await c.get(f"https://127.0.0.1:{port}/v1/status",
-                                headers={"Authorization": "Bearer pos-1-token-for-the-test"})
-                assert r.status_code == 200, r.text
-            other = tmp_path / "other"  # another fleet's CA is not trusted for this store
-            assert run_cli(tmp_path, FLEET, other) == 0
-            async with httpx.AsyncClient(verify=_trusting(other)) as c:
-                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                    await c.get(f"https://127.0.0.1:{port}/v1/health")
-        finally:
-            server.should_exit = True
-            await serving
+    async with EdgeService(config) as service, serving(api_server(service)) as port:
+        async with httpx.AsyncClient(verify=_trusting(out)) as c:
+            r = await c.get(f"https://127.0.0.1:{port}/v1/status",
+                            headers={"Authorization": "Bearer pos-1-token-for-the-test"})
+            assert r.status_code == 200, r.text
+        other = tmp_path / "other"  # another fleet's CA is not trusted for this store
+        assert run_cli(tmp_path, FLEET, other) == 0
+        async with httpx.AsyncClient(verify=_trusting(other)) as c:
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                await c.get(f"https://127.0.0.1:{port}/v1/health")
 
 
 def test_provisioning_again_keeps_the_ca_and_reissues_or_retires_api_certificates(
