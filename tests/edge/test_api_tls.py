@@ -20,7 +20,7 @@ from edge.service import EdgeService
 from protocol.tls import TlsError
 from provisioning import certs
 from tests.edge.conftest import TOKEN, key, make_config
-from tests.support.serving import serving
+from tests.support.serving import refuses_plain_http_and_public_trust, serving
 
 
 def _tls_config(tmp_path: Path, host: str = "127.0.0.1") -> EdgeConfig:
@@ -52,12 +52,7 @@ async def test_the_pos_api_speaks_https_and_wss_only(tmp_path: Path) -> None:
             event = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert event["type"] == "member.registered"
             assert event["member_id"] == r.json()["member_id"]
-        async with httpx.AsyncClient(headers=auth) as plain:  # no clear-text answer
-            with pytest.raises(httpx.HTTPError):
-                await plain.get(f"http://127.0.0.1:{port}/v1/status")
-        async with httpx.AsyncClient(headers=auth) as public:  # the system CAs: not trusted
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await public.get(f"https://127.0.0.1:{port}/v1/status")
+        await refuses_plain_http_and_public_trust(port, "/v1/status", auth)
 
 
 def test_certificate_and_key_go_together(tmp_path: Path) -> None:

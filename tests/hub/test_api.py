@@ -21,7 +21,7 @@ from protocol.tls import TlsError
 from provisioning import certs
 from tests.hub.test_sync_e2e import wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
-from tests.support.serving import serving
+from tests.support.serving import refuses_plain_http_and_public_trust, serving
 
 TOKEN = "hq-test-token-0001"
 
@@ -92,12 +92,7 @@ async def test_hq_api_over_https(tmp_path: Path) -> None:
         async with httpx.AsyncClient(verify=trust, headers=auth) as c:
             r = await c.get(f"https://127.0.0.1:{port}/v1/status")
             assert r.status_code == 200 and "stores" in r.json()
-        async with httpx.AsyncClient(headers=auth) as c:
-            with pytest.raises(httpx.HTTPError):  # plain HTTP gets no answer
-                await c.get(f"http://127.0.0.1:{port}/v1/status")
-        async with httpx.AsyncClient(headers=auth) as c:  # the system CAs: not trusted
-            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
-                await c.get(f"https://127.0.0.1:{port}/v1/status")
+        await refuses_plain_http_and_public_trust(port, "/v1/status", auth)
 
 
 def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -> None:

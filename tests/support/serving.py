@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
+import pytest
 import uvicorn
 
 from edge.api import create_app
@@ -35,3 +37,15 @@ async def serving(server: uvicorn.Server, limit_s: float = 10.0) -> AsyncIterato
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, limit_s)
+
+
+async def refuses_plain_http_and_public_trust(port: int, path: str,
+                                              headers: dict[str, str]) -> None:
+    """What an HTTPS-only API on ``port`` must do: no answer to plain HTTP, and a certificate
+    that a client trusting only the system's CAs refuses."""
+    async with httpx.AsyncClient(headers=headers) as plain:
+        with pytest.raises(httpx.HTTPError):
+            await plain.get(f"http://127.0.0.1:{port}{path}")
+    async with httpx.AsyncClient(headers=headers) as public:
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            await public.get(f"https://127.0.0.1:{port}{path}")
