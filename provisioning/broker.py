@@ -14,6 +14,12 @@ and with ``tls = true`` also::
     broker/ca.crt, broker/server.crt, broker/server.key   the listener's certificate for
                             ``host``, signed by that CA (a new one on every run; key 0600)
 
+and with the hub's ``api_host`` (the name HQ dials for the HQ API)::
+
+    hub/hq-api.crt, hub/hq-api.key   the HQ API's certificate for that name, from the same CA
+                            (new on every run; key 0600); the hub's snippet then serves the API
+                            over HTTPS with a bearer token (kept by later runs, unless --rotate)
+
 and for each store with an ``api_host`` (the name its POS terminals dial)::
 
     pos-api/<store_id>.crt, pos-api/<store_id>.key   the store's POS API certificate for that
@@ -34,6 +40,8 @@ fleet file::
     [hub]
     username = "membergate-hub"         # required
     # password = "..."                  # optional: a password to keep; otherwise a new one
+    # api_host = "hq-api.example.internal"  # optional: HTTPS and a token for the HQ API
+    # api_cert_path = "/etc/membergate/hq-api.crt"   api_key_path = "/etc/membergate/hq-api.key"
 
     [[stores]]
     store_id = "S001"                   # as in the store's edge.toml [store] store_id
@@ -119,11 +127,14 @@ TOPIC_ID = r"^[A-Za-z0-9_-]{1,32}$"
 USERNAME = r"^[A-Za-z0-9_.-]{1,64}$"
 MOSQUITTO_PASSWD = "/usr/bin/mosquitto_passwd"
 PASSWORD_CHARS = 24  # bytes of randomness: 32 characters of token_urlsafe
+API_TOKEN_MIN = 32  # characters: a kept HQ API token shorter than a generated one is replaced
 
 CONF_NAME = "membergate.conf"
 DEFAULT_CA_PATH = "/etc/membergate/broker-ca.crt"
 DEFAULT_API_CERT_PATH = "/etc/membergate/pos-api.crt"
 DEFAULT_API_KEY_PATH = "/etc/membergate/pos-api.key"
+DEFAULT_HQ_CERT_PATH = "/etc/membergate/hq-api.crt"
+DEFAULT_HQ_KEY_PATH = "/etc/membergate/hq-api.key"
 SECRET_MODE = 0o600
 DIR_MODE = 0o700
 PLAIN_MODE = 0o644
@@ -178,6 +189,11 @@ class BrokerEntry(_Model):
 class HubEntry(_Model):
     username: str = Field(pattern=USERNAME)
     password: str | None = None
+    # The name (or IP) HQ dials for the hub's HQ API: it gets a certificate for it, a bearer
+    # token, and is served over HTTPS (the token crosses the network in every request).
+    api_host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
+    api_cert_path: str = Field(DEFAULT_HQ_CERT_PATH, pattern=r"^/[^\s\"\\#]*$")
+    api_key_path: str = Field(DEFAULT_HQ_KEY_PATH, pattern=r"^/[^\s\"\\#]*$")
 
     _password = field_validator("password")(_check_password)
 
@@ -221,8 +237,9 @@ class Fleet(_Model):
 
     @property
     def needs_ca(self) -> bool:
-        """The broker's TLS listener or a store's HTTPS POS API needs the fleet's CA."""
-        return self.broker.tls or any(s.api_host is not None for s in self.stores)
+        """The broker's TLS listener, the HQ API or a store's POS API needs the fleet's CA."""
+        return (self.broker.tls or self.hub.api_host is not None
+                or any(s.api_host is not None for s in self.stores))
 
     @property
     def regions(self) -> list[str]:
@@ -445,10 +462,10 @@ def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def hub_snippet(fleet: Fleet, password: str) -> str:
+def hub_snippet(fleet: Fleet, password: str, api_token: str | None = None) -> str:
     b = fleet.broker
     lines = [
-        "# membergate hub: broker credentials (keep 0600). Merge into hub.toml's [broker] table.",
+        "# membergate hub: broker credentials (keep 0600). Merge these tables into hub.toml.",
         "[broker]",
     ]
     if b.host is not None:
@@ -459,6 +476,16 @@ def hub_snippet(fleet: Fleet, password: str) -> str:
               f"username = {_toml_str(fleet.hub.username)}",
               f"password = {_toml_str(password)}",
               *_tls_table(fleet, "broker")]
+    hub = fleet.hub
+    if hub.api_host is not None and api_token is not None:
+        lines += ["", "[api]",
+                  f"# every interface: HQ dials https://{hub.api_host}:<port> with this token"
+                  " and trusts the fleet's CA (ca/ca.crt)",
+                  'host = "0.0.0.0"',
+                  f"token = {_toml_str(api_token)}",
+                  "# hub/hq-api.crt and .key, copied to this box",
+                  f"tls_cert_file = {_toml_str(hub.api_cert_path)}",
+                  f"tls_key_file = {_toml_str(hub.api_key_path)}"]
     return "\n".join(lines) + "\n"
 
 
@@ -471,6 +498,16 @@ def _tls_table(fleet: Fleet, table: str) -> list[str]:
 
 def new_password() -> str:
     return secrets.token_urlsafe(PASSWORD_CHARS)
+
+
+def issued_api_token(out: Path) -> str | None:
+    """The HQ API token a previous run wrote into ``out`` (``hub/broker.toml`` [api])."""
+    try:
+        section = tomllib.loads((out / "hub" / "broker.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    token = section.get("api", {}).get("token")
+    return token if isinstance(token, str) and len(token) >= API_TOKEN_MIN else None
 
 
 def issued_passwords(out: Path) -> dict[str, str]:
@@ -555,6 +592,8 @@ class Provisioned:
     ca_cert: Path | None = None  # tls: the CA certificate every box is given
     new_ca: bool = False  # tls: the CA was made by this run (not kept from an earlier one)
     api_certs: dict[str, Path] = field(default_factory=dict)  # store id -> its POS API .crt
+    hq_api_cert: Path | None = None  # the HQ API's .crt, with the hub's api_host
+    hq_token_kept: bool = False  # the HQ API token of an earlier run was kept
 
 
 @dataclass(frozen=True)
@@ -563,6 +602,7 @@ class TlsMaterial:
     new_ca: bool
     server: certs.Issued | None  # the broker's, with ``tls = true``
     api: dict[str, certs.Issued]  # store id -> its POS API's, for stores with an api_host
+    hq_api: certs.Issued | None  # the hub's HQ API's, with the hub's api_host
 
 
 def tls_material(fleet: Fleet, out: Path) -> TlsMaterial:
@@ -588,7 +628,8 @@ def tls_material(fleet: Fleet, out: Path) -> TlsMaterial:
               if fleet.broker.tls and fleet.broker.host is not None else None)
     api = {s.store_id: certs.server_cert(ca, s.api_host) for s in fleet.stores
            if s.api_host is not None}
-    return TlsMaterial(ca, new, server, api)
+    hq = fleet.hub.api_host
+    return TlsMaterial(ca, new, server, api, certs.server_cert(ca, hq) if hq else None)
 
 
 def check_out_dir(out: Path, force: bool) -> None:
@@ -614,6 +655,9 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
     passwd_tool = find_mosquitto_passwd(tool)
     _self_check(fleet)
     issued = issued_passwords(out) if out.is_dir() and not rotate else {}
+    kept_token = issued_api_token(out) if out.is_dir() and not rotate else None
+    api_token = (kept_token or secrets.token_urlsafe(PASSWORD_CHARS)
+                 if fleet.hub.api_host is not None else None)
 
     passwords: dict[str, str] = {}
     kept: list[str] = []
@@ -650,11 +694,17 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
             _write(out / "pos-api" / f"{store_id}.key", api_cert.key_pem, SECRET_MODE)
             _write(out / "pos-api" / f"{store_id}.crt", api_cert.cert_pem, PLAIN_MODE)
             result.api_certs[store_id] = out / "pos-api" / f"{store_id}.crt"
+        if tls.hq_api is not None:
+            _write(out / "hub" / "hq-api.key", tls.hq_api.key_pem, SECRET_MODE)
+            _write(out / "hub" / "hq-api.crt", tls.hq_api.cert_pem, PLAIN_MODE)
+            result.hq_api_cert = out / "hub" / "hq-api.crt"
         result.ca_cert, result.new_ca = out / "ca" / "ca.crt", tls.new_ca
     _write(result.passwd, hashed, SECRET_MODE)
     _write(result.acl, acl_text(fleet, source).encode(), SECRET_MODE)
     _write(result.conf, conf_text(fleet).encode(), PLAIN_MODE)
-    _write(result.hub, hub_snippet(fleet, passwords[fleet.hub.username]).encode(), SECRET_MODE)
+    _write(result.hub, hub_snippet(fleet, passwords[fleet.hub.username], api_token).encode(),
+           SECRET_MODE)
+    result.hq_token_kept = api_token is not None and api_token == kept_token
     for store in fleet.stores:
         path = out / "stores" / f"{store.store_id}.toml"
         _write(path, store_snippet(fleet, store, passwords[store.user]).encode(), SECRET_MODE)
@@ -664,6 +714,9 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
     if (out / "pos-api").is_dir():  # a store gone, or no api_host any more
         result.stale += [p for p in sorted((out / "pos-api").iterdir())
                          if p.stem not in result.api_certs]
+    if result.hq_api_cert is None:  # the hub has no api_host any more
+        result.stale += [p for p in (out / "hub" / "hq-api.crt", out / "hub" / "hq-api.key")
+                         if p.exists()]
     return result
 
 
@@ -701,6 +754,13 @@ def _broker_command(args: argparse.Namespace) -> int:
         for store_id, crt in done.api_certs.items():
             print(f"  {store_id}  {crt} and {crt.with_suffix('.key')}  for {hosts[store_id]}")
         print(f"the POS terminals trust {done.ca_cert} for https:// and wss://")
+    if done.hq_api_cert is not None:
+        hub = fleet.hub
+        print(f"wrote {done.hq_api_cert} and {done.hq_api_cert.with_suffix('.key')} (0600) for"
+              f" the HQ API at {hub.api_host}; copy them to {hub.api_cert_path} and"
+              f" {hub.api_key_path} on the hub")
+        print(f"{'kept' if done.hq_token_kept else 'made'} the HQ API token (in {done.hub});"
+              f" HQ trusts {done.ca_cert} for https://")
     if done.kept:
         print(f"kept the passwords already issued to {', '.join(done.kept)} (--rotate: new ones)")
     for path in done.stale:
@@ -708,7 +768,7 @@ def _broker_command(args: argparse.Namespace) -> int:
             print(f"note: {path} is not in this fleet any more; its login is gone from passwd"
                   " and acl (delete the file)")
         else:
-            print(f"note: {path} belongs to no store with an api_host now (delete the file)")
+            print(f"note: {path} belongs to nothing with an api_host now (delete the file)")
     return 0
 
 

@@ -1,7 +1,7 @@
-"""``membergate-provision broker`` with ``api_host`` on stores: a POS API certificate per store
-from the fleet's CA, and the store's snippet serving that API over HTTPS. The certificate is
-used for real: the snippet's [api] table starts a store's API that a client trusting only the
-fleet's CA reaches."""
+"""``membergate-provision broker`` with ``api_host`` on stores and the hub: a POS API certificate
+per store and one for the HQ API from the fleet's CA, and the snippets serving those APIs over
+HTTPS. The certificates are used for real: the snippets' [api] tables start a store's API and
+the hub's HQ API that a client trusting only the fleet's CA reaches."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import ssl
 import stat
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,9 @@ from cryptography import x509
 from edge.api import api_server
 from edge.config import EdgeConfig
 from edge.service import EdgeService
+from hub.api import api_server as hub_api_server
+from hub.config import HubConfig
+from hub.service import HubService
 from tests.provisioning.test_broker import files_under, run_cli
 from tests.support.serving import serving
 
@@ -121,8 +125,8 @@ def test_provisioning_again_keeps_the_ca_and_reissues_or_retires_api_certificate
     x509.load_pem_x509_certificate(second["pos-api/S001.crt"]).verify_directly_issued_by(
         x509.load_pem_x509_certificate(second["ca/ca.crt"]))
     assert "api" not in _snippet(out, "S002")
-    assert f"note: {out / 'pos-api' / 'S002.crt'} belongs to no store" in printed
-    assert f"note: {out / 'pos-api' / 'S002.key'} belongs to no store" in printed
+    assert f"note: {out / 'pos-api' / 'S002.crt'} belongs to nothing" in printed
+    assert f"note: {out / 'pos-api' / 'S002.key'} belongs to nothing" in printed
 
 
 def test_a_bad_api_host_is_refused_and_nothing_is_written(
@@ -132,3 +136,59 @@ def test_a_bad_api_host_is_refused_and_nothing_is_written(
     err = capsys.readouterr().err
     assert "stores[0].api_host = 'pos s001'" in err and "nothing was written" in err
     assert not out.exists()
+
+
+HQ_FLEET = FLEET.replace('username = "membergate-hub"\n',
+                         'username = "membergate-hub"\napi_host = "127.0.0.1"\n')
+
+
+def _hub_api(out: Path) -> dict[str, Any]:
+    table: dict[str, Any] = tomllib.loads(
+        (out / "hub" / "broker.toml").read_text(encoding="utf-8"))["api"]
+    return table
+
+
+async def test_the_hq_api_gets_a_certificate_and_a_token_and_serves_hq_over_https(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, HQ_FLEET, out) == 0
+    printed = capsys.readouterr().out
+    assert stat.S_IMODE((out / "hub" / "hq-api.key").stat().st_mode) == 0o600
+    cert = x509.load_pem_x509_certificate((out / "hub" / "hq-api.crt").read_bytes())
+    cert.verify_directly_issued_by(x509.load_pem_x509_certificate((out / "ca" / "ca.crt")
+                                                                   .read_bytes()))
+    table = _hub_api(out)
+    api = HubConfig.model_validate({"api": table}).api
+    assert api.scheme == "https" and api.host == "0.0.0.0" and len(api.token or "") >= 32
+    assert api.tls_cert_file == Path("/etc/membergate/hq-api.crt")
+    assert "made the HQ API token" in printed
+
+    # As installed on the hub: the files at the snippet's paths (here under out/), loopback.
+    table |= {"host": "127.0.0.1", "port": 0, "tls_cert_file": str(out / "hub" / "hq-api.crt"),
+              "tls_key_file": str(out / "hub" / "hq-api.key")}
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
+                "validate_workers": 0},
+        "broker": {"embedded_port": 0}, "api": table})
+    async with HubService(cfg) as hub, serving(hub_api_server(hub)) as port, \
+            httpx.AsyncClient(verify=_trusting(out)) as c:
+        url = f"https://127.0.0.1:{port}/v1/status"
+        assert (await c.get(url)).status_code == 401  # the token is still needed
+        r = await c.get(url, headers={"Authorization": f"Bearer {table['token']}"})
+        assert r.status_code == 200 and "stores" in r.json()
+
+
+def test_provisioning_again_keeps_the_hq_token_unless_rotated(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert run_cli(tmp_path, HQ_FLEET, out) == 0
+    first = _hub_api(out)["token"]
+    assert run_cli(tmp_path, HQ_FLEET, out, "--force") == 0
+    assert _hub_api(out)["token"] == first
+    assert "kept the HQ API token" in capsys.readouterr().out
+    assert run_cli(tmp_path, HQ_FLEET, out, "--force", "--rotate") == 0
+    assert _hub_api(out)["token"] != first
+    capsys.readouterr()
+    assert run_cli(tmp_path, FLEET, out, "--force") == 0  # no api_host for the hub any more
+    assert "api" not in tomllib.loads((out / "hub" / "broker.toml").read_text(encoding="utf-8"))
+    assert f"note: {out / 'hub' / 'hq-api.crt'} belongs to nothing" in capsys.readouterr().out
