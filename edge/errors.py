@@ -1,25 +1,15 @@
-"""Domain errors with stable, machine-readable codes; the API turns them into JSON 4xx answers."""
+"""Domain errors with stable, machine-readable codes; the API turns them into JSON 4xx answers
+in the shape every membergate API shares (``protocol.errors``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from protocol.errors import ServiceError
 
-class EdgeError(Exception):
+
+class EdgeError(ServiceError):
     """A refusal the POS can show: nothing was changed when this is raised."""
-
-    def __init__(self, code: str, message: str, status: int = 409, **details: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.details = details
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            out["details"] = self.details
-        return out
 
 
 def not_found(code: str, message: str, **details: Any) -> EdgeError:

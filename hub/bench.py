@@ -5,7 +5,7 @@ comes with a floor from the same run, so a reader can judge the ratio rather tha
 
 * merge: realistic batches from many stores (registrations first, then sales with a few lines,
   stored value spent, points earned), put through the hub's own ingest: validated in its
-  validation worker (``hub.facts.decode``), applied by ``IngestPipeline`` in group commits
+  validation worker (``hub.ledger.facts.decode``), applied by ``IngestPipeline`` in group commits
   through ``HubDatabase`` on SQLite (WAL, ``synchronous=FULL``, as the hub opens it), in the
   order a hub would see them (stores interleaved);
 * raw: the same event-log rows inserted in the same transactions (the merge's group sizes)
@@ -16,7 +16,7 @@ comes with a floor from the same run, so a reader can judge the ratio rather tha
   alone on a fresh database with the hub's schema, in the merge's transactions: the floor for
   the rows the merge must write, with no reads and no Python between them;
 * the same merge on PostgreSQL, in a throwaway database that is dropped afterwards;
-* drain: one store's backlog through a private Mosquitto to a running ``HubService`` until the
+* drain: one store's backlog through a private Mosquitto to a running ``Hub`` until the
   store holds the ack of its last event (``provisioning.bench_drain``, which composes edge and
   hub; this module imports only ``hub`` and ``protocol``).
 
@@ -44,13 +44,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import msgpack
 
+from hub import extensions
 from hub.config import HubConfig
-from hub.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
-from hub.facts import Decoded
-from hub.facts import decode as decode_uplink
-from hub.ingest import ApplyResult, apply_facts
-from hub.pipeline import MAX_GROUP_BATCHES, IngestPipeline, Validators
-from hub.schema import migrate
+from hub.core.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
+from hub.core.schema import migrate
+from hub.ledger.apply import ApplyResult, apply_facts
+from hub.ledger.facts import Decoded
+from hub.ledger.facts import decode as decode_uplink
+from hub.ledger.pipeline import MAX_GROUP_BATCHES, IngestPipeline, Validators
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import Event
 from protocol.ids import member_code, uuid7
@@ -217,7 +218,7 @@ def make_workload(stores: int, events: int, *, batch_events: int = BATCH_EVENTS,
 
 
 async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
-    """Decode and apply every batch the way ``HubService`` does: validated by its validation
+    """Decode and apply every batch the way ``Hub`` does: validated by its validation
     worker (the default hub configuration: one process), put on its ``IngestPipeline``,
     applied in groups on the database thread, with the default tier rules. ``merge`` is wall
     time until the last batch is committed; ``groups`` are the batches per transaction, which
@@ -570,22 +571,15 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
             except Exception as exc:
                 result["postgres"] = f"failed: {_why(exc)}"
 
+        # Parts from outside the hub (``hub.extensions``): the drain runs a real store and
+        # Mosquitto, which only the fleet-level tools may bring together.
         if drain_events > 0:
-            try:
-                from provisioning.bench_drain import DrainUnavailable, run_drain
-            except Exception as exc:
-                result["drain"] = f"failed: {_why(exc)}"
-            else:
+            for name, part in extensions.bench_parts().items():
                 try:
-                    drain = asyncio.run(run_drain(drain_events, tmp / "drain", seed=seed))
-                except DrainUnavailable as exc:
-                    result["drain"] = f"unavailable: {exc}"
+                    result.update(part(drain_events, tmp / name, seed))
                 except Exception as exc:
-                    result["drain"] = f"failed: {_why(exc)}"
-                else:
-                    result["drain"] = ("ok: store process (membergate-edge run) -> Mosquitto"
-                                       " -> HubService (SQLite)")
-                    result.update(drain)
+                    result[name] = f"failed: {_why(exc)}"
+            result.setdefault("drain", "unavailable: no drain bench installed")
         else:
             result["drain"] = "skipped: --drain-events 0"
         result["targets"] = dict(TARGETS)

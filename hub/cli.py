@@ -8,14 +8,16 @@ import json
 import logging
 import sys
 import tomllib
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
-from hub import directory
+from hub import extensions
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
+from hub.ledger import audit
+from hub.stores import fleet
 from protocol import signing
 from protocol.campaigns import CampaignBundle
 from protocol.runtime import tune_gc, tuned_gc
@@ -35,38 +37,29 @@ def _config(args: argparse.Namespace) -> HubConfig:
 
 
 async def _run(cfg: HubConfig, seconds: float | None) -> int:
-    async with HubService(cfg) as hub:
-        print(f"membergate hub is up: broker 127.0.0.1:{hub.broker_port}, database"
+    async with AsyncExitStack() as stack:
+        hub = await stack.enter_async_context(Hub(cfg))
+        print(f"membergate hub is up: broker 127.0.0.1:{hub.link.broker_port}, database"
               f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
-        server = None
         if cfg.api.token:
-            from hub.api import api_server
+            from hub.api.app import serving
 
-            server = api_server(hub)
-            serving = asyncio.create_task(server.serve())
-            while not server.started and not serving.done():  # noqa: ASYNC110 - a flag only
-                await asyncio.sleep(0.05)
-            port = server.servers[0].sockets[0].getsockname()[1] if server.started else None
-            print(f"HQ API: {cfg.api.scheme}://{cfg.api.host}:{port}/docs", flush=True)
-        try:
-            if seconds is None:
-                await asyncio.Event().wait()
-            await asyncio.sleep(seconds or 0)
-        finally:
-            if server is not None:
-                server.should_exit = True
-                await serving
+            docs = await stack.enter_async_context(serving(hub))
+            print(f"HQ API: {docs}", flush=True)
+        if seconds is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(seconds or 0)
     return 0
 
 
 async def _status(cfg: HubConfig, as_json: bool) -> int:
-    from hub.db import HubDatabase
-    from hub.schema import migrate
-    from hub.service import now_ms
+    from hub.core.clock import now_ms
+    from hub.core.db import HubDatabase
+    from hub.core.schema import migrate
 
     async with HubDatabase(cfg.database_url) as db:
         await db.transaction(migrate)
-        stores = await db.transaction(lambda tx: directory.fleet_status(tx, now_ms()))
+        stores = await db.read(lambda tx: fleet.fleet_status(tx, now_ms()))
     if as_json:
         print(json.dumps(stores, indent=2, ensure_ascii=False))
         return 0
@@ -82,10 +75,10 @@ async def _status(cfg: HubConfig, as_json: bool) -> int:
 
 
 async def _rebuild(cfg: HubConfig) -> int:
-    from hub.db import HubDatabase
+    from hub.core.db import HubDatabase
 
     async with HubDatabase(cfg.database_url) as db:
-        result = await db.transaction(directory.compare)
+        result = await db.read(audit.compare)
     print(json.dumps({"members": result["members"], "events": result["events"],
                       "mismatches": result["mismatches"][:20],
                       "mismatch_count": len(result["mismatches"])}, indent=2))
@@ -93,14 +86,14 @@ async def _rebuild(cfg: HubConfig) -> int:
 
 
 async def _push(cfg: HubConfig, bundle: CampaignBundle) -> int:
-    async with HubService(cfg) as hub:
+    async with Hub(cfg) as hub:
         topic = await hub.push_campaigns(bundle)
     print(f"signed {bundle.scope} bundle version {bundle.version} and published it on {topic}")
     return 0
 
 
 def _init(cfg: HubConfig) -> int:
-    from hub.campaigns import load_or_create_key
+    from hub.campaigns.bundles import load_or_create_key
 
     key = load_or_create_key(cfg.hub.data_dir)
     print(json.dumps({"key_id": signing.key_id(key), "hub_public_key": signing.public_b64(key),
@@ -124,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     rb.add_argument("--database")
     push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
     push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
-    demo = sub.add_parser("demo", help="hub + embedded broker + two stores, walking a story")
-    demo.add_argument("--seconds", type=float, default=None,
-                      help="exit 0 when the story is done (after at most N seconds)")
-    demo.add_argument("--dir", help="working directory (default: a new temporary one)")
+    plugged = extensions.commands()  # the demo fleet, from provisioning
+    for name, command in plugged.items():
+        command.add_arguments(sub.add_parser(name, help=command.help))
     bench = sub.add_parser("bench", help="measure merge and drain against in-run floors;"
                            " prints one JSON object")
     bench.add_argument("--json", action="store_true", help="one line instead of indented")
@@ -171,11 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                                 workdir=args.workdir, breakdown=args.breakdown)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
-    if args.command == "demo":
-        from provisioning.demo_fleet import run_demo
-
-        result: dict[str, Any] = asyncio.run(run_demo(args.dir, args.seconds))
-        return 0 if result["ok"] else 1
+    if args.command in plugged:
+        return plugged[args.command].run(args)
     return 2
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hub.allowances import AllowancePolicy
-from hub.tiers import TierRules
+from hub.ledger.allowances import AllowancePolicy
+from hub.members.tiers import TierRules
 from protocol.tls import ServedOverTls, TlsSettings
 
 
@@ -76,7 +76,7 @@ class ApiSection(_Section, ServedOverTls):
 class HubConfig(_Section):
     hub: HubSection = HubSection()
     tiers: TierRules = TierRules()
-    # Standing offline allowances per member and store (see hub.allowances).
+    # Standing offline allowances per member and store (see hub.ledger.allowances).
     allowance: AllowancePolicy = AllowancePolicy()
     broker: BrokerSection = BrokerSection()
     api: ApiSection = ApiSection()

@@ -2,7 +2,7 @@
 
 Lives here, not in ``hub``, because it composes both sides (as ``demo_fleet`` does): a real edge
 store database with ``events`` outbox rows written by edge code (``outbox.append``, one
-transaction), a private Mosquitto on a free port, a ``HubService`` on SQLite, and the store
+transaction), a private Mosquitto on a free port, a ``Hub`` on SQLite, and the store
 itself as its own process (``membergate-edge run`` with ``[sync]``), as on its own box. The
 figure is the time from the store's first batch at the hub until the store holds the hub's ack
 of its last event. The floor beside it, measured in the same run on the same broker: the
@@ -30,9 +30,9 @@ from edge import outbox, uplink
 from edge.config import EdgeConfig, SyncSection
 from edge.service import EdgeService
 from edge.sync import ACK_KEY
+from hub.app import Hub
 from hub.bench import store_bodies
 from hub.config import HubConfig
-from hub.service import HubService
 from protocol.events import EventBody
 from protocol.mqtt import MqttClient
 
@@ -214,9 +214,9 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
         f'[database]\npath = "{db_path}"\n[api]\nhost = "127.0.0.1"\nport = 0\n'
         f'[sync]\nbroker_host = "{broker.host}"\nbroker_port = {broker.port}\n',
         encoding="utf-8")
-    async with HubService(hub_cfg) as hub:
-        assert hub.mqtt is not None
-        await hub.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
+    async with Hub(hub_cfg) as hub:
+        assert hub.link.mqtt is not None
+        await hub.link.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
         log_file = (edge_dir / "edge.log").open("w", encoding="utf-8")
         store = await asyncio.to_thread(
             subprocess.Popen,
@@ -226,11 +226,11 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
             deadline = time.perf_counter() + limit_s + 60
             # The clock starts with the store's first batch at the hub (not with the store
             # process's start-up) and stops when the store holds the ack of its last event.
-            while hub.received_batches == 0:
+            while hub.link.received_batches == 0:
                 if store.poll() is not None or time.perf_counter() > deadline:
                     raise RuntimeError(f"drain: the store sent nothing (exit {store.poll()})")
                 await asyncio.sleep(0.001)
-            start = hub.first_batch_at
+            start = hub.link.first_batch_at
             acked = 0
             with contextlib.closing(sqlite3.connect(db_path, timeout=5)) as peek:
                 while acked < last:
@@ -242,17 +242,27 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
         finally:
             await asyncio.to_thread(_stop, store)
             log_file.close()
-        if hub.applied_events != events:
-            raise RuntimeError(f"drain: hub applied {hub.applied_events} of {events}")
+        if hub.pipeline.applied_events != events:
+            raise RuntimeError(f"drain: hub applied {hub.pipeline.applied_events} of {events}")
         out.update({
             "drain_events_per_s": round(events / drain_s, 1),
             "drain_s": round(drain_s, 2),
             "drain_transport_floor_events_per_s": round(events / floor_s, 1),
             "drain_vs_transport": round(floor_s / drain_s, 3),
             "drain_batches": len(payloads),
-            "drain_received_batches": hub.received_batches,
-            "drain_duplicates": hub.duplicate_events,
-            "drain_gaps": hub.gaps,
+            "drain_received_batches": hub.link.received_batches,
+            "drain_duplicates": hub.pipeline.duplicate_events,
+            "drain_gaps": hub.pipeline.gaps,
             "drain_store": "separate process (membergate-edge run)",
         })
     return out
+
+
+def drain_part(events: int, workdir: Path, seed: int) -> dict[str, Any]:
+    """``membergate-hub bench``'s drain figures (``hub.extensions.BenchPart``)."""
+    try:
+        figures = asyncio.run(run_drain(events, workdir, seed=seed))
+    except DrainUnavailable as exc:
+        return {"drain": f"unavailable: {exc}"}
+    return {"drain": "ok: store process (membergate-edge run) -> Mosquitto -> Hub (SQLite)",
+            **figures}

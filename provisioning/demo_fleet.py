@@ -7,6 +7,7 @@ embedded broker takes a free one, so a Mosquitto already on 1883 is no obstacle.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import tempfile
 import time
@@ -19,9 +20,9 @@ from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
 from edge.service import EdgeService
 from edge.sync import SyncClient
-from hub import directory
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
+from hub.ledger import audit
 from protocol import signing
 from protocol.money import format_amount
 
@@ -39,7 +40,7 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-async def _store(root: Path, store_id: str, number: int, name: str, hub: HubService,
+async def _store(root: Path, store_id: str, number: int, name: str, hub: Hub,
                  port: int) -> EdgeService:
     (root / store_id).mkdir(parents=True, exist_ok=True)
     cfg = EdgeConfig.model_validate({
@@ -83,9 +84,9 @@ async def run_demo(workdir: str | None, seconds: float | None) -> dict[str, Any]
         "broker": {"embedded_port": 0},
     })
     result: dict[str, Any] = {"ok": False, "dir": str(root)}
-    async with HubService(cfg) as hub:
-        assert hub.broker_port is not None
-        port = hub.broker_port
+    async with Hub(cfg) as hub:
+        assert hub.link.broker_port is not None
+        port = hub.link.broker_port
         say(f"[hub] up: embedded MQTT broker on 127.0.0.1:{port}, SQLite at {cfg.database_url}")
         say(f"[hub] campaign signing key {signing.key_id(hub.key)}; the stores trust only it")
         a = await _store(root, "S001", 1, "Nanjing Road", hub, port)
@@ -101,7 +102,7 @@ async def run_demo(workdir: str | None, seconds: float | None) -> dict[str, Any]
     return result
 
 
-async def _story(hub: HubService, a: EdgeService, b: EdgeService, limit_s: float) -> None:
+async def _story(hub: Hub, a: EdgeService, b: EdgeService, limit_s: float) -> None:
     say("[S001] store A (Nanjing Road) and [S002] store B (Xujiahui) are up and syncing")
     m = await a.register_member(terminal_id="POS-1", idem_key="demo-reg", phone="13812345678",
                                 name="张伟", birthday=None, card_uid="04A1B2C3")
@@ -144,8 +145,8 @@ async def _story(hub: HubService, a: EdgeService, b: EdgeService, limit_s: float
                     and (await b.member(mid))["points"] == expected)
 
     await _until(agree, "both stores to agree", limit_s)
-    held = await hub.db.transaction(directory.balances)
-    check = await hub.db.transaction(directory.compare)
+    held = await hub.db.transaction(audit.balances)
+    check = await hub.db.transaction(audit.compare)
     say(f"[check] points at the hub {held[mid][0]}, store A {(await a.member(mid))['points']},"
         f" store B {(await b.member(mid))['points']}; rebuilt from the event log:"
         f" {len(check['mismatches'])} mismatches over {check['events']} events")
@@ -167,3 +168,21 @@ async def _story(hub: HubService, a: EdgeService, b: EdgeService, limit_s: float
         say(f"[fleet] {s['store_id']}: epoch {s['epoch']}, acked seq {s['acked_seq']},"
             f" lag {s['lag_events']} events")
     say("demo done: every balance agrees at the hub and in both stores")
+
+
+class _DemoCommand:
+    """``membergate-hub demo`` (``hub.extensions.HubCommand``)."""
+
+    help = "hub + embedded broker + two stores, walking a story"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--seconds", type=float, default=None,
+                            help="exit 0 when the story is done (after at most N seconds)")
+        parser.add_argument("--dir", help="working directory (default: a new temporary one)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        result = asyncio.run(run_demo(args.dir, args.seconds))
+        return 0 if result["ok"] else 1
+
+
+demo_command = _DemoCommand()

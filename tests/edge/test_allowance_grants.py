@@ -168,7 +168,7 @@ def test_the_first_grant_replaces_the_default_and_the_online_request_covers_it(
     # store asks for all 8,000, not for the 3,000 beyond the default. The hub, which saw the
     # 15,000 spent here with nothing granted, grows the grant past them, then by the 8,000.
     assert d["online_request"] == 8_000
-    hub_total = 15_000 + 8_000  # hub.allowances.Ledger.hold_more
+    hub_total = 15_000 + 8_000  # hub.ledger.allowances.Ledger.hold_more
     allowance.grant(conn, ctx, "m1", d["online_request"], 0, points_total=hub_total)
     assert allowance.remaining(conn, ctx, "m1") == (8_000, DEFAULT_SV)
     allowance.consume(conn, ctx, "m1", 8_000, 0)

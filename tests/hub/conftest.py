@@ -7,8 +7,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from hub.db import HubDatabase
-from hub.schema import migrate
+from hub.core.db import HubDatabase
+from hub.core.schema import migrate
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1/postgres"
 

@@ -1,5 +1,5 @@
-"""Standing offline allowances at the hub (``hub.allowances``), on both backends: the policy's
-share at the home store and every store with activity, top-ups as spending is acknowledged,
+"""Standing offline allowances at the hub (``hub.ledger.allowances``), on both backends: the
+policy's share at the home store and every store with activity, top-ups as spending is acknowledged,
 online authorisation out of what is left free, the directory carrying the grants, the escrow
 never exceeding the balance (property test), and a store following its grant end to end."""
 
@@ -16,14 +16,15 @@ from hypothesis import strategies as st
 
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
-from hub import allowances, directory
-from hub.allowances import AllowancePolicy, MemberBooks
-from hub.authority import authorize
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.db import HubDatabase, Tx
-from hub.ingest import apply_batch
-from hub.schema import migrate
-from hub.service import HubService
+from hub.core.db import HubDatabase, Tx
+from hub.core.schema import migrate
+from hub.ledger import allowances, audit
+from hub.ledger.allowances import AllowancePolicy, MemberBooks
+from hub.ledger.apply import apply_batch
+from hub.ledger.authority import authorize
+from hub.members import directory
 from protocol.events import (
     Event,
     EventBatch,
@@ -364,7 +365,7 @@ def test_a_grant_never_takes_what_is_not_free(ops: list[tuple[Any, ...]]) -> Non
 
 
 async def test_a_store_spends_its_standing_allowance_offline_and_asks_beyond_it(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     try:
         assert a.sync is not None
@@ -372,7 +373,7 @@ async def test_a_store_spends_its_standing_allowance_offline_and_asks_beyond_it(
         mid = (await register(a, "13800004444"))["member_id"]
         await sell(a, [("A", "grocery", 1, 100_000)], member_id=mid)  # earns points
         await wait_for(lambda: drained(a), "store A drained")
-        balance = (await hub.db.transaction(directory.balances))[mid][0]
+        balance = (await hub.db.transaction(audit.balances))[mid][0]
         target = min(5_000, balance // 2)
         assert target > 100
         # (what ingest does for the batch's members once it calls allowances.refresh)
@@ -451,7 +452,7 @@ async def test_a_batch_that_merges_a_member_puts_all_its_effects_on_the_survivor
     assert shares == {"S001": (1_000, 0, 0), "S002": (155, 2_000, 0)}
     assert alias_rows == 0 and alias_books == {}
     assert survivor_books["S002"][1] == 50 and survivor_books["S002"][3] == 1_000
-    assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+    assert (await hub_db.transaction(audit.compare))["mismatches"] == []
 
 
 async def test_escrow_granted_under_a_merged_id_moves_to_the_survivor_and_is_used_up_there(
@@ -519,9 +520,9 @@ async def test_a_partly_resent_batch_applies_only_its_new_events(hub_db: HubData
     await hub_db.transaction(lambda tx: apply_batch(tx, head, 1, allowance=POLICY))
     result = await hub_db.transaction(lambda tx: apply_batch(tx, whole, 1, allowance=POLICY))
     assert (result.duplicates, result.applied, result.ack.seq) == (3, 4, 7)
-    held = await hub_db.transaction(directory.balances)
+    held = await hub_db.transaction(audit.balances)
     assert held[mid] == (sum(10 * (i + 1) for i in range(6)), 0, 0)
-    assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+    assert (await hub_db.transaction(audit.compare))["mismatches"] == []
 
 
 async def test_a_policy_changed_while_the_hub_was_down_reaches_every_member_at_start(
@@ -546,7 +547,7 @@ async def test_a_policy_changed_while_the_hub_was_down_reaches_every_member_at_s
         "hub": {"database": str(db_path), "data_dir": str(tmp_path), "validate_workers": 0},
         "broker": {"embedded_port": 0},
         "allowance": {"fraction": 0.8}})
-    async with HubService(cfg) as hub_service:
+    async with Hub(cfg) as hub_service:
         async def raised() -> bool:
             got = await hub_service.db.transaction(
                 lambda tx: {m: grants(tx, m)["S001"][0] for m in mids})

@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from edge import demo
-from hub.api import api_server, create_app
+from hub.api.app import api_server, create_app
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
 from protocol import topics
 from protocol.codec import encode
 from protocol.events import CouponRedeemed, Event, EventBatch
@@ -31,15 +31,15 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
         "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path)},
         "broker": {"host": mosquitto.host, "port": mosquitto.port},
         "api": {"token": TOKEN}})
-    async with HubService(cfg) as hub:
+    async with Hub(cfg) as hub:
         app = create_app(hub)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                      base_url="http://hq",
                                      headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             r = await c.get("/v1/status", headers={"Authorization": "Bearer nope"})
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
-            assert hub.mqtt is not None
-            await hub.mqtt.wait_connected(10)  # subscribed: nothing published now is lost
+            assert hub.link.mqtt is not None
+            await hub.link.mqtt.wait_connected(10)  # subscribed: nothing published now is lost
             async with MqttClient(mosquitto.host, mosquitto.port, client_id="x") as edge:
                 await edge.wait_connected(10)
                 for store, hlc in (("S002", 2_000), ("S001", 1_000)):
@@ -51,7 +51,7 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
                     await edge.publish(topics.events(store), encode(batch))
 
                 async def both() -> bool:
-                    return hub.applied_events == 2
+                    return hub.pipeline.applied_events == 2
 
                 await wait_for(both, "both batches applied")
             conflicts = (await c.get("/v1/conflicts/coupons")).json()["conflicts"]
@@ -86,7 +86,7 @@ async def test_hq_api_over_https(tmp_path: Path) -> None:
         "api": {"token": TOKEN, "port": 0, "tls_cert_file": str(tmp_path / "api.crt"),
                 "tls_key_file": str(tmp_path / "api.key")}})
     assert cfg.api.scheme == "https"
-    async with HubService(cfg) as hub, serving(api_server(hub)) as port:
+    async with Hub(cfg) as hub, serving(api_server(hub)) as port:
         trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with httpx.AsyncClient(verify=trust, headers=auth) as c:
@@ -103,6 +103,6 @@ def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -
         "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path)},
         "api": {"token": TOKEN, "tls_cert_file": str(tmp_path / "api.crt"),
                 "tls_key_file": str(tmp_path / "api.key")}})
-    hub = HubService(cfg)  # not started: building the server reads only the configuration
+    hub = Hub(cfg)  # not started: building the server reads only the configuration
     with pytest.raises(TlsError, match=r"\[api\] tls_cert_file .*api\.crt.*cannot be used"):
         api_server(hub)

@@ -6,9 +6,9 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from hub import db as hub_db_mod
-from hub.db import HubDatabase, Tx
-from hub.schema import LATEST, migrate
+from hub.core import db as hub_db_mod
+from hub.core.db import HubDatabase, Tx
+from hub.core.schema import LATEST, migrate
 
 
 async def test_wal_is_checkpointed_beside_the_writer_not_inside_a_commit(tmp_path: Path) -> None:

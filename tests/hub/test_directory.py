@@ -4,12 +4,12 @@ shares and grants), every page boundary, and the empty page."""
 
 from __future__ import annotations
 
-from hub import directory
 from hub.bench import make_workload
 from hub.config import HubConfig
-from hub.db import HubDatabase, Tx
-from hub.facts import decode
-from hub.ingest import apply_batch, apply_facts
+from hub.core.db import HubDatabase, Tx
+from hub.ledger.apply import apply_batch, apply_facts
+from hub.ledger.facts import decode
+from hub.members import directory
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import (
     CardBound,

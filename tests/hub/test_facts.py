@@ -1,4 +1,4 @@
-"""``hub.facts`` says what each event does at the hub with its own small table; it must say
+"""``hub.ledger.facts`` says what each event does at the hub with its own small table; it must say
 what the protocol's ``points_delta`` / ``stored_value_delta`` and the allowances'
 ``escrow_used`` say (the rebuild and the edge use those), for every event, on both the pydantic
 models and the msgspec structs the hub decodes into."""
@@ -10,9 +10,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hub.allowances import escrow_used
 from hub.bench import make_workload
-from hub.facts import LEDGER, SPEND, decode, reduce_events
+from hub.ledger.allowances import escrow_used
+from hub.ledger.facts import LEDGER, SPEND, decode, reduce_events
 from protocol.codec import DEFAULT_MAX_BYTES, decode_batch, encode, event_bytes
 from protocol.events import (
     Event,

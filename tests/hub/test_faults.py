@@ -6,7 +6,7 @@ bad input on a store's downlink. Every test ends with the same books check (``as
 
 - zero events lost: the hub holds each store's events 1..last seq, once each, and acked them;
 - zero applied twice: the hub's balances == the sums of the stores' own ledgers == a rebuild
-  from the hub's event log (``directory.compare``) with no mismatch.
+  from the hub's event log (``audit.compare``) with no mismatch.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.service import EdgeService
 from edge.sync import SyncClient
-from hub import campaigns, directory
-from hub.db import HubDatabase, Tx
-from hub.service import HubService
+from hub.app import Hub
+from hub.campaigns import bundles as campaigns
+from hub.core.db import HubDatabase, Tx
+from hub.ledger import audit
 from protocol import signing, topics
 from protocol.codec import decode, decode_batch, encode
 from protocol.events import Event, SaleFinalized
@@ -101,8 +102,8 @@ def _hub_books(tx: Tx) -> dict[str, Any]:
         "SELECT store_id, count(*), min(seq), max(seq), count(DISTINCT event_id) FROM events"
         " GROUP BY store_id")}
     acked = {str(s): int(q) for s, q in tx.all("SELECT store_id, acked_seq FROM store_streams")}
-    return {"streams": streams, "acked": acked, "balances": directory.balances(tx),
-            "compare": directory.compare(tx)}
+    return {"streams": streams, "acked": acked, "balances": audit.balances(tx),
+            "compare": audit.compare(tx)}
 
 
 def _nonzero(balances: Balances) -> Balances:
@@ -327,17 +328,17 @@ async def procs() -> AsyncIterator[list[Proc]]:
 
 
 @pytest.fixture
-async def hub_any(tmp_path: Path, mosquitto: Mosquitto, hub_url: str) -> AsyncIterator[HubService]:
+async def hub_any(tmp_path: Path, mosquitto: Mosquitto, hub_url: str) -> AsyncIterator[Hub]:
     """An in-process hub on SQLite and on PostgreSQL (the test runs once per backend)."""
-    async with HubService(hub_config(tmp_path, mosquitto, hub_url)) as h:
-        fast_reconnect(h.mqtt)
+    async with Hub(hub_config(tmp_path, mosquitto, hub_url)) as h:
+        fast_reconnect(h.link.mqtt)
         yield h
 
 
 @pytest.fixture
-async def hub_sqlite(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[HubService]:
-    async with HubService(hub_config(tmp_path, mosquitto)) as h:
-        fast_reconnect(h.mqtt)
+async def hub_sqlite(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Hub]:
+    async with Hub(hub_config(tmp_path, mosquitto)) as h:
+        fast_reconnect(h.link.mqtt)
         yield h
 
 
@@ -351,7 +352,7 @@ async def close_all(stores: list[EdgeService]) -> None:
 
 @pytest.mark.slow
 async def test_broker_killed_and_restarted_under_load(
-        tmp_path: Path, mosquitto: Mosquitto, hub_any: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub_any: Hub) -> None:
     hub = hub_any
     key_b64 = signing.public_b64(hub.key)
     stores = [await open_store(tmp_path, f"S00{i}", i, mosquitto, key_b64, batch_max_events=50)
@@ -365,7 +366,7 @@ async def test_broker_killed_and_restarted_under_load(
         phones: dict[int, list[str]] = {1: [], 2: []}
         tills = [asyncio.create_task(shop(svc, i, stop, random.Random(i), phones))
                  for i, svc in enumerate(stores, 1)]
-        clients = [hub.mqtt, *(s.sync.mqtt for s in stores if s.sync is not None)]
+        clients = [hub.link.mqtt, *(s.sync.mqtt for s in stores if s.sync is not None)]
 
         async def all_connected() -> bool:
             return all(c is not None and c.is_connected for c in clients)
@@ -382,8 +383,8 @@ async def test_broker_killed_and_restarted_under_load(
         await wait_for(lambda: all_drained(stores), "both stores drained after the chaos", 90)
         reconnects = [s.sync.mqtt.reconnects for s in stores if s.sync is not None]
         print(f"\nbroker killed {BROKER_KILLS}x; till operations {sales}; store reconnects"
-              f" {reconnects}; hub reconnects {hub.mqtt.reconnects if hub.mqtt else 0};"
-              f" duplicates at hub {hub.duplicate_events}, gaps {hub.gaps}")
+              f" {reconnects}; hub reconnects {hub.link.mqtt.reconnects if hub.link.mqtt else 0};"
+              f" duplicates at hub {hub.pipeline.duplicate_events}, gaps {hub.pipeline.gaps}")
         assert min(reconnects) >= BROKER_KILLS
     finally:
         await close_all(stores)
@@ -437,7 +438,7 @@ def _hub_events_of(tx: Tx, store_id: str) -> list[Event]:
 
 @pytest.mark.slow
 async def test_edge_kill_9_mid_sync_loses_and_doubles_nothing(
-        tmp_path: Path, mosquitto: Mosquitto, hub_sqlite: HubService, procs: list[Proc]) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub_sqlite: Hub, procs: list[Proc]) -> None:
     hub = hub_sqlite
     await hub.push_campaigns(demo.demo_bundle())  # retained: the store picks it up on connect
     db = tmp_path / "edge" / "edge.db"
@@ -486,7 +487,7 @@ async def test_edge_kill_9_mid_sync_loses_and_doubles_nothing(
     await edge.stop()
     print(f"\nedge killed {EDGE_KILLS}x; hub acked at each kill {progress}; store wrote {last};"
           f" kills with unsent events {behind_at_kill}; POS acked {len(acked['sales'])} sales,"
-          f" {len(acked['members'])} registrations; hub duplicates {hub.duplicate_events}")
+          f" {len(acked['members'])} registrations; hub duplicates {hub.pipeline.duplicate_events}")
     assert len(acked["sales"]) > EDGE_KILLS  # the load really ran between the kills
     assert progress[-1] > 0 and behind_at_kill >= 1  # the store synced while it was killed
 
@@ -558,7 +559,7 @@ async def _sniff(client: MqttClient, into: list[bytes]) -> None:
 
 
 async def test_duplicated_and_reordered_batches_apply_once(
-        tmp_path: Path, mosquitto: Mosquitto, hub_any: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub_any: Hub) -> None:
     hub = hub_any
     store = "S001"
     a = await open_store(tmp_path, store, 1, mosquitto, signing.public_b64(hub.key),
@@ -582,7 +583,8 @@ async def test_duplicated_and_reordered_batches_apply_once(
             await wait_for(sniffed_all, "every batch seen on the wire")
 
             # Copies of batches the hub applied already, in shuffled order: duplicates only.
-            applied0, dup0, gaps0 = hub.applied_events, hub.duplicate_events, hub.gaps
+            ingest = hub.pipeline
+            applied0, dup0, gaps0 = ingest.applied_events, ingest.duplicate_events, ingest.gaps
             copies = list(sniffed)
             rng.shuffle(copies)
             for payload in copies:
@@ -590,10 +592,10 @@ async def test_duplicated_and_reordered_batches_apply_once(
             copied = sum(len(decode_batch(p).events) for p in copies)
 
             async def dups_counted() -> bool:
-                return hub.duplicate_events >= dup0 + copied
+                return hub.pipeline.duplicate_events >= dup0 + copied
 
             await wait_for(dups_counted, "the hub to count the copies as duplicates")
-            assert hub.applied_events == applied0 and hub.gaps == gaps0
+            assert hub.pipeline.applied_events == applied0 and hub.pipeline.gaps == gaps0
 
             # Future batches out of order: the store's uplink goes quiet while it sells on, and
             # its next batches reach the hub from the wire last-first.
@@ -620,13 +622,14 @@ async def test_duplicated_and_reordered_batches_apply_once(
             first = len(decode_batch(future[0]).events)
 
             async def gaps_counted() -> bool:
-                return hub.gaps >= gaps0 + len(future) - 1 and hub.applied_events > applied0
+                return (ingest.gaps >= gaps0 + len(future) - 1
+                        and ingest.applied_events > applied0)
 
             await wait_for(gaps_counted, "the hub to refuse the batches beyond a gap")
             await asyncio.sleep(0.2)
             # Only the batch that continues the stream (it came last) could be applied.
-            assert hub.applied_events == applied0 + first
-            assert hub.gaps == gaps0 + len(future) - 1
+            assert hub.pipeline.applied_events == applied0 + first
+            assert hub.pipeline.gaps == gaps0 + len(future) - 1
 
             # The store comes back and syncs while the wire keeps replaying old and future
             # batches at the hub, shuffled.
@@ -652,10 +655,10 @@ async def test_duplicated_and_reordered_batches_apply_once(
             with contextlib.suppress(asyncio.CancelledError):
                 await sniffer
         print(f"\nreplayed {len(copies)} copies, {len(future)} future batches, {replayed} more"
-              f" while syncing; hub duplicates {hub.duplicate_events - dup0}, gaps"
-              f" {hub.gaps - gaps0}, applied {hub.applied_events}; store wrote"
+              f" while syncing; hub duplicates {hub.pipeline.duplicate_events - dup0}, gaps"
+              f" {hub.pipeline.gaps - gaps0}, applied {hub.pipeline.applied_events}; store wrote"
               f" {(await a.status())['last_seq']} (top before resync {top})")
-        assert hub.applied_events == (await a.status())["last_seq"]
+        assert hub.pipeline.applied_events == (await a.status())["last_seq"]
     finally:
         await a.close()
     await assert_books(hub.db, {store: edge_db(a)})
@@ -665,7 +668,7 @@ async def test_duplicated_and_reordered_batches_apply_once(
 
 
 async def test_clock_skew_profile_merge_is_lww_by_hlc(
-        tmp_path: Path, mosquitto: Mosquitto, hub_any: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub_any: Hub) -> None:
     hub = hub_any
     key_b64 = signing.public_b64(hub.key)
     ten_min = 10 * 60 * 1000
@@ -750,7 +753,7 @@ async def test_clock_skew_profile_merge_is_lww_by_hlc(
         assert max(b_writes) < min(a_writes)  # the skew, not the real order, decided
 
         # Both stores converge on the hub's merge, points and stored value included.
-        held = await hub.db.transaction(directory.balances)
+        held = await hub.db.transaction(audit.balances)
 
         async def converged() -> bool:
             for svc in stores:
@@ -774,7 +777,7 @@ async def test_clock_skew_profile_merge_is_lww_by_hlc(
 
 @pytest.mark.slow
 async def test_three_days_offline_then_drained(tmp_path: Path, mosquitto: Mosquitto,
-                                               hub_sqlite: HubService) -> None:
+                                               hub_sqlite: Hub) -> None:
     hub = hub_sqlite
     svc = await open_store(tmp_path, "S001", 1, mosquitto, signing.public_b64(hub.key),
                            ack_timeout_s=5.0)
@@ -801,7 +804,7 @@ async def test_three_days_offline_then_drained(tmp_path: Path, mosquitto: Mosqui
         took = time.monotonic() - t0
         print(f"\n{last} events built offline in {built:.1f} s; drained in {took:.1f} s after"
               f" the broker came back ({last / took:.0f} events/s), {svc.sync.sent_batches}"
-              f" batches sent, hub duplicates {hub.duplicate_events}")
+              f" batches sent, hub duplicates {hub.pipeline.duplicate_events}")
     finally:
         await svc.close()
     await assert_books(hub.db, {"S001": edge_db(svc)})
@@ -811,7 +814,7 @@ async def test_three_days_offline_then_drained(tmp_path: Path, mosquitto: Mosqui
 
 
 async def test_misdirected_tampered_or_impossible_downlink_is_refused(
-        tmp_path: Path, mosquitto: Mosquitto, hub_sqlite: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub_sqlite: Hub) -> None:
     """What test_sync_e2e does not cover: hub-signed bundles on the wrong topic, a signed bundle
     changed after signing, an unsigned one, and an ack for events the store never wrote."""
     hub = hub_sqlite

@@ -10,9 +10,10 @@ from typing import Any
 from edge import demo, uplink
 from edge.checkout import TenderRequest
 from edge.service import EdgeService
-from hub import directory
-from hub.db import HubDatabase, Tx
-from hub.ingest import apply_batch
+from hub.core.db import HubDatabase, Tx
+from hub.ledger import audit
+from hub.ledger.apply import apply_batch
+from hub.members import directory
 from protocol.codec import decode_batch
 from protocol.events import EventBatch
 from tests.edge.conftest import key, make_config, register, sell
@@ -74,9 +75,9 @@ async def test_batches_apply_once_in_order_whatever_the_delivery(hub_db: HubData
             assert r.ack.seq >= 0
         assert seen_gap
         last = all_batches[-1].events[-1].seq
-        held = await hub_db.transaction(directory.balances)
+        held = await hub_db.transaction(audit.balances)
         assert held == {m: v for m, v in (await _replayed(svc)).items() if v != (0, 0, 0)}
-        check = await hub_db.transaction(directory.compare)
+        check = await hub_db.transaction(audit.compare)
         assert check["mismatches"] == [] and check["events"] == last
     finally:
         await svc.close()
@@ -96,7 +97,7 @@ async def test_same_phone_in_two_stores_becomes_one_member(hub_db: HubDatabase,
         for batch in batches(b.config.database.path, "S002", 100):
             r = await _apply(hub_db, batch)
         assert r.merged == [(mb["member_id"], ma["member_id"])]
-        held = await hub_db.transaction(directory.balances)
+        held = await hub_db.transaction(audit.balances)
         assert held == {ma["member_id"]: (150, 0, 0)}
         page = await hub_db.transaction(lambda tx: directory.page(tx, "r1", 0, 100))
         entries = {e.member_id: e for e in page.members}
@@ -105,7 +106,7 @@ async def test_same_phone_in_two_stores_becomes_one_member(hub_db: HubDatabase,
         assert survivor.aliases == [mb["member_id"]]
         assert entries[mb["member_id"]].merged_into == ma["member_id"]
         assert {s.store_id: s.points for s in survivor.shares} == {"S001": 100, "S002": 50}
-        assert (await hub_db.transaction(directory.compare))["mismatches"] == []
+        assert (await hub_db.transaction(audit.compare))["mismatches"] == []
     finally:
         await a.close()
         await b.close()
@@ -211,7 +212,7 @@ async def test_tiers_rise_and_fall_with_spend_in_the_window(hub_db: HubDatabase,
                                                            tmp_path: Path) -> None:
     import time
 
-    from hub.tiers import TierRules, recompute
+    from hub.members.tiers import TierRules, recompute
 
     rules = TierRules()
     svc = await _store(tmp_path, "S001", 1)
@@ -258,11 +259,12 @@ async def test_the_batch_path_leaves_tiers_and_allowances_as_a_full_recompute_wo
     tier differs and no allowance has anything left to top up."""
     import time
 
-    from hub import allowances, bench
-    from hub.allowances import AllowancePolicy
-    from hub.facts import decode
-    from hub.ingest import apply_facts
-    from hub.tiers import TierRules, tier_changes
+    from hub import bench
+    from hub.ledger import allowances
+    from hub.ledger.allowances import AllowancePolicy
+    from hub.ledger.apply import apply_facts
+    from hub.ledger.facts import decode
+    from hub.members.tiers import TierRules, tier_changes
     from protocol.codec import DEFAULT_MAX_BYTES
 
     # Low thresholds, so members cross tiers within a few sales; a small cap, so some

@@ -3,6 +3,7 @@ authorisation beyond the offline allowance (escrow), and a clear refusal when th
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -10,9 +11,12 @@ import pytest
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.service import EdgeService
-from hub.service import HubService
+from hub.app import Hub
+from hub.ledger import audit
+from protocol import topics
 from protocol.codec import decode
 from protocol.ids import uuid7
+from protocol.mqtt import MqttClient
 from protocol.sync import RpcRequest
 from tests.edge.conftest import register, sell
 from tests.hub.test_sync_e2e import drained, hub, start_store, wait_for  # noqa: F401
@@ -20,7 +24,7 @@ from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 
 async def test_a_member_from_another_store_is_found_online_before_catch_up(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
     try:
@@ -57,7 +61,7 @@ async def member_with_points(store: EdgeService, phone: str) -> str:
 
 
 async def test_spending_beyond_the_allowance_is_authorised_online(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     # Online authorisation alone: no standing allowances, which would hold half of the
     # member's balance at store A (tests/hub/test_allowances.py covers those).
     hub.pipeline.allowance = None
@@ -93,7 +97,7 @@ async def test_spending_beyond_the_allowance_is_authorised_online(
 
 
 async def test_on_the_default_with_spending_not_yet_acknowledged_the_online_grant_suffices(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     """Store A runs on its configured default for the member and has spent 80 points the hub
     has not acknowledged yet. A sale needing 500 more asks online; the hub grants what it sees
     is needed, which misses the 80, so the store asks once more for the exact rest, within the
@@ -104,29 +108,29 @@ async def test_on_the_default_with_spending_not_yet_acknowledged_the_online_gran
         assert a.sync is not None
         await a.sync.mqtt.wait_connected(10)
         mid = await member_with_points(a, "13800006666")
-        events = hub._events
+        forward = hub.link.on_events
 
         async def held(store_id: str, payload: bytes) -> None:
             return None  # batches are not applied, so nothing is acknowledged for now
 
-        hub._events = held  # type: ignore[method-assign]
+        hub.link.on_events = held  # the link's one seam to the pipeline
         await sell(a, [("B", "grocery", 1, 200)], member_id=mid,
                    tenders=[TenderRequest(kind="points", points=80),  # within the 100
                             TenderRequest(kind="cash", amount=120)])
-        asked: list[bytes] = []
-        rpc = hub._rpc
-
-        async def counted(store_id: str, payload: bytes) -> None:
-            asked.append(payload)
-            await rpc(store_id, payload)
-
-        hub._rpc = counted  # type: ignore[method-assign]
-        receipt = await sell(a, [("C", "grocery", 1, 2_000)], member_id=mid,
-                             tenders=[TenderRequest(kind="points", points=500),
-                                      TenderRequest(kind="cash", amount=1_500)])
+        # What the store asks is watched on the broker, as any subscriber would see it.
+        async with MqttClient(mosquitto.host, mosquitto.port, client_id="rpc-watch") as watch:
+            await watch.subscribe(topics.rpc_request("S001"), qos=1)
+            await watch.wait_connected(10)
+            receipt = await sell(a, [("C", "grocery", 1, 2_000)], member_id=mid,
+                                 tenders=[TenderRequest(kind="points", points=500),
+                                          TenderRequest(kind="cash", amount=1_500)])
+            stream = watch.messages()
+            async with asyncio.timeout(10):
+                asked = [decode((await anext(stream)).payload, RpcRequest).points
+                         for _ in range(2)]
         assert any(t["kind"] == "points" and t["points"] == 500 for t in receipt["tenders"])
-        assert [decode(p, RpcRequest).points for p in asked] == [500, 80]  # the need, the rest
-        hub._events = events  # type: ignore[method-assign]
+        assert asked == [500, 80]  # the need, the rest
+        hub.link.on_events = forward
         await wait_for(lambda: drained(a), "store A drained again")
         granted, spent = await hub.db.transaction(lambda tx: tx.one(
             "SELECT points_granted, points_spent FROM grants WHERE member_id = ?"
@@ -137,7 +141,7 @@ async def test_on_the_default_with_spending_not_yet_acknowledged_the_online_gran
 
 
 async def test_beyond_the_allowance_with_the_hub_away_is_a_clear_refusal(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     try:
         m = await register(a, "13800007777")
@@ -160,8 +164,7 @@ async def test_beyond_the_allowance_with_the_hub_away_is_a_clear_refusal(
 
 
 async def test_stored_value_topped_up_in_one_store_is_spent_in_another(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
-    from hub import directory
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
 
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
@@ -194,9 +197,9 @@ async def test_stored_value_topped_up_in_one_store_is_spent_in_another(
             await sell(a, [("C", "household", 1, 40_000)], member_id=mid,  # 370.00 due
                        tenders=[TenderRequest(kind="stored_value", amount=37_000)])
         assert err.value.code == "insufficient_stored_value"
-        held = await hub.db.transaction(directory.balances)
+        held = await hub.db.transaction(audit.balances)
         assert held[mid][1] + held[mid][2] == 35_000
-        assert (await hub.db.transaction(directory.compare))["mismatches"] == []
+        assert (await hub.db.transaction(audit.compare))["mismatches"] == []
         from tests.edge import invariants
         invariants.check(a.config.database.path)
         invariants.check(b.config.database.path)
@@ -206,8 +209,7 @@ async def test_stored_value_topped_up_in_one_store_is_spent_in_another(
 
 
 async def test_points_earned_in_one_store_are_redeemed_in_another_and_refunded(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:  # noqa: F811
-    from hub import directory
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:  # noqa: F811
     from tests.edge import invariants
 
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
@@ -248,9 +250,9 @@ async def test_points_earned_in_one_store_are_redeemed_in_another_and_refunded(
             return bool((await a.member(mid))["points"] == 200)
 
         await wait_for(a_agrees, "store A to agree")
-        held = await hub.db.transaction(directory.balances)
+        held = await hub.db.transaction(audit.balances)
         assert held[mid][0] == 200
-        assert (await hub.db.transaction(directory.compare))["mismatches"] == []
+        assert (await hub.db.transaction(audit.compare))["mismatches"] == []
     finally:
         await a.close()
         await b.close()

@@ -7,12 +7,12 @@ import asyncio
 
 import pytest
 
-from hub import pipeline as pipeline_mod
 from hub.bench import make_workload
-from hub.db import HubDatabase, Tx
-from hub.facts import Decoded, decode
-from hub.ingest import ApplyResult, apply_facts
-from hub.pipeline import Applied, IngestPipeline
+from hub.core.db import HubDatabase, Tx
+from hub.ledger import pipeline as pipeline_mod
+from hub.ledger.apply import ApplyResult, apply_facts
+from hub.ledger.facts import Decoded, decode
+from hub.ledger.pipeline import Applied, IngestPipeline
 from protocol.codec import DEFAULT_MAX_BYTES
 
 
@@ -84,7 +84,7 @@ async def test_a_failing_batch_is_retried_alone_and_the_rest_still_apply(
 
 async def test_submitted_payloads_are_validated_in_a_worker_refused_or_applied_in_order(
         hub_db: HubDatabase) -> None:
-    from hub.pipeline import Validators
+    from hub.ledger.pipeline import Validators
 
     work = make_workload(2, 400, batch_events=100)  # S001 and S002, 2 batches each
     refusals: list[tuple[str, str]] = []
@@ -122,7 +122,7 @@ async def test_a_batch_only_the_pydantic_fallback_accepts_is_applied_and_counted
     the hub's status counts it, since each one costs a slow decode."""
     import msgpack
 
-    from hub.pipeline import Validators
+    from hub.ledger.pipeline import Validators
 
     work = make_workload(1, 200, batch_events=100)
     data = msgpack.unpackb(work.payloads[0])
@@ -152,7 +152,7 @@ async def test_a_dead_validation_worker_is_replaced_and_nothing_is_lost(
     import os
     import signal
 
-    from hub.pipeline import Validators
+    from hub.ledger.pipeline import Validators
 
     work = make_workload(1, 300, batch_events=100)
     acks: list[int] = []

@@ -13,9 +13,9 @@ import pytest
 
 from edge import demo
 from edge.service import EdgeService
-from hub import directory
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
+from hub.ledger import audit
 from protocol import signing, topics
 from protocol.codec import CodecError, decode, encode
 from protocol.events import Event, EventBatch, MemberProfileChanged
@@ -43,7 +43,7 @@ def hub_config(tmp_path: Path, broker: Mosquitto, database: str | None = None) -
 
 
 async def start_store(tmp_path: Path, store_id: str, number: int, broker: Mosquitto,
-                      hub: HubService, **sync: Any) -> EdgeService:
+                      hub: Hub, **sync: Any) -> EdgeService:
     (tmp_path / store_id).mkdir(exist_ok=True)
     cfg = make_config(tmp_path / store_id, store={"store_id": store_id, "store_number": number},
                       sync={"broker_host": broker.host, "broker_port": broker.port,
@@ -56,8 +56,8 @@ async def start_store(tmp_path: Path, store_id: str, number: int, broker: Mosqui
 
 
 @pytest.fixture
-async def hub(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[HubService]:
-    async with HubService(hub_config(tmp_path, mosquitto)) as h:
+async def hub(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Hub]:
+    async with Hub(hub_config(tmp_path, mosquitto)) as h:
         yield h
 
 
@@ -68,7 +68,7 @@ async def drained(svc: EdgeService) -> bool:
 
 
 async def test_a_member_of_store_a_is_known_in_store_b_and_balances_agree(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
     try:
@@ -100,9 +100,9 @@ async def test_a_member_of_store_a_is_known_in_store_b_and_balances_agree(
             return bool((await a.member(mid))["points"] == 250)
 
         await wait_for(a_sees_b, "store A to see store B's points")
-        held = await hub.db.transaction(directory.balances)
+        held = await hub.db.transaction(audit.balances)
         assert held[mid] == (250, 0, 0)
-        check = await hub.db.transaction(directory.compare)
+        check = await hub.db.transaction(audit.compare)
         assert check["mismatches"] == []
 
         # A campaign pushed from HQ reaches both stores, verified and applied.
@@ -122,13 +122,13 @@ async def test_a_member_of_store_a_is_known_in_store_b_and_balances_agree(
 
 
 async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: Mosquitto,
-                                                     hub: HubService) -> None:
+                                                     hub: Hub) -> None:
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     try:
         assert a.sync is not None
         await a.sync.mqtt.wait_connected(10)
         rogue_key = signing.new_private_key()
-        from hub.campaigns import manifest
+        from hub.campaigns.bundles import manifest
 
         forged = manifest(demo.demo_bundle().model_copy(update={"version": 9}), rogue_key)
         stale = manifest(demo.demo_bundle(), hub.key)  # version 1: the store holds 1 already
@@ -149,7 +149,7 @@ async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: 
 
 
 async def test_a_store_catches_up_in_its_page_size_and_refuses_a_malformed_page(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
     """A store asks for the page size it is configured with (each page is one write
     transaction its checkouts wait behind; a store that has not sold yet asks for
     ``directory_page_idle``); a malformed page is refused with a counter, nothing of it
@@ -226,7 +226,7 @@ async def test_a_selling_store_asks_for_small_pages_and_a_quiet_one_for_large(
 
 
 async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
-        tmp_path: Path, mosquitto: Mosquitto, hub: HubService) -> None:
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
     mid = "01900000-0000-7000-8000-000000000001"
 
     def batch(store: str, seq: int) -> bytes:
@@ -234,8 +234,8 @@ async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
         return encode(EventBatch(store_id=store, epoch=1, events=[Event(
             event_id=f"{store}-{seq}", store_id=store, epoch=1, seq=seq, hlc=seq, body=body)]))
 
-    assert hub.mqtt is not None
-    await hub.mqtt.wait_connected(10)  # the hub is subscribed before anything is published
+    assert hub.link.mqtt is not None
+    await hub.link.mqtt.wait_connected(10)  # the hub is subscribed before anything is published
     async with MqttClient(mosquitto.host, mosquitto.port, client_id="edge-S001") as c:
         await c.wait_connected(10)
         await c.publish(topics.events("S001"), b"\x92\x01")  # msgpack, but not a map
@@ -247,23 +247,23 @@ async def test_bad_uplink_input_is_refused_and_the_link_keeps_working(
         await c.publish(topics.events("S001"), batch("S001", 1))  # and then a good one
 
         async def counted() -> bool:
-            return hub.applied_events == 1
+            return hub.pipeline.applied_events == 1
 
         await wait_for(counted, "the good batch applied after the bad ones")
-    assert hub.refused["wrong_store"] == 1
-    assert hub.refused["oversized"] == 1
-    assert hub.refused["malformed"] + hub.refused["invalid"] == 3
+    assert hub.refusals.counts["wrong_store"] == 1
+    assert hub.refusals.counts["oversized"] == 1
+    assert hub.refusals.counts["malformed"] + hub.refusals.counts["invalid"] == 3
     status = await hub.status()
     s001 = next(s for s in status["stores"] if s["store_id"] == "S001")
     assert s001["acked_seq"] == 1 and sum(s001["refused_at_hub"].values()) == 5
 
 
 async def test_requests_in_another_stores_name_are_refused_and_change_nothing(
-        mosquitto: Mosquitto, hub: HubService) -> None:
+        mosquitto: Mosquitto, hub: Hub) -> None:
     from protocol.sync import DirectoryRequest, RpcRequest, StoreStatus
 
-    assert hub.mqtt is not None
-    await hub.mqtt.wait_connected(10)
+    assert hub.link.mqtt is not None
+    await hub.link.mqtt.wait_connected(10)
     before = await hub.db.transaction(lambda tx: (
         tx.scalar("SELECT count(*) FROM grants", default=0),
         tx.scalar("SELECT count(*) FROM stores", default=0)))
@@ -281,7 +281,7 @@ async def test_requests_in_another_stores_name_are_refused_and_change_nothing(
         await c.publish(topics.rpc_request("S001"), b"\xc1")  # and one that is not msgpack
 
         async def counted() -> bool:
-            return sum(hub.refused.values()) == 4
+            return sum(hub.refusals.counts.values()) == 4
 
         await wait_for(counted, "four refusals")
         # Refused before any work: no reply went out on S001's topics.
@@ -289,7 +289,7 @@ async def test_requests_in_another_stores_name_are_refused_and_change_nothing(
             async with asyncio.timeout(0.5):
                 async for message in c.messages():
                     raise AssertionError(f"a refused request was answered on {message.topic}")
-    assert hub.refused["wrong_store"] == 3 and hub.refused["malformed"] == 1
+    assert hub.refusals.counts["wrong_store"] == 3 and hub.refusals.counts["malformed"] == 1
     after = await hub.db.transaction(lambda tx: (
         tx.scalar("SELECT count(*) FROM grants", default=0),
         tx.scalar("SELECT count(*) FROM stores WHERE status IS NOT NULL", default=0)))

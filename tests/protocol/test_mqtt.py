@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hub.broker import EmbeddedBroker
+from hub.sync.broker import EmbeddedBroker
 from protocol.mqtt import (
     Message,
     MqttClient,

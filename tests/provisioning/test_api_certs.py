@@ -18,9 +18,9 @@ from cryptography import x509
 from edge.api import api_server
 from edge.config import EdgeConfig
 from edge.service import EdgeService
-from hub.api import api_server as hub_api_server
+from hub.api.app import api_server as hub_api_server
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
 from tests.provisioning.test_broker import files_under, run_cli
 from tests.support.serving import serving
 
@@ -170,7 +170,7 @@ async def test_the_hq_api_gets_a_certificate_and_a_token_and_serves_hq_over_http
         "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
                 "validate_workers": 0},
         "broker": {"embedded_port": 0}, "api": table})
-    async with HubService(cfg) as hub, serving(hub_api_server(hub)) as port, \
+    async with Hub(cfg) as hub, serving(hub_api_server(hub)) as port, \
             httpx.AsyncClient(verify=_trusting(out)) as c:
         url = f"https://127.0.0.1:{port}/v1/status"
         assert (await c.get(url)).status_code == 401  # the token is still needed

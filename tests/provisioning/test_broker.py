@@ -37,8 +37,8 @@ from edge import demo
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
 from edge.service import EdgeService
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
 from protocol.ids import uuid7
@@ -617,19 +617,19 @@ async def test_at_a_tls_broker_plain_clients_and_other_cas_are_refused(
 
 
 @pytest.fixture
-async def hub(tmp_path: Path, fleet: tuple[Provisioned, Mosquitto]) -> AsyncIterator[HubService]:
+async def hub(tmp_path: Path, fleet: tuple[Provisioned, Mosquitto]) -> AsyncIterator[Hub]:
     p, _ = fleet
     cfg = HubConfig.model_validate({
         "hub": {"database": str(tmp_path / "hub" / "hub.db"), "data_dir": str(tmp_path / "hub"),
                 "validate_workers": 0},
         "broker": p.hub_broker,  # host, port, username and password as generated
     })
-    async with HubService(cfg) as h:
+    async with Hub(cfg) as h:
         yield h
 
 
 async def start_store(tmp_path: Path, p: Provisioned, store_id: str, number: int, region: str,
-                      hub: HubService) -> EdgeService:
+                      hub: Hub) -> EdgeService:
     (tmp_path / store_id).mkdir()
     cfg = make_config(tmp_path / store_id,
                       store={"store_id": store_id, "store_number": number, "region": region},
@@ -643,7 +643,7 @@ async def start_store(tmp_path: Path, p: Provisioned, store_id: str, number: int
 
 @BOTH
 async def test_end_to_end_a_hub_and_two_stores_sync_through_the_provisioned_broker(
-        tmp_path: Path, fleet: tuple[Provisioned, Mosquitto], hub: HubService) -> None:
+        tmp_path: Path, fleet: tuple[Provisioned, Mosquitto], hub: Hub) -> None:
     p, broker = fleet
     a = await start_store(tmp_path, p, "S001", 1, "east", hub)
     b = await start_store(tmp_path, p, "S002", 2, "west", hub)
@@ -660,7 +660,7 @@ async def test_end_to_end_a_hub_and_two_stores_sync_through_the_provisioned_brok
             return s.outbox_depth == 0 and s.acked_seq == s.last_seq > 0
 
         await wait_for(drained, "store S001 drained and acked")
-        assert hub.applied_events >= 4
+        assert hub.pipeline.applied_events >= 4
 
         # Online lookup: S002 asks the hub on its rpc topic and gets the answer on its own.
         assert b.sync is not None
@@ -702,7 +702,7 @@ async def test_end_to_end_a_hub_and_two_stores_sync_through_the_provisioned_brok
 
         await wait_for(both_seen, "both stores' status at the hub")
         assert a.sync is not None and b.sync is not None
-        assert hub.refused == {} and a.sync.refused == {} and b.sync.refused == {}
+        assert hub.refusals.counts == {} and a.sync.refused == {} and b.sync.refused == {}
         assert "denied" not in broker.log_text().lower()
     finally:
         await a.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from hub.db import Tx, ddl
+from hub.core.db import Tx, ddl
 
 
 class SqliteOnly(NamedTuple):
@@ -128,7 +128,7 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly]]] = [
         "CREATE INDEX members_merged ON members(merged_into) WHERE merged_into IS NOT NULL",
     ]),
     (6, "escrow books of merged ids moved onto the members they became", [
-        # Merges now move them (``hub.ingest.merge_member``); before, they stayed under the
+        # Merges now move them (``hub.ledger.apply.merge_member``); before, they stayed under the
         # old id and their outstanding escrow was held for the member for good, though the
         # stores' spending under the old id was counted against the member's own rows. Moved
         # whole, per store: outstanding = granted - spent adds up the same way afterwards.

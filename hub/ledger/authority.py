@@ -3,15 +3,16 @@ spend more than the store's offline allowance.
 
 Authorisation is an escrow: what the hub granted a store and that store has not yet been seen
 spending is held back from everyone else, so two stores cannot both be authorised to spend the
-same points or stored value. The books and the rule (``free``) are ``hub.allowances``', shared
-with the standing allowances the hub grants by itself.
+same points or stored value. The books and the rule (``free``) are ``hub.ledger.allowances``',
+shared with the standing allowances the hub grants by itself.
 """
 
 from __future__ import annotations
 
-from hub import allowances, directory
-from hub.db import Tx
-from hub.ingest import canonical
+from hub.core.db import Tx
+from hub.ledger import allowances
+from hub.members import directory
+from hub.members.identity import canonical
 from protocol.sync import RpcReply, RpcRequest
 
 
@@ -33,7 +34,7 @@ def lookup(tx: Tx, req: RpcRequest) -> RpcReply:
 
 def authorize(tx: Tx, req: RpcRequest) -> RpcReply:
     """Grant ``req.store_id`` more escrow for the member, out of what is free: the same books
-    and rule as the standing allowances (``hub.allowances``). The reply carries the store's
+    and rule as the standing allowances (``hub.ledger.allowances``). The reply carries the store's
     cumulative grant, which the store folds in whatever order the directory brings it."""
     if req.member_id is None:
         return RpcReply(request_id=req.request_id, ok=False, error="invalid",

@@ -2,8 +2,8 @@
 
 A store lets a member spend points and stored value offline only within what the hub has granted
 that store for the member: an escrow, held back from every other store. Besides what a store
-asks for online (``hub.authority.authorize``), the hub hands out standing allowances by itself,
-so a store already holds what a member usually spends there before it is cut off:
+asks for online (``hub.ledger.authority.authorize``), the hub hands out standing allowances by
+itself, so a store already holds what a member usually spends there before it is cut off:
 
 - **which stores**: the member's home store and every store holding a share row for the member
   (a store where the member has had ledger activity) — the member's *active* stores;
@@ -14,15 +14,15 @@ so a store already holds what a member usually spends there before it is cut off
   outstanding`` — the one rule online authorisation uses too (``Ledger.free``);
 - **when**: for the members a batch touched, in the batch's transaction, from their books as
   its ledger effects leave them (``settle``); for every member at hub start and daily,
-  a page a transaction (``refresh_page``, run by ``HubService.refresh_allowances``).
+  a page a transaction (``refresh_page``, run by ``Hub.refresh_allowances``).
 
 The books, per member, store and dimension (points; stored value = principal + bonus), in the
 ``grants`` table: ``granted`` is cumulative (standing and online grants; nothing is taken back),
 ``spent`` is that store's acknowledged spending (``escrow_used`` says what counts), and
 ``outstanding = max(0, granted - spent)`` is what the store may still spend of it. A merge
 moves the merged id's rows onto the member it became, per store, granted and spent alike
-(``hub.ingest.merge_member``): spending a store still sends under the old id is counted against
-the member it is now (the apply maps ids), so that escrow is used up, not held for ever, and
+(``hub.ledger.apply.merge_member``): spending a store still sends under the old id is counted
+against the member it is now (the apply maps ids), so that escrow is used up, not held for ever, and
 the store hears the combined grant with the member's directory entry.
 
 **Guarantee.** Every grant is made out of ``free``: at grant time the sum of outstanding escrow
@@ -44,8 +44,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.db import Tx, in_chunks
-from hub.schema import next_counter
+from hub.core.db import Tx, in_chunks
+from hub.core.schema import next_counter
 from protocol.events import (
     MAX_POINTS,
     PointsAdjusted,
@@ -291,7 +291,7 @@ def refresh_page(tx: Tx, policy: AllowancePolicy, after: str = "", limit: int = 
                  ) -> tuple[set[str], str | None]:
     """``refresh`` the next ``limit`` live members by id after ``after`` and give the changed
     ones a new change number; returns them and the last id of the page (None: no more). A page
-    a transaction lets batches be applied in between (``HubService.refresh_allowances``)."""
+    a transaction lets batches be applied in between (``Hub.refresh_allowances``)."""
     ids = [str(r[0]) for r in tx.all(
         "SELECT member_id FROM members WHERE merged_into IS NULL AND member_id > ?"
         " ORDER BY member_id LIMIT ?", (after, limit))]

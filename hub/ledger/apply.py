@@ -3,7 +3,7 @@
 ``(store_id, epoch, seq)`` is the idempotency key. A batch that starts beyond the next expected
 ``seq`` is not applied (the store is asked to resend from its ack); events at or below the ack
 are duplicates and change nothing. Ledger and spend effects arrive summed per member
-(``hub.facts``) and are written once per batch, a statement per table for all its members;
+(``hub.ledger.facts``) and are written once per batch, a statement per table for all its members;
 profile fields merge last-writer-wins by ``(hlc, store_id)``.
 """
 
@@ -13,12 +13,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hub import allowances
-from hub.allowances import AllowancePolicy
-from hub.db import Tx, in_chunks
-from hub.facts import DETAIL, Decoded, Fact, reduce_events, tail
-from hub.schema import next_counter
-from hub.tiers import ADD_SPEND, TierRules, window_start
+from hub.core.db import Tx, in_chunks
+from hub.core.schema import next_counter
+from hub.ledger import allowances
+from hub.ledger.allowances import AllowancePolicy
+from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
+from hub.members.identity import canonical
+from hub.members.tiers import ADD_SPEND, TierRules, window_start
 from protocol.codec import encode
 from protocol.events import EventBatch
 from protocol.sync import Ack
@@ -38,17 +39,6 @@ class ApplyResult:
     merged: list[tuple[str, str]] = field(default_factory=list)  # (alias, survivor)
 
 
-def canonical(tx: Tx, member_id: str) -> str:
-    """Follow a merged member to the member it now is."""
-    seen = {member_id}
-    while True:
-        row = tx.one("SELECT merged_into FROM members WHERE member_id = ?", (member_id,))
-        if row is None or row[0] is None or row[0] in seen:
-            return member_id
-        member_id = row[0]
-        seen.add(member_id)
-
-
 def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
     return int(tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
                          (store_id, epoch), default=0))
@@ -66,7 +56,7 @@ def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None 
 
 def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None,
                 allowance: AllowancePolicy | None = None) -> ApplyResult:
-    """Apply a batch reduced by ``hub.facts``: the hub's one apply path."""
+    """Apply a batch reduced by ``hub.ledger.facts``: the hub's one apply path."""
     store, epoch = batch.store_id, batch.epoch
     acked = acked_seq(tx, store, epoch)
     first = batch.first_seq
@@ -223,7 +213,8 @@ _HANDLERS: dict[str, Handler] = {
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
 }
-if {*_HANDLERS, _REGISTERED} != set(DETAIL):  # every rare change hub.facts keeps is applied
+# Every rare change hub.ledger.facts keeps is applied.
+if {*_HANDLERS, _REGISTERED} != set(DETAIL):
     raise RuntimeError(f"hub ingest has no handler for {set(DETAIL) - {*_HANDLERS, _REGISTERED}}")
 
 
@@ -305,7 +296,7 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
         "SELECT month, amount FROM spend_months WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM spend_months WHERE member_id = ?", (alias,))
     # The escrow books move too, per store (granted and spent): what a store still spends under
-    # the old id is then counted against what it holds for the member (``hub.allowances``).
+    # the old id is then counted against what it holds for the member (``hub.ledger.allowances``).
     tx.executemany(allowances.ADD_BOOKS, [(survivor, *r) for r in tx.all(
         "SELECT store_id, points_spent, sv_spent, points_granted, sv_granted FROM grants"
         " WHERE member_id = ?", (alias,))])
@@ -322,7 +313,7 @@ def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:
     for name in f.detail["changed"]:
         if stamp <= stamps.get(name, [0, ""]):
             continue  # an older write: the newer value stays
-        value = f.detail[name]  # birthday is already ISO text (``hub.facts``)
+        value = f.detail[name]  # birthday is already ISO text (``hub.ledger.facts``)
         if name == "tags":
             value = json.dumps(value, ensure_ascii=False)
         tx.execute(f"UPDATE members SET {name} = ? WHERE member_id = ?", (value, member_id))
@@ -354,11 +345,3 @@ def _redeem_coupon(tx: Tx, f: Fact, store: str) -> None:
     tx.execute("INSERT INTO coupon_conflicts(coupon_code, store_id, sale_id, hlc, amount,"
                " kept_store, kept_sale) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                loser)
-
-
-def record_refusal(tx: Tx, store_id: str, reason: str, detail: str) -> None:
-    tx.execute(
-        "INSERT INTO refusals(store_id, reason, count, last_detail) VALUES (?, ?, 1, ?)"
-        " ON CONFLICT(store_id, reason) DO UPDATE SET count = refusals.count + 1,"
-        " last_detail = excluded.last_detail",
-        (store_id, reason, detail[:500]))

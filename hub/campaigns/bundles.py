@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hub.db import Tx
+from hub.core.db import Tx
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
 from protocol.codec import encode

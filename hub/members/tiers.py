@@ -13,7 +13,8 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hub.db import Tx, in_chunks
+from hub.core.db import Tx, in_chunks
+from hub.core.schema import next_counter
 from protocol.hlc import unpack
 
 
@@ -67,7 +68,7 @@ def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | 
                  ) -> list[tuple[str, str]]:
     """``(new tier, member_id)`` for each member whose spend in the window now puts them in
     another tier; writes nothing. The daily recompute; the batch path works the same rule out
-    from what it read of its members (``hub.allowances.load`` with ``spend_since``) plus the
+    from what it read of its members (``hub.ledger.allowances.load`` with ``spend_since``) plus the
     batch's spend, and ``tests/hub/test_ingest.py`` checks the two agree."""
     since = window_start(now_ms, rules.window_months)
     if member_ids is None:
@@ -86,3 +87,14 @@ def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | 
             if tier != old:
                 changed.append((tier, member_id))
     return changed
+
+
+def recompute_all(tx: Tx, rules: TierRules, now_ms: int) -> int:
+    """The daily run: every member's tier, and a new directory change number for each member
+    whose tier changed (so the stores hear of it); returns how many changed."""
+    changed = recompute(tx, rules, now_ms)
+    if changed:
+        last = next_counter(tx, "member_change", len(changed))
+        tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
+                       [(last - i, m) for i, m in enumerate(changed)])
+    return len(changed)

@@ -6,7 +6,7 @@ guarantee:
 
 * Two cores: strict validation (``protocol.fastcodec``) of the next batches runs in a worker
   process (``Validators``) while this process applies the previous ones; each batch comes back
-  reduced to its log rows and per-member sums (``hub.facts``). Results are taken in arrival
+  reduced to its log rows and per-member sums (``hub.ledger.facts``). Results are taken in arrival
   order, so a store's batches are applied in the order they came, and a batch the codec
   refuses is reported in that order too.
 * Overlap: SQLite's statement work and fsync release the GIL, so this process's event loop keeps
@@ -36,11 +36,11 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 
-from hub.allowances import AllowancePolicy
-from hub.db import HubDatabase, Tx
-from hub.facts import Decoded, decode
-from hub.ingest import ApplyResult, apply_facts
-from hub.tiers import TierRules
+from hub.core.db import HubDatabase, Tx
+from hub.ledger.allowances import AllowancePolicy
+from hub.ledger.apply import ApplyResult, apply_facts
+from hub.ledger.facts import Decoded, decode
+from hub.members.tiers import TierRules
 from protocol.codec import CodecError
 from protocol.runtime import tune_gc
 
@@ -56,7 +56,7 @@ class Validators:
 
     Validating and reducing a batch hold the GIL, so in one process they take turns with the
     apply on one core. A worker process validates the next batch (and reduces it to
-    ``hub.facts``) while this process applies the previous one; what comes back is plain
+    ``hub.ledger.facts``) while this process applies the previous one; what comes back is plain
     tuples, dicts and bytes, cheap to unpickle. Since validation runs compiled
     (``protocol.fastcodec``, ~7 µs an event against ~35 µs for the apply on the bench machine)
     the worker gains less than it did with pydantic (~45 µs) — within noise of ``workers=0``,
@@ -73,6 +73,13 @@ class Validators:
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
                                    initializer=_worker_init)
+
+    async def __aenter__(self) -> Validators:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
     async def start(self) -> None:
         if self._pool is not None:  # pay the worker's start (imports, schemas) now, not on
@@ -149,12 +156,21 @@ class IngestPipeline:
         self.max_group = max_group
         self.group_sizes: list[int] = []  # batches per transaction, for the bench and status
         self.slow_validations = 0  # batches only the pydantic fallback accepted (status)
+        self.applied_events = 0  # events applied, duplicates resent, gaps seen (status)
+        self.duplicate_events = 0
+        self.gaps = 0
         self._queue: asyncio.Queue[Decoded] = asyncio.Queue(max_queued)
         # Batches being validated, in arrival order: the worker always has the next one while
         # this process unpickles the last, and order is kept by awaiting them in turn.
         self._validating: asyncio.Queue[tuple[str, asyncio.Future[Decoded]]] = asyncio.Queue(
             validating)
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> IngestPipeline:
+        return self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
     def start(self) -> IngestPipeline:
         self._tasks = [asyncio.create_task(self._run(), name="hub-ingest"),
@@ -248,4 +264,11 @@ class IngestPipeline:
             return
         self.group_sizes.append(len(group))
         del self.group_sizes[:-10_000]  # the recent ones are what status reports
+        for result in results:
+            self.applied_events += result.applied
+            self.duplicate_events += result.duplicates
+            if result.gap:
+                self.gaps += 1
+                log.info("gap from %s: have %d; asking to resend", result.ack.store_id,
+                         result.ack.seq)
         await self.on_applied(results)

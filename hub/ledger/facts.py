@@ -9,12 +9,12 @@ the process boundary as plain tuples and dicts, which pickle in a fraction of th
 would; the apply never touches pydantic.
 
 Sums are linear, so summing per member id as the store wrote it and mapping merged members to
-the member they now are afterwards (``hub.ingest``) gives what mapping each event first would.
+the member they now are afterwards (``hub.ledger.apply``) gives what mapping each event first would.
 
 ``reduce_events`` is the only place that reads an event's fields for the merge. Its ledger
 rules (``LEDGER``) must say what ``protocol.events.points_delta`` / ``stored_value_delta`` and
-``hub.allowances.escrow_used`` say: ``tests/hub/test_facts.py`` checks every event type, and
-``hub.directory.rebuild`` recomputes balances from the log with the protocol's functions, so a
+``hub.ledger.allowances.escrow_used`` say: ``tests/hub/test_facts.py`` checks every event type, and
+``hub.ledger.audit.rebuild`` recomputes balances from the log with the protocol's functions, so a
 disagreement also shows in ``compare``.
 """
 
@@ -23,14 +23,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from hub.tiers import month_of_hlc
+from hub.members.tiers import month_of_hlc
 from protocol import fastcodec
 from protocol.codec import decode as decode_message
 from protocol.events import BODY_TYPES, Event
 
 # What a ledger event adds to (points, sv principal, sv bonus) of its member's balance and to
 # (points, stored value) of the escrow its store has used up — negative when a refund gives
-# escrow back (``hub.allowances.escrow_used``).
+# escrow back (``hub.ledger.allowances.escrow_used``).
 LedgerEffect = tuple[int, int, int, int, int]
 LEDGER: dict[str, Callable[[Any], LedgerEffect]] = {
     "points.earned": lambda b: (b.points, 0, 0, 0, 0),
@@ -72,7 +72,7 @@ LOG_ONLY = frozenset({"coupon.issued", "coupon.voided"})
 
 if set(LEDGER) | set(SPEND) | set(DETAIL) | LOG_ONLY != set(BODY_TYPES):
     # A new event type must say what it does at the hub.
-    raise RuntimeError("hub.facts does not say what these event types do: "
+    raise RuntimeError("hub.ledger.facts does not say what these event types do: "
                        f"{set(BODY_TYPES) - set(LEDGER) - set(SPEND) - set(DETAIL) - LOG_ONLY}")
 
 

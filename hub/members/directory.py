@@ -1,4 +1,4 @@
-"""The member directory stores catch up from, and the checks HQ runs on the hub's books.
+"""The member directory stores catch up from, and a member's entry as the hub knows it.
 
 Every member row carries the change number of its last change, so the log compacts itself: a
 store asking "after N" gets each member changed since N once, in its latest state. Asking after
@@ -13,11 +13,8 @@ from typing import Any
 
 import msgpack
 
-from hub.db import Tx, in_chunks
-from hub.ingest import canonical
-from hub.schema import counter
-from protocol.codec import decode
-from protocol.events import Event, points_delta, stored_value_delta
+from hub.core.db import Tx, in_chunks
+from hub.core.schema import counter
 from protocol.sync import DirectoryPage, MemberEntry
 
 
@@ -98,72 +95,3 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "shares": shares[r[0]], "grants": grants[r[0]]}
         for r in rows
     ]
-
-
-def balances(tx: Tx) -> dict[str, tuple[int, int, int]]:
-    """Every member's (points, principal, bonus) from the shares the hub keeps."""
-    out: dict[str, tuple[int, int, int]] = {}
-    for mid, p, a, b in tx.all("SELECT member_id, sum(points), sum(sv_principal), sum(sv_bonus)"
-                               " FROM shares GROUP BY member_id"):
-        out[mid] = (int(p), int(a), int(b))
-    return out
-
-
-def rebuild(tx: Tx) -> dict[str, tuple[int, int, int]]:
-    """Every member's balances recomputed from the event log alone."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-    aliases = {mid: canonical(tx, mid) for (mid,) in tx.all(
-        "SELECT member_id FROM members WHERE merged_into IS NOT NULL")}
-    for (payload,) in tx.all("SELECT payload FROM events ORDER BY store_id, epoch, seq"):
-        event = decode(bytes(payload), Event)
-        member_id = getattr(event.body, "member_id", None)
-        if member_id is None:
-            continue
-        points = points_delta(event.body)
-        principal, bonus = stored_value_delta(event.body)
-        if points or principal or bonus:
-            t = totals[aliases.get(member_id, member_id)]
-            t[0] += points
-            t[1] += principal
-            t[2] += bonus
-    return {m: (t[0], t[1], t[2]) for m, t in totals.items()}
-
-
-def compare(tx: Tx) -> dict[str, Any]:
-    """Balances held vs. rebuilt from the log; ``mismatches`` lists every member that differs."""
-    held = balances(tx)
-    rebuilt = rebuild(tx)
-    zero = (0, 0, 0)
-    mismatches = [
-        {"member_id": m, "held": held.get(m, zero), "rebuilt": rebuilt.get(m, zero)}
-        for m in sorted(set(held) | set(rebuilt)) if held.get(m, zero) != rebuilt.get(m, zero)
-    ]
-    return {"members": len(set(held) | set(rebuilt)), "mismatches": mismatches,
-            "events": int(tx.scalar("SELECT count(*) FROM events", default=0))}
-
-
-def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
-    refusals: dict[str, dict[str, int]] = defaultdict(dict)
-    for store, reason, count in tx.all("SELECT store_id, reason, count FROM refusals"):
-        refusals[store][reason] = int(count)
-    out = []
-    for store, region, last_seen, epoch, status in tx.all(
-            "SELECT store_id, region, last_seen_ms, epoch, status FROM stores ORDER BY store_id"):
-        acked = tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
-                          (store, epoch), default=0)
-        reported: dict[str, Any] = {}
-        if status is not None:
-            import msgpack
-
-            reported = msgpack.unpackb(bytes(status), raw=False)
-        last_seq = int(reported.get("last_seq", acked))
-        out.append({
-            "store_id": store, "region": region, "epoch": int(epoch), "acked_seq": int(acked),
-            "last_seen_s_ago": round((now_ms - int(last_seen)) / 1000, 1) if last_seen else None,
-            "outbox_depth": reported.get("outbox_depth"), "lag_events": max(0, last_seq - acked),
-            "campaign_versions": reported.get("campaign_versions", {}),
-            "software": reported.get("software", ""), "devices": reported.get("devices", []),
-            "refused_at_hub": refusals.get(store, {}),
-            "refused_at_store": reported.get("refused", {}),
-        })
-    return out

@@ -2,8 +2,14 @@
 
 SQL is written once with ``?`` placeholders and the portable subset both speak (``ON CONFLICT
 ... DO UPDATE``, ``RETURNING``); this module only swaps the placeholder style and a couple of
-type names. Every transaction runs whole on one worker thread, so the event loop never waits on
-the database and a batch is one commit.
+type names. Every write transaction runs whole on one worker thread (the writer), so the event
+loop never waits on the database and a batch is one commit.
+
+Reads for HQ (the API, reports, exports, the rebuild comparison, directory pages) run on a pool
+of reader connections instead (``read``): on SQLite each is a WAL reader with its own snapshot,
+on PostgreSQL a ``READ ONLY REPEATABLE READ`` transaction, so a long report neither waits
+behind the batches being applied nor holds them up. Reader rows are read by name or position
+(``row["points"]``, ``row[0]``).
 """
 
 from __future__ import annotations
@@ -93,13 +99,48 @@ def ddl(sql: str, dialect: str) -> str:
     return sql
 
 
+def _named_rows(cursor: Any) -> Callable[[Sequence[Any]], NamedRow]:
+    """psycopg row factory: rows that answer by position and by column name, as
+    ``sqlite3.Row`` does on the SQLite readers."""
+    names = [d.name for d in cursor.description or ()]
+    index = {n: i for i, n in enumerate(names)}
+    return lambda values: NamedRow(values, index)
+
+
+class NamedRow(tuple[Any, ...]):
+    """A PostgreSQL reader's row: ``row[0]`` and ``row["name"]`` (``sqlite3.Row``'s face)."""
+
+    _index: dict[str, int]
+
+    def __new__(cls, values: Sequence[Any], index: dict[str, int]) -> NamedRow:
+        row = super().__new__(cls, values)
+        row._index = index
+        return row
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+READERS = 4  # reader connections: concurrent HQ reads beyond this wait for one
+
+
 class HubDatabase:
     """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, readers: int = READERS) -> None:
         self.url = url
         self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
+        self.readers = readers
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._reader_conns: list[Any] = []
+        self._reader_lock = threading.Lock()
         self._conn: Any = None
         self._commits = 0  # the checkpointer runs only after new ones
         self._stop = threading.Event()
@@ -112,7 +153,7 @@ class HubDatabase:
 
             self._conn = psycopg.connect(self.url, autocommit=True)
         else:
-            path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+            path = self._path
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -150,6 +191,59 @@ class HubDatabase:
         finally:
             conn.close()
 
+    @property
+    def _path(self) -> str:
+        return self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
+
+    def _reader(self) -> Any:
+        """This reader thread's connection, made on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            if self.dialect == "postgres":
+                import psycopg
+
+                conn = psycopg.connect(self.url, autocommit=True, row_factory=_named_rows)
+            else:
+                conn = sqlite3.connect(self._path, isolation_level=None,
+                                       check_same_thread=False)
+                conn.row_factory = sqlite3.Row
+                conn.execute("PRAGMA busy_timeout=5000")
+                conn.execute("PRAGMA query_only=1")  # a reader that tries to write fails
+            self._local.conn = conn
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _read_sync(self, fn: Callable[[Tx], T]) -> T:
+        conn = self._reader()
+        # One snapshot for the whole function: a report's figures agree with each other.
+        conn.execute("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ"
+                     if self.dialect == "postgres" else "BEGIN")
+        try:
+            return fn(Tx(conn, self.dialect))
+        finally:
+            conn.execute("ROLLBACK")
+
+    async def read(self, fn: Callable[[Tx], T]) -> T:
+        """Run ``fn`` in a read-only transaction on a reader connection (never the writer)."""
+        if self.dialect == "sqlite" and self._path == ":memory:":
+            raise RuntimeError("an in-memory database has no reader connections")
+        if self._read_pool is None:
+            self._read_pool = ThreadPoolExecutor(max_workers=self.readers,
+                                                 thread_name_prefix="hub-read")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._read_pool, lambda: self._read_sync(fn))
+
+    def _close_readers(self) -> None:
+        if self._read_pool is not None:
+            self._read_pool.shutdown(wait=True)
+            self._read_pool = None
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
     def _close(self) -> None:
         if self._checkpointer is not None:
             self._stop.set()  # a checkpoint in flight finishes first
@@ -165,6 +259,7 @@ class HubDatabase:
         return self
 
     def close_sync(self) -> None:
+        self._close_readers()
         self._close()
         self._pool.shutdown(wait=True)
 
@@ -173,6 +268,7 @@ class HubDatabase:
         return self
 
     async def close(self) -> None:
+        await asyncio.to_thread(self._close_readers)  # waits for reads in flight
         await self._run(self._close)
         self._pool.shutdown(wait=True)
 

@@ -1,0 +1,23 @@
+"""Campaign bundles: validated, signed and published for the fleet, a region or a store."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hub.api.deps import HubDep
+from hub.api.models import PushedBundle
+from hub.campaigns.bundles import StaleBundle
+from protocol.campaigns import CampaignBundle
+from protocol.errors import ServiceError
+
+router = APIRouter(tags=["campaigns"])
+
+
+@router.post("/v1/campaigns", status_code=201, response_model=PushedBundle)
+async def push(bundle: CampaignBundle, hub: HubDep) -> PushedBundle:
+    """Validate, sign and publish a bundle for the fleet, a region or a store."""
+    try:
+        topic = await hub.push_campaigns(bundle)
+    except StaleBundle as exc:
+        raise ServiceError(exc.code, str(exc), 409) from None
+    return PushedBundle(topic=topic, version=bundle.version, scope=bundle.scope)

@@ -1,0 +1,16 @@
+"""The fleet and the hub itself: per store how far its log is merged, the uplink's figures."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from hub.api.deps import HubDep
+from hub.api.models import HubStatus
+
+router = APIRouter(tags=["status"])
+
+
+@router.get("/v1/status", response_model=HubStatus)
+async def status(hub: HubDep) -> HubStatus:
+    """Per store: last seen, epoch and acked seq, outbox depth, lag, versions, devices."""
+    return HubStatus.model_validate(await hub.status())

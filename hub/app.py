@@ -1,0 +1,125 @@
+"""The hub's composition root: builds every part once, starts them in order with one
+``AsyncExitStack`` and stops them in the reverse order.
+
+    database (writer + readers, migrated) -> validators -> ingest pipeline -> store link
+    -> scheduled jobs
+
+The parts know each other only through what is passed in here: the link hands uplink batches
+to the pipeline (``on_events``), the pipeline hands committed results back to the link for the
+acks (``on_applied``), jobs and HQ commands tell the link when the directory moved.
+"""
+
+from __future__ import annotations
+
+import functools
+from contextlib import AsyncExitStack
+from typing import Any
+
+from hub.campaigns import bundles
+from hub.config import HubConfig
+from hub.core.clock import now_ms
+from hub.core.db import HubDatabase
+from hub.core.scheduler import Job, Scheduler
+from hub.core.schema import migrate
+from hub.ledger import allowances
+from hub.ledger.pipeline import IngestPipeline, Validators
+from hub.members import tiers
+from hub.stores import fleet
+from hub.stores.refusals import Refusals
+from hub.sync.link import StoreLink
+from protocol.campaigns import CampaignBundle
+from protocol.tls import client_context
+
+DAY_S = 24 * 3600.0
+
+
+class Hub:
+    """``async with Hub(config) as hub``: the running hub, with the commands HQ gives it."""
+
+    def __init__(self, config: HubConfig, *, client_id: str = "membergate-hub") -> None:
+        self.config = config
+        # An unusable TLS file stops the start here, before anything runs.
+        tls = client_context(config.broker.tls) if config.broker.tls is not None else None
+        self.db = HubDatabase(config.database_url)
+        self.key = bundles.load_or_create_key(config.hub.data_dir)
+        self.refusals = Refusals(self.db)
+        self.validators = Validators(config.hub.validate_workers, config.hub.max_payload_bytes)
+        self.pipeline = IngestPipeline(self.db, config.tiers, now_ms, self._applied,
+                                       allowance=config.allowance, validators=self.validators,
+                                       on_refused=self.refusals.refuse)
+        self.link = StoreLink(config.broker, tls, self.db, self.refusals, self.pipeline.submit,
+                              directory_page=config.hub.directory_page, client_id=client_id)
+        self.scheduler = Scheduler()
+        # Tiers fall with time alone as old months leave the window; allowances follow a
+        # policy changed while the hub was down.
+        self.scheduler.add(Job("tiers", self.recompute_tiers, interval_s=DAY_S))
+        if config.allowance.enabled:
+            self.scheduler.add(Job("allowances", self.refresh_allowances, interval_s=DAY_S))
+        self._stack = AsyncExitStack()
+
+    async def __aenter__(self) -> Hub:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(self.db)
+            await self.db.transaction(migrate)
+            await stack.enter_async_context(self.validators)
+            await stack.enter_async_context(self.pipeline)
+            await stack.enter_async_context(self.link)
+            await stack.enter_async_context(self.scheduler)
+            self._stack = stack.pop_all()  # what started is stopped if a later part fails
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def _applied(self, results: list[Any]) -> None:
+        await self.link.acked(results)
+
+    # -- HQ's commands and the daily jobs --------------------------------------------------------
+
+    async def push_campaigns(self, bundle: CampaignBundle) -> str:
+        """Sign and keep ``bundle``, then publish it retained; returns its topic."""
+        topic, payload = await self.db.transaction(
+            lambda tx: bundles.store_bundle(tx, bundle, self.key))
+        await self.link.publish_retained(topic, payload)
+        return topic
+
+    async def recompute_tiers(self) -> int:
+        """Every member's tier from their spend in the window; changes go down to the stores."""
+        rules = self.config.tiers
+        count = await self.db.transaction(lambda tx: tiers.recompute_all(tx, rules, now_ms()))
+        if count:
+            self.link.directory_moved()
+        return count
+
+    async def refresh_allowances(self) -> int:
+        """Top up every live member's standing allowances where the policy and balances call
+        for it (``hub.ledger.allowances``), a page of members a transaction; returns how many
+        moved. Batches top up the members they touch; this reaches the others."""
+        policy, count = self.config.allowance, 0
+        after: str | None = ""
+        while after is not None:
+            changed, after = await self.db.transaction(
+                functools.partial(allowances.refresh_page, policy=policy, after=after))
+            count += len(changed)
+        if count:
+            self.link.directory_moved()
+        return count
+
+    async def status(self) -> dict[str, Any]:
+        stores = await self.db.read(lambda tx: fleet.fleet_status(tx, now_ms()))
+        pipeline = self.pipeline
+        sizes = pipeline.group_sizes
+        return {"stores": stores, "applied_events": pipeline.applied_events,
+                "duplicate_events": pipeline.duplicate_events, "gaps": pipeline.gaps,
+                "refused": dict(self.refusals.counts),
+                "ingest": {
+                    "received_batches": self.link.received_batches,
+                    "validate_workers": self.validators.workers,
+                    "validator_restarts": self.validators.restarts,
+                    # Accepted only by the pydantic fallback (protocol.fastcodec is stricter
+                    # there): each is logged once per kind and cost a slow decode.
+                    "validation_fallbacks": pipeline.slow_validations,
+                    "commits": len(sizes),
+                    "batches_per_commit": round(sum(sizes) / max(1, len(sizes)), 2)},
+                "jobs": self.scheduler.status(),
+                "broker": {"port": self.link.broker_port, "connected": self.link.is_connected}}

@@ -1,0 +1,36 @@
+"""The fleet as HQ sees it: per store, how far its log is merged, what it last reported, and
+what the hub refused from it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import msgpack
+
+from hub.core.db import Tx
+
+
+def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
+    refusals: dict[str, dict[str, int]] = defaultdict(dict)
+    for store, reason, count in tx.all("SELECT store_id, reason, count FROM refusals"):
+        refusals[store][reason] = int(count)
+    out = []
+    for store, region, last_seen, epoch, status in tx.all(
+            "SELECT store_id, region, last_seen_ms, epoch, status FROM stores ORDER BY store_id"):
+        acked = tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
+                          (store, epoch), default=0)
+        reported: dict[str, Any] = {}
+        if status is not None:
+            reported = msgpack.unpackb(bytes(status), raw=False)
+        last_seq = int(reported.get("last_seq", acked))
+        out.append({
+            "store_id": store, "region": region, "epoch": int(epoch), "acked_seq": int(acked),
+            "last_seen_s_ago": round((now_ms - int(last_seen)) / 1000, 1) if last_seen else None,
+            "outbox_depth": reported.get("outbox_depth"), "lag_events": max(0, last_seq - acked),
+            "campaign_versions": reported.get("campaign_versions", {}),
+            "software": reported.get("software", ""), "devices": reported.get("devices", []),
+            "refused_at_hub": refusals.get(store, {}),
+            "refused_at_store": reported.get("refused", {}),
+        })
+    return out
