@@ -58,8 +58,9 @@ from protocol.ids import member_code, uuid7
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1/postgres"
 BATCH_EVENTS = 500  # the edge's default [sync] batch_max_events
-TARGETS: dict[str, float] = {"merge_events_per_s": 50_000, "merge_vs_raw": 0.6,
-                             "drain_events_per_s": 20_000}
+TARGETS: dict[str, float] = {"merge_events_per_s": 50_000, "drain_events_per_s": 20_000,
+                             "merge_under_reads_vs_quiet": 0.8}
+READERS_BENCHED = 8  # concurrent HQ users running reports during the merge
 
 CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
 TIERS = ("standard", "standard", "standard", "silver", "gold")
@@ -217,12 +218,36 @@ def make_workload(stores: int, events: int, *, batch_events: int = BATCH_EVENTS,
 # --- the measurements --------------------------------------------------------------------------
 
 
-async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
+# Report-shaped reads (HQ's questions while stores sync): aggregates over the member tables the
+# merge is writing, a ranking, a count by tier. Each runs in one reader transaction.
+REPORT_QUERIES = (
+    "SELECT month, count(*) AS members, sum(amount) AS spend FROM spend_months"
+    " GROUP BY month ORDER BY month",
+    "SELECT member_id, sum(points) AS points FROM shares GROUP BY member_id"
+    " ORDER BY points DESC LIMIT 20",
+    "SELECT tier, count(*) AS members FROM members WHERE merged_into IS NULL GROUP BY tier",
+    "SELECT store_id, count(*) AS members, sum(sv_principal + sv_bonus) AS stored_value"
+    " FROM shares GROUP BY store_id",
+)
+
+
+async def _report_reader(db: HubDatabase, stop: asyncio.Event, done: list[int]) -> None:
+    """One HQ user asking report after report on the reader pool until ``stop``."""
+    i = 0
+    while not stop.is_set():
+        sql = REPORT_QUERIES[i % len(REPORT_QUERIES)]
+        await db.read(lambda tx, sql=sql: tx.all(sql))  # type: ignore[misc]
+        done[0] += 1
+        i += 1
+
+
+async def measure_merge(url: str, work: Workload, *, readers: int = 0) -> dict[str, Any]:
     """Decode and apply every batch the way ``Hub`` does: validated by its validation
     worker (the default hub configuration: one process), put on its ``IngestPipeline``,
     applied in groups on the database thread, with the default tier rules. ``merge`` is wall
     time until the last batch is committed; ``groups`` are the batches per transaction, which
-    the raw floor replays."""
+    the raw floor replays. With ``readers``, that many concurrent HQ users run report-shaped
+    queries (``REPORT_QUERIES``) on the hub's reader pool for the whole merge."""
     config = HubConfig()
     applied = 0
 
@@ -241,6 +266,9 @@ async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
             pipeline = IngestPipeline(db, config.tiers, lambda: int(time.time() * 1000),
                                       count, allowance=config.allowance, validators=validators,
                                       on_refused=refused).start()
+            stop, reports = asyncio.Event(), [0]
+            users = [asyncio.create_task(_report_reader(db, stop, reports))
+                     for _ in range(readers)]
             try:
                 start = time.perf_counter()
                 for store_id, payload in zip(work.stores, work.payloads, strict=True):
@@ -248,13 +276,15 @@ async def measure_merge(url: str, work: Workload) -> dict[str, Any]:
                 await pipeline.drained()
                 wall = time.perf_counter() - start
             finally:
+                stop.set()
+                await asyncio.gather(*users)
                 await pipeline.close()
     finally:
         validators.close()
     if applied != work.events:
         raise RuntimeError(f"merge applied {applied} of {work.events} events")
     return {"merge": work.events / wall, "wall_s": wall, "groups": pipeline.group_sizes,
-            "validate_workers": config.hub.validate_workers}
+            "validate_workers": config.hub.validate_workers, "reports": reports[0]}
 
 
 class _TimedTx(Tx):
@@ -550,6 +580,15 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         result["hub_db_mb"] = round(sum(
             Path(f"{hub_db}{s}").stat().st_size for s in ("", "-wal")
             if Path(f"{hub_db}{s}").exists()) / 2**20, 1)
+
+        # The same merge while 8 HQ users run reports on the reader pool: reads apart from
+        # the writer (HQ.md principle 3), as a ratio to the quiet merge just measured.
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{hub_db}{suffix}").unlink(missing_ok=True)
+        busy = asyncio.run(measure_merge(f"sqlite:///{hub_db}", work, readers=READERS_BENCHED))
+        result["merge_under_reads_events_per_s"] = round(busy["merge"], 1)
+        result["reports_during_merge"] = busy["reports"]
+        result["merge_under_reads_vs_quiet"] = round(busy["merge"] / merge["merge"], 3)
 
         raw = measure_raw(tmp / "raw.db", work, groups)
         result["raw_insert_rows_per_s"] = round(raw, 1)

@@ -10,20 +10,25 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from hub.api.deps import require_hq
-from hub.api.routes import audit, campaigns, conflicts, members, status
+from hub.api.routes import audit, campaigns, conflicts, members, metrics, status
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
+from protocol.metrics import RequestTimer
 from protocol.tls import load_server_config
 
-ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, audit.router)
+ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, audit.router,
+           metrics.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="membergate hub HQ API", version="1", responses=ERROR_RESPONSES)
     app.state.hub = hub
+    app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
+    app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, dependencies=[Depends(require_hq)])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from edge import demo
@@ -50,10 +51,12 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
                         body=body)])
                     await edge.publish(topics.events(store), encode(batch))
 
-                async def both() -> bool:
-                    return hub.pipeline.applied_events == 2
+                await edge.publish(topics.events("S003"), b"not msgpack")
 
-                await wait_for(both, "both batches applied")
+                async def both() -> bool:
+                    return hub.pipeline.applied_events == 2 and bool(hub.refusals.counts)
+
+                await wait_for(both, "both batches applied, the junk refused")
             conflicts = (await c.get("/v1/conflicts/coupons")).json()["conflicts"]
             assert [(x["store_id"], x["kept_store"]) for x in conflicts] == [("S002", "S001")]
             status = (await c.get("/v1/status")).json()
@@ -69,6 +72,24 @@ async def test_hq_api(tmp_path: Path, mosquitto: Mosquitto) -> None:
             r = await c.post("/v1/campaigns", json=bundle)  # the same version again
             assert r.status_code == 409 and r.json()["error"]["code"] == "stale_version"
             assert (await c.get("/v1/rebuild")).json()["mismatch_count"] == 0
+            await hq_metrics_say_what_happened(c, dict(hub.refusals.counts))
+
+
+async def hq_metrics_say_what_happened(c: httpx.AsyncClient, refused: dict[str, int]) -> None:
+    """``/metrics`` in the Prometheus text format: the merge, the fleet, the requests."""
+    assert (await c.get("/metrics", headers={"Authorization": "Bearer nope"})).status_code == 401
+    r = await c.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(r.text) for s in family.samples}
+    assert samples[("membergate_hub_applied_events_total", ())] == 2
+    assert samples[("membergate_hub_store_lag_events", (("store", "S001"),))] == 0
+    assert {dict(labels)["reason"]: value for (name, labels), value in samples.items()
+            if name == "membergate_hub_refusals_total"} == refused
+    # Latency by route template: a member id never becomes a label value.
+    routes = {dict(labels).get("route") for (name, labels) in samples
+              if name == "membergate_hub_http_request_seconds_count"}
+    assert "/v1/members/{member_id}" in routes and "/v1/members/nobody" not in routes
 
 
 async def test_hq_api_over_https(tmp_path: Path) -> None:
