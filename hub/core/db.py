@@ -15,7 +15,9 @@ behind the batches being applied nor holds them up. Reader rows are read by name
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import re
 import sqlite3
 import threading
@@ -126,7 +128,10 @@ class NamedRow(tuple[Any, ...]):
         return list(self._index)
 
 
-READERS = 4  # reader connections: concurrent HQ reads beyond this wait for one
+READERS = 2  # reader connections: concurrent HQ reads beyond this wait for one
+# Reader threads run at the lowest CPU priority: on a small box a burst of reports takes the
+# cores ingest does not need, never the ones it does (``merge_under_reads_vs_quiet``).
+READER_NICE = 19
 
 
 class HubDatabase:
@@ -199,6 +204,8 @@ class HubDatabase:
         """This reader thread's connection, made on first use."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
+            with contextlib.suppress(OSError, AttributeError):  # Linux: per thread
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICE)
             if self.dialect == "postgres":
                 import psycopg
 

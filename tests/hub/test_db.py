@@ -135,3 +135,38 @@ async def test_a_members_aliases_are_found_by_index_not_by_a_scan(tmp_path: Path
             "EXPLAIN QUERY PLAN SELECT member_id, merged_into FROM members"
             " WHERE merged_into IN (?, ?) ORDER BY member_id", ("a", "b"))))
     assert "USING INDEX members_merged" in plan, plan
+
+
+async def test_reads_run_on_readers_apart_from_the_writer(hub_db: HubDatabase) -> None:
+    """HQ reads take a snapshot on a reader connection: a batch commits while a report is in
+    the middle of its transaction, the report's figures stay consistent, rows answer by name,
+    and a reader cannot write."""
+    await hub_db.transaction(lambda tx: tx.execute(
+        "INSERT INTO counters(name, value) VALUES ('orders', 1)"))
+    inside, committed = asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def report(tx: Tx) -> tuple[int, int, str]:
+        first = tx.one("SELECT value, name FROM counters WHERE name = 'orders'")
+        loop.call_soon_threadsafe(inside.set)
+        # The writer commits meanwhile; this transaction keeps the snapshot it started with.
+        asyncio.run_coroutine_threadsafe(committed.wait(), loop).result(10)
+        again = tx.one("SELECT value FROM counters WHERE name = 'orders'")
+        return int(first["value"]), int(again[0]), str(first["name"])
+
+    reading = asyncio.ensure_future(hub_db.read(report))
+    await inside.wait()
+    # The writer is not held up by the open read (it would time out here if it were).
+    await asyncio.wait_for(hub_db.transaction(lambda tx: tx.execute(
+        "UPDATE counters SET value = 2 WHERE name = 'orders'")), 5)
+    committed.set()
+    assert await reading == (1, 1, "orders")
+    assert await hub_db.read(lambda tx: tx.scalar(
+        "SELECT value FROM counters WHERE name = 'orders'")) == 2  # a new read sees it
+    failed = False
+    try:
+        await hub_db.read(lambda tx: tx.execute("DELETE FROM counters"))
+    except Exception:
+        failed = True
+    assert failed
+    assert await hub_db.read(lambda tx: tx.scalar("SELECT count(*) FROM counters")) >= 1
