@@ -256,6 +256,13 @@ class EdgeService:
         await self._write(lambda conn, ctx: directory.apply_entry(conn, ctx, entry))
         return "found"
 
+    async def points_history(self, member_id: str, *, limit: int,
+                             before: int | None) -> dict[str, Any]:
+        from edge import points_history
+
+        return await self._read(lambda conn, ctx: points_history.history(
+            conn, ctx, member_id, limit=limit, before=before))
+
     async def bind_card(self, *, terminal_id: str, idem_key: str | None, member_id: str,
                         card_uid: str) -> dict[str, Any]:
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
@@ -357,7 +364,24 @@ class EdgeService:
         return view
 
     async def add_line(self, sale_id: str, terminal_id: str, idem_key: str | None, *, sku: str,
-                       name: str, category: str, qty: int, unit_price: int) -> dict[str, Any]:
+                       qty: int, name: str | None = None, category: str | None = None,
+                       unit_price: int | None = None) -> dict[str, Any]:
+        """A line of ``qty`` × ``sku``; what is not given (name, category, price) is the
+        catalogue's, and a sku not in it then is ``unknown_sku``."""
+        if name is None or category is None or unit_price is None:
+            from edge import products
+
+            try:
+                found = await self.db.read(lambda conn: products.get(conn, sku))
+            except EdgeError as exc:
+                if exc.code != "unknown_product":
+                    raise
+                raise invalid("unknown_sku", f"{sku} is not in the catalogue: give its name,"
+                              " category and unit_price", sku=sku) from None
+            name = name if name is not None else str(found["name"])
+            category = category if category is not None else str(found["category"])
+            unit_price = unit_price if unit_price is not None else int(found["unit_price"])
+
         def op(cart: Cart) -> None:
             self.carts.add_line(cart, sku=sku, name=name, category=category, qty=qty,
                                 unit_price=unit_price)
@@ -512,6 +536,12 @@ class EdgeService:
 
     async def receipt(self, sale_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: checkout.receipt_view(conn, ctx, sale_id))
+
+    async def day_receipts(self, on: date, *, limit: int, offset: int) -> dict[str, Any]:
+        from edge import day_receipts
+
+        return await self._read(lambda conn, ctx: day_receipts.day(
+            conn, ctx, on, limit=limit, offset=offset))
 
     async def refund(self, *, terminal_id: str, idem_key: str | None, sale_id: str,
                      lines: list[tuple[int, int]] | None) -> dict[str, Any]:
