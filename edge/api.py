@@ -7,18 +7,20 @@ returns its answer. Errors are ``{"error": {"code", "message", "details"}}`` wit
 
 import asyncio
 import contextlib
+import datetime
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Request, WebSocket, WebSocketDisconnect
+from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import api_models as m
+from edge import paging
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.members import IdentifyBy
@@ -26,6 +28,10 @@ from edge.service import EdgeService
 from protocol.tls import load_server_config
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)]
+Offset = Annotated[int, Query(ge=0, le=10_000_000)]
+Prefix = Annotated[str, Query(max_length=64)]
+DAY = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -160,6 +166,15 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         count = await service.db.write(lambda conn: products.upsert(conn, rows, currency))
         return {"upserted": count}
 
+    @app.get("/v1/products", tags=["products"], response_model=m.ProductsPage)
+    async def list_products(_: Terminal, sku: Prefix = "", category: Prefix = "",
+                            limit: Limit = paging.DEFAULT_LIMIT, offset: Offset = 0) -> Any:
+        """The catalogue by sku; ``sku`` and ``category`` filter by prefix."""
+        from edge import products
+
+        return await service.db.read(lambda conn: products.listing(
+            conn, sku_prefix=sku, category_prefix=category, limit=limit, offset=offset))
+
     @app.get("/v1/products/{sku}", tags=["products"])
     async def get_product(sku: str, _: Terminal) -> dict[str, Any]:
         from edge import products
@@ -200,6 +215,13 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         return await service.update_profile(terminal_id=terminal, idem_key=key,
                                             member_id=member_id,
                                             changes=body.model_dump(exclude_unset=True))
+
+    @app.get("/v1/members/{member_id}/points", tags=["members"], response_model=m.PointsHistory)
+    async def points_history(member_id: str, _: Terminal, limit: Limit = paging.DEFAULT_LIMIT,
+                             before: Annotated[int | None, Query(ge=1)] = None) -> Any:
+        """The member's points ledger at this store (积分明细), newest first, with the balance
+        this store shows (its own ledger plus the other stores' shares)."""
+        return await service.points_history(member_id, limit=limit, before=before)
 
     @app.post("/v1/members/{member_id}/cards", tags=["members"])
     async def bind_card(member_id: str, body: m.BindCard, terminal: Terminal,
@@ -271,6 +293,17 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
                                  sv_order=t.sv_order, reference=t.reference)
                    for t in body.tenders]
         return await service.finalize(sale_id, terminal, key, tenders)
+
+    @app.get("/v1/receipts", tags=["sales"], response_model=m.DayReceipts)
+    async def day_receipts(_: Terminal, date: Annotated[str, Query(pattern=DAY)],
+                           limit: Limit = paging.DEFAULT_LIMIT, offset: Offset = 0) -> Any:
+        """The sales finalized and refunds made at this store on ``date`` (YYYY-MM-DD, the
+        store's calendar), oldest first, with the day's totals."""
+        try:
+            on = datetime.date.fromisoformat(date)
+        except ValueError:
+            raise EdgeError("invalid_date", f"{date} is not a date", 422, date=date) from None
+        return await service.day_receipts(on, limit=limit, offset=offset)
 
     @app.get("/v1/receipts/{sale_id}", tags=["sales"])
     async def receipt(sale_id: str, _: Terminal) -> Any:

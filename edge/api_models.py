@@ -1,4 +1,5 @@
-"""Request bodies of the POS API. Strict: money is whole minor units, never a float or string."""
+"""Request bodies of the POS API, and the answers of its list routes. Strict: money is whole
+minor units, never a float or string."""
 
 from __future__ import annotations
 
@@ -52,11 +53,14 @@ class Identify(_Req):
 
 
 class AddLine(_Req):
+    """A sku in the catalogue needs only ``sku`` (and ``qty``); what is given is used instead
+    of the catalogue's (a price override, an item the catalogue does not hold)."""
+
     sku: ShortText
-    name: ShortText
-    category: ShortText
+    name: ShortText | None = None
+    category: ShortText | None = None
     qty: Qty = 1
-    unit_price: StrictAmount
+    unit_price: StrictAmount | None = None
 
 
 class ChangeLine(_Req):
@@ -113,3 +117,75 @@ class ProductIn(_Req):
 
 class ProductsIn(_Req):
     products: list[ProductIn] = Field(min_length=1, max_length=10_000)
+
+
+# --- answers ---------------------------------------------------------------------------------
+
+Day = date  # for fields named ``date``, which hide the type inside their class
+
+
+class Product(BaseModel):
+    sku: str
+    name: str
+    category: str
+    unit_price: int
+
+
+class ProductsPage(BaseModel):
+    products: list[Product]
+    total: int = Field(description="products matching the filters, on every page")
+    next_offset: int | None = Field(description="offset of the next page; null: the last page")
+
+
+class PointsEntry(BaseModel):
+    entry_id: int
+    date: Day = Field(description="the store-local date of the entry")
+    at: str = Field(description="store-local time, ISO 8601 with the store's offset")
+    delta: int = Field(description="points added (positive) or taken (negative)")
+    reason: str = Field(description="earned, redeemed, expired, refund_return, refund_reversal,"
+                                    " debt_repayment, ...")
+    sale_id: str | None
+    refund_id: str | None
+    lot_expires_on: Day | None = Field(description="when the points earned by it expire")
+
+
+class PointsBalance(BaseModel):
+    points: int = Field(description="the balance this store shows: its own ledger plus the other"
+                                    " stores' shares as the hub last reported them")
+    points_here: int = Field(description="earned and kept at this store")
+    points_debt: int
+
+
+class PointsHistory(BaseModel):
+    member_id: str
+    store_id: str
+    balance: PointsBalance
+    entries: list[PointsEntry] = Field(description="this store's ledger, newest first")
+    next_before: int | None = Field(description="``before`` for the next page; null: no more")
+
+
+class DayEntry(BaseModel):
+    kind: Literal["sale", "refund"]
+    id: str = Field(description="the sale id, or the refund id")
+    sale_id: str
+    terminal_id: str
+    member_id: str | None
+    amount: int = Field(description="the sale's total, or the amount refunded")
+    at: str = Field(description="store-local time, ISO 8601 with the store's offset")
+
+
+class DayTotals(BaseModel):
+    sales: int
+    sales_amount: int
+    refunds: int
+    refunds_amount: int
+    net_amount: int
+
+
+class DayReceipts(BaseModel):
+    date: Day
+    store_id: str
+    currency: str
+    entries: list[DayEntry] = Field(description="oldest first")
+    next_offset: int | None
+    totals: DayTotals = Field(description="the whole day, whatever the page")

@@ -1,16 +1,24 @@
 """The campaign bundles this store runs: one per scope (fleet, region, store), newest version wins.
 
-The active campaign list is held in memory and rebuilt only when a bundle is applied, so
-pricing a basket never reads campaigns from disk.
+The active campaign list is held in memory and rebuilt only when the table's change counter
+(``campaigns_rev`` in meta, moved by triggers on every change, whoever makes it) differs from
+the one it was built at: pricing reads one meta row, not the bundles.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from typing import Literal
 
 from edge.context import StoreContext
 from edge.errors import conflict
 from protocol.campaigns import Campaign, CampaignBundle
+
+REV_KEY = "campaigns_rev"
+# applied: stored; held: this very bundle is what the store already runs (a retained bundle
+# delivered again on reconnect); stale: older than what it runs, or another bundle under the
+# version it runs.
+Outcome = Literal["applied", "held", "stale"]
 
 
 def stored_bundles(conn: sqlite3.Connection) -> list[CampaignBundle]:
@@ -26,25 +34,32 @@ def applies_here(bundle: CampaignBundle, ctx: StoreContext) -> bool:
     return bundle.scope_id == ctx.store_id
 
 
-def apply_bundle(conn: sqlite3.Connection, ctx: StoreContext, bundle: CampaignBundle) -> bool:
-    """Store ``bundle`` if it is for this store and newer than what we run; False if stale."""
+def apply_bundle(conn: sqlite3.Connection, ctx: StoreContext, bundle: CampaignBundle) -> Outcome:
+    """Store ``bundle`` if it is for this store and newer than what we run."""
     if not applies_here(bundle, ctx):
         raise conflict("bundle_not_for_this_store",
                        f"bundle for {bundle.scope} {bundle.scope_id} does not apply here")
     scope_id = bundle.scope_id or ""
     row = conn.execute(
-        "SELECT version FROM campaign_bundles WHERE scope = ? AND scope_id = ?",
+        "SELECT version, bundle FROM campaign_bundles WHERE scope = ? AND scope_id = ?",
         (bundle.scope, scope_id),
     ).fetchone()
     if row is not None and int(row[0]) >= bundle.version:
-        return False
+        held = int(row[0]) == bundle.version and _same(row[1], bundle)
+        return "held" if held else "stale"
     conn.execute(
         "INSERT INTO campaign_bundles(scope, scope_id, version, bundle, applied_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(scope, scope_id) DO UPDATE SET"
         " version = excluded.version, bundle = excluded.bundle, applied_at = excluded.applied_at",
         (bundle.scope, scope_id, bundle.version, bundle.model_dump_json(), ctx.now().isoformat()),
     )
-    return True
+    return "applied"
+
+
+def _same(stored: str, bundle: CampaignBundle) -> bool:
+    # The signature is left out: a hub whose key was replaced signs the same bundle anew.
+    return (CampaignBundle.model_validate_json(stored).model_dump(exclude={"signature"})
+            == bundle.model_dump(exclude={"signature"}))
 
 
 def active_campaigns(bundles: list[CampaignBundle]) -> list[Campaign]:
@@ -55,3 +70,24 @@ def active_campaigns(bundles: list[CampaignBundle]) -> list[Campaign]:
         for c in bundle.campaigns:
             by_id[c.campaign_id] = c
     return sorted(by_id.values(), key=lambda c: c.campaign_id)
+
+
+class ActiveCampaigns:
+    """The campaigns pricing uses, rebuilt when ``campaigns_rev`` moved since the last build.
+
+    ``current`` runs inside the caller's read or write transaction, so a quote or a sale is
+    priced with the campaigns of the same snapshot it reads the member from. It is called on
+    the reader's and the writer's threads: the state is one tuple, replaced whole.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[str | None, list[Campaign]] = (None, [])
+
+    def current(self, conn: sqlite3.Connection) -> list[Campaign]:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (REV_KEY,)).fetchone()
+        rev = row[0] if row is not None else None
+        built_at, campaigns = self._state
+        if rev != built_at or built_at is None:
+            campaigns = active_campaigns(stored_bundles(conn))
+            self._state = (rev, campaigns)
+        return campaigns

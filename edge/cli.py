@@ -40,7 +40,7 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
 
 async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
     applied = await service.apply_bundle(demo.demo_bundle(service.config.store.region))
-    have = (await service.status())["members"]
+    have = (await service.status(live=False))["members"]
     added = 0
     if have < members:
         added = await service.db.write(
@@ -49,7 +49,7 @@ async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
 
     currency = service.config.store.currency
     await service.db.write(lambda conn: products.upsert(conn, demo.demo_products(), currency))
-    return {"members": have + added, "added": added, "campaigns_applied": applied,
+    return {"members": have + added, "added": added, "campaigns_applied": applied == "applied",
             "products": len(demo.demo_products())}
 
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "migrate":
             return {"schema": "up to date", "path": str(config.database.path)}
         if args.cmd == "status":
-            return await service.status()
+            return await service.status(live=False)
         if args.cmd == "expire-points":
             return {"points_expired": await service.expire_points()}
         if args.cmd == "member":
@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             count = await service.db.write(lambda conn: products.upsert(conn, rows, currency))
             return {"products": count}
         if args.cmd == "apply-campaigns":
-            return {"applied": await service.apply_campaign_file(args.file)}
+            # A running edge prices with it from its next quote (it watches campaigns_rev).
+            outcome = await service.apply_campaign_file(args.file)
+            return {"applied": outcome == "applied", "outcome": outcome}
         raise AssertionError(args.cmd)
 
     from edge.errors import EdgeError

@@ -275,14 +275,22 @@ class DeviceManager:
         tries: list[tuple[Any, str]] = [("card_uid", event.uid)]
         if event.member_number:
             tries.append(("member_code", event.member_number))
+        online: str | None = None  # why the hub could not be asked, when it could not
         for by, value in tries:
             try:
                 member_id = await self.service.find_member_id(by, value)
-            except EdgeError:
+            except EdgeError as exc:
+                if exc.code == "hub_unreachable":
+                    online = str(exc.details["online"])
                 continue
             sid = await open_sale_for(self.service, tid)
             await self.service.identify_on_sale(sid, tid, device_key(), by, value)
             await self.greet(lane, member_id)
+            return
+        if online is not None:  # perhaps a member of another store: say so, not "unknown"
+            self.service.bus.publish("card.unknown", tid, device_id=event.device_id,
+                                     uid=event.uid, online=online)
+            await self.show(lane, "总部连接中断", "HQ unreachable")
             return
         self.service.bus.publish("card.unknown", tid, device_id=event.device_id, uid=event.uid)
         await self.show(lane, "未登记的会员卡", "Unknown card")

@@ -12,6 +12,7 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
+from edge import paging
 from edge.errors import invalid, not_found
 from protocol.money import MAX_AMOUNT, parse_amount
 
@@ -41,6 +42,20 @@ def get(conn: sqlite3.Connection, sku: str) -> dict[str, Any]:
     if row is None:
         raise not_found("unknown_product", f"no product with barcode {sku}", sku=sku)
     return dict(row)
+
+
+def listing(conn: sqlite3.Connection, *, sku_prefix: str, category_prefix: str, limit: int,
+            offset: int) -> dict[str, Any]:
+    """Products by sku, those whose sku and category start with the prefixes given."""
+    where = ("sku >= :sku AND substr(sku, 1, length(:sku)) = :sku"
+             " AND substr(category, 1, length(:cat)) = :cat")
+    params = {"sku": sku_prefix, "cat": category_prefix, "limit": limit, "offset": offset}
+    rows = [dict(r) for r in conn.execute(
+        f"SELECT sku, name, category, unit_price FROM products WHERE {where}"
+        " ORDER BY sku LIMIT :limit OFFSET :offset", params)]
+    total = conn.execute(f"SELECT count(*) FROM products WHERE {where}", params).fetchone()[0]
+    return {"products": rows, "total": total,
+            "next_offset": paging.next_offset(offset, len(rows), total)}
 
 
 def upsert(conn: sqlite3.Connection, rows: list[dict[str, Any]], currency: str) -> int:

@@ -336,6 +336,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             WHERE granted_by = 'config';
         """,
     ),
+    (
+        9,
+        "a change counter for the campaign table; day indexes for sales and refunds",
+        """
+        -- Any process that changes the campaign table (the running edge's downlink, the CLI's
+        -- apply-campaigns, a restore) moves this counter in the same transaction; the running
+        -- edge compares it before pricing and re-reads the bundles when it moved.
+        INSERT OR IGNORE INTO meta(key, value) VALUES ('campaigns_rev', '0');
+        CREATE TRIGGER campaign_bundles_inserted AFTER INSERT ON campaign_bundles BEGIN
+            UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'campaigns_rev';
+        END;
+        CREATE TRIGGER campaign_bundles_updated AFTER UPDATE ON campaign_bundles BEGIN
+            UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'campaigns_rev';
+        END;
+        CREATE TRIGGER campaign_bundles_deleted AFTER DELETE ON campaign_bundles BEGIN
+            UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'campaigns_rev';
+        END;
+        -- The day's receipts: timestamps are store-local ISO, so the first ten characters are
+        -- the store's calendar day.
+        CREATE INDEX sales_day ON sales(substr(finalized_at, 1, 10));
+        CREATE INDEX refunds_day ON refunds(substr(created_at, 1, 10));
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

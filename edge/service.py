@@ -24,6 +24,7 @@ from edge import (
     outbox,
     points,
     refunds,
+    status,
     stored_value,
 )
 from edge.bus import EventBus
@@ -54,7 +55,9 @@ class EdgeService:
         self.db = db or Database(config.database.path)
         self.bus = EventBus()
         self.carts = CartBook(config.limits)
-        self.campaigns: list[Campaign] = []
+        # Re-read whenever the campaign table changed, by this process or another one
+        # (``membergate-edge apply-campaigns`` while the edge runs): no restart needed.
+        self.campaigns = campaign_store.ActiveCampaigns()
         self.ctx: StoreContext | None = None
         self._cart_lock = asyncio.Lock()
         # Called after every committed write: the sync client wakes to send new outbox rows.
@@ -69,7 +72,6 @@ class EdgeService:
         await self.db.open()
         try:
             self.ctx = await self.db.write(self._init_store)
-            await self.reload_campaigns()
             if self.config.campaigns_file is not None:
                 await self.apply_campaign_file(self.config.campaigns_file)
             if self.config.sync.broker_host is not None:
@@ -161,19 +163,13 @@ class EdgeService:
 
     # --- campaigns ----------------------------------------------------------------------------
 
-    async def reload_campaigns(self) -> None:
-        bundles = await self._read(lambda conn, ctx: campaign_store.stored_bundles(conn))
-        self.campaigns = campaign_store.active_campaigns(bundles)
+    async def active_campaigns(self) -> list[Campaign]:
+        return await self._read(lambda conn, ctx: self.campaigns.current(conn))
 
-    async def apply_bundle(self, bundle: CampaignBundle) -> bool:
-        applied = await self._write(
-            lambda conn, ctx: campaign_store.apply_bundle(conn, ctx, bundle)
-        )
-        if applied:
-            await self.reload_campaigns()
-        return applied
+    async def apply_bundle(self, bundle: CampaignBundle) -> campaign_store.Outcome:
+        return await self._write(lambda conn, ctx: campaign_store.apply_bundle(conn, ctx, bundle))
 
-    async def apply_campaign_file(self, path: Any) -> bool:
+    async def apply_campaign_file(self, path: Any) -> campaign_store.Outcome:
         from pathlib import Path
 
         text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
@@ -205,33 +201,43 @@ class EdgeService:
         return view
 
     async def lookup_member(self, by: IdentifyBy, value: str) -> dict[str, Any]:
-        def rd(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            return members.member_view(conn, ctx, members.identify(conn, ctx, by, value))
-
-        return await self._read(rd)
+        member_id = await self.find_member_id(by, value)
+        return await self.member(member_id)
 
     async def member(self, member_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: members.member_view(conn, ctx, member_id))
 
     async def find_member_id(self, by: IdentifyBy, value: str) -> str:
+        """The member a card, code, phone or QR names: here, else at the hub. Not known here
+        and the hub could not be asked: ``hub_unreachable`` (503), never a plain not-found,
+        since the member may well exist (registering them again would make a duplicate)."""
         try:
             return await self._read(lambda conn, ctx: members.identify(conn, ctx, by, value))
         except EdgeError as exc:
-            if exc.code not in ("unknown_card", "member_not_found") or self.sync is None \
-                    or not self.sync.connected:
-                raise
+            if exc.code not in ("unknown_card", "member_not_found") or self.sync is None:
+                raise  # a store without a hub: its directory is the whole answer
             # Registered in another store and not in our directory yet: ask the hub online.
-            if not await self._lookup_online(by, value):
+            online = await self._lookup_online(by, value)
+            if online == "not_found":
                 raise
+            if online != "found":
+                raise EdgeError(
+                    "hub_unreachable", "not a member of this store's directory, and the hub"
+                    " could not be asked: the member may exist elsewhere", 503,
+                    by=by, local_code=exc.code, online=online) from None
         return await self._read(lambda conn, ctx: members.identify(conn, ctx, by, value))
 
-    async def _lookup_online(self, by: IdentifyBy, value: str) -> bool:
+    async def _lookup_online(self, by: IdentifyBy, value: str) -> str:
+        """``found`` (now in our directory), ``not_found`` (the hub knows no such member),
+        ``unreachable``, ``timeout`` or the hub's error code."""
         from edge import directory
         from edge.phone import normalise_phone
         from protocol.ids import MEMBER_QR_PREFIX
         from protocol.sync import RpcRequest
 
-        assert self.sync is not None
+        sync = self.sync
+        if sync is None or not sync.connected:
+            return "unreachable"
         if by == "qr":
             by, value = "member_code", value.removeprefix(MEMBER_QR_PREFIX)
         elif by == "phone":
@@ -241,14 +247,21 @@ class EdgeService:
         request = RpcRequest(request_id=uuid7(), store_id=self.context.store_id, kind="lookup",
                              by=by, value=value)
         try:
-            reply = await self.sync.rpc(request)
-        except Exception:  # the hub is away: the local answer (not found) stands
-            return False
+            reply = await sync.rpc(request, wait_s=ONLINE_WAIT_S)
+        except Exception:  # no answer in time, or the connection went meanwhile
+            return "timeout"
         entry = reply.member
         if not reply.ok or entry is None:
-            return False
+            return "not_found" if reply.error in (None, "member_not_found") else str(reply.error)
         await self._write(lambda conn, ctx: directory.apply_entry(conn, ctx, entry))
-        return True
+        return "found"
+
+    async def points_history(self, member_id: str, *, limit: int,
+                             before: int | None) -> dict[str, Any]:
+        from edge import points_history
+
+        return await self._read(lambda conn, ctx: points_history.history(
+            conn, ctx, member_id, limit=limit, before=before))
 
     async def bind_card(self, *, terminal_id: str, idem_key: str | None, member_id: str,
                         card_uid: str) -> dict[str, Any]:
@@ -279,12 +292,10 @@ class EdgeService:
             raise invalid("amount_out_of_range", f"top-up above the limit of {limit}")
         if paid_by not in ("cash", "bank_card", "external"):
             raise invalid("invalid_tender", "a top-up is paid by cash, bank_card or external")
-        campaigns = self.campaigns
-
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
             m = members.get_member(conn, member_id)
             bonus, campaign_id = pricing.topup_bonus(
-                amount, campaigns, checkout.member_context(m), ctx.today())
+                amount, self.campaigns.current(conn), checkout.member_context(m), ctx.today())
             topup_id = uuid7()
             stored_value.top_up(conn, ctx, member_id, topup_id, terminal_id, amount, bonus,
                                 campaign_id, paid_by)
@@ -334,8 +345,8 @@ class EdgeService:
         cart = self.carts.get(sale_id, terminal_id)
         if cart.state != "open":
             raise EdgeError("sale_closed", f"this sale is {cart.state}", 409, sale_id=sale_id)
-        campaigns = self.campaigns
-        view = await self._read(lambda conn, ctx: checkout.quote_view(conn, ctx, cart, campaigns))
+        view = await self._read(lambda conn, ctx: checkout.quote_view(
+            conn, ctx, cart, self.campaigns.current(conn)))
         view["state"] = cart.state
         view["terminal_id"] = cart.terminal_id
         return view
@@ -353,7 +364,24 @@ class EdgeService:
         return view
 
     async def add_line(self, sale_id: str, terminal_id: str, idem_key: str | None, *, sku: str,
-                       name: str, category: str, qty: int, unit_price: int) -> dict[str, Any]:
+                       qty: int, name: str | None = None, category: str | None = None,
+                       unit_price: int | None = None) -> dict[str, Any]:
+        """A line of ``qty`` × ``sku``; what is not given (name, category, price) is the
+        catalogue's, and a sku not in it then is ``unknown_sku``."""
+        if name is None or category is None or unit_price is None:
+            from edge import products
+
+            try:
+                found = await self.db.read(lambda conn: products.get(conn, sku))
+            except EdgeError as exc:
+                if exc.code != "unknown_product":
+                    raise
+                raise invalid("unknown_sku", f"{sku} is not in the catalogue: give its name,"
+                              " category and unit_price", sku=sku) from None
+            name = name if name is not None else str(found["name"])
+            category = category if category is not None else str(found["category"])
+            unit_price = unit_price if unit_price is not None else int(found["unit_price"])
+
         def op(cart: Cart) -> None:
             self.carts.add_line(cart, sku=sku, name=name, category=category, qty=qty,
                                 unit_price=unit_price)
@@ -446,7 +474,6 @@ class EdgeService:
         k = idempotency.check_key(idem_key)
         request = {"sale_id": sale_id, "tenders": [t.__dict__ for t in tenders]}
         h = idempotency.request_hash("finalize", request)
-        campaigns = self.campaigns
         async with self._cart_lock:
             try:
                 cart = self.carts.get_open(sale_id, terminal_id)
@@ -462,7 +489,7 @@ class EdgeService:
             devices = self.devices
 
             def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-                receipt = checkout.finalize(conn, ctx, cart, tenders, campaigns)
+                receipt = checkout.finalize(conn, ctx, cart, tenders, self.campaigns.current(conn))
                 if devices is not None:
                     devices.enqueue_receipt(conn, terminal_id, receipt)
                 return receipt
@@ -510,6 +537,12 @@ class EdgeService:
     async def receipt(self, sale_id: str) -> dict[str, Any]:
         return await self._read(lambda conn, ctx: checkout.receipt_view(conn, ctx, sale_id))
 
+    async def day_receipts(self, on: date, *, limit: int, offset: int) -> dict[str, Any]:
+        from edge import day_receipts
+
+        return await self._read(lambda conn, ctx: day_receipts.day(
+            conn, ctx, on, limit=limit, offset=offset))
+
     async def refund(self, *, terminal_id: str, idem_key: str | None, sale_id: str,
                      lines: list[tuple[int, int]] | None) -> dict[str, Any]:
         request = {"sale_id": sale_id, "lines": lines}
@@ -526,17 +559,11 @@ class EdgeService:
 
     # --- status -------------------------------------------------------------------------------
 
-    async def status(self) -> dict[str, Any]:
-        def rd(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            st = outbox.stats(conn, ctx.epoch)
-            n = conn.execute("SELECT count(*) FROM members").fetchone()[0]
-            return {"store_id": ctx.store_id, "epoch": ctx.epoch, "members": n,
-                    "outbox": {"depth": st.depth, "oldest_seq": st.oldest_seq,
-                               "newest_seq": st.newest_seq},
-                    "last_seq": int(outbox.meta_get(conn, f"outbox_seq:{ctx.epoch}", "0") or 0)}
-
-        out = await self._read(rd)
-        out["open_sales"] = self.carts.open_count()
-        out["campaigns"] = [c.campaign_id for c in self.campaigns]
-        out["subscribers"] = self.bus.subscribers
+    async def status(self, *, live: bool = True) -> dict[str, Any]:
+        """The store's figures (``edge.status.read``); ``live`` adds what only this process
+        knows (open baskets, event subscribers): off for a one-off command, which has none."""
+        out = await self._read(lambda conn, ctx: status.read(conn, ctx, self.campaigns))
+        if live:
+            out["live"] = {"open_sales": self.carts.open_count(),
+                           "subscribers": self.bus.subscribers}
         return out

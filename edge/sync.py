@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from edge import directory, outbox, uplink
+from edge import directory, outbox, status, uplink
 from edge.config import SyncSection
 from protocol import signing, topics
 from protocol.codec import CodecError, decode, encode
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from edge.service import EdgeService
 
 log = logging.getLogger("membergate.edge.sync")
-ACK_KEY = "acked_seq:{epoch}"
 SELLING_WINDOW_S = 60.0  # a till wrote this recently: the store is selling (page_size)
 
 
@@ -73,15 +72,22 @@ class SyncClient:
         self._rpc_waiting: dict[str, asyncio.Future[RpcReply]] = {}
         self._head_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.broker = f"{config.broker_host}:{config.broker_port}"
+        # The link as last seen (connected, since when): kept in meta by _link_writer, so a
+        # status read by another process (membergate-edge status) shows it too.
+        self._link = (False, service.context.now().isoformat())
+        self._link_changed = asyncio.Event()
 
     # -- lifetime ------------------------------------------------------------------------------
 
     async def start(self) -> SyncClient:
-        key = ACK_KEY.format(epoch=self.epoch)
+        key = status.ACK_KEY.format(epoch=self.epoch)
+        await self._record_link()
         self.acked, self.checkpoint = await self.service.db.read(
             lambda c: (int(outbox.meta_get(c, key, "0") or 0), directory.checkpoint(c)))
         self.cursor = self.acked
         self.mqtt.on_connect.append(self._connected)
+        self.mqtt.on_disconnect.append(self._disconnected)
         for topic in (topics.ack(self.store_id), topics.directory_page(self.store_id),
                       topics.rpc_reply(self.store_id),
                       topics.FLEET_CAMPAIGNS, topics.region_campaigns(self.region),
@@ -92,7 +98,8 @@ class SyncClient:
         self._tasks = [asyncio.create_task(self._uplink(), name="sync-uplink"),
                        asyncio.create_task(self._downlink(), name="sync-downlink"),
                        asyncio.create_task(self._status_loop(), name="sync-status"),
-                       asyncio.create_task(self._directory_watch(), name="sync-directory")]
+                       asyncio.create_task(self._directory_watch(), name="sync-directory"),
+                       asyncio.create_task(self._link_writer(), name="sync-link")]
         return self
 
     async def close(self) -> None:
@@ -104,12 +111,31 @@ class SyncClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.mqtt.close()
+        self._link = (False, self.service.context.now().isoformat())
+        await self._record_link()
 
     @property
     def connected(self) -> bool:
         return self.mqtt.is_connected
 
+    def _disconnected(self) -> None:
+        self._link = (False, self.service.context.now().isoformat())
+        self._link_changed.set()
+
+    async def _record_link(self) -> None:
+        connected, since = self._link
+        await self.service.db.write(lambda conn: status.record_link(
+            conn, broker=self.broker, connected=connected, since=since))
+
+    async def _link_writer(self) -> None:
+        while True:
+            await self._link_changed.wait()
+            self._link_changed.clear()
+            await self._record_link()
+
     async def _connected(self) -> None:
+        self._link = (True, self.service.context.now().isoformat())
+        self._link_changed.set()
         # Whatever was in flight may be lost with the old connection: resend from the ack.
         self.cursor = self.acked
         self._wake.set()
@@ -164,12 +190,12 @@ class SyncClient:
             return
         if ack.seq > self.acked:
             seq = ack.seq
-            key = ACK_KEY.format(epoch=self.epoch)
+            ctx = self.service.context
 
             def prune(conn: Any) -> int:
                 written = int(outbox.meta_get(conn, f"outbox_seq:{self.epoch}", "0") or 0)
                 if seq <= written:  # no hub can hold more than this store ever wrote
-                    outbox.meta_set(conn, key, seq)
+                    status.record_ack(conn, ctx, seq)
                     outbox.prune(conn, self.epoch, seq)
                 return written
 
@@ -296,7 +322,10 @@ class SyncClient:
         if expected != topic:
             self._refuse("wrong_scope", f"a {bundle.scope} bundle on {topic}")
             return
-        if not await self.service.apply_bundle(bundle):
+        outcome = await self.service.apply_bundle(bundle)
+        if outcome == "held":
+            return  # the retained bundle again, after a reconnect: nothing to refuse
+        if outcome == "stale":
             self._refuse("stale_version", f"{bundle.scope} version {bundle.version} not newer")
             return
         log.info("campaigns applied: %s version %d", bundle.scope, bundle.version)
@@ -309,8 +338,7 @@ class SyncClient:
         def read(conn: Any) -> tuple[int, int, dict[str, int]]:
             depth = outbox.stats(conn, self.epoch).depth
             last = int(outbox.meta_get(conn, key, "0") or 0)
-            versions = {f"{r[0]}:{r[1]}" if r[1] else r[0]: int(r[2]) for r in conn.execute(
-                "SELECT scope, scope_id, version FROM campaign_bundles")}
+            versions = status.campaign_versions(conn)
             return depth, last, versions
 
         depth, last, versions = await self.service.db.read(read)

@@ -64,7 +64,7 @@ async def _status(cfg: HubConfig, as_json: bool) -> int:
         print(json.dumps(stores, indent=2, ensure_ascii=False))
         return 0
     cols = ("store_id", "epoch", "acked_seq", "lag_events", "outbox_depth", "last_seen_s_ago",
-            "refused_at_hub")
+            "refused_at_hub", "campaign_refusals")
     rows = [[str(s.get(c, "")) for c in cols] for s in stores]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(cols)]

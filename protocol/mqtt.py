@@ -315,6 +315,8 @@ class MqttClient:
 
         self.connected = asyncio.Event()
         self.on_connect: list[OnConnect] = []
+        # Called (plainly, on the loop) when an established connection is lost or closed.
+        self.on_disconnect: list[Callable[[], None]] = []
         self.reconnects = 0  # successful connections after the first
         self.published = 0  # publishes the broker acknowledged (or, for QoS 0, that were sent)
         self.received = 0
@@ -446,6 +448,8 @@ class MqttClient:
         if self._conn is conn:
             self._conn = None
             self.connected.clear()
+            for callback in list(self.on_disconnect):
+                callback()
 
     # -- public operations --
 

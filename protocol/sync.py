@@ -151,6 +151,12 @@ class DeviceHealth(_Message):
     detail: Text = ""
 
 
+# The ``refused`` reasons a store counts when it turns a campaign bundle down: no hub key
+# configured, a signature that does not verify, a bundle on another scope's topic, a version
+# older than the one it runs. The hub's fleet view sums them per store.
+CAMPAIGN_REFUSALS = ("no_hub_key", "bad_signature", "wrong_scope", "stale_version")
+
+
 class StoreStatus(_Message):
     """What a store reports about itself (retained on its status topic)."""
 

@@ -29,7 +29,7 @@ from pydantic import TypeAdapter
 from edge import outbox, uplink
 from edge.config import EdgeConfig, SyncSection
 from edge.service import EdgeService
-from edge.sync import ACK_KEY
+from edge.status import ACK_KEY
 from hub.app import Hub
 from hub.bench import store_bodies
 from hub.config import HubConfig

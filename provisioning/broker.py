@@ -42,6 +42,9 @@ fleet file::
     # password = "..."                  # optional: a password to keep; otherwise a new one
     # api_host = "hq-api.example.internal"  # optional: HTTPS and a token for the HQ API
     # api_cert_path = "/etc/membergate/hq-api.crt"   api_key_path = "/etc/membergate/hq-api.key"
+    public_key = "..."                  # the hub's campaign signing key, as `membergate-hub init`
+                                        # prints it (or --hub-public-key): into every store's
+                                        # [sync] hub_public_key; without it stores refuse campaigns
 
     [[stores]]
     store_id = "S001"                   # as in the store's edge.toml [store] store_id
@@ -118,7 +121,7 @@ from pydantic import (
     model_validator,
 )
 
-from protocol import topics
+from protocol import signing, topics
 from provisioning import certs
 
 # The same rule as ``edge.config.StoreSection.store_id`` and ``protocol.topics`` (store ids and
@@ -160,6 +163,12 @@ def _check_password(v: str | None) -> str | None:
     return v
 
 
+def _check_public_key(v: str | None) -> str | None:
+    if v is not None:
+        signing.load_public_b64(v)  # a SignatureError (a ValueError) says what is wrong
+    return v
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -194,8 +203,12 @@ class HubEntry(_Model):
     api_host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
     api_cert_path: str = Field(DEFAULT_HQ_CERT_PATH, pattern=r"^/[^\s\"\\#]*$")
     api_key_path: str = Field(DEFAULT_HQ_KEY_PATH, pattern=r"^/[^\s\"\\#]*$")
+    # The hub's Ed25519 public key (base64), written into every store's [sync]: a store without
+    # it refuses every campaign bundle.
+    public_key: str | None = None
 
     _password = field_validator("password")(_check_password)
+    _public_key = field_validator("public_key")(_check_public_key)
 
 
 class StoreEntry(_Model):
@@ -448,8 +461,11 @@ def store_snippet(fleet: Fleet, store: StoreEntry, password: str) -> str:
         lines.append(f"broker_host = {_toml_str(b.host)}")
     lines += [f"broker_port = {b.listen_port}",
               f"username = {_toml_str(store.user)}",
-              f"password = {_toml_str(password)}",
-              *_tls_table(fleet, "sync")]
+              f"password = {_toml_str(password)}"]
+    if fleet.hub.public_key is not None:
+        lines += ["# the hub's campaign signing key: bundles not signed by it are refused",
+                  f"hub_public_key = {_toml_str(fleet.hub.public_key)}"]
+    lines += _tls_table(fleet, "sync")
     if store.api_host is not None:
         api = fleet.pos_api
         lines += ["", "[api]",
@@ -726,6 +742,12 @@ def provision(fleet: Fleet, out: Path, *, force: bool = False, rotate: bool = Fa
 def _broker_command(args: argparse.Namespace) -> int:
     fleet_path, out = Path(args.fleet), Path(args.out).absolute()
     fleet = load_fleet(fleet_path)
+    if args.hub_public_key is not None:
+        try:
+            _check_public_key(args.hub_public_key)
+        except ValueError as exc:
+            raise FleetError(f"--hub-public-key: {exc}") from None
+        fleet.hub.public_key = args.hub_public_key
     done = provision(fleet, out, force=args.force, rotate=args.rotate, tool=args.mosquitto_passwd,
                      source=fleet_path.name)
     users = ", ".join(done.users)
@@ -763,6 +785,10 @@ def _broker_command(args: argparse.Namespace) -> int:
               f" HQ trusts {done.ca_cert} for https://")
     if done.kept:
         print(f"kept the passwords already issued to {', '.join(done.kept)} (--rotate: new ones)")
+    if fleet.hub.public_key is None:
+        print("warning: no hub public key ([hub] public_key or --hub-public-key, as"
+              " `membergate-hub init` prints it): the store snippets have no hub_public_key,"
+              " and a store without it refuses every campaign bundle", file=sys.stderr)
     for path in done.stale:
         if path.suffix == ".toml":
             print(f"note: {path} is not in this fleet any more; its login is gone from passwd"
@@ -787,6 +813,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="write into a directory that already holds files")
     broker.add_argument("--rotate", action="store_true",
                         help="with --force: new passwords instead of keeping those issued there")
+    broker.add_argument("--hub-public-key", default=None,
+                        help="the hub's campaign signing key (base64, `membergate-hub init`"
+                             " prints it); overrides [hub] public_key")
     broker.add_argument("--mosquitto-passwd", default=None,
                         help="the mosquitto_passwd binary"
                              f" (default: on PATH, or {MOSQUITTO_PASSWD})")

@@ -22,6 +22,7 @@ class FleetStore(BaseModel):
     devices: list[dict[str, Any]]
     refused_at_hub: dict[str, int]
     refused_at_store: dict[str, Any]
+    campaign_refusals: int
 
 
 class IngestFigures(BaseModel):

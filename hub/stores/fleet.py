@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 
 from hub.core.db import Tx
+from protocol.sync import CAMPAIGN_REFUSALS
 
 
 def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
@@ -32,5 +33,11 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
             "software": reported.get("software", ""), "devices": reported.get("devices", []),
             "refused_at_hub": refusals.get(store, {}),
             "refused_at_store": reported.get("refused", {}),
+            "campaign_refusals": campaign_refusals(reported.get("refused", {})),
         })
     return out
+
+
+def campaign_refusals(refused_at_store: dict[str, int]) -> int:
+    """Campaign bundles a store turned down (a store refusing them all looks healthy else)."""
+    return sum(int(refused_at_store.get(reason, 0)) for reason in CAMPAIGN_REFUSALS)

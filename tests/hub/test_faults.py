@@ -255,7 +255,7 @@ async def backlog(svc: EdgeService, *, members_n: int, sales: int, topups: int, 
                 svc.carts.add_line(cart, sku=f"S{i % 50}", name="item", category="grocery",
                                    qty=1 + i % 3, unit_price=300 + (i * 37) % 4_000)
                 checkout.finalize(conn, ctx, cart, [TenderRequest(kind="cash", amount=10**6)],
-                                  svc.campaigns)
+                                  svc.campaigns.current(conn))
                 svc.carts.drop(cart.sale_id)
             for i in range(topups * day // days, topups * (day + 1) // days):
                 stored_value.top_up(conn, ctx, mids[i % len(mids)], uuid7(), "POS-1",

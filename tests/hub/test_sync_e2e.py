@@ -131,7 +131,8 @@ async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: 
         from hub.campaigns.bundles import manifest
 
         forged = manifest(demo.demo_bundle().model_copy(update={"version": 9}), rogue_key)
-        stale = manifest(demo.demo_bundle(), hub.key)  # version 1: the store holds 1 already
+        await a.apply_bundle(demo.demo_bundle().model_copy(update={"version": 2}))
+        stale = manifest(demo.demo_bundle(), hub.key)  # version 1: the store holds 2
         async with MqttClient(mosquitto.host, mosquitto.port, client_id="rogue") as rogue:
             await rogue.wait_connected(10)
             await rogue.publish(topics.FLEET_CAMPAIGNS, forged)
@@ -143,7 +144,7 @@ async def test_forged_or_stale_campaigns_are_refused(tmp_path: Path, mosquitto: 
             return r["bad_signature"] >= 1 and r["stale_version"] >= 1 and r["malformed"] >= 1
 
         await wait_for(refused, "the store to refuse all three")
-        assert (await a.sync.status()).campaign_versions == {"fleet": 1}
+        assert (await a.sync.status()).campaign_versions == {"fleet": 2}
     finally:
         await a.close()
 
