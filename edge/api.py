@@ -7,7 +7,6 @@ returns its answer. Errors are ``{"error": {"code", "message", "details"}}`` wit
 
 import asyncio
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -23,9 +22,10 @@ from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.members import IdentifyBy
 from edge.service import EdgeService
-from protocol.tls import load_server_config
+from protocol.http_guard import bearer, guard, same_token, server_config
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
+UNAUTHORIZED = "a valid terminal bearer token is required"
 
 
 def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
@@ -37,20 +37,17 @@ def _error(status: int, code: str, message: str, details: Any = None) -> JSONRes
 
 def api_server(service: EdgeService) -> uvicorn.Server:
     """The POS API on ``[api] host:port`` for a service that ``membergate-edge run`` starts
-    and closes itself, over HTTPS when ``[api]`` names a certificate. Raises ``TlsError`` here,
-    before anything starts, when the certificate or key cannot be used."""
+    and closes itself, over HTTPS when ``[api]`` names a certificate, held to ``[api]``'s
+    connection limits. Raises ``TlsError`` here, before anything starts, when the certificate
+    or key cannot be used."""
     api = service.config.api
-    config = uvicorn.Config(
-        create_app(service, manage_lifetime=False), host=api.host, port=api.port,
-        log_level="warning", access_log=False, lifespan="on",
-        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
-    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(
+        create_app(service, manage_lifetime=False), host=api.host, port=api.port, limits=api,
+        tls_cert_file=api.tls_cert_file, tls_key_file=api.tls_key_file, lifespan="on"))
 
 
 def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI:
     tokens = {token: terminal for terminal, token in service.config.api.tokens.items()}
-    max_body = service.config.limits.max_request_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,26 +70,23 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         if not token:
             return None
         for known, terminal in tokens.items():
-            if hmac.compare_digest(known, token):
+            if same_token(token, known):
                 return terminal
         return None
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> str:
-        token = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
-        terminal = terminal_for(token)
+        terminal = terminal_for(bearer(authorization))
         if terminal is None:
-            raise EdgeError("unauthorized", "a valid terminal bearer token is required", 401)
+            raise EdgeError("unauthorized", UNAUTHORIZED, 401)
         return terminal
 
     Terminal = Annotated[str, Depends(auth)]
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return _error(413, "payload_too_large",
-                          f"request bodies are limited to {max_body} bytes")
-        return await call_next(request)
+    # Before any route: no body is read without a terminal's token, and a body is counted as
+    # it arrives (chunked too) against [limits] max_request_bytes.
+    guard(app, token_valid=lambda token: terminal_for(token) is not None,
+          max_body_bytes=service.config.limits.max_request_bytes, token_message=UNAUTHORIZED,
+          open_paths={"/v1/health"})
 
     @app.exception_handler(EdgeError)
     async def edge_error(_: Request, exc: EdgeError) -> JSONResponse:
@@ -286,10 +280,7 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
 
     @app.websocket("/v1/events")
     async def events(ws: WebSocket) -> None:
-        token = ws.query_params.get("token")
-        header = ws.headers.get("authorization", "")
-        if not token and header.startswith("Bearer "):
-            token = header[7:]
+        token = ws.query_params.get("token") or bearer(ws.headers.get("authorization"))
         terminal = terminal_for(token)
         if terminal is None:
             # Accept first: a close before accept reaches the client as a bare HTTP 403, while

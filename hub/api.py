@@ -3,7 +3,6 @@
 Thin over ``HubService`` like the edge's POS API; one bearer token for HQ (from configuration).
 """
 
-import hmac
 from typing import Annotated, Any
 
 import uvicorn
@@ -13,7 +12,23 @@ from fastapi.responses import JSONResponse
 from hub import directory
 from hub.service import HubService
 from protocol.campaigns import CampaignBundle
-from protocol.tls import load_server_config
+from protocol.http_guard import TokenCheck, bearer, guard, same_token, server_config
+
+UNAUTHORIZED = "a valid HQ bearer token is required"
+
+
+def _token_check(token: str | None) -> TokenCheck:
+    def token_valid(given: str | None) -> bool:
+        return bool(token) and given is not None and same_token(given, token or "")
+
+    return token_valid
+
+
+def _guard(app: FastAPI, hub: HubService, token_valid: TokenCheck) -> None:
+    """No body is read without HQ's token, and bodies are counted as they arrive against
+    ``[api] max_request_bytes``."""
+    guard(app, token_valid=token_valid, max_body_bytes=hub.config.api.max_request_bytes,
+          token_message=UNAUTHORIZED)
 
 
 class HubApiError(Exception):
@@ -23,25 +38,24 @@ class HubApiError(Exception):
 
 
 def api_server(hub: HubService) -> uvicorn.Server:
-    """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate. Raises
-    ``TlsError`` here, before serving, when the certificate or key cannot be used."""
+    """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate, held to
+    ``[api]``'s connection limits. Raises ``TlsError`` here, before serving, when the
+    certificate or key cannot be used."""
     api = hub.config.api
-    config = uvicorn.Config(
-        create_app(hub), host=api.host, port=api.port, log_level="warning", lifespan="off",
-        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
-    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(
+        create_app(hub), host=api.host, port=api.port, limits=api,
+        tls_cert_file=api.tls_cert_file, tls_key_file=api.tls_key_file, lifespan="off"))
 
 
 def create_app(hub: HubService) -> FastAPI:
     app = FastAPI(title="membergate hub HQ API", version="1")
-    token = hub.config.api.token or ""
+    token_valid = _token_check(hub.config.api.token)
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
-        given = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
-        if not token or not hmac.compare_digest(given, token):
-            raise HubApiError(401, "unauthorized", "a valid HQ bearer token is required")
+        if not token_valid(bearer(authorization)):
+            raise HubApiError(401, "unauthorized", UNAUTHORIZED)
 
+    _guard(app, hub, token_valid)
     HQ = Annotated[None, Depends(auth)]
 
     @app.exception_handler(HubApiError)
