@@ -189,7 +189,8 @@ class _GuardedProtocol(HttpToolsProtocol):
         self._disarm()
 
     def on_response_complete(self) -> None:
-        if self._deadline is not None and not self.transport.is_closing():
+        answered = self.cycle  # the current request's (a pipelined one's would not be done)
+        if answered.response_complete and answered.more_body and not self.transport.is_closing():
             # Answered before its body ended (a refusal, or a body the route does not read):
             # the rest of the body is not wanted, and a client could trickle it for ever.
             self.transport.close()

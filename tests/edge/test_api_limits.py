@@ -117,6 +117,24 @@ async def test_a_stalled_head_or_body_is_closed(edge: tuple[EdgeService, int]) -
         assert (await http.get(f"http://127.0.0.1:{port}/v1/health")).status_code == 200
 
 
+async def test_a_body_no_route_reads_is_not_waited_for(tmp_path: Path) -> None:
+    """Answered before its body ended (an open route that reads none): the connection closes
+    with the answer, though the client goes on trickling the body well within its stall
+    deadline (which alone would let it hold the connection for ever)."""
+    async with _served(tmp_path, body_stall_timeout_s=300) as (_, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/health HTTP/1.1\r\nHost: edge\r\nContent-Length: 1000\r\n\r\n")
+        to_eof = asyncio.create_task(reader.read())
+        for _ in range(50):  # at most 10 s of trickling
+            if to_eof.done():
+                break
+            writer.write(b"x")
+            await asyncio.sleep(0.2)
+        writer.close()
+        assert to_eof.done()
+        assert to_eof.result().startswith(b"HTTP/1.1 200")
+
+
 async def test_connections_beyond_the_cap_are_refused_until_others_go(tmp_path: Path) -> None:
     async with _served(tmp_path, max_connections=2) as (service, port):
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
