@@ -8,16 +8,12 @@ returns its answer. Errors are ``{"error": {"code", "message", "details"}}`` wit
 import asyncio
 import contextlib
 import datetime
-import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, Query, Request, WebSocket, WebSocketDisconnect
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi import Depends, FastAPI, Header, Query, WebSocket, WebSocketDisconnect
 
 from edge import api_models as m
 from edge import paging
@@ -25,38 +21,30 @@ from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.members import IdentifyBy
 from edge.service import EdgeService
-from protocol.tls import load_server_config
+from protocol.http_errors import install_error_handlers
+from protocol.http_guard import bearer, guard, same_token, server_config
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)]
 Offset = Annotated[int, Query(ge=0, le=10_000_000)]
 Prefix = Annotated[str, Query(max_length=64)]
 DAY = r"^\d{4}-\d{2}-\d{2}$"
-
-
-def _error(status: int, code: str, message: str, details: Any = None) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message}
-    if details:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status)
+UNAUTHORIZED = "a valid terminal bearer token is required"
 
 
 def api_server(service: EdgeService) -> uvicorn.Server:
     """The POS API on ``[api] host:port`` for a service that ``membergate-edge run`` starts
-    and closes itself, over HTTPS when ``[api]`` names a certificate. Raises ``TlsError`` here,
-    before anything starts, when the certificate or key cannot be used."""
+    and closes itself, over HTTPS when ``[api]`` names a certificate, held to ``[api]``'s
+    connection limits. Raises ``TlsError`` here, before anything starts, when the certificate
+    or key cannot be used."""
     api = service.config.api
-    config = uvicorn.Config(
-        create_app(service, manage_lifetime=False), host=api.host, port=api.port,
-        log_level="warning", access_log=False, lifespan="on",
-        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
-    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(
+        create_app(service, manage_lifetime=False), host=api.host, port=api.port, limits=api,
+        tls_cert_file=api.tls_cert_file, tls_key_file=api.tls_key_file, lifespan="on"))
 
 
 def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI:
     tokens = {token: terminal for terminal, token in service.config.api.tokens.items()}
-    max_body = service.config.limits.max_request_bytes
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,41 +67,25 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
         if not token:
             return None
         for known, terminal in tokens.items():
-            if hmac.compare_digest(known, token):
+            if same_token(token, known):
                 return terminal
         return None
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> str:
-        token = authorization[7:] if authorization and authorization.startswith("Bearer ") else None
-        terminal = terminal_for(token)
+        terminal = terminal_for(bearer(authorization))
         if terminal is None:
-            raise EdgeError("unauthorized", "a valid terminal bearer token is required", 401)
+            raise EdgeError("unauthorized", UNAUTHORIZED, 401)
         return terminal
 
     Terminal = Annotated[str, Depends(auth)]
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            return _error(413, "payload_too_large",
-                          f"request bodies are limited to {max_body} bytes")
-        return await call_next(request)
+    # Before any route: no body is read without a terminal's token, and a body is counted as
+    # it arrives (chunked too) against [limits] max_request_bytes.
+    guard(app, token_valid=lambda token: terminal_for(token) is not None,
+          max_body_bytes=service.config.limits.max_request_bytes, token_message=UNAUTHORIZED,
+          open_paths={"/v1/health"})
 
-    @app.exception_handler(EdgeError)
-    async def edge_error(_: Request, exc: EdgeError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.message, exc.details)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        return _error(422, "validation_error", "the request body or parameters are invalid",
-                      {"errors": errors})
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+    install_error_handlers(app)  # the shape every membergate API shares (protocol.errors)
 
     # --- health and status ----------------------------------------------------------------
 
@@ -319,10 +291,7 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
 
     @app.websocket("/v1/events")
     async def events(ws: WebSocket) -> None:
-        token = ws.query_params.get("token")
-        header = ws.headers.get("authorization", "")
-        if not token and header.startswith("Bearer "):
-            token = header[7:]
+        token = ws.query_params.get("token") or bearer(ws.headers.get("authorization"))
         terminal = terminal_for(token)
         if terminal is None:
             # Accept first: a close before accept reaches the client as a bare HTTP 403, while

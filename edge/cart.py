@@ -17,6 +17,9 @@ from protocol.pricing import BasketLine
 
 MAX_TEXT = 200
 OPEN_SALE_TTL_S = 12 * 3600  # an abandoned basket is forgotten after half a day
+# A POS retries the change it had no answer to, straight away: far fewer than this many
+# changes later.
+KEYS_KEPT = 256
 
 
 @dataclass
@@ -43,14 +46,22 @@ class Cart:
     coupons: list[str] = field(default_factory=list)
     next_line_no: int = 1
     state: str = "open"
-    # Answers already given for idempotency keys of cart operations on this sale.
-    replies: dict[str, Any] = field(default_factory=dict)
+    # Idempotency keys of the last ``KEYS_KEPT`` changes to this sale, oldest first: a retry
+    # of one of them changes nothing and is answered with the sale as it stands. Only keys, so
+    # that a sale changed thousands of times holds no more than this (the review measured
+    # 165 -> 984 MB for 20,000 changes while every answer was kept).
+    done_keys: dict[str, None] = field(default_factory=dict)
     # The last quote and everything it was computed from (see checkout.price): finalize right
     # after a quote of the same basket reuses it instead of evaluating the campaigns again.
     priced: tuple[Any, Any] | None = None
 
     def basket(self) -> list[BasketLine]:
         return [line.basket_line() for line in self.lines.values()]
+
+    def remember(self, key: str) -> None:
+        self.done_keys[key] = None
+        if len(self.done_keys) > KEYS_KEPT:
+            del self.done_keys[next(iter(self.done_keys))]
 
 
 def _check_text(name: str, value: str) -> str:
@@ -67,6 +78,15 @@ class CartBook:
 
     def open(self, terminal_id: str) -> Cart:
         self._forget_stale()
+        limit = self._limits.max_open_sales_per_terminal
+        held = [c.sale_id for c in self._carts.values()
+                if c.terminal_id == terminal_id and c.state == "open"]
+        if len(held) >= limit:
+            raise EdgeError(
+                "too_many_open_sales",
+                f"this terminal holds {limit} open sales, the most it may: finalize or void one"
+                " (POST /v1/sales/{sale_id}/void) before opening another", 409,
+                limit=limit, open_sales=held)
         cart = Cart(sale_id=uuid7(), terminal_id=terminal_id, opened_at=time.time())
         self._carts[cart.sale_id] = cart
         return cart

@@ -13,10 +13,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge import demo, logs
+from edge import demo
 from edge.config import EdgeConfig, load_config
 from edge.service import EdgeService
-from protocol import runtime
+from protocol import logs, runtime
 from protocol.tls import TlsError
 
 log = logging.getLogger("membergate.edge")
@@ -56,6 +56,13 @@ async def _seed(service: EdgeService, members: int) -> dict[str, Any]:
 async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) -> int:
     from edge.api import api_server
 
+    if config.api.unguarded:
+        # Anyone on the LAN could act as a till with the token printed in the README.
+        print(f"membergate-edge: cannot start: [api] host = {config.api.host!r} serves the POS"
+              " API to the network, and [api.tokens] holds no token or the public demo one:"
+              " give each terminal its own token of 12+ characters in [api.tokens], or serve"
+              " on 127.0.0.1", file=sys.stderr)
+        return 2
     service = EdgeService(config)
     try:
         server = api_server(service)  # an unusable certificate stops us before anything starts

@@ -9,8 +9,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from protocol.http_guard import ConnectionLimits
 from protocol.money import MAX_AMOUNT, validate_currency
 from protocol.tls import ServedOverTls, TlsSettings
+
+# The demo's token, printed by `membergate-edge run` and in the README: public, so it is no
+# token at all off this box (see ``ApiSection.unguarded``).
+DEMO_TOKENS = {"POS-1": "demo-token-pos-1"}
 
 
 class _Section(BaseModel):
@@ -36,15 +41,16 @@ class DatabaseSection(_Section):
     path: Path = Path("var/edge.db")
 
 
-class ApiSection(_Section, ServedOverTls):
+class ApiSection(_Section, ServedOverTls, ConnectionLimits):
     """HTTPS (and wss for the event stream) with ``tls_cert_file``/``tls_key_file``: on the
     store LAN every request carries a terminal's token (``membergate-provision broker`` issues
-    them from the fleet's CA for a store's ``api_host``)."""
+    them from the fleet's CA for a store's ``api_host``). ``head_timeout_s``,
+    ``body_stall_timeout_s`` and ``max_connections`` bound what a connection holds."""
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # terminal id -> bearer token. The demo token is printed by `membergate-edge run`.
-    tokens: dict[str, str] = Field(default_factory=lambda: {"POS-1": "demo-token-pos-1"})
+    tokens: dict[str, str] = Field(default_factory=lambda: dict(DEMO_TOKENS))
 
     @property
     def loopback(self) -> bool:
@@ -55,6 +61,12 @@ class ApiSection(_Section, ServedOverTls):
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
             return False
+
+    @property
+    def unguarded(self) -> bool:
+        """Served to the network with the public demo token, or with no token at all."""
+        public = set(DEMO_TOKENS.values()) & set(self.tokens.values())
+        return not self.loopback and (not self.tokens or bool(public))
 
     @field_validator("tokens")
     @classmethod
@@ -89,7 +101,9 @@ class LimitsSection(_Section):
     max_qty: int = Field(9_999, ge=1, le=100_000)
     max_lines: int = Field(200, ge=1, le=500)
     max_topup: int = Field(5_000_000, ge=1, le=MAX_AMOUNT)
-    max_request_bytes: int = Field(256 * 1024, ge=1024)
+    max_request_bytes: int = Field(256 * 1024, ge=1024)  # counted as received, chunked too
+    # Open sales a terminal may hold (each lives in memory until finalized or voided).
+    max_open_sales_per_terminal: int = Field(20, ge=1, le=1000)
 
 
 class StoredValueSection(_Section):

@@ -322,16 +322,16 @@ class EdgeService:
         self, sale_id: str, terminal_id: str, idem_key: str | None, op: Callable[[Cart], None],
         member_event: bool = False,
     ) -> dict[str, Any]:
-        """A change to an open basket; a retried key gets the answer it got the first time."""
+        """A change to an open basket; a retried key changes nothing and gets the sale as it
+        stands (its first attempt's change included)."""
         k = idempotency.check_key(idem_key)
         async with self._cart_lock:
             cart = self.carts.get_open(sale_id, terminal_id)
-            if k in cart.replies:
-                replay: dict[str, Any] = cart.replies[k]
-                return replay
+            if k in cart.done_keys:
+                return await self.sale_view(sale_id, terminal_id)  # done the first time
             op(cart)
             view = await self.sale_view(sale_id, terminal_id)
-            cart.replies[k] = view
+            cart.remember(k)
         self.bus.publish("sale.changed", terminal_id, sale_id=sale_id, total=view["total"],
                          lines=len(view["lines"]))
         return view

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 import tomllib
 from contextlib import AsyncExitStack
@@ -18,7 +17,7 @@ from hub.app import Hub
 from hub.config import HubConfig
 from hub.ledger import audit
 from hub.stores import fleet
-from protocol import signing
+from protocol import logs, signing
 from protocol.campaigns import CampaignBundle
 from protocol.runtime import tune_gc, tuned_gc
 from protocol.tls import TlsError
@@ -134,8 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="also apply the merge's batches alone with every statement timed:"
                             " where the apply's time goes, in µs per event")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup(args.log_level.upper())
     cfg = _config(args)
     if args.command == "run":
         tune_gc()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.ledger.allowances import AllowancePolicy
 from hub.members.tiers import TierRules
+from protocol.http_guard import ConnectionLimits
 from protocol.tls import ServedOverTls, TlsSettings
 
 
@@ -64,13 +65,17 @@ class HubSection(_Section):
     validate_workers: int = Field(1, ge=0, le=64)
 
 
-class ApiSection(_Section, ServedOverTls):
+class ApiSection(_Section, ServedOverTls, ConnectionLimits):
     """HTTPS with ``tls_cert_file``/``tls_key_file``: the bearer token crosses the network in
-    every request."""
+    every request. ``head_timeout_s``, ``body_stall_timeout_s`` and ``max_connections`` bound
+    what a connection holds."""
 
     host: str = "127.0.0.1"
     port: int = Field(8710, ge=0, le=65535)
     token: str | None = None  # HQ bearer token; None: the API is not served
+    # Counted as received, chunked too. The largest body is a campaign bundle (POST
+    # /v1/campaigns), which the hub then publishes as one MQTT message.
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class HubConfig(_Section):

@@ -12,13 +12,13 @@ import uvicorn
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
-from hub.api.deps import require_hq
+from hub.api.deps import UNAUTHORIZED, hq_token_valid, require_hq
 from hub.api.routes import audit, campaigns, conflicts, members, metrics, status
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
+from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
-from protocol.tls import load_server_config
 
 ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, audit.router,
            metrics.router)
@@ -27,6 +27,10 @@ ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, au
 def create_app(hub: Hub) -> FastAPI:
     app = FastAPI(title="membergate hub HQ API", version="1", responses=ERROR_RESPONSES)
     app.state.hub = hub
+    # No body is read without HQ's token, and bodies are counted as they arrive against
+    # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
+    guard(app, token_valid=lambda given: hq_token_valid(hub, given),
+          max_body_bytes=hub.config.api.max_request_bytes, token_message=UNAUTHORIZED)
     app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
     app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")
     install_error_handlers(app)
@@ -36,14 +40,13 @@ def create_app(hub: Hub) -> FastAPI:
 
 
 def api_server(hub: Hub) -> uvicorn.Server:
-    """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate. Raises
-    ``TlsError`` here, before serving, when the certificate or key cannot be used."""
+    """The HQ API on ``[api] host:port``, over HTTPS when ``[api]`` names a certificate, held to
+    ``[api]``'s connection limits. Raises ``TlsError`` here, before serving, when the
+    certificate or key cannot be used."""
     api = hub.config.api
-    config = uvicorn.Config(
-        create_app(hub), host=api.host, port=api.port, log_level="warning", lifespan="off",
-        ssl_certfile=api.tls_cert_file, ssl_keyfile=api.tls_key_file)
-    load_server_config(config, "[api]", api.tls_cert_file, api.tls_key_file)
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(
+        create_app(hub), host=api.host, port=api.port, limits=api,
+        tls_cert_file=api.tls_cert_file, tls_key_file=api.tls_key_file, lifespan="off"))
 
 
 @asynccontextmanager

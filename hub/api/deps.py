@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
 from hub.app import Hub
 from protocol.errors import ServiceError
+from protocol.http_guard import bearer, same_token
 
 
 def get_hub(request: Request) -> Hub:
@@ -16,12 +16,18 @@ def get_hub(request: Request) -> Hub:
     return hub
 
 
+UNAUTHORIZED = "a valid HQ bearer token is required"
+
+
+def hq_token_valid(hub: Hub, given: str | None) -> bool:
+    token = hub.config.api.token
+    # Compared as bytes (same_token): a token outside ASCII is simply wrong, not an error.
+    return bool(token) and given is not None and same_token(given, token or "")
+
+
 def require_hq(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = get_hub(request).config.api.token or ""
-    given = authorization[7:] if authorization and authorization.startswith("Bearer ") else ""
-    # Compared as bytes: a token with characters outside ASCII is simply wrong, not an error.
-    if not token or not hmac.compare_digest(given.encode(), token.encode()):
-        raise ServiceError("unauthorized", "a valid HQ bearer token is required", 401)
+    if not hq_token_valid(get_hub(request), bearer(authorization)):
+        raise ServiceError("unauthorized", UNAUTHORIZED, 401)
 
 
 HubDep = Annotated[Hub, Depends(get_hub)]

@@ -94,11 +94,33 @@ def test_serving_the_lan_in_clear_text_is_warned_about(
     costs; on 127.0.0.1 (the default) nothing is said."""
     def run(host: str) -> str:
         (tmp_path / "edge.toml").write_text(
-            f'[database]\npath = "{tmp_path / "edge.db"}"\n[api]\nport = 0\nhost = "{host}"\n',
-            encoding="utf-8")
+            f'[database]\npath = "{tmp_path / "edge.db"}"\n[api]\nport = 0\nhost = "{host}"\n'
+            f'[api.tokens]\nPOS-1 = "{TOKEN}"\n', encoding="utf-8")
         assert cli.main(["--config", str(tmp_path / "edge.toml"), "run", "--seconds", "0.3"]) == 0
         captured = capsys.readouterr()
         return captured.out + captured.err
 
     assert "clear text" in run("0.0.0.0")
     assert "clear text" not in run("127.0.0.1")
+
+
+@pytest.mark.parametrize("tokens", [
+    "",  # the default: the demo token
+    '[api.tokens]\nPOS-1 = "demo-token-pos-1"\n',
+    f'[api.tokens]\nPOS-2 = "demo-token-pos-1"\nPOS-3 = "{TOKEN}"\n',  # one of them public
+    "[api.tokens]\n"])  # none at all
+def test_the_public_demo_token_is_never_served_to_the_network(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tokens: str) -> None:
+    """Off this box, the demo token (printed in the README) or no token at all is refused
+    before anything is made; `run --demo` on loopback keeps working with it."""
+    config = tmp_path / "edge.toml"
+    config.write_text(f'[database]\npath = "{tmp_path / "edge.db"}"\n'
+                      f'[api]\nport = 0\nhost = "0.0.0.0"\n{tokens}', encoding="utf-8")
+    assert cli.main(["--config", str(config), "run", "--seconds", "0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot start" in err and "[api.tokens]" in err and "'0.0.0.0'" in err
+    assert not (tmp_path / "edge.db").exists()
+    if tokens == "":
+        assert cli.main(["--config", str(config), "run", "--demo", "--host", "127.0.0.1",
+                         "--seconds", "0.3"]) == 0
+        assert "token demo-token-pos-1" in capsys.readouterr().out

@@ -14,7 +14,7 @@ from edge import demo
 from hub.api.app import api_server, create_app
 from hub.app import Hub
 from hub.config import HubConfig
-from protocol import topics
+from protocol import logs, topics
 from protocol.codec import encode
 from protocol.events import CouponRedeemed, Event, EventBatch
 from protocol.mqtt import MqttClient
@@ -22,7 +22,15 @@ from protocol.tls import TlsError
 from provisioning import certs
 from tests.hub.test_sync_e2e import wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
-from tests.support.serving import refuses_plain_http_and_public_trust, serving
+from tests.support.serving import (  # noqa: F401 - json_logs is a fixture
+    chunked,
+    json_logs,
+    raw_exchange,
+    refuses_plain_http_and_public_trust,
+    serving,
+    status_and_error,
+    uvicorn_lines_are_json,
+)
 
 TOKEN = "hq-test-token-0001"
 
@@ -127,3 +135,38 @@ def test_an_unusable_api_certificate_is_refused_before_serving(tmp_path: Path) -
     hub = Hub(cfg)  # not started: building the server reads only the configuration
     with pytest.raises(TlsError, match=r"\[api\] tls_cert_file .*api\.crt.*cannot be used"):
         api_server(hub)
+
+
+@pytest.mark.usefixtures("json_logs")
+async def test_the_hq_api_holds_clients_to_its_limits(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As the POS API (tests/edge/test_api_limits.py): no body read without HQ's token, bodies
+    counted as they arrive against [api] max_request_bytes, a stalled head closed, a token
+    outside ASCII refused, uvicorn's lines in the hub's JSON log."""
+    logs.setup("WARNING")
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
+                "validate_workers": 0},
+        "broker": {"embedded_port": 0},
+        "api": {"token": TOKEN, "port": 0, "max_request_bytes": 1024, "head_timeout_s": 0.5}})
+    assert HubConfig().api.max_request_bytes == 1024 * 1024
+    bundle = demo.demo_bundle().model_dump_json().encode()
+    assert len(bundle) > 1024
+
+    def post(token: str | None) -> bytes:
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        return (f"POST /v1/campaigns HTTP/1.1\r\nHost: hq\r\n{auth}Content-Type:"
+                " application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+
+    async with Hub(cfg) as hub, serving(api_server(hub)) as port:
+        for token in (None, "wrong-token-0000"):  # the head alone: refused without its body
+            assert status_and_error(await raw_exchange(port, post(token))) == (
+                401, "unauthorized")
+        response = await raw_exchange(port, post(TOKEN) + chunked(bundle[:1025]))
+        assert status_and_error(response) == (413, "payload_too_large")
+        assert await raw_exchange(port, b"GET /v1/status HTTP/1.1\r\nHost: hq\r\n") == b""
+        async with httpx.AsyncClient() as http:
+            r = await http.get(f"http://127.0.0.1:{port}/v1/status",
+                               headers={b"Authorization": "Bearer 总部令牌-0001".encode()})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+        await uvicorn_lines_are_json(port, capsys)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import json
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -49,3 +51,48 @@ async def refuses_plain_http_and_public_trust(port: int, path: str,
     async with httpx.AsyncClient(headers=headers) as public:
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             await public.get(f"https://127.0.0.1:{port}{path}")
+
+
+async def raw_exchange(port: int, data: bytes, limit_s: float = 10.0) -> bytes:
+    """Send ``data`` on a plain TCP connection and return all the server sends until it closes
+    the connection; fails if it has not closed it within ``limit_s`` (a safety limit)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        async with asyncio.timeout(limit_s):
+            return await reader.read()  # to EOF: the server closed the connection
+    finally:
+        writer.close()
+
+
+def chunked(body: bytes, size: int = 1000) -> bytes:
+    """``body`` in HTTP/1.1 chunks of ``size`` bytes, without the last (empty) chunk."""
+    return b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size))
+
+
+def status_and_error(response: bytes) -> tuple[int, str]:
+    """The status and the error code of a raw HTTP response in the project's error shape."""
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)["error"]["code"]
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    """Puts back the logging a test found, after it ran the process's log setup."""
+    names = ("", "uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+    saved = [(logging.getLogger(n), logging.getLogger(n).handlers[:],
+              logging.getLogger(n).propagate, logging.getLogger(n).level) for n in names]
+    yield
+    for logger, handlers, propagate, level in saved:
+        logger.handlers[:], logger.propagate, logger.level = handlers, propagate, level
+
+
+async def uvicorn_lines_are_json(port: int, capsys: pytest.CaptureFixture[str]) -> None:
+    """Something uvicorn itself logs (an invalid request) comes out as one JSON object, with
+    the process's log setup made while pytest's capture stands for a non-terminal stderr."""
+    assert (await raw_exchange(port, b"NOT HTTP AT ALL\r\n\r\n")).startswith(b"HTTP/1.1 400")
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if "Invalid HTTP" in ln]
+    assert lines and all(json.loads(ln)["logger"] == "uvicorn.error" for ln in lines)

@@ -1,4 +1,5 @@
-"""Logging: readable on a terminal, one JSON object a line anywhere else (journald, files)."""
+"""Logging for the edge and the hub: readable on a terminal, one JSON object a line anywhere
+else (journald, files)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def setup(level: str = "INFO") -> None:
     # a flood in a store's log) that says nothing an operator needs.
     for chatty in ("httpx", "httpcore"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
+    # uvicorn's errors (a bind that failed, an invalid request) go through the handler above like
+    # every other line: our servers are configured without uvicorn's own logging
+    # (``protocol.http_guard.server_config``), and this undoes it where it ran before.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = []
+        logger.propagate = True
