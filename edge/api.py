@@ -19,6 +19,7 @@ from edge import api_models as m
 from edge import paging
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
+from edge.gateway import wire
 from edge.members import IdentifyBy
 from edge.service import EdgeService
 from protocol.http_errors import install_error_handlers
@@ -49,7 +50,7 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_lifetime:
-            await service.start()
+            await wire(await service.start())
         try:
             yield
         finally:

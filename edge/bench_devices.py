@@ -389,9 +389,9 @@ async def _bench(pcscd: VirtualPcscd, db: Path, taps: int, scans: int, seed: int
                                               card_uid=uid.hex().upper())
             lane = LaneSection(terminal_id=TERMINAL, card_reader=f"^{re.escape(reader)}$",
                                scanners=[SCANNER_PATH])
-            service.devices = await DeviceManager(service, lanes=[lane],
-                                                  scanner_opener=scanner.opener).start()
-            devices = service.devices
+            devices = await service.around(DeviceManager(service, lanes=[lane],
+                                                         scanner_opener=scanner.opener))
+            service.devices = devices
             await _until(lambda: all(
                 (s := devices.health.get(d)) is not None and s.health is Health.CONNECTED
                 for d in (reader, SCANNER_PATH)), "card reader and scanner connected")

@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from edge import demo
+from edge import demo, gateway
 from edge.config import EdgeConfig, load_config
 from edge.service import EdgeService
 from protocol import logs, runtime
@@ -66,7 +66,7 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
     service = EdgeService(config)
     try:
         server = api_server(service)  # an unusable certificate stops us before anything starts
-        await service.start()
+        await gateway.wire(await service.start())
     except (TlsError, RuntimeError) as exc:  # the configuration or the box, not a bug: say it
         print(f"membergate-edge: cannot start: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +110,7 @@ async def _with_service(config: EdgeConfig, fn: Any, *, devices: bool = False) -
     # gateway; only ``devices`` opens the devices (to report their health).
     quiet = config.model_copy(update={"sync": config.sync.model_copy(update={"broker_host": None}),
                                       "lanes": config.lanes if devices else []})
-    async with EdgeService(quiet) as service:
+    async with gateway.StoreGateway(quiet) as service:
         return await fn(service)
 
 

@@ -196,6 +196,12 @@ class DeviceManager:
 
         self._tasks.append(asyncio.create_task(pump()))
 
+    async def __aenter__(self) -> DeviceManager:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self.queue is not None:
             await self.queue.close()

@@ -12,8 +12,9 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import date
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from edge import (
     campaign_store,
@@ -34,17 +35,15 @@ from edge.context import StoreContext
 from edge.db import Database
 from edge.errors import EdgeError, invalid
 from edge.members import IdentifyBy
+from edge.ports import HubLink, Lanes
 from protocol import pricing
 from protocol.campaigns import Campaign, CampaignBundle
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
 from protocol.sync import DeviceHealth
 
-if TYPE_CHECKING:
-    from edge.devices import DeviceManager
-    from edge.sync import SyncClient
-
 T = TypeVar("T")
+P = TypeVar("P")
 log = logging.getLogger("membergate.edge")
 ONLINE_WAIT_S = 2.0  # what a POS waits for online authorisation before a clear refusal
 
@@ -62,8 +61,10 @@ class EdgeService:
         self._cart_lock = asyncio.Lock()
         # Called after every committed write: the sync client wakes to send new outbox rows.
         self.on_outbox: list[Callable[[], None]] = []
-        self.sync: SyncClient | None = None
-        self.devices: DeviceManager | None = None
+        # Wired around the service by the composition root (edge.gateway), never imported.
+        self.sync: HubLink | None = None
+        self.devices: Lanes | None = None
+        self._around = AsyncExitStack()  # the parts started around this service
         self.last_till_write = float("-inf")  # time.monotonic() of the tills' last write
 
     # --- lifetime -----------------------------------------------------------------------------
@@ -74,14 +75,6 @@ class EdgeService:
             self.ctx = await self.db.write(self._init_store)
             if self.config.campaigns_file is not None:
                 await self.apply_campaign_file(self.config.campaigns_file)
-            if self.config.sync.broker_host is not None:
-                from edge.sync import SyncClient
-
-                self.sync = await SyncClient(self, self.config.sync).start()
-            if self.config.lanes:
-                from edge.devices import DeviceManager
-
-                self.devices = await DeviceManager(self).start()
         except BaseException:
             # What started is stopped: the database's thread would otherwise keep a process
             # whose start failed (another store's database, a TLS file missing) alive for good.
@@ -109,14 +102,18 @@ class EdgeService:
         last = int(outbox.meta_get(conn, "hlc_last", "0") or 0)
         return StoreContext(self.config, HybridClock(last=last), epoch)
 
+    async def around(self, part: AbstractAsyncContextManager[P]) -> P:
+        """Start ``part`` (the sync client, the lanes) as part of this service: it is closed
+        with the service, before the database, in the reverse order of starting."""
+        return await self._around.enter_async_context(part)
+
     async def close(self) -> None:
-        if self.devices is not None:
-            await self.devices.close()
-            self.devices = None
-        if self.sync is not None:
-            await self.sync.close()
+        try:
+            await self._around.aclose()
+        finally:
             self.sync = None
-        await self.db.close()
+            self.devices = None
+            await self.db.close()
 
     async def __aenter__(self) -> EdgeService:
         return await self.start()

@@ -48,6 +48,7 @@ class SyncClient:
         if config.broker_host is None:
             raise ValueError("sync needs a broker host")
         self.service = service
+        self._closed = False
         self.config = config
         ctx = service.context
         self.store_id = ctx.store_id
@@ -102,7 +103,16 @@ class SyncClient:
                        asyncio.create_task(self._link_writer(), name="sync-link")]
         return self
 
+    async def __aenter__(self) -> SyncClient:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
     async def close(self) -> None:
+        if self._closed:  # closed by hand (a test, the demo) and then with the service
+            return
+        self._closed = True
         with contextlib.suppress(ValueError):
             self.service.on_outbox.remove(self._wake.set)
         for task in self._tasks:

@@ -28,6 +28,7 @@ from pydantic import TypeAdapter
 
 from edge import outbox, uplink
 from edge.config import EdgeConfig, SyncSection
+from edge.gateway import open_gateway
 from edge.service import EdgeService
 from edge.status import ACK_KEY
 from hub.app import Hub
@@ -189,8 +190,7 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
         "api": {"host": "127.0.0.1", "port": 0},
     })
     # The backlog is written before anything is sent, by the store's own code, with no sync.
-    service = EdgeService(config)
-    await service.start()
+    service = await open_gateway(config)
     out: dict[str, Any] = {}
     try:
         t = time.perf_counter()

@@ -18,6 +18,7 @@ from typing import Any
 from edge import demo as edge_demo
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
+from edge.gateway import open_gateway
 from edge.service import EdgeService
 from edge.sync import SyncClient
 from hub.app import Hub
@@ -50,16 +51,16 @@ async def _store(root: Path, store_id: str, number: int, name: str, hub: Hub,
         "sync": {"broker_host": "127.0.0.1", "broker_port": port,
                  "hub_public_key": signing.public_b64(hub.key), "ack_timeout_s": 3.0},
     })
-    svc = EdgeService(cfg)
-    await svc.start()
+    svc = await open_gateway(cfg)
     await svc.apply_bundle(edge_demo.demo_bundle())
     return svc
 
 
 async def _drained(svc: EdgeService) -> bool:
-    if svc.sync is None:
+    link = svc.sync
+    if not isinstance(link, SyncClient):
         return False
-    s = await svc.sync.status()
+    s = await link.status()
     return s.outbox_depth == 0 and s.acked_seq == s.last_seq
 
 
@@ -128,14 +129,15 @@ async def _story(hub: Hub, a: EdgeService, b: EdgeService, limit_s: float) -> No
     say(f"[S002] card 04A1B2C3 tapped: recognised as {view['name']} with {view['points']} points")
 
     say("[S002] store B loses its link to the hub ...")
-    assert b.sync is not None
-    await b.sync.close()
+    link = b.sync
+    assert isinstance(link, SyncClient)
+    await link.close()
     b.sync = None
     r2 = await _sale(b, "04A1B2C3", [("6905555000017", "苹果", "fresh", 3, 800)], "demo-s2")
     pending = await b.db.read(lambda c: c.execute("SELECT count(*) FROM outbox").fetchone()[0])
     say(f"[S002] ... and keeps selling offline: {format_amount(r2['total'], 'CNY')}, earns"
         f" {r2['points_earned']} points ({pending} events waiting in the outbox)")
-    b.sync = await SyncClient(b, b.config.sync).start()
+    b.sync = await b.around(SyncClient(b, b.config.sync))
     say("[S002] link back: the outbox drains in order")
     await _until(lambda: _drained(b), "store B to drain", limit_s)
     expected = r["points_earned"] + r2["points_earned"]
@@ -158,8 +160,10 @@ async def _story(hub: Hub, a: EdgeService, b: EdgeService, limit_s: float) -> No
     say(f"[hq]   pushes campaign bundle version 2 (signed) on {topic}")
 
     async def both_v2() -> bool:
-        sa, sb = await a.sync.status(), await b.sync.status()  # type: ignore[union-attr]
-        return sa.campaign_versions.get("fleet") == 2 == sb.campaign_versions.get("fleet")
+        links = [s.sync for s in (a, b)]
+        assert all(isinstance(link, SyncClient) for link in links)
+        sa, sb = [await link.status() for link in links]  # type: ignore[union-attr]
+        return bool(sa.campaign_versions.get("fleet") == 2 == sb.campaign_versions.get("fleet"))
 
     await _until(both_v2, "both stores to apply version 2", limit_s)
     say("[S001] [S002] verified the hub's signature and applied campaign version 2")

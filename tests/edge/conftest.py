@@ -13,6 +13,7 @@ from edge import demo
 from edge.api import create_app
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 
 TOKEN = "test-token-pos-1"
@@ -40,7 +41,7 @@ def config(tmp_path: Path) -> EdgeConfig:
 
 @pytest.fixture
 async def service(config: EdgeConfig) -> AsyncIterator[EdgeService]:
-    async with EdgeService(config) as svc:
+    async with StoreGateway(config) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         yield svc
 

@@ -22,6 +22,7 @@ import websockets
 from edge import demo
 from edge.api import api_server
 from edge.errors import EdgeError
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from protocol import logs
 from tests.edge.conftest import TOKEN, key, make_config
@@ -41,7 +42,7 @@ LIMIT = 4096  # [limits] max_request_bytes in these tests
 async def _served(tmp_path: Path, **api: Any) -> AsyncIterator[tuple[EdgeService, int]]:
     config = make_config(tmp_path, api={"tokens": {"POS-1": TOKEN}, "port": 0, **api},
                          limits={"max_request_bytes": LIMIT})
-    async with EdgeService(config) as service, serving(api_server(service)) as port:
+    async with StoreGateway(config) as service, serving(api_server(service)) as port:
         yield service, port
 
 
@@ -181,7 +182,7 @@ async def test_uvicorn_logs_json_like_the_rest(tmp_path: Path,
 
 async def test_a_terminal_holds_a_bounded_number_of_open_sales(tmp_path: Path) -> None:
     config = make_config(tmp_path, limits={"max_open_sales_per_terminal": 3})
-    async with EdgeService(config) as service:
+    async with StoreGateway(config) as service:
         await service.apply_bundle(demo.demo_bundle())
         sales = [(await service.open_sale("POS-1"))["sale_id"] for _ in range(3)]
         with pytest.raises(EdgeError) as refused:

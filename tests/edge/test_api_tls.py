@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from edge import cli
 from edge.api import api_server
 from edge.config import EdgeConfig
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from protocol.tls import TlsError
 from provisioning import certs
@@ -37,7 +38,7 @@ def _tls_config(tmp_path: Path, host: str = "127.0.0.1") -> EdgeConfig:
 async def test_the_pos_api_speaks_https_and_wss_only(tmp_path: Path) -> None:
     config = _tls_config(tmp_path)
     assert config.api.scheme == "https"
-    async with EdgeService(config) as service, serving(api_server(service)) as port:
+    async with StoreGateway(config) as service, serving(api_server(service)) as port:
         trust = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
         auth = {"Authorization": f"Bearer {TOKEN}"}
         async with websockets.connect(f"wss://127.0.0.1:{port}/v1/events?token={TOKEN}",

@@ -8,6 +8,7 @@ from edge import coupons
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from tests.edge import invariants
 from tests.edge.conftest import key, make_config, register, sell
@@ -37,7 +38,7 @@ async def test_spend_threshold_repeats_and_non_members_earn_nothing(service: Edg
 
 
 async def test_finalize_retry_gets_first_answer_even_after_restart(config: EdgeConfig) -> None:
-    async with EdgeService(config) as svc:
+    async with StoreGateway(config) as svc:
         sale = await svc.open_sale("POS-1")
         sid = sale["sale_id"]
         await svc.add_line(sid, "POS-1", key(), sku="A", name="A", category="grocery", qty=1,
@@ -46,7 +47,7 @@ async def test_finalize_retry_gets_first_answer_even_after_restart(config: EdgeC
         first = await svc.finalize(sid, "POS-1", "fin-1", tenders)
         assert first["change"] == 1_000
         assert await svc.finalize(sid, "POS-1", "fin-1", tenders) == first
-    async with EdgeService(config) as svc:  # the basket is gone; the answer is on disk
+    async with StoreGateway(config) as svc:  # the basket is gone; the answer is on disk
         assert await svc.finalize(sid, "POS-1", "fin-1", tenders) == first
         with pytest.raises(EdgeError) as exc:
             await svc.finalize(sid, "POS-1", "fin-2", tenders)
@@ -160,7 +161,7 @@ async def test_proportional_split_is_exact(service: EdgeService) -> None:
 
 async def test_offline_allowance_refuses_beyond_escrow(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = make_config(tmp_path, allowance={"points": 100, "stored_value": 5_000})
-    async with EdgeService(cfg) as svc:
+    async with StoreGateway(cfg) as svc:
         from edge import demo
 
         await svc.apply_bundle(demo.demo_bundle())

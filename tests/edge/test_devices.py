@@ -15,6 +15,7 @@ import pytest
 
 from edge import demo
 from edge.api import create_app
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from protocol.ids import member_qr
 from tests.edge.conftest import TOKEN, make_config, register, sell
@@ -45,7 +46,7 @@ async def lane_service(tmp_path: Path, pty_port: tuple[int, str]) -> AsyncIterat
                      "encoding": "gb2312"}},
         {"terminal_id": "POS-2", "simulated": True},
     ])
-    async with EdgeService(cfg) as svc:
+    async with StoreGateway(cfg) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         yield svc
 
@@ -161,7 +162,7 @@ async def test_finalize_prints_the_receipt_once_and_reprint_is_explicit(tmp_path
         cfg = make_config(tmp_path, lanes=[{
             "terminal_id": "POS-1",
             "printer": {"kind": "network", "host": printer.host, "port": printer.port}}])
-        async with EdgeService(cfg) as svc:
+        async with StoreGateway(cfg) as svc:
             await svc.apply_bundle(demo.demo_bundle())
             m = await register(svc, "13600000009", name="李雷")
             sale = await svc.open_sale("POS-1")
@@ -255,7 +256,7 @@ async def test_receipt_preview_renders_a_sale_to_png(tmp_path: Path) -> None:
     from edge.cli import main
 
     cfg = make_config(tmp_path)
-    async with EdgeService(cfg) as svc:
+    async with StoreGateway(cfg) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         m = await register(svc, "13600000011", name="王五")
         receipt = await sell(svc, [("A", "dairy", 2, 1_250)], member_id=m["member_id"])

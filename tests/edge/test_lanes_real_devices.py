@@ -28,6 +28,7 @@ from drivers.scanner import EvdevDevice
 from edge import demo
 from edge.config import LaneSection
 from edge.devices import DeviceManager
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from protocol.ids import member_qr
 from tests.drivers import conftest as driver_fixtures
@@ -120,7 +121,7 @@ async def card_lanes(tmp_path: Path, make_virtual_card: MakeVirtualCard
         {"terminal_id": "POS-1", "card_reader": f"^{READER0}$"},
         {"terminal_id": "POS-2", "card_reader": f"^{READER1}$"},
     ])
-    async with EdgeService(cfg) as svc:
+    async with StoreGateway(cfg) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         devices = svc.devices
         assert devices is not None and devices.monitor is not None
@@ -221,13 +222,13 @@ async def scanner_lanes(tmp_path: Path, pipe_scanners: dict[str, PipeInputDevice
         opened.append(path)
         return pipe_scanners[path]
 
-    async with EdgeService(make_config(tmp_path)) as svc:
+    async with StoreGateway(make_config(tmp_path)) as svc:
         await svc.apply_bundle(demo.demo_bundle())
         assert svc.devices is None  # no lanes configured: the service opened nothing
         lanes = [LaneSection(terminal_id="POS-1", scanners=[SCANNER_A], scan_adds_products=False),
                  LaneSection(terminal_id="POS-2", scanners=[SCANNER_B],
                              scan_adds_products=False)]
-        svc.devices = await DeviceManager(svc, lanes=lanes, scanner_opener=opener).start()
+        svc.devices = await svc.around(DeviceManager(svc, lanes=lanes, scanner_opener=opener))
         devices = svc.devices
         await until(lambda: all(
             (s := devices.health.get(p)) is not None and s.health is Health.CONNECTED

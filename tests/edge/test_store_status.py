@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from edge.config import load_config
-from edge.service import EdgeService
+from edge.gateway import StoreGateway
 from tests.edge.conftest import TOKEN
 from tests.support.serving import pos_server, serving
 
@@ -50,7 +50,7 @@ def config_file(tmp_path: Path) -> Path:
 @pytest.fixture
 async def pos(config_file: Path) -> AsyncIterator[httpx.AsyncClient]:
     """The running edge: its POS API on a real socket."""
-    async with EdgeService(load_config(config_file)) as service, \
+    async with StoreGateway(load_config(config_file)) as service, \
             serving(pos_server(service)) as port, \
             httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}",
                               headers={"Authorization": f"Bearer {TOKEN}"}) as client:

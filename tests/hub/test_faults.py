@@ -35,6 +35,7 @@ import pytest
 from edge import checkout, demo, members, stored_value, uplink
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
+from edge.gateway import open_gateway
 from edge.service import EdgeService
 from edge.sync import SyncClient
 from hub.app import Hub
@@ -157,8 +158,7 @@ async def open_store(tmp_path: Path, store_id: str, number: int, broker: Mosquit
                       store={"store_id": store_id, "store_number": number},
                       sync={"broker_host": broker.host, "broker_port": broker.port,
                             "hub_public_key": public_key, "ack_timeout_s": 1.0, **sync})
-    svc = EdgeService(cfg)
-    await svc.start()
+    svc = await open_gateway(cfg)
     if clock_offset_ms:
         # The store's wall clock is off: every HLC it stamps comes from the skewed time source.
         def skewed() -> int:
@@ -633,7 +633,7 @@ async def test_duplicated_and_reordered_batches_apply_once(
 
             # The store comes back and syncs while the wire keeps replaying old and future
             # batches at the hub, shuffled.
-            a.sync = await SyncClient(a, a.config.sync).start()
+            a.sync = await a.around(SyncClient(a, a.config.sync))
             stop = asyncio.Event()
 
             async def replay() -> int:

@@ -9,6 +9,7 @@ from typing import Any
 
 from edge import demo, uplink
 from edge.checkout import TenderRequest
+from edge.gateway import open_gateway
 from edge.service import EdgeService
 from hub.core.db import HubDatabase, Tx
 from hub.ledger import audit
@@ -32,8 +33,7 @@ def batches(db_path: str, store_id: str, size: int) -> list[EventBatch]:
 async def _store(tmp_path: Path, store_id: str, number: int) -> EdgeService:
     cfg = make_config(tmp_path / store_id, store={"store_id": store_id, "store_number": number})
     (tmp_path / store_id).mkdir(exist_ok=True)
-    svc = EdgeService(cfg)
-    await svc.start()
+    svc = await open_gateway(cfg)
     await svc.apply_bundle(demo.demo_bundle())
     return svc
 

@@ -15,6 +15,7 @@ import pytest
 
 from edge import demo
 from edge.errors import EdgeError
+from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from hub.app import Hub
 from hub.campaigns import bundles as campaigns
@@ -62,9 +63,9 @@ async def test_the_status_shows_the_hub_link_connected_since_and_last_ack(
         await a.close()
 
 
-def _offline_store(tmp_path: Path, port: int) -> EdgeService:
-    return EdgeService(make_config(tmp_path, sync={"broker_host": "127.0.0.1",
-                                                   "broker_port": port}))
+def _offline_store(tmp_path: Path, port: int) -> StoreGateway:
+    return StoreGateway(make_config(tmp_path, sync={"broker_host": "127.0.0.1",
+                                                    "broker_port": port}))
 
 
 @pytest.mark.parametrize(("by", "value"), [("phone", "13900001234"), ("card_uid", "04ABCDEF"),
@@ -166,7 +167,7 @@ async def test_a_card_tapped_with_the_hub_unreachable_says_so_on_the_lane(
         tmp_path: Path) -> None:
     cfg = make_config(tmp_path, sync={"broker_host": "127.0.0.1", "broker_port": free_port()},
                       lanes=[{"terminal_id": "POS-1", "simulated": True}])
-    async with EdgeService(cfg) as svc:
+    async with StoreGateway(cfg) as svc:
         assert svc.devices is not None
         reader = svc.devices.by_terminal["POS-1"].sim_reader
         assert reader is not None

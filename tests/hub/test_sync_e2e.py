@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge import demo
+from edge.gateway import StoreGateway, open_gateway
 from edge.service import EdgeService
 from hub.app import Hub
 from hub.config import HubConfig
@@ -49,8 +50,7 @@ async def start_store(tmp_path: Path, store_id: str, number: int, broker: Mosqui
                       sync={"broker_host": broker.host, "broker_port": broker.port,
                             "hub_public_key": signing.public_b64(hub.key),
                             "ack_timeout_s": 2.0, **sync})
-    svc = EdgeService(cfg)
-    await svc.start()
+    svc = await open_gateway(cfg)
     await svc.apply_bundle(demo.demo_bundle())
     return svc
 
@@ -216,7 +216,7 @@ async def test_a_selling_store_asks_for_small_pages_and_a_quiet_one_for_large(
 
     config = make_config(tmp_path, sync={"broker_host": "127.0.0.1", "directory_page": 7,
                                          "directory_page_idle": 700})
-    async with EdgeService(config.model_copy(
+    async with StoreGateway(config.model_copy(
             update={"sync": config.sync.model_copy(update={"broker_host": None})})) as svc:
         client = SyncClient(svc, config.sync)  # not started: only its choice is asked
         assert client.page_size() == 700  # nothing sold since the start

@@ -17,7 +17,7 @@ from cryptography import x509
 
 from edge.api import api_server
 from edge.config import EdgeConfig
-from edge.service import EdgeService
+from edge.gateway import StoreGateway
 from hub.api.app import api_server as hub_api_server
 from hub.app import Hub
 from hub.config import HubConfig
@@ -97,7 +97,7 @@ async def test_the_issued_certificate_serves_the_stores_api_to_clients_of_the_fl
               "tokens": {"POS-1": "pos-1-token-for-the-test"}}
     config = EdgeConfig.model_validate({"store": {"store_id": "S001"}, "api": table,
                                         "database": {"path": str(tmp_path / "edge.db")}})
-    async with EdgeService(config) as service, serving(api_server(service)) as port:
+    async with StoreGateway(config) as service, serving(api_server(service)) as port:
         async with httpx.AsyncClient(verify=_trusting(out)) as c:
             r = await c.get(f"https://127.0.0.1:{port}/v1/status",
                             headers={"Authorization": "Bearer pos-1-token-for-the-test"})

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge import demo
 from edge.config import EdgeConfig
 from edge.errors import EdgeError
+from edge.gateway import open_gateway
 from edge.service import EdgeService
 from hub.app import Hub
 from hub.config import HubConfig
@@ -635,8 +636,7 @@ async def start_store(tmp_path: Path, p: Provisioned, store_id: str, number: int
                       store={"store_id": store_id, "store_number": number, "region": region},
                       sync={**p.sync[store_id], "hub_public_key": signing.public_b64(hub.key),
                             "ack_timeout_s": 2.0})
-    svc = EdgeService(cfg)
-    await svc.start()
+    svc = await open_gateway(cfg)
     await svc.apply_bundle(demo.demo_bundle())
     return svc
 
