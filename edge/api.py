@@ -14,9 +14,11 @@ from typing import Annotated, Any
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Query, WebSocket, WebSocketDisconnect
+from prometheus_client import CollectorRegistry
 
 from edge import api_models as m
 from edge import paging
+from edge.api_metrics import metrics_router
 from edge.checkout import TenderRequest
 from edge.errors import EdgeError
 from edge.gateway import wire
@@ -24,6 +26,7 @@ from edge.members import IdentifyBy
 from edge.service import EdgeService
 from protocol.http_errors import install_error_handlers
 from protocol.http_guard import bearer, guard, same_token, server_config
+from protocol.metrics import RequestTimer
 
 IdemKey = Annotated[str | None, Header(alias="Idempotency-Key")]
 Limit = Annotated[int, Query(ge=1, le=paging.MAX_LIMIT)]
@@ -87,6 +90,9 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
           open_paths={"/v1/health"})
 
     install_error_handlers(app)  # the shape every membergate API shares (protocol.errors)
+    app.state.metrics = CollectorRegistry()  # POS request latency, observed as requests go by
+    app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_edge")
+    app.include_router(metrics_router(service))
 
     # --- health and status ----------------------------------------------------------------
 

@@ -21,6 +21,9 @@ class HubLink(Protocol):
     @property
     def connected(self) -> bool: ...
 
+    @property
+    def refused(self) -> Mapping[str, int]: ...  # what the store refused from the hub
+
     async def rpc(self, request: RpcRequest, wait_s: float = 2.0) -> RpcReply: ...
 
 
