@@ -6,17 +6,26 @@ acks alone."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hub import app as hub_app
+from hub.api.models import HubStatus
+from hub.app import Hub
+from hub.cli import main
 from hub.core.db import HubDatabase, Tx
 from hub.core.projections import ProjectionRunner, lag
+from hub.core.schema import migrate
 from hub.ledger.apply import apply_batch
 from hub.projections.catalog import projections
+from protocol import topics
+from protocol.codec import decode, encode
 from protocol.events import (
     Event,
     EventBatch,
@@ -28,6 +37,10 @@ from protocol.events import (
     Tender,
 )
 from protocol.hlc import pack
+from protocol.mqtt import MqttClient
+from protocol.sync import Ack
+from tests.hub.test_sync_e2e import hub_config, wait_for
+from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 ZONE = "Asia/Shanghai"
 TABLES = ("sales_facts", "member_activity", "member_months", "member_stores", "daily_rollups")
@@ -216,8 +229,6 @@ async def test_lag_is_what_is_left_to_read_and_a_rebuild_starts_from_zero(
 
 async def test_store_local_dates_follow_the_chain_zone(tmp_path: Path) -> None:
     async with HubDatabase(f"sqlite:///{tmp_path / 'hub.db'}") as db:
-        from hub.core.schema import migrate
-
         await db.transaction(migrate)
         late = Store("S009").batch(("2026-06-30T23:30:00", sale(None, ("dairy", 1, 100))))
         await db.transaction(lambda tx: apply_batch(tx, late, 1))
@@ -225,3 +236,99 @@ async def test_store_local_dates_follow_the_chain_zone(tmp_path: Path) -> None:
         assert await db.transaction(lambda tx: tuple(tx.one(
             "SELECT local_date, local_hour FROM sales_facts WHERE kind = 'sale'")))  \
             == ("2026-06-30", 19)
+
+
+async def test_the_running_hub_projects_after_the_acks_and_a_failing_projection_holds_none_back(
+        tmp_path: Path, mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the wake-up after a group's acks can run the projections here (their own interval
+    is an hour): a batch is projected soon after it is acknowledged, and the lag is in the
+    status. Then a projection that fails: batches are still applied and acknowledged, and the
+    status shows the failure and the lag growing."""
+    monkeypatch.setattr(hub_app, "PROJECTIONS_EVERY_S", 3_600.0)
+    s1 = Store("S001")
+    cfg = hub_config(tmp_path, mosquitto)
+    async with Hub(cfg) as hub, MqttClient(mosquitto.host, mosquitto.port,
+                                           client_id="store") as store:
+        assert hub.link.mqtt is not None
+        await hub.link.mqtt.wait_connected(10)
+        await store.subscribe(topics.ack("S001"), qos=1)
+        await store.wait_connected(10)
+        acks = store.messages()
+
+        async def send(batch: EventBatch) -> int:
+            await store.publish(topics.events("S001"), encode(batch), qos=1)
+            async with asyncio.timeout(10):
+                while True:
+                    ack = decode((await anext(acks)).payload, Ack)
+                    if ack.seq == batch.events[-1].seq:
+                        return ack.seq
+
+        await send(s1.batch(("2026-03-01T10:00:00", sale(None, ("dairy", 1, 800)))))
+
+        async def projected() -> bool:
+            return all(p["lag_events"] == 0 and p["pos"] > 0
+                       for p in (await hub.status())["projections"])
+
+        await wait_for(projected, "the batch projected")
+        assert await hub.db.read(lambda tx: tx.scalar(
+            "SELECT count(*) FROM sales_facts WHERE kind = 'sale'")) == 1
+
+        def broken(tx: Tx, events: Any) -> None:
+            raise RuntimeError("a projection that fails")
+
+        monkeypatch.setattr(hub.projections.projections["daily_rollups"], "apply", broken)
+        failures = hub.scheduler.jobs["projections"].failures
+        for _ in range(3):
+            await send(s1.batch(("2026-03-01T11:00:00", sale(None, ("fresh", 1, 100)))))
+
+        async def failed() -> bool:
+            return hub.scheduler.jobs["projections"].failures > failures
+
+        await wait_for(failed, "the projection's failure")
+        status = HubStatus.model_validate(await hub.status())
+        assert status.jobs["projections"].last_error is not None
+        assert {p.name: p.lag_events for p in status.projections} == {
+            "sales_facts": 3, "member_activity": 3, "daily_rollups": 3}  # one transaction
+        assert status.applied_events == 4
+
+
+async def test_the_command_line_shows_the_lag_and_rebuilds_with_a_progress_bar(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"sqlite:///{tmp_path / 'hub.db'}"
+    async with HubDatabase(url) as db:
+        await db.transaction(migrate)
+        for batch in history():
+            await db.transaction(lambda tx, b=batch: apply_batch(tx, b, 1))
+        await ProjectionRunner(db, projections(ZONE)).catch_up()
+        kept = await snapshot(db)
+        await db.transaction(lambda tx: apply_batch(tx, Store("S004").batch(
+            ("2026-03-06T01:00:00", sale(None, ("dairy", 1, 100)))), 1))
+    db_arg = ["--database", str(tmp_path / "hub.db")]
+
+    assert await asyncio.to_thread(main, ["projections", "status", "--json", *db_arg]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["lag_events"]) for r in rows] == [
+        ("sales_facts", 1), ("member_activity", 1), ("daily_rollups", 1)]
+    assert await asyncio.to_thread(main, ["projections", "status", *db_arg]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "pos", "head", "lag_events", "lag_s"]
+    assert [line.split()[0] for line in table[1:]] == [r["name"] for r in rows]
+
+    assert await asyncio.to_thread(main, ["projections", "rebuild", "member_activity",
+                                          *db_arg]) == 0
+    out, err = capsys.readouterr()
+    assert "rebuilt member_activity from zero" in out
+    assert "rebuilding member_activity [" in err and "100%" in err and err.endswith("\n")
+    assert await asyncio.to_thread(main, ["projections", "rebuild", "sales_facts", *db_arg]) == 0
+    out, err = capsys.readouterr()
+    assert "rebuilt sales_facts, member_activity, daily_rollups from zero" in out
+    async with HubDatabase(url) as db:
+        after = await snapshot(db)
+    extra = [r for r in after["sales_facts"] if r[5] == "S004"]
+    assert len(extra) == 3  # the new sale: its line, the sale, its tender
+    assert {**after, "sales_facts": [r for r in after["sales_facts"] if r[5] != "S004"],
+            "daily_rollups": kept["daily_rollups"]} == kept
+
+    assert await asyncio.to_thread(main, ["projections", "rebuild", "nope", *db_arg]) == 2
+    out, err = capsys.readouterr()
+    assert "no projection 'nope'" in err and "sales_facts" in err and "Traceback" not in err
