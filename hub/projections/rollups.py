@@ -10,6 +10,7 @@ days it sold on, so a day's figures are whatever its store's merged log says so 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from hub.core.db import Tx
 from hub.core.projections import Logged
@@ -25,6 +26,9 @@ _UPSERT = (
     + ", ".join(f"{c} = daily_rollups.{c} + excluded.{c}" for c in _SUMS))
 
 Key = tuple[str, str, str]  # (store, day, category)
+# A row being summed: the sums, then the last event counted in ``sales`` or ``refunds``.
+_LAST = len(_SUMS)
+_WIDTH = _LAST + 1
 
 
 class DailyRollups:
@@ -39,22 +43,21 @@ class DailyRollups:
     def apply(self, tx: Tx, events: Sequence[Logged]) -> None:
         places = Places(tx, self.chain_zone)
         lines = refund_lines(tx, events)
-        sums: dict[Key, list[int]] = {}
+        sums: dict[Key, list[Any]] = {}
         regions: dict[str, str | None] = {}
         for e in events:
             b = e.event.body
             region, zone = places.of(e.store_id)
             regions[e.store_id] = region
             day = local_time(zone, e.hlc)[0]
-            seen: set[str] = set()
             if e.type == SALE:
                 member = b.member_id is not None
                 for ln in b.lines:
                     row = sums.get((e.store_id, day, ln.category))
                     if row is None:
-                        row = sums[(e.store_id, day, ln.category)] = [0] * len(_SUMS)
-                    if ln.category not in seen:
-                        seen.add(ln.category)
+                        row = sums[(e.store_id, day, ln.category)] = [0] * _WIDTH
+                    if row[_LAST] is not b:  # a sale counts once in each of its categories
+                        row[_LAST] = b
                         row[0] += 1
                     row[1] += ln.qty
                     row[2] += ln.gross
@@ -67,10 +70,10 @@ class DailyRollups:
                     category = lines.get((b.sale_id, ln.line_no), (None, None))[1] or ""
                     row = sums.get((e.store_id, day, category))
                     if row is None:
-                        row = sums[(e.store_id, day, category)] = [0] * len(_SUMS)
-                    if category not in seen:
-                        seen.add(category)
+                        row = sums[(e.store_id, day, category)] = [0] * _WIDTH
+                    if row[_LAST] is not b:
+                        row[_LAST] = b
                         row[6] += 1
                     row[7] += ln.qty
                     row[8] += ln.amount
-        tx.executemany(_UPSERT, [(*k, regions[k[0]], *v) for k, v in sums.items()])
+        tx.executemany(_UPSERT, [(*k, regions[k[0]], *v[:_LAST]) for k, v in sums.items()])

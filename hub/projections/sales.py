@@ -19,8 +19,9 @@ from hub.projections.places import Places, local_time
 
 SALE, REFUND = "sale.finalized", "refund.completed"
 
-COLUMNS = ("doc_id", "kind", "n", "sale_id", "pos", "store_id", "region", "terminal_id",
-           "cashier_id", "guide_id", "member_id", "hlc", "local_date", "local_hour", "sku",
+# What every row of a sale (or refund) shares comes first: a row is that tuple plus its own.
+COLUMNS = ("doc_id", "sale_id", "pos", "store_id", "region", "terminal_id", "cashier_id",
+           "guide_id", "member_id", "hlc", "local_date", "local_hour", "kind", "n", "sku",
            "category", "code", "ref", "qty", "gross", "discount", "amount", "points")
 INSERT = (f"INSERT INTO sales_facts({', '.join(COLUMNS)})"
           f" VALUES ({', '.join('?' * len(COLUMNS))})")
@@ -59,6 +60,18 @@ class SalesFacts:
         tx.executemany(INSERT, fact_rows(tx, events, Places(tx, self.chain_zone)))
 
 
+# Per body type: whether it carries the cashier and the shopping guide (the protocol will add
+# them to sales and refunds; until then they are empty). Asked once per type, not per event.
+_STAFF: dict[type, tuple[bool, bool]] = {}
+
+
+def _staff(body: Any) -> tuple[str | None, str | None]:
+    has = _STAFF.get(type(body))
+    if has is None:
+        has = _STAFF[type(body)] = (hasattr(body, "cashier_id"), hasattr(body, "guide_id"))
+    return (body.cashier_id if has[0] else None, body.guide_id if has[1] else None)
+
+
 def fact_rows(tx: Tx, events: Sequence[Logged], places: Places) -> list[tuple[Any, ...]]:
     lines = refund_lines(tx, events)
     wanted = {e.event.body.sale_id for e in events if e.type == REFUND}
@@ -68,39 +81,38 @@ def fact_rows(tx: Tx, events: Sequence[Logged], places: Places) -> list[tuple[An
         b = e.event.body
         region, zone = places.of(e.store_id)
         day, hour = local_time(zone, e.hlc)
-        cashier, guide = getattr(b, "cashier_id", None), getattr(b, "guide_id", None)
+        cashier, guide = _staff(b)
         if e.type == SALE:
             doc = b.sale_id
-            head = (doc, e.pos, e.store_id, region, b.terminal_id, cashier, guide, b.member_id,
-                    e.hlc, day, hour)
-            items = 0
-            for ln in b.lines:
-                items += ln.qty
-                add((doc, "line", ln.line_no, *head, ln.sku, ln.category, None, None, ln.qty,
-                     ln.gross, ln.discount, ln.net, ln.points))
-                if doc in wanted:  # refunded further on in this page
-                    lines[(doc, ln.line_no)] = (ln.sku, ln.category)
-            add((doc, "sale", 0, *head, None, None, b.currency, None, items, b.subtotal,
-                 b.discount_total, b.total, b.points_earned))
-            for i, t in enumerate(b.tenders, 1):
-                add((doc, "tender", i, *head, None, None, t.kind, t.coupon_code, 0, 0, 0,
-                     t.amount, t.points))
-            for i, d in enumerate(b.discounts, 1):
-                add((doc, "discount", i, *head, None, None, d.kind,
-                     d.coupon_code or d.campaign_id, 0, 0, 0, d.amount, 0))
-        else:
-            doc = b.refund_id
-            head = (b.sale_id, e.pos, e.store_id, region, b.terminal_id, cashier, guide,
+            head = (doc, doc, e.pos, e.store_id, region, b.terminal_id, cashier, guide,
                     b.member_id, e.hlc, day, hour)
             items = 0
             for ln in b.lines:
                 items += ln.qty
-                sku, category = lines.get((b.sale_id, ln.line_no), (None, None))
-                add((doc, "refund_line", ln.line_no, *head, sku, category, None, None, -ln.qty,
-                     0, 0, -ln.amount, -ln.points_reversed))
-            add((doc, "refund", 0, *head, None, None, b.currency, None, -items, 0, 0,
-                 -b.amount, -b.points_reversed))
+                add((*head, "line", ln.line_no, ln.sku, ln.category, None, None, ln.qty,
+                            ln.gross, ln.discount, ln.net, ln.points))
+                if doc in wanted:  # refunded further on in this page
+                    lines[(doc, ln.line_no)] = (ln.sku, ln.category)
+            add((*head, "sale", 0, None, None, b.currency, None, items, b.subtotal,
+                        b.discount_total, b.total, b.points_earned))
             for i, t in enumerate(b.tenders, 1):
-                add((doc, "refund_tender", i, *head, None, None, t.kind, t.coupon_code, 0, 0, 0,
-                     -t.amount, -t.points))
+                add((*head, "tender", i, None, None, t.kind, t.coupon_code, 0, 0, 0, t.amount,
+                            t.points))
+            for i, d in enumerate(b.discounts, 1):
+                add((*head, "discount", i, None, None, d.kind, d.coupon_code or d.campaign_id,
+                            0, 0, 0, d.amount, 0))
+        else:
+            head = (b.refund_id, b.sale_id, e.pos, e.store_id, region, b.terminal_id, cashier,
+                    guide, b.member_id, e.hlc, day, hour)
+            items = 0
+            for ln in b.lines:
+                items += ln.qty
+                sku, category = lines.get((b.sale_id, ln.line_no), (None, None))
+                add((*head, "refund_line", ln.line_no, sku, category, None, None, -ln.qty, 0, 0,
+                            -ln.amount, -ln.points_reversed))
+            add((*head, "refund", 0, None, None, b.currency, None, -items, 0, 0, -b.amount,
+                        -b.points_reversed))
+            for i, t in enumerate(b.tenders, 1):
+                add((*head, "refund_tender", i, None, None, t.kind, t.coupon_code, 0, 0, 0,
+                            -t.amount, -t.points))
     return rows
