@@ -2,7 +2,7 @@
 ``AsyncExitStack`` and stops them in the reverse order.
 
     database (writer + readers, migrated) -> validators -> ingest pipeline -> store link
-    -> scheduled jobs
+    -> scheduled jobs (tiers, allowances, the projections of the log)
 
 The parts know each other only through what is passed in here: the link hands uplink batches
 to the pipeline (``on_events``), the pipeline hands committed results back to the link for the
@@ -19,11 +19,13 @@ from hub.campaigns import bundles
 from hub.config import HubConfig
 from hub.core.clock import now_ms
 from hub.core.db import HubDatabase
+from hub.core.projections import ProjectionRunner
 from hub.core.scheduler import Job, Scheduler
 from hub.core.schema import migrate
 from hub.ledger import allowances
 from hub.ledger.pipeline import IngestPipeline, Validators
 from hub.members import tiers
+from hub.projections.catalog import projections
 from hub.stores import fleet
 from hub.stores.refusals import Refusals
 from hub.sync.link import StoreLink
@@ -31,6 +33,9 @@ from protocol.campaigns import CampaignBundle
 from protocol.tls import client_context
 
 DAY_S = 24 * 3600.0
+# The projections catch up when a group's acks are out (``_applied`` wakes them) and, in case
+# a wake-up was missed or a page failed, this often anyway.
+PROJECTIONS_EVERY_S = 5.0
 
 
 class Hub:
@@ -55,6 +60,9 @@ class Hub:
         self.scheduler.add(Job("tiers", self.recompute_tiers, interval_s=DAY_S))
         if config.allowance.enabled:
             self.scheduler.add(Job("allowances", self.refresh_allowances, interval_s=DAY_S))
+        self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
+        self.scheduler.add(Job("projections", self.projections.catch_up,
+                               interval_s=PROJECTIONS_EVERY_S))
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Hub:
@@ -73,6 +81,8 @@ class Hub:
 
     async def _applied(self, results: list[Any]) -> None:
         await self.link.acked(results)
+        # After the acks: the projections read the new events on their own time.
+        self.scheduler.wake("projections")
 
     # -- HQ's commands and the daily jobs --------------------------------------------------------
 
@@ -121,5 +131,6 @@ class Hub:
                     "validation_fallbacks": pipeline.slow_validations,
                     "commits": len(sizes),
                     "batches_per_commit": round(sum(sizes) / max(1, len(sizes)), 2)},
+                "projections": await self.projections.status(),
                 "jobs": self.scheduler.status(),
                 "broker": {"port": self.link.broker_port, "connected": self.link.is_connected}}

@@ -16,6 +16,10 @@ comes with a floor from the same run, so a reader can judge the ratio rather tha
   alone on a fresh database with the hub's schema, in the merge's transactions: the floor for
   the rows the merge must write, with no reads and no Python between them;
 * the same merge on PostgreSQL, in a throwaway database that is dropped afterwards;
+* projections: the hub's projections of its log (sales facts, member activity, daily rollups)
+  caught up from zero over the merged log, a page a transaction as the running hub does it;
+  its floor is the sales fact rows they wrote, inserted again with plain sqlite3
+  ``executemany`` into a bare copy of their table, in the same transactions;
 * drain: one store's backlog through a private Mosquitto to a running ``Hub`` until the
   store holds the ack of its last event (``provisioning.bench_drain``, which composes edge and
   hub; this module imports only ``hub`` and ``protocol``).
@@ -26,6 +30,7 @@ Batches are generated and encoded before any timing; only decoding and applying 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import platform
 import random
@@ -47,11 +52,14 @@ import msgpack
 from hub import extensions
 from hub.config import HubConfig
 from hub.core.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
+from hub.core.projections import ProjectionRunner
 from hub.core.schema import migrate
 from hub.ledger.apply import ApplyResult, apply_facts
 from hub.ledger.facts import Decoded
 from hub.ledger.facts import decode as decode_uplink
 from hub.ledger.pipeline import MAX_GROUP_BATCHES, IngestPipeline, Validators
+from hub.projections import sales
+from hub.projections.catalog import projections
 from protocol.codec import DEFAULT_MAX_BYTES, encode
 from protocol.events import Event
 from protocol.ids import member_code, uuid7
@@ -59,7 +67,7 @@ from protocol.ids import member_code, uuid7
 PG_ADMIN = "postgresql://postgres@127.0.0.1/postgres"
 BATCH_EVENTS = 500  # the edge's default [sync] batch_max_events
 TARGETS: dict[str, float] = {"merge_events_per_s": 50_000, "drain_events_per_s": 20_000,
-                             "merge_under_reads_vs_quiet": 0.8}
+                             "merge_under_reads_vs_quiet": 0.8, "projection_catchup_vs_raw": 0.5}
 READERS_BENCHED = 8  # concurrent HQ users running reports during the merge
 
 CATEGORIES = ("grocery", "fresh", "dairy", "snacks", "household")
@@ -459,6 +467,52 @@ def measure_writes_replayed(path: Path, work: Workload, groups: list[int]) -> di
     return {"events_per_s": work.events / spent, "rows_per_event": rows / work.events}
 
 
+def measure_projections(merged: Path, raw_path: Path, events: int) -> dict[str, Any]:
+    """Every projection caught up from zero over the log the merge left in ``merged``, with
+    the hub's runner and page size, on the calling thread (timed); then the floor: the sales
+    fact rows that wrote, inserted again in the same transactions (split by the pages' ends)
+    into a bare copy of their table on a fresh file, plain sqlite3 and the hub's pragmas."""
+    db = HubDatabase(f"sqlite:///{merged}")
+    db.open_sync()
+    try:
+        runner = ProjectionRunner(db, projections(HubConfig().hub.timezone))
+        for name in runner.names:
+            db.run_sync(functools.partial(runner.reset, name=name))
+        ends: list[int] = []
+        start = time.perf_counter()
+        while True:
+            step = db.run_sync(runner.step)
+            ends.append(step.pos)
+            if step.done:
+                break
+        catchup = time.perf_counter() - start
+        table_sql = db.run_sync(lambda tx: str(tx.scalar(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'sales_facts'")))
+        rows = db.run_sync(lambda tx: [tuple(r) for r in tx.all(
+            f"SELECT {', '.join(sales.COLUMNS)} FROM sales_facts ORDER BY pos")])
+    finally:
+        db.close_sync()
+    pages: list[list[tuple[Any, ...]]] = [[] for _ in ends]
+    page, at_pos = 0, sales.COLUMNS.index("pos")
+    for row in rows:
+        while row[at_pos] > ends[page]:
+            page += 1
+        pages[page].append(row)
+    _remove(raw_path)
+    conn = _sqlite(raw_path)
+    conn.execute(table_sql)
+    spent = 0.0
+    for chunk in pages:
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(sales.INSERT, chunk)
+        conn.execute("COMMIT")
+        spent += time.perf_counter() - t
+    conn.close()
+    return {"catchup": events / catchup, "raw": events / spent, "rows": len(rows),
+            "pages": len(ends), "catchup_s": catchup}
+
+
 def measure_decode(work: Workload) -> float:
     """Events per second that strict validation (and the reduction to what the apply takes)
     alone manages in one process: what a validation worker can feed the apply."""
@@ -597,6 +651,13 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         result["writes_replayed_events_per_s"] = round(replayed["events_per_s"], 1)
         result["rows_written_per_event"] = round(replayed["rows_per_event"], 2)
         result["merge_vs_writes_replayed"] = round(merge["merge"] / replayed["events_per_s"], 3)
+        caught = measure_projections(hub_db, tmp / "projection-raw.db", work.events)
+        result["projection_catchup_events_per_s"] = round(caught["catchup"], 1)
+        result["projection_raw_insert_events_per_s"] = round(caught["raw"], 1)
+        result["projection_catchup_vs_raw"] = round(caught["catchup"] / caught["raw"], 3)
+        result["projection_fact_rows"] = caught["rows"]
+        result["projection_pages"] = caught["pages"]
+        result["projection_catchup_s"] = round(caught["catchup_s"], 2)
         if breakdown:
             result["apply_breakdown"] = measure_breakdown(tmp / "breakdown.db", work)
 

@@ -1,4 +1,5 @@
-"""``membergate-hub``: run the hub, look at the fleet, push campaigns, check the books, demo."""
+"""``membergate-hub``: run the hub, look at the fleet, push campaigns, check the books, see and
+rebuild the projections of the log, demo."""
 
 from __future__ import annotations
 
@@ -6,16 +7,20 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 import tomllib
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any, TextIO
 
 from pydantic import ValidationError
 
 from hub import extensions
 from hub.app import Hub
 from hub.config import HubConfig
+from hub.core.projections import ProjectionRunner, Step, lag
 from hub.ledger import audit
+from hub.projections.catalog import projections
 from hub.stores import fleet
 from protocol import logs, signing
 from protocol.campaigns import CampaignBundle
@@ -62,14 +67,75 @@ async def _status(cfg: HubConfig, as_json: bool) -> int:
     if as_json:
         print(json.dumps(stores, indent=2, ensure_ascii=False))
         return 0
-    cols = ("store_id", "epoch", "acked_seq", "lag_events", "outbox_depth", "last_seen_s_ago",
-            "refused_at_hub", "campaign_refusals")
-    rows = [[str(s.get(c, "")) for c in cols] for s in stores]
+    _table(stores, ("store_id", "epoch", "acked_seq", "lag_events", "outbox_depth",
+                    "last_seen_s_ago", "refused_at_hub", "campaign_refusals"))
+    return 0
+
+
+def _table(items: list[dict[str, Any]], cols: tuple[str, ...]) -> None:
+    rows = [[str(s.get(c, "")) for c in cols] for s in items]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+async def _projections_status(cfg: HubConfig, as_json: bool) -> int:
+    from hub.core.clock import now_ms
+    from hub.core.db import HubDatabase
+    from hub.core.schema import migrate
+
+    names = [p.name for p in projections(cfg.hub.timezone)]
+    async with HubDatabase(cfg.database_url) as db:
+        await db.transaction(migrate)
+        rows = await db.read(lambda tx: lag(tx, names, now_ms()))
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows, ("name", "pos", "head", "lag_events", "lag_s"))
+    return 0
+
+
+class ProgressBar:
+    """A plain text bar on ``out`` (stderr), redrawn at most every ``every_s`` seconds."""
+
+    def __init__(self, label: str, out: TextIO, *, width: int = 30, every_s: float = 0.2
+                 ) -> None:
+        self.label, self.out, self.width, self.every_s = label, out, width, every_s
+        self._drawn = 0.0
+
+    def __call__(self, step: Step) -> None:
+        now = time.monotonic()
+        if not step.done and now - self._drawn < self.every_s:
+            return
+        self._drawn = now
+        share = 1.0 if step.done or step.head <= 0 else min(1.0, step.pos / step.head)
+        filled = int(share * self.width)
+        self.out.write(f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}]"
+                       f" {share:4.0%}  position {step.pos:,} of {step.head:,}")
+        if step.done:
+            self.out.write("\n")
+        self.out.flush()
+
+
+async def _projections_rebuild(cfg: HubConfig, name: str) -> int:
+    from hub.core.db import HubDatabase
+    from hub.core.schema import migrate
+
+    async with HubDatabase(cfg.database_url) as db:
+        runner = ProjectionRunner(db, projections(cfg.hub.timezone))
+        if name not in runner.names:
+            print(f"membergate-hub: no projection {name!r}; there are: "
+                  f"{', '.join(runner.names)}", file=sys.stderr)
+            return 2
+        await db.transaction(migrate)
+        names = runner.readers_of(name)
+        start = time.monotonic()
+        read = await runner.rebuild(name, ProgressBar(f"rebuilding {', '.join(names)}",
+                                                      sys.stderr))
+    print(f"rebuilt {', '.join(names)} from zero: {read:,} events read in"
+          f" {time.monotonic() - start:.1f} s")
     return 0
 
 
@@ -114,6 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--database")
     rb = sub.add_parser("rebuild", help="recompute every balance from the event log and compare")
     rb.add_argument("--database")
+    proj = sub.add_parser("projections", help="the projections of the event log: how far each"
+                          " has read, or one rebuilt from zero")
+    proj_sub = proj.add_subparsers(dest="projections_command", required=True)
+    proj_status = proj_sub.add_parser("status", help="position and lag of each projection as a"
+                                      " table (or --json)")
+    proj_status.add_argument("--json", action="store_true")
+    proj_status.add_argument("--database")
+    proj_rebuild = proj_sub.add_parser("rebuild", help="empty a projection (and what reads it)"
+                                       " and catch it up from zero, with a progress bar")
+    proj_rebuild.add_argument("name", help="sales_facts, member_activity or daily_rollups")
+    proj_rebuild.add_argument("--database")
     push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
     push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
     plugged = extensions.commands()  # the demo fleet, from provisioning
@@ -148,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_status(cfg, args.json))
     if args.command == "rebuild":
         return asyncio.run(_rebuild(cfg))
+    if args.command == "projections":
+        if args.projections_command == "status":
+            return asyncio.run(_projections_status(cfg, args.json))
+        return asyncio.run(_projections_rebuild(cfg, args.name))
     if args.command == "push-campaigns":
         bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
         return asyncio.run(_push(cfg, bundle))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.ledger.allowances import AllowancePolicy
 from hub.members.tiers import TierRules
@@ -63,6 +64,19 @@ class HubSection(_Section):
     # Processes that validate uplink batches beside the one that applies them; 0 validates in
     # the hub process itself. One suits a 2-core box; more help only with more cores.
     validate_workers: int = Field(1, ge=0, le=64)
+    # The chain's time zone: the calendar of report days, hours and months (each store keeps
+    # it until stores have zones of their own: ``hub.stores.registry.store_zone``).
+    timezone: str = "Asia/Shanghai"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as"
+                             " 'Asia/Shanghai')") from exc
+        return value
 
 
 class ApiSection(_Section, ServedOverTls, ConnectionLimits):

@@ -31,6 +31,7 @@ HUB_LAYERS: list[set[str]] = [
     {"members"},
     {"ledger"},
     {"campaigns"},
+    {"projections"},
     {"config"},
     {"sync"},
     {"app"},

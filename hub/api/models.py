@@ -46,6 +46,17 @@ class JobStatus(BaseModel):
     last_error: str | None
 
 
+class ProjectionLag(BaseModel):
+    """How far a projection of the log has read (``hub.core.projections``)."""
+
+    name: str
+    pos: int  # the log position it has applied up to
+    head: int  # the log's last position
+    lag_events: int  # logged events it has not read yet
+    lag_s: float | None  # at most this stale: 0 at the head, None if it never reached it
+    synced_ms: int | None  # when it last stood at the head
+
+
 class HubStatus(BaseModel):
     stores: list[FleetStore]
     applied_events: int
@@ -53,6 +64,7 @@ class HubStatus(BaseModel):
     gaps: int
     refused: dict[str, int]
     ingest: IngestFigures
+    projections: list[ProjectionLag]
     jobs: dict[str, JobStatus]
     broker: BrokerLink
 

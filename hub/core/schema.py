@@ -13,6 +13,19 @@ class SqliteOnly(NamedTuple):
     sql: str
 
 
+class PostgresOnly(NamedTuple):
+    """A migration statement for PostgreSQL alone (its spelling of what SQLite does apart)."""
+
+    sql: str
+
+
+def _keyed(table: str, columns: str) -> list[SqliteOnly | PostgresOnly]:
+    """A new table clustered on its primary key on SQLite (``WITHOUT ROWID``: one B-tree, not
+    a table and its key's index), a heap table on PostgreSQL."""
+    return [SqliteOnly(f"CREATE TABLE {table} {columns} WITHOUT ROWID"),
+            PostgresOnly(f"CREATE TABLE {table} {columns}")]
+
+
 def _clustered(table: str, columns: str) -> list[SqliteOnly]:
     """``table`` rebuilt as a ``WITHOUT ROWID`` table of ``columns`` (the same columns, in
     the same order), its rows copied; its indexes go with the old table."""
@@ -22,7 +35,7 @@ def _clustered(table: str, columns: str) -> list[SqliteOnly]:
             SqliteOnly(f"ALTER TABLE {table}_clustered RENAME TO {table}")]
 
 
-MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly]]] = [
+MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     (1, "event log, ledgers, member directory, stores, campaigns", [
         # Every event applied, once: (store_id, epoch, seq) is the idempotency key, and this
         # log is what ``rebuild`` recomputes every balance from.
@@ -148,6 +161,77 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly]]] = [
         """DELETE FROM grants WHERE member_id IN (
                SELECT member_id FROM members WHERE merged_into IS NOT NULL)""",
     ]),
+    (7, "a position for every logged event; projections of the log and their checkpoints", [
+        # ``pos`` orders the log as it was committed: projections (``hub.core.projections``)
+        # keep how far they have read as a position. It grows with each insert, and only one
+        # write transaction runs at a time (``HubDatabase``'s single writer thread), so no
+        # transaction can commit a position below one already visible: a reader that sees
+        # position N has every row below N it will ever see. (With two writers a later commit
+        # could take a lower number and a projection would step over it.)
+        # SQLite: the rowid already grows in commit order (events are never deleted), but
+        # VACUUM may renumber a rowid nobody named, so it becomes a named INTEGER PRIMARY KEY,
+        # copied in its current order; the stream key stays unique beside it.
+        SqliteOnly("""CREATE TABLE events_positioned (
+            pos INTEGER PRIMARY KEY,
+            store_id TEXT NOT NULL, epoch BIGINT NOT NULL, seq BIGINT NOT NULL,
+            event_id TEXT NOT NULL, hlc BIGINT NOT NULL, type TEXT NOT NULL,
+            member_id TEXT, payload BLOB NOT NULL,
+            UNIQUE (store_id, epoch, seq))"""),
+        SqliteOnly("""INSERT INTO events_positioned(pos, store_id, epoch, seq, event_id, hlc,
+                          type, member_id, payload)
+                      SELECT rowid, store_id, epoch, seq, event_id, hlc, type, member_id,
+                          payload FROM events ORDER BY rowid"""),
+        SqliteOnly("DROP TABLE events"),
+        SqliteOnly("ALTER TABLE events_positioned RENAME TO events"),
+        # PostgreSQL: an identity column (existing rows are numbered in their stored order).
+        # Its numbers are taken at insert and may leave gaps (a rolled-back group, a duplicate
+        # refused by ON CONFLICT): positions order the log, they do not count it.
+        PostgresOnly("ALTER TABLE events ADD COLUMN pos BIGINT GENERATED ALWAYS AS IDENTITY"),
+        PostgresOnly("CREATE UNIQUE INDEX events_pos ON events(pos)"),
+        # Per projection: the position it has applied up to, and when it last reached the
+        # head of the log (every event committed before then is in its rows).
+        """CREATE TABLE projection_checkpoints (
+            name TEXT PRIMARY KEY, pos BIGINT NOT NULL DEFAULT 0,
+            synced_ms BIGINT NOT NULL DEFAULT 0)""",
+        # hub.projections.sales: one row per sale, line, tender and discount, and per refund,
+        # refund line and refund tender (signed: a refund's rows are negative and name the
+        # sale's line), with the store-local date and hour. Clustered on the sale (or refund)
+        # id; the position ends the key so that a sale id a store ever sent twice is kept
+        # twice, as every other projection counts it, instead of stopping the projection.
+        *_keyed("sales_facts", """(
+            doc_id TEXT NOT NULL, kind TEXT NOT NULL, n BIGINT NOT NULL,
+            sale_id TEXT NOT NULL, pos BIGINT NOT NULL, store_id TEXT NOT NULL, region TEXT,
+            terminal_id TEXT NOT NULL, cashier_id TEXT, guide_id TEXT, member_id TEXT,
+            hlc BIGINT NOT NULL, local_date TEXT NOT NULL, local_hour BIGINT NOT NULL,
+            sku TEXT, category TEXT, code TEXT, ref TEXT,
+            qty BIGINT NOT NULL, gross BIGINT NOT NULL, discount BIGINT NOT NULL,
+            amount BIGINT NOT NULL, points BIGINT NOT NULL,
+            PRIMARY KEY (doc_id, kind, n, pos))"""),
+        # hub.projections.activity: per member (as the member now is, merges followed).
+        *_keyed("member_activity", """(
+            member_id TEXT NOT NULL PRIMARY KEY,
+            first_hlc BIGINT, first_store TEXT, first_date TEXT,
+            last_hlc BIGINT, last_store TEXT, last_date TEXT,
+            purchases BIGINT NOT NULL, refunds BIGINT NOT NULL,
+            spend BIGINT NOT NULL, items BIGINT NOT NULL)"""),
+        *_keyed("member_months", """(
+            member_id TEXT NOT NULL, month TEXT NOT NULL, category TEXT NOT NULL,
+            spend BIGINT NOT NULL, items BIGINT NOT NULL,
+            PRIMARY KEY (member_id, month, category))"""),
+        *_keyed("member_stores", """(
+            member_id TEXT NOT NULL, store_id TEXT NOT NULL,
+            purchases BIGINT NOT NULL, spend BIGINT NOT NULL,
+            last_hlc BIGINT, last_date TEXT,
+            PRIMARY KEY (member_id, store_id))"""),
+        # hub.projections.rollups: store x store-local day x category, what every report sums.
+        *_keyed("daily_rollups", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, category TEXT NOT NULL, region TEXT,
+            sales BIGINT NOT NULL, items BIGINT NOT NULL, gross BIGINT NOT NULL,
+            discount BIGINT NOT NULL, amount BIGINT NOT NULL, member_amount BIGINT NOT NULL,
+            refunds BIGINT NOT NULL, refund_items BIGINT NOT NULL,
+            refund_amount BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day, category))"""),
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -161,8 +245,8 @@ def migrate(tx: Tx, target: int = LATEST) -> int:
     for version, _title, statements in MIGRATIONS:
         if current < version <= target:
             for sql in statements:
-                if isinstance(sql, SqliteOnly):
-                    if tx.dialect != "sqlite":
+                if isinstance(sql, SqliteOnly | PostgresOnly):
+                    if (tx.dialect == "sqlite") != isinstance(sql, SqliteOnly):
                         continue
                     sql = sql.sql
                 tx.execute(ddl(sql, tx.dialect))

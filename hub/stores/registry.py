@@ -13,3 +13,17 @@ def record_status(tx: Tx, store_id: str, epoch: int, payload: bytes, now_ms: int
         " status = excluded.status, epoch = CASE WHEN excluded.epoch > stores.epoch"
         " THEN excluded.epoch ELSE stores.epoch END",
         (store_id, now_ms, epoch, payload))
+
+
+def store_zone(tx: Tx, store_id: str, chain_zone: str) -> str:
+    """The IANA time zone of ``store_id``'s calendar: its report days and hours, its months.
+
+    Every store keeps the chain's zone (``[hub] timezone``) until stores have zones of their
+    own; this is the one place that answers, so it can then read them. ``tx`` is for that."""
+    return chain_zone
+
+
+def store_region(tx: Tx, store_id: str) -> str | None:
+    """The region ``store_id`` belongs to (None until one is set)."""
+    region: str | None = tx.scalar("SELECT region FROM stores WHERE store_id = ?", (store_id,))
+    return region

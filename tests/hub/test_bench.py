@@ -15,12 +15,14 @@ from hub.cli import main
 from protocol.codec import decode_batch
 from tests.support.mosquitto import MOSQUITTO
 
+PROJECTION_FIGURES = ("projection_catchup_events_per_s", "projection_raw_insert_events_per_s",
+                      "projection_catchup_vs_raw", "projection_fact_rows")
 FIGURES = (
     "merge_events_per_s", "decode_events_per_s", "batches_per_commit",
     "raw_insert_rows_per_s", "merge_vs_raw", "merge_events_per_s_postgres", "drain_events_per_s",
     "drain_transport_floor_events_per_s", "writes_replayed_events_per_s",
     "rows_written_per_event", "merge_vs_writes_replayed", "merge_under_reads_events_per_s",
-    "reports_during_merge", "merge_under_reads_vs_quiet",
+    "reports_during_merge", "merge_under_reads_vs_quiet", *PROJECTION_FIGURES,
 )
 
 
@@ -55,7 +57,8 @@ def test_bench_prints_one_json_object_with_every_figure(
     assert result["params"]["stores"] == 2 and result["params"]["events"] == 2000
     assert result["params"]["drain_events"] == 2000
     assert result["targets"] == {"merge_events_per_s": 50_000, "drain_events_per_s": 20_000,
-                                 "merge_under_reads_vs_quiet": 0.8}
+                                 "merge_under_reads_vs_quiet": 0.8,
+                                 "projection_catchup_vs_raw": 0.5}
     assert result["drain_duplicates"] == 0 and result["drain_gaps"] == 0
 
 
@@ -65,6 +68,8 @@ def test_breakdown_says_where_the_apply_time_goes(
                "--no-postgres", "--breakdown", "--workdir", str(tmp_path)])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
+    for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres
+        assert isinstance(result[key], float | int) and result[key] > 0, key
     parts = result["apply_breakdown"]
     statements = parts["statement_us_per_event"]
     # Every table the apply writes for this workload shows up under its statement kind.

@@ -54,3 +54,12 @@ def test_a_bad_configuration_file_is_named_with_the_reason_and_nothing_starts(
     with pytest.raises(SystemExit):
         run(["--config", str(tmp_path / "broken.toml"), "run"])
     assert "invalid configuration" in capsys.readouterr().err
+
+
+def test_the_chain_time_zone_is_an_iana_name() -> None:
+    assert HubConfig().hub.timezone == "Asia/Shanghai"
+    assert HubConfig.model_validate({"hub": {"timezone": "Europe/Paris"}}).hub.timezone \
+        == "Europe/Paris"
+    for bad in ("Mars/Olympus", "../etc/passwd", ""):
+        with pytest.raises(ValidationError, match="unknown time zone"):
+            HubConfig.model_validate({"hub": {"timezone": bad}})

@@ -170,3 +170,26 @@ async def test_reads_run_on_readers_apart_from_the_writer(hub_db: HubDatabase) -
         failed = True
     assert failed
     assert await hub_db.read(lambda tx: tx.scalar("SELECT count(*) FROM counters")) >= 1
+
+
+async def test_schema_7_numbers_the_log_in_the_order_it_was_written(hub_url: str) -> None:
+    """Events logged before schema 7 keep their order as positions; later ones come after,
+    and the stream key still refuses a duplicate."""
+    insert = ("INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
+              " VALUES (?, 1, ?, ?, 0, 'coupon.voided', NULL, ?) ON CONFLICT DO NOTHING")
+    written = [("S002", 1), ("S001", 1), ("S002", 2), ("S001", 2)]
+
+    def at_6(tx: Tx) -> None:
+        assert migrate(tx, target=6) == 6
+        tx.executemany(insert, [(s, q, f"e-{s}-{q}", b"x") for s, q in written])
+
+    def after(tx: Tx) -> list[tuple[str, int]]:
+        assert migrate(tx) == LATEST >= 7
+        tx.executemany(insert, [(s, q, f"e-{s}-{q}", b"x")
+                                for s, q in [("S001", 3), ("S001", 1)]])
+        return [(str(r[0]), int(r[1])) for r in tx.all(
+            "SELECT store_id, seq FROM events ORDER BY pos")]
+
+    async with HubDatabase(hub_url) as db:
+        await db.transaction(at_6)
+        assert await db.transaction(after) == [*written, ("S001", 3)]
