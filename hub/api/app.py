@@ -12,13 +12,14 @@ import uvicorn
 from fastapi import Depends, FastAPI
 
 from hub.api.deps import require_hq
-from hub.api.routes import audit, campaigns, conflicts, members, status
+from hub.api.routes import audit, campaigns, conflicts, hq_events, members, status
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
 from protocol.tls import load_server_config
 
-ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, audit.router)
+ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
+           audit.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

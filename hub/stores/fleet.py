@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 
 from hub.core.db import Tx
+from hub.stores.registry import VIRTUAL_STORES
 
 
 def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
@@ -34,3 +35,12 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
             "refused_at_store": reported.get("refused", {}),
         })
     return out
+
+
+def hub_streams(tx: Tx) -> list[dict[str, Any]]:
+    """The hub's own streams (HQ, ONLINE): how far each is written. No store, so no lag, no
+    last-seen and no alarm: they are listed apart from the stores."""
+    marks = ", ".join("?" * len(VIRTUAL_STORES))
+    return [{"stream": s, "epoch": int(e), "seq": int(q)} for s, e, q in tx.all(
+        f"SELECT store_id, epoch, acked_seq FROM store_streams WHERE store_id IN ({marks})"
+        " ORDER BY store_id, epoch", sorted(VIRTUAL_STORES))]
