@@ -6,7 +6,8 @@ asks for online (``hub.ledger.authority.authorize``), the hub hands out standing
 itself, so a store already holds what a member usually spends there before it is cut off:
 
 - **which stores**: the member's home store and every store holding a share row for the member
-  (a store where the member has had ledger activity) — the member's *active* stores;
+  (a store where the member has had ledger activity) — the member's *active* stores; the hub's
+  own streams (``HQ``, ``ONLINE``) hold shares but are no stores and never among them;
 - **how much**: each active store's outstanding grant is topped up to the target
   ``t = min(cap, floor(fraction * balance / active stores))``, ``cap`` being ``max_points`` or
   ``max_stored_value``; the rest of the balance stays free for online authorisation;

@@ -8,18 +8,16 @@ import functools
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from hub.core.db import HubDatabase, Tx
 from hub.core.schema import migrate
 from hub.ledger.apply import apply_batch
 from protocol.events import Event, EventBatch, MemberRegistered, PointsEarned
-from tests.hub.test_faults import ROOT, Proc
+from tests.hub.test_faults import ROOT, Proc, procs  # noqa: F401 - the fixture
 
 TOKEN = "hq-kill-token-0001"
 KEYS = 60
@@ -30,14 +28,6 @@ WORKERS = 4
 
 def delta_of(i: int) -> int:
     return -(i + 1) if i % 3 == 0 else i + 1  # some taken away, well within the balance
-
-
-@pytest.fixture
-async def started() -> AsyncIterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for p in procs:
-        await p.kill9()
 
 
 def seed(db_path: Path) -> None:
@@ -84,7 +74,7 @@ async def post_all(base: str, answers: dict[int, dict[str, Any]],
 
 
 async def test_a_hub_killed_mid_write_applies_every_adjustment_once(
-        tmp_path: Path, started: list[Proc]) -> None:
+        tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
     db_path = tmp_path / "hub.db"
     seed(db_path)
     cfg = tmp_path / "hub.toml"
@@ -105,7 +95,7 @@ port = 0
     ready = r"HQ API: (http://\S+)/docs"
 
     hub = Proc(args, tmp_path / "hub.log")
-    started.append(hub)
+    procs.append(hub)
     base = (await hub.start(ready)).group(1)
     answers: dict[int, dict[str, Any]] = {}
     heard = asyncio.Event()
@@ -119,7 +109,7 @@ port = 0
     assert KILL_AFTER <= len(heard_before) < KEYS
 
     hub = Proc(args, tmp_path / "hub.log")
-    started.append(hub)
+    procs.append(hub)
     base = (await hub.start(ready)).group(1)
     await post_all(base, answers)  # every key again
     await hub.stop()
