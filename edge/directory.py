@@ -4,7 +4,9 @@ A page is applied with its new checkpoint in one transaction, so a crash never l
 half-applied or a checkpoint ahead of its data. Profile fields take the hub's value (it merged
 every store's writes last-writer-wins); balances are never overwritten: this store's ledgers stay
 its own and only the other stores' shares are taken from the hub. Of the offline allowances the
-hub granted (``grants``), this store takes its own (``edge.allowance.apply_hub_grant``).
+hub granted (``grants``), this store takes its own (``edge.allowance.apply_hub_grant``). The
+coupons the hub issued a member (``coupons``) join this store's own, so the till finds and
+validates them offline.
 """
 
 from __future__ import annotations
@@ -97,6 +99,28 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
     for g in e.grants:
         if g.store_id == ctx.store_id:
             allowance.apply_hub_grant(conn, ctx, e.member_id, g.points_granted, g.sv_granted)
+    _apply_coupons(conn, e)
+
+
+def _apply_coupons(conn: sqlite3.Connection, e: MemberEntry) -> None:
+    """The member's open hub-issued coupons, single-use here like every coupon. A row learned
+    from the hub keeps ``updated_hlc`` 0 until this store redeems it (as a card learned from
+    the hub has ``bound_hlc`` 0); this store's own coupons never have 0. One the hub no longer
+    lists was redeemed or voided in another store: retired here too, unless this store has used
+    it itself (then its own state stands, and the hub arbitrates)."""
+    for c in e.coupons:
+        conn.execute(
+            "INSERT INTO coupons(coupon_code, member_id, campaign_id, kind, value, min_spend,"
+            " categories, expires_on, state, updated_hlc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'issued', 0)"
+            " ON CONFLICT(coupon_code) DO UPDATE SET member_id = excluded.member_id",
+            (c.coupon_code, e.member_id, c.campaign_id, c.kind, c.value, c.min_spend,
+             json.dumps(c.categories), c.expires_on.isoformat() if c.expires_on else None))
+    listed = [c.coupon_code for c in e.coupons]
+    conn.execute(
+        "UPDATE coupons SET state = 'redeemed' WHERE member_id = ? AND state = 'issued'"
+        f" AND updated_hlc = 0 AND coupon_code NOT IN ({', '.join('?' * len(listed))})",
+        (e.member_id, *listed))
 
 
 def _insert(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry, phone: str | None,

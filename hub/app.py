@@ -12,17 +12,22 @@ acks (``on_applied``), jobs and HQ commands tell the link when the directory mov
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from contextlib import AsyncExitStack
+from datetime import date
 from typing import Any
 
-from hub.campaigns import bundles
+from hub.campaigns import bundles, coupons
 from hub.config import HubConfig
+from hub.core import idempotency
 from hub.core.clock import now_ms
-from hub.core.db import HubDatabase
+from hub.core.db import HubDatabase, Tx
+from hub.core.idempotency import Answer
 from hub.core.projections import ProjectionRunner
 from hub.core.scheduler import Job, Scheduler
 from hub.core.schema import migrate
-from hub.ledger import allowances
+from hub.ledger import allowances, hq_events
+from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
 from hub.members import tiers
 from hub.projections.catalog import projections
@@ -30,6 +35,8 @@ from hub.stores import fleet
 from hub.stores.refusals import Refusals
 from hub.sync.link import StoreLink
 from protocol.campaigns import CampaignBundle
+from protocol.events import CouponKind
+from protocol.hlc import HybridClock
 from protocol.tls import client_context
 
 DAY_S = 24 * 3600.0
@@ -55,6 +62,9 @@ class Hub:
         self.link = StoreLink(config.broker, tls, self.db, self.refusals, self.pipeline.submit,
                               directory_page=config.hub.directory_page, client_id=client_id)
         self.scheduler = Scheduler()
+        # The HLC of the hub's own events (``hub.ledger.hq_events`` keeps it ahead of each
+        # stream's last event, so a restart never goes back).
+        self.clock = HybridClock()
         # Tiers fall with time alone as old months leave the window; allowances follow a
         # policy changed while the hub was down.
         self.scheduler.add(Job("tiers", self.recompute_tiers, interval_s=DAY_S))
@@ -93,6 +103,43 @@ class Hub:
         await self.link.publish_retained(topic, payload)
         return topic
 
+    async def adjust_points(self, member_id: str, *, delta: int, reason: str, actor: str,
+                            key: str) -> Answer:
+        """HQ changes a member's points (``hub.ledger.hq_events.adjust_points``), once per
+        ``key``: a retry gets the first answer."""
+        request = {"delta": delta, "reason": reason, "actor": actor}
+        return await self._hq_write(key, "points.adjust", member_id, request, functools.partial(
+            hq_events.adjust_points, member_id=member_id, delta=delta, reason=reason,
+            actor=actor))
+
+    async def issue_coupon(self, member_id: str, *, kind: CouponKind, value: int,
+                           min_spend: int, categories: list[str], expires_on: date | None,
+                           campaign_id: str | None, key: str) -> Answer:
+        """HQ issues a member a coupon any store redeems offline
+        (``hub.campaigns.coupons.issue``), once per ``key``."""
+        request = {"kind": kind, "value": value, "min_spend": min_spend,
+                   "categories": categories, "campaign_id": campaign_id,
+                   "expires_on": expires_on.isoformat() if expires_on else None}
+        return await self._hq_write(key, "coupon.issue", member_id, request, functools.partial(
+            coupons.issue, member_id=member_id, kind=kind, value=value, min_spend=min_spend,
+            categories=categories, expires_on=expires_on, campaign_id=campaign_id))
+
+    async def _hq_write(self, key: str, operation: str, target: str, request: dict[str, Any],
+                        write: Callable[..., dict[str, Any]]) -> Answer:
+        """``write(tx, merge=...)`` in one transaction with its idempotency key
+        (``hub.core.idempotency``); the stores hear of the members it changed."""
+        digest = idempotency.request_hash(operation, target, request)
+        now = now_ms()
+        merge = Merge(self.clock, now, self.config.tiers, self.config.allowance)
+
+        def run(tx: Tx) -> Answer:
+            return idempotency.once(tx, key, digest, now, lambda t: write(t, merge=merge))
+
+        answer = await self.db.transaction(run)
+        if answer.status < 400 and not answer.replayed:
+            self.link.directory_moved()
+        return answer
+
     async def recompute_tiers(self) -> int:
         """Every member's tier from their spend in the window; changes go down to the stores."""
         rules = self.config.tiers
@@ -116,10 +163,11 @@ class Hub:
         return count
 
     async def status(self) -> dict[str, Any]:
-        stores = await self.db.read(lambda tx: fleet.fleet_status(tx, now_ms()))
+        stores, streams = await self.db.read(
+            lambda tx: (fleet.fleet_status(tx, now_ms()), fleet.hub_streams(tx)))
         pipeline = self.pipeline
         sizes = pipeline.group_sizes
-        return {"stores": stores, "applied_events": pipeline.applied_events,
+        return {"stores": stores, "hub_streams": streams, "applied_events": pipeline.applied_events,
                 "duplicate_events": pipeline.duplicate_events, "gaps": pipeline.gaps,
                 "refused": dict(self.refusals.counts),
                 "ingest": {

@@ -25,9 +25,11 @@ SignedPoints = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
 Quantity = Annotated[int, Field(strict=True, gt=0, le=100_000)]
 Id = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(max_length=200)]
+NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 StoreId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
+CouponKind = Literal["amount_off", "percent_off"]
 TenderKind = Literal["points", "stored_value", "coupon", "cash", "bank_card", "external"]
 
 
@@ -186,7 +188,8 @@ class PointsAdjusted(_Body):
 
     ``refund_reversal`` takes earned points back (``shortfall`` is what the balance could not
     cover); ``refund_return`` gives redeemed points back to the lots they came from;
-    ``debt_repayment`` takes later earnings against an earlier shortfall.
+    ``debt_repayment`` takes later earnings against an earlier shortfall. ``manual`` is a
+    change HQ made (``note`` says why, ``actor`` who made it); stores never send ``actor``.
     """
 
     type: Literal["points.adjusted"] = "points.adjusted"
@@ -199,6 +202,7 @@ class PointsAdjusted(_Body):
     sale_id: Id | None = None
     refund_id: Id | None = None
     note: Text = ""
+    actor: NonEmptyText | None = None
 
 
 # --- stored value ledger ---------------------------------------------------------------------
@@ -246,7 +250,7 @@ class CouponIssued(_Body):
     coupon_code: Id
     member_id: Id | None = None
     campaign_id: Id | None = None
-    kind: Literal["amount_off", "percent_off"]
+    kind: CouponKind
     value: Amount  # minor units for amount_off, basis points for percent_off
     min_spend: Amount = 0
     categories: list[Id] = Field(default_factory=list)

@@ -13,7 +13,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.campaigns import CampaignBundle
-from protocol.events import MAX_POINTS, Id, SignedAmount, SignedPoints, StoreId, Text
+from protocol.events import (
+    MAX_POINTS,
+    Amount,
+    CouponKind,
+    Id,
+    SignedAmount,
+    SignedPoints,
+    StoreId,
+    Text,
+)
 from protocol.money import MAX_AMOUNT
 
 Seq = Annotated[int, Field(strict=True, ge=0)]
@@ -73,6 +82,20 @@ class StoreGrant(_Told):
     sv_granted: Cumulative
 
 
+class MemberCoupon(_Told):
+    """A coupon the hub issued to the member (from its own streams: HQ, ONLINE) that no store
+    has redeemed yet, as far as the hub knows: any store may take it offline. The hub
+    arbitrates a coupon redeemed twice like every coupon (the later redemption is flagged)."""
+
+    coupon_code: Id
+    campaign_id: Id | None = None
+    kind: CouponKind
+    value: Amount  # minor units for amount_off, basis points for percent_off
+    min_spend: Amount = 0
+    categories: list[Id] = Field(default_factory=list, max_length=100)
+    expires_on: date | None = None
+
+
 class MemberEntry(_Told):
     """A member as the hub knows it after merging every store.
 
@@ -81,6 +104,7 @@ class MemberEntry(_Told):
     ``merged_into`` is set on an alias: the member was merged into another (same phone
     registered in two stores); its cards and code now identify that member. ``grants`` are the
     offline allowances the hub has granted stores for this member (each store uses its own).
+    ``coupons`` are the member's open hub-issued coupons (``MemberCoupon``).
     """
 
     member_id: Id
@@ -96,6 +120,7 @@ class MemberEntry(_Told):
     aliases: list[Id] = Field(default_factory=list, max_length=50)
     shares: list[StoreShare] = Field(default_factory=list, max_length=500)
     grants: list[StoreGrant] = Field(default_factory=list, max_length=500)
+    coupons: list[MemberCoupon] = Field(default_factory=list, max_length=500)
 
 
 class DirectoryRequest(_Message):

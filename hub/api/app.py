@@ -13,15 +13,15 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from hub.api.deps import UNAUTHORIZED, hq_token_valid, require_hq
-from hub.api.routes import audit, campaigns, conflicts, members, metrics, status
+from hub.api.routes import audit, campaigns, conflicts, hq_events, members, metrics, status
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
 from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
 
-ROUTERS = (status.router, conflicts.router, members.router, campaigns.router, audit.router,
-           metrics.router)
+ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
+           audit.router, metrics.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.campaigns.coupons import MAX_PERCENT_OFF
+from protocol.events import MAX_POINTS, Amount, CouponKind, Id, NonEmptyText
+from protocol.money import MAX_AMOUNT
 from protocol.sync import MemberEntry
 
 
@@ -57,8 +61,17 @@ class ProjectionLag(BaseModel):
     synced_ms: int | None  # when it last stood at the head
 
 
+class HubStream(BaseModel):
+    """One of the hub's own streams (HQ, ONLINE): how far it is written. Not a store."""
+
+    stream: str
+    epoch: int
+    seq: int
+
+
 class HubStatus(BaseModel):
     stores: list[FleetStore]
+    hub_streams: list[HubStream]
     applied_events: int
     duplicate_events: int
     gaps: int
@@ -107,3 +120,67 @@ class RebuildCheck(BaseModel):
     events: int
     mismatches: list[BalanceMismatch]
     mismatch_count: int
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PointsAdjustmentRequest(_Request):
+    """A signed change of a member's points by HQ, with why and who."""
+
+    delta: Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
+    reason: NonEmptyText
+    actor: NonEmptyText  # who made it (until HQ users exist, the caller names themselves)
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> PointsAdjustmentRequest:
+        if self.delta == 0:
+            raise ValueError("delta must not be 0")
+        return self
+
+
+class WrittenEvent(BaseModel):
+    """Where an HQ write stands in the hub's log: its stream, seq, event id and HLC."""
+
+    stream: str
+    seq: int
+    event_id: str
+    hlc: int
+
+
+class PointsAdjustment(WrittenEvent):
+    member_id: str  # the member it was applied to (a merged id's survivor)
+    delta: int
+    reason: str
+    actor: str
+    points: int  # the member's balance at the hub after it
+
+
+class CouponIssueRequest(_Request):
+    """A single-use coupon for the member, redeemable in any store, offline too."""
+
+    kind: CouponKind
+    value: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]  # minor units or basis pts
+    min_spend: Amount = 0
+    categories: list[Id] = Field(default_factory=list, max_length=100)
+    expires_on: date | None = None
+    campaign_id: Id | None = None
+
+    @model_validator(mode="after")
+    def _percent(self) -> CouponIssueRequest:
+        if self.kind == "percent_off" and self.value > MAX_PERCENT_OFF:
+            raise ValueError(f"percent_off value is in basis points: at most {MAX_PERCENT_OFF}")
+        return self
+
+
+class IssuedCoupon(WrittenEvent):
+    coupon_code: str
+    qr: str  # what a receipt or the member app shows; the till's scanner reads it
+    member_id: str
+    campaign_id: str | None
+    kind: str
+    value: int
+    min_spend: int
+    categories: list[str]
+    expires_on: date | None

@@ -232,6 +232,24 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             refund_amount BIGINT NOT NULL,
             PRIMARY KEY (store_id, day, category))"""),
     ]),
+    (8, "HQ's own writes: idempotency keys of HQ requests; coupons and their state", [
+        # An HQ request that changes the books is applied once: its key, what it asked (hash)
+        # and the answer it got are committed in the transaction of its effect, so a retry
+        # after a timeout or a hub crash gets the first answer instead of a second effect.
+        """CREATE TABLE hq_requests (
+            idem_key TEXT PRIMARY KEY, request_hash TEXT NOT NULL, status BIGINT NOT NULL,
+            response TEXT NOT NULL, created_ms BIGINT NOT NULL)""",
+        # Every coupon issued in a stream the hub applies (a store's or its own), and its
+        # state as the merge leaves it: issued -> redeemed (the first redemption stands, a
+        # reopen gives it back) or voided. The ones the hub issued itself travel to the stores
+        # with their member's directory entry while they are open.
+        """CREATE TABLE coupons (
+            coupon_code TEXT PRIMARY KEY, store_id TEXT NOT NULL, member_id TEXT,
+            campaign_id TEXT, kind TEXT NOT NULL, value BIGINT NOT NULL,
+            min_spend BIGINT NOT NULL, categories TEXT NOT NULL DEFAULT '[]', expires_on TEXT,
+            state TEXT NOT NULL, hlc BIGINT NOT NULL)""",
+        "CREATE INDEX coupons_open ON coupons(member_id) WHERE state = 'issued'",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

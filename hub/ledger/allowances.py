@@ -6,7 +6,8 @@ asks for online (``hub.ledger.authority.authorize``), the hub hands out standing
 itself, so a store already holds what a member usually spends there before it is cut off:
 
 - **which stores**: the member's home store and every store holding a share row for the member
-  (a store where the member has had ledger activity) — the member's *active* stores;
+  (a store where the member has had ledger activity) — the member's *active* stores; the hub's
+  own streams (``HQ``, ``ONLINE``) hold shares but are no stores and never among them;
 - **how much**: each active store's outstanding grant is topped up to the target
   ``t = min(cap, floor(fraction * balance / active stores))``, ``cap`` being ``max_points`` or
   ``max_stored_value``; the rest of the balance stays free for online authorisation;
@@ -46,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import next_counter
+from hub.stores.registry import VIRTUAL_STORES
 from protocol.events import (
     MAX_POINTS,
     PointsAdjusted,
@@ -139,10 +141,12 @@ class MemberBooks:
     window_spend: int = 0  # spend in the months ``load`` was asked from (0 if not asked)
 
     def active_stores(self) -> list[str]:
-        """Home store first, then the others by id: the order scarce balance is handed out."""
+        """Home store first, then the others by id: the order scarce balance is handed out.
+        The hub's own streams (HQ, ONLINE) hold shares but are no stores: they get nothing."""
         if self.home_store is None:
             return []
-        return [self.home_store, *sorted(self.share_stores - {self.home_store})]
+        home = [] if self.home_store in VIRTUAL_STORES else [self.home_store]
+        return [*home, *sorted(self.share_stores - {self.home_store} - VIRTUAL_STORES)]
 
     def ledger(self, dimension: int) -> Ledger:
         return self.points if dimension == POINTS else self.stored_value

@@ -20,6 +20,7 @@ from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.members.identity import canonical
 from hub.members.tiers import ADD_SPEND, TierRules, window_start
+from hub.stores.registry import is_virtual
 from protocol.codec import encode
 from protocol.events import EventBatch
 from protocol.sync import Ack
@@ -165,6 +166,8 @@ _ADD_SHARES = (
 
 
 def _touch_store(tx: Tx, store: str, epoch: int, now_ms: int) -> None:
+    if is_virtual(store):
+        return  # the hub's own stream: no store to have seen (fleet status lists stores)
     tx.execute(
         "INSERT INTO stores(store_id, last_seen_ms, epoch) VALUES (?, ?, ?)"
         " ON CONFLICT(store_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms,"
@@ -195,15 +198,51 @@ def _on_card(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult
     touched.add(member_id)
 
 
+def _on_coupon_issued(tx: Tx, f: Fact, store: str, touched: set[str],
+                      result: ApplyResult) -> None:
+    d = f.detail
+    member_id = canonical(tx, f.member_id) if f.member_id is not None else None
+    inserted = tx.execute(
+        "INSERT INTO coupons(coupon_code, store_id, member_id, campaign_id, kind, value,"
+        " min_spend, categories, expires_on, state, hlc)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?) ON CONFLICT DO NOTHING",
+        (d["coupon_code"], store, member_id, d["campaign_id"], d["kind"], d["value"],
+         d["min_spend"], json.dumps(d["categories"], ensure_ascii=False), d["expires_on"],
+         f.hlc)).rowcount
+    if inserted and member_id is not None and is_virtual(store):
+        touched.add(member_id)  # its entry now carries the coupon to every store
+
+
 def _on_coupon_redeemed(tx: Tx, f: Fact, store: str, touched: set[str],
                         result: ApplyResult) -> None:
     _redeem_coupon(tx, f, store)  # anonymous sales redeem coupons too
+    _coupon_state(tx, f.detail["coupon_code"], "issued", "redeemed", touched)
 
 
 def _on_coupon_reopened(tx: Tx, f: Fact, store: str, touched: set[str],
                         result: ApplyResult) -> None:
-    tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
-               (f.detail["coupon_code"], f.detail["sale_id"]))
+    reopened = tx.execute("DELETE FROM coupon_redemptions WHERE coupon_code = ? AND sale_id = ?",
+                          (f.detail["coupon_code"], f.detail["sale_id"])).rowcount
+    if reopened:  # the redemption that stood was refunded: the coupon is open again
+        _coupon_state(tx, f.detail["coupon_code"], "redeemed", "issued", touched)
+
+
+def _on_coupon_voided(tx: Tx, f: Fact, store: str, touched: set[str],
+                      result: ApplyResult) -> None:
+    _coupon_state(tx, f.detail["coupon_code"], "issued", "voided", touched)
+
+
+def _coupon_state(tx: Tx, code: str, was: str, now: str, touched: set[str]) -> None:
+    """Move a coupon the hub knows from ``was`` to ``now``; a hub-issued one's member gets a
+    new directory change number, so its entry drops (or carries again) the coupon. A coupon
+    issued before the hub kept coupons is not in the table: nothing to move."""
+    moved = tx.execute("UPDATE coupons SET state = ? WHERE coupon_code = ? AND state = ?",
+                       (now, code, was)).rowcount
+    if not moved:
+        return
+    row = tx.one("SELECT store_id, member_id FROM coupons WHERE coupon_code = ?", (code,))
+    if row[1] is not None and is_virtual(row[0]):
+        touched.add(row[1])
 
 
 _REGISTERED = "member.registered"  # applied first and all at once, by ``_register_all``
@@ -212,6 +251,8 @@ _HANDLERS: dict[str, Handler] = {
     "member.card_bound": _on_card,
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
+    "coupon.issued": _on_coupon_issued,
+    "coupon.voided": _on_coupon_voided,
 }
 # Every rare change hub.ledger.facts keeps is applied.
 if {*_HANDLERS, _REGISTERED} != set(DETAIL):
@@ -301,6 +342,8 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
         "SELECT store_id, points_spent, sv_spent, points_granted, sv_granted FROM grants"
         " WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM grants WHERE member_id = ?", (alias,))
+    # Coupons issued to the old id are the member's: its entry carries the open ones.
+    tx.execute("UPDATE coupons SET member_id = ? WHERE member_id = ?", (survivor, alias))
 
 
 def _merge_profile(tx: Tx, f: Fact, store: str, member_id: str) -> bool:

@@ -66,9 +66,14 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "coupon.redeemed": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id,
                                   "amount": b.amount},
     "coupon.reopened": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id},
+    "coupon.issued": lambda b: {
+        "coupon_code": b.coupon_code, "campaign_id": b.campaign_id, "kind": b.kind,
+        "value": b.value, "min_spend": b.min_spend, "categories": list(b.categories),
+        "expires_on": _iso(b.expires_on)},
+    "coupon.voided": lambda b: {"coupon_code": b.coupon_code},
 }
 # Kept in the log (and in rebuilds) with no effect on the hub's tables.
-LOG_ONLY = frozenset({"coupon.issued", "coupon.voided"})
+LOG_ONLY: frozenset[str] = frozenset()
 
 if set(LEDGER) | set(SPEND) | set(DETAIL) | LOG_ONLY != set(BODY_TYPES):
     # A new event type must say what it does at the hub.

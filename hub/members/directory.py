@@ -15,6 +15,7 @@ import msgpack
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import counter
+from hub.stores.registry import VIRTUAL_STORES
 from protocol.sync import DirectoryPage, MemberEntry
 
 
@@ -69,6 +70,8 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     shares: dict[str, list[dict[str, Any]]] = defaultdict(list)
     aliases: dict[str, list[str]] = defaultdict(list)
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    coupons: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    issuers = sorted(VIRTUAL_STORES)
     for chunk, marks in in_chunks(ids):
         for uid, mid in tx.all(f"SELECT card_uid, member_id FROM cards WHERE member_id IN"
                                f" ({marks}) ORDER BY card_uid", chunk):
@@ -88,10 +91,19 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
                 f" ORDER BY store_id", chunk):
             grants[mid].append({"store_id": store, "points_granted": int(p),
                                 "sv_granted": int(v)})
+        # The member's open coupons the hub issued: any store redeems them offline.
+        for mid, code, campaign, kind, value, min_spend, categories, expires in tx.all(
+                f"SELECT member_id, coupon_code, campaign_id, kind, value, min_spend,"
+                f" categories, expires_on FROM coupons WHERE member_id IN ({marks})"
+                f" AND state = 'issued' AND store_id IN ({', '.join('?' * len(issuers))})"
+                f" ORDER BY coupon_code", [*chunk, *issuers]):
+            coupons[mid].append({"coupon_code": code, "campaign_id": campaign, "kind": kind,
+                                 "value": int(value), "min_spend": int(min_spend),
+                                 "categories": json.loads(categories), "expires_on": expires})
     return [
         {"member_id": r[0], "member_code": r[1], "phone": r[2], "name": r[3],
          "birthday": r[4], "tier": r[5], "tags": json.loads(r[6]), "cards": cards[r[0]],
          "home_store": r[7], "merged_into": r[8], "aliases": aliases[r[0]],
-         "shares": shares[r[0]], "grants": grants[r[0]]}
+         "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]]}
         for r in rows
     ]

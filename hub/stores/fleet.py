@@ -9,6 +9,7 @@ from typing import Any
 import msgpack
 
 from hub.core.db import Tx
+from hub.stores.registry import VIRTUAL_STORES
 from protocol.sync import CAMPAIGN_REFUSALS
 
 
@@ -41,3 +42,12 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
 def campaign_refusals(refused_at_store: dict[str, int]) -> int:
     """Campaign bundles a store turned down (a store refusing them all looks healthy else)."""
     return sum(int(refused_at_store.get(reason, 0)) for reason in CAMPAIGN_REFUSALS)
+
+
+def hub_streams(tx: Tx) -> list[dict[str, Any]]:
+    """The hub's own streams (HQ, ONLINE): how far each is written. No store, so no lag, no
+    last-seen and no alarm: they are listed apart from the stores."""
+    marks = ", ".join("?" * len(VIRTUAL_STORES))
+    return [{"stream": s, "epoch": int(e), "seq": int(q)} for s, e, q in tx.all(
+        f"SELECT store_id, epoch, acked_seq FROM store_streams WHERE store_id IN ({marks})"
+        " ORDER BY store_id, epoch", sorted(VIRTUAL_STORES))]

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from hub.core.db import Tx
 
+# The hub's own event streams, written as if by stores of these ids (``hub.ledger.hq_events``):
+# HQ's changes, and later the online channel's. They are no stores: no box sends on their
+# topics (the link refuses it), they hold no offline allowance and fleet status does not list
+# them among the stores.
+HQ = "HQ"
+ONLINE = "ONLINE"
+VIRTUAL_STORES = frozenset({HQ, ONLINE})
+
+
+def is_virtual(store_id: str) -> bool:
+    return store_id in VIRTUAL_STORES
+
 
 def record_status(tx: Tx, store_id: str, epoch: int, payload: bytes, now_ms: int) -> None:
     """A store's periodic status (its raw payload is kept for the fleet view)."""

@@ -139,6 +139,11 @@ class StoreLink:
         if parsed is None:
             return
         store_id, kind = parsed
+        if registry.is_virtual(store_id):
+            # The hub writes these streams itself: a box sending in their name is refused.
+            await self.refusals.refuse(store_id, "reserved_store",
+                                       f"{store_id} is a stream the hub writes, not a store")
+            return
         if kind == "events":
             await self._events(store_id, message.payload)
         elif kind == "directory":

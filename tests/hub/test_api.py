@@ -14,9 +14,17 @@ from edge import demo
 from hub.api.app import api_server, create_app
 from hub.app import Hub
 from hub.config import HubConfig
+from hub.ledger.apply import apply_batch
 from protocol import logs, topics
 from protocol.codec import encode
-from protocol.events import CouponRedeemed, Event, EventBatch
+from protocol.events import (
+    MAX_POINTS,
+    CouponRedeemed,
+    Event,
+    EventBatch,
+    MemberRegistered,
+    PointsEarned,
+)
 from protocol.mqtt import MqttClient
 from protocol.tls import TlsError
 from provisioning import certs
@@ -170,3 +178,72 @@ async def test_the_hq_api_holds_clients_to_its_limits(
                                headers={b"Authorization": "Bearer 总部令牌-0001".encode()})
             assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         await uvicorn_lines_are_json(port, capsys)
+
+
+async def test_hq_writes_points_and_coupons_once_per_key(tmp_path: Path,
+                                                         mosquitto: Mosquitto) -> None:
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
+                "validate_workers": 0},
+        "broker": {"host": mosquitto.host, "port": mosquitto.port},
+        "allowance": {"enabled": False}, "api": {"token": TOKEN}})
+    async with Hub(cfg) as hub:
+        batch = EventBatch(store_id="S001", epoch=1, events=[Event(
+            event_id=f"e{i}", store_id="S001", epoch=1, seq=i, hlc=1_000 + i, body=body)
+            for i, body in enumerate((
+                MemberRegistered(member_id="m1", member_code="C1", phone="+8613900000001"),
+                PointsEarned(member_id="m1", lot_id="l1", points=100)), 1)])
+        await hub.db.transaction(lambda tx: apply_batch(tx, batch, 1))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)),
+                                     base_url="http://hq",
+                                     headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+            url = "/v1/members/m1/points/adjustments"
+            ask = {"delta": -40, "reason": "damaged parcel, reversed", "actor": "li.wei@hq"}
+            first = await c.post(url, json=ask, headers={"Idempotency-Key": "adj-1"})
+            assert first.status_code == 201, first.text
+            assert first.json()["points"] == 60 and first.json()["stream"] == "HQ"
+            again = await c.post(url, json=ask, headers={"Idempotency-Key": "adj-1"})
+            assert (again.status_code, again.json()) == (201, first.json())
+            assert again.headers["Idempotent-Replayed"] == "true"
+            other = await c.post(url, json={**ask, "delta": -41},
+                                 headers={"Idempotency-Key": "adj-1"})
+            assert other.status_code == 409
+            assert other.json()["error"]["code"] == "idempotency_key_reused"
+            too_much = await c.post(url, json={**ask, "delta": -61},
+                                    headers={"Idempotency-Key": "adj-2"})
+            assert too_much.status_code == 409
+            assert too_much.json()["error"]["code"] == "insufficient_balance"
+            for bad in ({**ask, "delta": 0}, {**ask, "delta": MAX_POINTS + 1},
+                        {**ask, "reason": ""}, {"delta": 5, "reason": "r"},
+                        {**ask, "surprise": 1}):
+                r = await c.post(url, json=bad, headers={"Idempotency-Key": "adj-bad"})
+                assert r.status_code == 422 and "error" in r.json(), bad
+            r = await c.post(url, json=ask)  # no key: a retry could not be told apart
+            assert r.status_code == 422 and "error" in r.json()
+            r = await c.post("/v1/members/nobody/points/adjustments", json=ask,
+                             headers={"Idempotency-Key": "adj-3"})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "member_not_found"
+
+            coupon = {"kind": "amount_off", "value": 1_000, "min_spend": 5_000,
+                      "categories": ["grocery"], "expires_on": "2031-12-31"}
+            issued = await c.post("/v1/members/m1/coupons", json=coupon,
+                                  headers={"Idempotency-Key": "cpn-1"})
+            assert issued.status_code == 201, issued.text
+            code = issued.json()["coupon_code"]
+            assert issued.json()["qr"] == f"MGC:{code}" and issued.json()["seq"] == 2
+            again = await c.post("/v1/members/m1/coupons", json=coupon,
+                                 headers={"Idempotency-Key": "cpn-1"})
+            assert again.json()["coupon_code"] == code  # the same coupon, not a second
+            for bad in ({**coupon, "kind": "percent_off", "value": 10_001},
+                        {**coupon, "value": 0}, {**coupon, "kind": "free_lunch"},
+                        {**coupon, "categories": ["x"] * 101}):
+                r = await c.post("/v1/members/m1/coupons", json=bad,
+                                 headers={"Idempotency-Key": "cpn-bad"})
+                assert r.status_code == 422 and "error" in r.json(), bad
+            member = (await c.get("/v1/members/m1")).json()
+            assert member["points"] == 60 and [x["coupon_code"] for x in member["coupons"]] == [
+                code]
+            status = (await c.get("/v1/status")).json()
+            assert {s["store_id"] for s in status["stores"]} == {"S001"}
+            assert status["hub_streams"] == [{"stream": "HQ", "epoch": 1, "seq": 2}]
+            assert (await c.get("/v1/rebuild")).json()["mismatch_count"] == 0

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge import demo
+from edge.errors import EdgeError
 from edge.gateway import StoreGateway, open_gateway
 from edge.service import EdgeService
 from hub.app import Hub
@@ -295,3 +296,76 @@ async def test_requests_in_another_stores_name_are_refused_and_change_nothing(
         tx.scalar("SELECT count(*) FROM grants", default=0),
         tx.scalar("SELECT count(*) FROM stores WHERE status IS NOT NULL", default=0)))
     assert after == (before[0], 0)
+
+
+async def test_hq_adjustments_and_coupons_reach_every_store_through_the_directory(
+        tmp_path: Path, mosquitto: Mosquitto, hub: Hub) -> None:
+    a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
+    b = await start_store(tmp_path, "S002", 2, mosquitto, hub)
+    try:
+        mid = (await register(a, "13700000002", card="04C0FFEF"))["member_id"]
+        await sell(a, [("A", "grocery", 2, 10_000)], member_id=mid)
+        await wait_for(lambda: drained(a), "store A drained")
+        answer = await hub.adjust_points(mid, delta=500, reason="apology for a late delivery",
+                                         actor="li.wei@hq", key="adj-1")
+        assert answer.status == 201 and answer.body["points"] == 700
+
+        async def shows(svc: EdgeService, points: int) -> bool:
+            try:
+                return bool((await svc.member(mid))["points"] == points)
+            except Exception:  # not in this store's directory yet
+                return False
+
+        # Each store shows its own ledger plus the other streams' shares, HQ's among them.
+        await wait_for(lambda: shows(b, 700), "store B to show the adjusted balance")
+        await wait_for(lambda: shows(a, 700), "store A to show the adjusted balance")
+
+        issued = await hub.issue_coupon(mid, kind="amount_off", value=1_000, min_spend=0,
+                                        categories=[], expires_on=None, campaign_id=None,
+                                        key="cpn-1")
+        code = issued.body["coupon_code"]
+
+        async def holds_coupon(svc: EdgeService) -> bool:
+            return code in [c["coupon_code"] for c in (await svc.member(mid))["coupons"]]
+
+        await wait_for(lambda: holds_coupon(a), "store A to hold the HQ coupon")
+        await wait_for(lambda: holds_coupon(b), "store B to hold the HQ coupon")
+        # Store B is cut off and redeems it from what it holds (the till scans its QR).
+        mosquitto.kill()
+        sale = await sell(b, [("B", "grocery", 1, 5_000)], member_id=mid,
+                          coupons=[issued.body["qr"]])
+        assert sale["total"] == 4_000
+        mosquitto.start()
+        await wait_for(lambda: drained(b), "store B drained after the outage")
+
+        async def a_retired() -> bool:
+            return not await holds_coupon(a)
+
+        # The hub saw it redeemed: the entry drops it, and store A retires it.
+        await wait_for(a_retired, "store A to retire the redeemed coupon")
+        with pytest.raises(EdgeError, match="already been used"):
+            await sell(a, [("A", "grocery", 1, 5_000)], member_id=mid, coupons=[code])
+        check = await hub.db.read(audit.compare)
+        assert check["mismatches"] == []
+        status = await hub.status()
+        assert {s["store_id"] for s in status["stores"]} == {"S001", "S002"}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_nobody_sends_in_the_name_of_a_hub_stream(mosquitto: Mosquitto, hub: Hub) -> None:
+    assert hub.link.mqtt is not None
+    await hub.link.mqtt.wait_connected(10)
+    batch = EventBatch(store_id="HQ", epoch=1, events=[Event(
+        event_id="forged", store_id="HQ", epoch=1, seq=1, hlc=1,
+        body=MemberProfileChanged(member_id="m", name="x", changed=["name"]))])
+    async with MqttClient(mosquitto.host, mosquitto.port, client_id="rogue") as rogue:
+        await rogue.wait_connected(10)
+        await rogue.publish(topics.events("HQ"), encode(batch))
+
+        async def refused() -> bool:
+            return hub.refusals.counts["reserved_store"] == 1
+
+        await wait_for(refused, "the forged HQ batch to be refused")
+    assert await hub.db.read(lambda tx: tx.scalar("SELECT count(*) FROM events")) == 0

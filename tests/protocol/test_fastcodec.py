@@ -383,7 +383,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "points.expired": {"member_id": "m1", "lot_id": "l1", "points": 5},
     "points.adjusted": {"member_id": "m1", "delta": -5, "reason": "refund_return",
                         "lots": [{"lot_id": "l1", "points": 5}], "shortfall": 1,
-                        "sale_id": "s1", "refund_id": "r1", "note": "n"},
+                        "sale_id": "s1", "refund_id": "r1", "note": "n", "actor": "hq-ops"},
     "sv.topped_up": {"member_id": "m1", "topup_id": "t1", "currency": "CNY", "principal": 100,
                      "bonus": 10, "campaign_id": "c1", "paid_by": "bank_card"},
     "sv.spent": {"member_id": "m1", "sale_id": "s1", "currency": "CNY", "principal": 100,

@@ -1,0 +1,52 @@
+"""HQ's own writes to a member's books: points adjustments and coupons, each an event of the HQ
+stream (``hub.ledger.hq_events``), applied once per ``Idempotency-Key``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
+
+from hub.api.deps import HubDep
+from hub.api.models import (
+    CouponIssueRequest,
+    IssuedCoupon,
+    PointsAdjustment,
+    PointsAdjustmentRequest,
+)
+from hub.core.idempotency import Answer, raise_refusal
+
+router = APIRouter(tags=["members"])
+
+# A client's retry of the same request carries the same key; a key is any text it chose.
+IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+def _answered(answer: Answer, response: Response) -> None:
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+
+
+@router.post("/v1/members/{member_id}/points/adjustments", status_code=201,
+             response_model=PointsAdjustment)
+async def adjust_points(member_id: str, request: PointsAdjustmentRequest, hub: HubDep,
+                        key: IdempotencyKey, response: Response) -> PointsAdjustment:
+    """Add (or, within what stores do not hold, take away) points; stores see it through the
+    directory. A retry with the same key gets the first answer."""
+    answer = await hub.adjust_points(member_id, delta=request.delta, reason=request.reason,
+                                     actor=request.actor, key=key)
+    _answered(answer, response)
+    return PointsAdjustment.model_validate(raise_refusal(answer))
+
+
+@router.post("/v1/members/{member_id}/coupons", status_code=201, response_model=IssuedCoupon)
+async def issue_coupon(member_id: str, request: CouponIssueRequest, hub: HubDep,
+                       key: IdempotencyKey, response: Response) -> IssuedCoupon:
+    """Issue the member a single-use coupon that any store redeems, offline too. A retry with
+    the same key gets the first answer (the same code)."""
+    answer = await hub.issue_coupon(
+        member_id, kind=request.kind, value=request.value, min_spend=request.min_spend,
+        categories=request.categories, expires_on=request.expires_on,
+        campaign_id=request.campaign_id, key=key)
+    _answered(answer, response)
+    return IssuedCoupon.model_validate(raise_refusal(answer))
