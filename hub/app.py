@@ -31,7 +31,7 @@ from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
 from hub.members import tiers
 from hub.projections.catalog import projections
-from hub.stores import fleet
+from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
 from hub.sync.link import StoreLink
 from protocol.campaigns import CampaignBundle
@@ -39,7 +39,8 @@ from protocol.events import CouponKind
 from protocol.hlc import HybridClock
 from protocol.tls import client_context
 
-DAY_S = 24 * 3600.0
+NIGHTLY = (0, 5)  # the daily jobs' local time: just after the chain's midnight
+REGISTRY_EVERY_S = 60.0
 # The projections catch up when a group's acks are out (``_applied`` wakes them) and, in case
 # a wake-up was missed or a page failed, this often anyway.
 PROJECTIONS_EVERY_S = 5.0
@@ -56,9 +57,14 @@ class Hub:
         self.key = bundles.load_or_create_key(config.hub.data_dir)
         self.refusals = Refusals(self.db)
         self.validators = Validators(config.hub.validate_workers, config.hub.max_payload_bytes)
+        self.chain_zone = config.hub.timezone
+        # Stores with a time zone of their own (``hub.stores.registry``), read at start and
+        # after HQ changes one: each batch's spend counts in its store's calendar months.
+        self.zones: dict[str, str] = {}
         self.pipeline = IngestPipeline(self.db, config.tiers, now_ms, self._applied,
                                        allowance=config.allowance, validators=self.validators,
-                                       on_refused=self.refusals.refuse)
+                                       on_refused=self.refusals.refuse,
+                                       chain_zone=self.chain_zone, zone_of=self.zone_of)
         self.link = StoreLink(config.broker, tls, self.db, self.refusals, self.pipeline.submit,
                               directory_page=config.hub.directory_page, client_id=client_id)
         self.scheduler = Scheduler()
@@ -66,10 +72,16 @@ class Hub:
         # stream's last event, so a restart never goes back).
         self.clock = HybridClock()
         # Tiers fall with time alone as old months leave the window; allowances follow a
-        # policy changed while the hub was down.
-        self.scheduler.add(Job("tiers", self.recompute_tiers, interval_s=DAY_S))
+        # policy changed while the hub was down. Both at start and just after the chain's
+        # midnight, when a new day (and month) begins on its calendar.
+        self.scheduler.add(Job("tiers", self.recompute_tiers, daily_at=NIGHTLY,
+                               zone=self.chain_zone))
         if config.allowance.enabled:
-            self.scheduler.add(Job("allowances", self.refresh_allowances, interval_s=DAY_S))
+            self.scheduler.add(Job("allowances", self.refresh_allowances, daily_at=NIGHTLY,
+                                   zone=self.chain_zone))
+        # Zones set with ``membergate-hub stores load`` beside a running hub reach it here.
+        self.scheduler.add(Job("registry", self.reload_zones, interval_s=REGISTRY_EVERY_S,
+                               at_start=False))
         self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
         self.scheduler.add(Job("projections", self.projections.catch_up,
                                interval_s=PROJECTIONS_EVERY_S))
@@ -79,6 +91,10 @@ class Hub:
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(self.db)
             await self.db.transaction(migrate)
+            await self.reload_zones()
+            # Spend months counted before stores had calendars are counted again from the log
+            # (once, when a migration asks), before any batch is taken.
+            await self.db.transaction(lambda tx: tiers.recount_spend(tx, self.zone_of))
             await stack.enter_async_context(self.validators)
             await stack.enter_async_context(self.pipeline)
             await stack.enter_async_context(self.link)
@@ -88,6 +104,20 @@ class Hub:
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
+
+    def zone_of(self, store_id: str) -> str:
+        """The time zone of ``store_id``'s calendar: its own, else the chain's."""
+        return self.zones.get(store_id, self.chain_zone)
+
+    async def reload_zones(self) -> None:
+        self.zones = await self.db.read(registry.zones)
+
+    async def set_stores(self, records: list[registry.StoreRecord]) -> int:
+        """HQ says who its stores are (name, region, zone, legal entity). A changed zone counts
+        the spend of batches from now on; projections follow after a rebuild (README)."""
+        count = await self.db.transaction(lambda tx: registry.upsert(tx, records))
+        await self.reload_zones()
+        return count
 
     async def _applied(self, results: list[Any]) -> None:
         await self.link.acked(results)
@@ -130,7 +160,8 @@ class Hub:
         (``hub.core.idempotency``); the stores hear of the members it changed."""
         digest = idempotency.request_hash(operation, target, request)
         now = now_ms()
-        merge = Merge(self.clock, now, self.config.tiers, self.config.allowance)
+        merge = Merge(self.clock, now, self.config.tiers, self.config.allowance,
+                      zone=self.chain_zone)
 
         def run(tx: Tx) -> Answer:
             return idempotency.once(tx, key, digest, now, lambda t: write(t, merge=merge))
@@ -143,7 +174,8 @@ class Hub:
     async def recompute_tiers(self) -> int:
         """Every member's tier from their spend in the window; changes go down to the stores."""
         rules = self.config.tiers
-        count = await self.db.transaction(lambda tx: tiers.recompute_all(tx, rules, now_ms()))
+        count = await self.db.transaction(
+            lambda tx: tiers.recompute_all(tx, rules, now_ms(), self.chain_zone))
         if count:
             self.link.directory_moved()
         return count

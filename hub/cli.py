@@ -21,7 +21,7 @@ from hub.config import HubConfig
 from hub.core.projections import ProjectionRunner, Step, lag
 from hub.ledger import audit
 from hub.projections.catalog import projections
-from hub.stores import fleet
+from hub.stores import fleet, registry
 from protocol import logs, signing
 from protocol.campaigns import CampaignBundle
 from protocol.runtime import tune_gc, tuned_gc
@@ -139,6 +139,46 @@ async def _projections_rebuild(cfg: HubConfig, name: str) -> int:
     return 0
 
 
+def _fleet_stores(path: Path) -> list[registry.StoreRecord] | None:
+    """The ``[[stores]]`` of a provisioning fleet file, as the hub's registry takes them; None
+    (and the reason on stderr) when the file cannot be used: then nothing is written."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        entries = data.get("stores", [])
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("it has no [[stores]]")
+        return [registry.StoreRecord.model_validate(e) for e in entries]
+    except (OSError, tomllib.TOMLDecodeError, ValueError) as exc:  # ValidationError too
+        print(f"membergate-hub: cannot load stores from {path}: {exc}", file=sys.stderr)
+        return None
+
+
+async def _stores(cfg: HubConfig, command: str, fleet_file: Path | None, as_json: bool) -> int:
+    from hub.core.db import HubDatabase
+    from hub.core.schema import migrate
+
+    records: list[registry.StoreRecord] = []
+    if fleet_file is not None:
+        read = _fleet_stores(fleet_file)
+        if read is None:
+            return 2
+        records = read
+    zone, entity = cfg.hub.timezone, cfg.hub.legal_entity
+    async with HubDatabase(cfg.database_url) as db:
+        await db.transaction(migrate)
+        if command == "load":
+            count = await db.transaction(lambda tx: registry.upsert(tx, records))
+            # A running hub reads the zones again within a minute (its "registry" job).
+            print(f"loaded {count} stores from {fleet_file}")
+            return 0
+        stores = await db.read(lambda tx: registry.listing(tx, zone, entity))
+    if as_json:
+        print(json.dumps(stores, indent=2, ensure_ascii=False))
+    else:
+        _table(stores, ("store_id", "name", "region", "timezone", "legal_entity", "seen"))
+    return 0
+
+
 async def _rebuild(cfg: HubConfig) -> int:
     from hub.core.db import HubDatabase
 
@@ -191,6 +231,16 @@ def main(argv: list[str] | None = None) -> int:
                                        " and catch it up from zero, with a progress bar")
     proj_rebuild.add_argument("name", help="sales_facts, member_activity or daily_rollups")
     proj_rebuild.add_argument("--database")
+    stores = sub.add_parser("stores", help="the store registry: name, region, time zone, the"
+                            " legal entity issuing its stored value")
+    stores_sub = stores.add_subparsers(dest="stores_command", required=True)
+    load = stores_sub.add_parser("load", help="set the stores of a provisioning fleet file"
+                                 " ([[stores]]: store_id, name, region, timezone, legal_entity)")
+    load.add_argument("fleet", type=Path)
+    load.add_argument("--database")
+    listing = stores_sub.add_parser("list", help="every store as the hub knows it")
+    listing.add_argument("--json", action="store_true")
+    listing.add_argument("--database")
     push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
     push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
     plugged = extensions.commands()  # the demo fleet, from provisioning
@@ -229,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.projections_command == "status":
             return asyncio.run(_projections_status(cfg, args.json))
         return asyncio.run(_projections_rebuild(cfg, args.name))
+    if args.command == "stores":
+        return asyncio.run(_stores(cfg, args.stores_command, getattr(args, "fleet", None),
+                                   getattr(args, "json", False)))
     if args.command == "push-campaigns":
         bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
         return asyncio.run(_push(cfg, bundle))

@@ -64,9 +64,12 @@ class HubSection(_Section):
     # Processes that validate uplink batches beside the one that applies them; 0 validates in
     # the hub process itself. One suits a 2-core box; more help only with more cores.
     validate_workers: int = Field(1, ge=0, le=64)
-    # The chain's time zone: the calendar of report days, hours and months (each store keeps
-    # it until stores have zones of their own: ``hub.stores.registry.store_zone``).
+    # The chain's time zone: the calendar of report days, hours and months of every store
+    # without a zone of its own (``hub.stores.registry``), the tier window and the daily jobs.
     timezone: str = "Asia/Shanghai"
+    # The legal entity that issues stored value, for stores without one of their own (the
+    # prepaid-card rules are per issuer: hub.stores.registry).
+    legal_entity: str = Field("", max_length=200)
 
     @field_validator("timezone")
     @classmethod

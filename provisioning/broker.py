@@ -53,6 +53,8 @@ fleet file::
     # username = "S001"                 # optional: the MQTT username (default: the store id)
     # password = "..."                  # optional, as for the hub
     # api_host = "pos-s001.store.internal"  # optional: HTTPS for its POS API, certified for this
+    # timezone = "Asia/Urumqi"          # optional: its calendar, for the hub (default: the chain's)
+    # legal_entity = "…"                # optional: who issues its stored value (the hub's default)
 
     [pos_api]                           # all optional; where a store box keeps its API files
     cert_path = "/etc/membergate/pos-api.crt"
@@ -111,6 +113,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -220,8 +223,24 @@ class StoreEntry(_Model):
     # The name (or IP) the store's POS terminals dial: its POS API gets a certificate for it
     # and is served to the LAN over HTTPS, since every request carries a terminal's token.
     api_host: str | None = Field(None, pattern=r"^[^\s\"\\]+$")
+    # For the hub's store registry (``membergate-hub stores load`` reads this file): the
+    # store's calendar (IANA zone; unset: the chain's) and the legal entity issuing its
+    # stored value (unset: the chain's).
+    timezone: str | None = Field(None, max_length=64)
+    legal_entity: str | None = Field(None, max_length=200)
 
     _password = field_validator("password")(_check_password)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {v!r} (an IANA name such as"
+                                 " 'Asia/Shanghai')") from exc
+        return v
 
     @field_validator("name")
     @classmethod

@@ -13,7 +13,16 @@ from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 
 from hub.api.deps import UNAUTHORIZED, hq_token_valid, require_hq
-from hub.api.routes import audit, campaigns, conflicts, hq_events, members, metrics, status
+from hub.api.routes import (
+    audit,
+    campaigns,
+    conflicts,
+    hq_events,
+    members,
+    metrics,
+    status,
+    stores,
+)
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
@@ -21,7 +30,7 @@ from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
-           audit.router, metrics.router)
+           audit.router, stores.router, metrics.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

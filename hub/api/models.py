@@ -15,7 +15,9 @@ from protocol.sync import MemberEntry
 
 class FleetStore(BaseModel):
     store_id: str
+    name: str
     region: str | None
+    timezone: str | None  # null: the chain's
     epoch: int
     acked_seq: int
     last_seen_s_ago: float | None
@@ -184,3 +186,29 @@ class IssuedCoupon(WrittenEvent):
     min_spend: int
     categories: list[str]
     expires_on: date | None
+
+
+class StoreIn(BaseModel):
+    """A store as HQ describes it (PUT sets all four)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("", max_length=200)
+    region: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    timezone: str | None = Field(None, max_length=64, examples=["Asia/Shanghai"])
+    legal_entity: str | None = Field(None, max_length=200)
+
+
+class StoreView(BaseModel):
+    store_id: str
+    name: str
+    region: str | None
+    timezone: str  # as it applies: the store's own or the chain's
+    own_timezone: bool
+    legal_entity: str  # as it applies: the store's own or the chain's
+    seen: bool  # the hub has heard from it
+
+
+class RegionView(BaseModel):
+    region: str
+    stores: list[str]

@@ -250,6 +250,18 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             state TEXT NOT NULL, hlc BIGINT NOT NULL)""",
         "CREATE INDEX coupons_open ON coupons(member_id) WHERE state = 'issued'",
     ]),
+    (9, "the store registry: name, time zone, issuing legal entity; spend months recounted", [
+        # ``region`` was there and never written; a null zone or legal entity is the chain's
+        # (``[hub] timezone`` / ``legal_entity``).
+        "ALTER TABLE stores ADD COLUMN name TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE stores ADD COLUMN timezone TEXT",
+        "ALTER TABLE stores ADD COLUMN legal_entity TEXT",
+        # Spend months were UTC months before: the hub recounts them from the log on the
+        # stores' calendars when it next starts (``hub.members.tiers.recount_spend``, which
+        # needs the configured zones, so the migration only asks for it).
+        """INSERT INTO counters(name, value) VALUES ('spend_months_recount', 1)
+           ON CONFLICT(name) DO UPDATE SET value = 1""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

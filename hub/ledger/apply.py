@@ -19,7 +19,7 @@ from hub.ledger import allowances
 from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.members.identity import canonical
-from hub.members.tiers import ADD_SPEND, TierRules, window_start
+from hub.members.tiers import ADD_SPEND, DEFAULT_ZONE, TierRules, window_start
 from hub.stores.registry import is_virtual
 from protocol.codec import encode
 from protocol.events import EventBatch
@@ -46,17 +46,19 @@ def acked_seq(tx: Tx, store_id: str, epoch: int) -> int:
 
 
 def apply_batch(tx: Tx, batch: EventBatch, now_ms: int, tiers: TierRules | None = None,
-                raw: list[bytes] | None = None, allowance: AllowancePolicy | None = None
-                ) -> ApplyResult:
+                raw: list[bytes] | None = None, allowance: AllowancePolicy | None = None,
+                *, zone: str = DEFAULT_ZONE, chain_zone: str = DEFAULT_ZONE) -> ApplyResult:
     """Apply a validated ``batch``; ``raw`` are the events' bytes as received (stored as the
-    event log instead of encoding each event again)."""
+    event log instead of encoding each event again). ``zone`` is the store's time zone,
+    ``chain_zone`` the chain's (the tier window's months)."""
     payloads = raw if raw is not None else [encode(e) for e in batch.events]
-    return apply_facts(tx, reduce_events(batch.store_id, batch.epoch, batch.events, payloads),
-                       now_ms, tiers, allowance)
+    reduced = reduce_events(batch.store_id, batch.epoch, batch.events, payloads, zone)
+    return apply_facts(tx, reduced, now_ms, tiers, allowance, chain_zone=chain_zone)
 
 
 def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = None,
-                allowance: AllowancePolicy | None = None) -> ApplyResult:
+                allowance: AllowancePolicy | None = None, *, chain_zone: str = DEFAULT_ZONE
+                ) -> ApplyResult:
     """Apply a batch reduced by ``hub.ledger.facts``: the hub's one apply path."""
     store, epoch = batch.store_id, batch.epoch
     acked = acked_seq(tx, store, epoch)
@@ -86,7 +88,7 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
 
     # Every member the sums name, read once (after the merges above): merged or not, books,
     # tier, spend in the tier window.
-    since = window_start(now_ms, tiers.window_months) if tiers is not None else None
+    since = window_start(now_ms, tiers.window_months, chain_zone) if tiers is not None else None
     spend_since = since if batch.spend else None  # the window's spend only where it can move
     books = allowances.load(tx, {*batch.ledger, *(m for m, _month in batch.spend)}, spend_since)
     alias = {a: canonical(tx, b.merged_into) for a, b in books.items()

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from hub.members.tiers import month_of_hlc
+from hub.members.tiers import DEFAULT_ZONE, month_of_hlc
 from protocol import fastcodec
 from protocol.codec import decode as decode_message
 from protocol.events import BODY_TYPES, Event
@@ -110,6 +110,8 @@ class Decoded(NamedTuple):
     # Validated by the pydantic fallback, not the compiled decoder (``protocol.fastcodec``):
     # counted in the hub's status, as each one costs a slow decode.
     slow: bool = False
+    # The store's time zone: ``spend`` months are its calendar months.
+    zone: str = DEFAULT_ZONE
 
     @property
     def first_seq(self) -> int:
@@ -120,21 +122,21 @@ class Decoded(NamedTuple):
         return self.rows[-1][2]
 
 
-def decode(payload: bytes, *, max_bytes: int) -> Decoded:
+def decode(payload: bytes, *, max_bytes: int, zone: str = DEFAULT_ZONE) -> Decoded:
     """Validate a batch payload strictly (raises ``CodecError``) and reduce it. Runs in a
     validation worker process or inline; the caller checks the topic's store id.
 
     ``protocol.fastcodec``: the pydantic models compiled to msgspec, several times faster
     than validating with pydantic, and never accepting what pydantic would refuse."""
     batch = fastcodec.decode_batch_fast(payload, max_bytes=max_bytes)
-    reduced = reduce_events(batch.store_id, batch.epoch, batch.events, batch.raw)
+    reduced = reduce_events(batch.store_id, batch.epoch, batch.events, batch.raw, zone)
     return reduced._replace(slow=True) if batch.slow else reduced
 
 
-def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequence[bytes]
-                  ) -> Decoded:
+def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequence[bytes],
+                  zone: str = DEFAULT_ZONE) -> Decoded:
     """``events`` (``protocol.events.Event`` or anything with its attributes) and their bytes
-    as received, reduced to a ``Decoded``."""
+    as received, reduced to a ``Decoded``; ``zone`` is the store's (its spend months)."""
     rows: list[Row] = []
     facts: list[Fact] = []
     ledger: dict[str, list[int]] = {}
@@ -157,13 +159,13 @@ def reduce_events(store_id: str, epoch: int, events: Sequence[Any], raw: Sequenc
         amount = SPEND.get(kind)
         if amount is not None:
             if member_id is not None:  # an anonymous sale or its refund moves no member
-                key = (member_id, month_of_hlc(e.hlc))
+                key = (member_id, month_of_hlc(e.hlc, zone))
                 spend[key] = spend.get(key, 0) + amount(body)
             continue
         detail = DETAIL.get(kind)
         if detail is not None:
             facts.append(Fact(e.seq, e.hlc, kind, member_id, detail(body)))
-    return Decoded(store_id, epoch, rows, facts, ledger, spend)
+    return Decoded(store_id, epoch, rows, facts, ledger, spend, zone=zone)
 
 
 def tail(batch: Decoded, skip: int) -> Decoded:
@@ -171,4 +173,4 @@ def tail(batch: Decoded, skip: int) -> Decoded:
     reduced again from the bytes it keeps. Rare, so it takes the plain pydantic path."""
     blobs = [row[7] for row in batch.rows[skip:]]
     events = [decode_message(blob, Event) for blob in blobs]
-    return reduce_events(batch.store_id, batch.epoch, events, blobs)
+    return reduce_events(batch.store_id, batch.epoch, events, blobs, batch.zone)

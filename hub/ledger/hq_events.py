@@ -21,7 +21,7 @@ from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.apply import ApplyResult, acked_seq, apply_facts
 from hub.ledger.facts import reduce_events
 from hub.members.identity import canonical
-from hub.members.tiers import TierRules
+from hub.members.tiers import DEFAULT_ZONE, TierRules
 from hub.stores.registry import HQ, is_virtual
 from protocol.codec import encode
 from protocol.errors import ServiceError
@@ -40,6 +40,7 @@ class Merge:
     now_ms: int
     tiers: TierRules | None = None
     allowance: AllowancePolicy | None = None
+    zone: str = DEFAULT_ZONE  # the chain's: HQ's stream keeps the chain's calendar
 
 
 def append(tx: Tx, stream: str, bodies: Sequence[EventBody], merge: Merge
@@ -58,8 +59,9 @@ def append(tx: Tx, stream: str, bodies: Sequence[EventBody], merge: Merge
     events = [Event(event_id=uuid7(), store_id=stream, epoch=EPOCH, seq=seq + i,
                     hlc=merge.clock.now(), body=body)
               for i, body in enumerate(bodies, 1)]
-    decoded = reduce_events(stream, EPOCH, events, [encode(e) for e in events])
-    result = apply_facts(tx, decoded, merge.now_ms, merge.tiers, merge.allowance)
+    decoded = reduce_events(stream, EPOCH, events, [encode(e) for e in events], merge.zone)
+    result = apply_facts(tx, decoded, merge.now_ms, merge.tiers, merge.allowance,
+                         chain_zone=merge.zone)
     if result.applied != len(events):  # the one writer read the position: cannot happen
         raise RuntimeError(f"the {stream} stream did not take its events at seq {seq + 1}")
     return events, result

@@ -40,7 +40,7 @@ from hub.core.db import HubDatabase, Tx
 from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.apply import ApplyResult, apply_facts
 from hub.ledger.facts import Decoded, decode
-from hub.members.tiers import TierRules
+from hub.members.tiers import DEFAULT_ZONE, TierRules
 from protocol.codec import CodecError
 from protocol.runtime import tune_gc
 
@@ -85,15 +85,16 @@ class Validators:
         if self._pool is not None:  # pay the worker's start (imports, schemas) now, not on
             await asyncio.wrap_future(self._pool.submit(_warm))  # the first batch
 
-    async def decode(self, payload: bytes) -> Decoded:
-        """Raises ``CodecError`` (from the worker) for a payload the hub refuses."""
+    async def decode(self, payload: bytes, zone: str = DEFAULT_ZONE) -> Decoded:
+        """Raises ``CodecError`` (from the worker) for a payload the hub refuses; ``zone`` is
+        the sending store's time zone (its spend months)."""
         if self._pool is None:
-            return decode(payload, max_bytes=self.max_bytes)
+            return decode(payload, max_bytes=self.max_bytes, zone=zone)
         for attempt in (1, 2):
             pool = self._pool
             try:
                 return await asyncio.wrap_future(
-                    pool.submit(partial(decode, payload, max_bytes=self.max_bytes)))
+                    pool.submit(partial(decode, payload, max_bytes=self.max_bytes, zone=zone)))
             except BrokenProcessPool:
                 # A dead worker breaks its pool for good: start a new one (once per broken
                 # pool, however many batches were in flight) and validate this batch again.
@@ -145,8 +146,13 @@ class IngestPipeline:
                  on_applied: Applied, *, allowance: AllowancePolicy | None = None,
                  validators: Validators | None = None,
                  on_refused: Refused | None = None, max_group: int = MAX_GROUP_BATCHES,
-                 max_queued: int = MAX_QUEUED, validating: int = VALIDATING_AHEAD) -> None:
+                 max_queued: int = MAX_QUEUED, validating: int = VALIDATING_AHEAD,
+                 chain_zone: str = DEFAULT_ZONE,
+                 zone_of: Callable[[str], str] | None = None) -> None:
         self.db = db
+        # Each store's spend counts in its own calendar months, the tier window in the chain's.
+        self.chain_zone = chain_zone
+        self.zone_of = zone_of or (lambda _store: chain_zone)
         self.tiers = tiers
         self.allowance = allowance
         self.now_ms = now_ms
@@ -189,7 +195,7 @@ class IngestPipeline:
     async def submit(self, store_id: str, payload: bytes) -> None:
         """Queue a payload from ``store_id``'s topic; waits while enough are being validated."""
         assert self.validators is not None, "submit needs validators"
-        future = asyncio.ensure_future(self.validators.decode(payload))
+        future = asyncio.ensure_future(self.validators.decode(payload, self.zone_of(store_id)))
         await self._validating.put((store_id, future))
 
     async def put(self, item: Decoded) -> None:
@@ -245,10 +251,10 @@ class IngestPipeline:
                     self._queue.task_done()
 
     async def _apply(self, group: list[Decoded]) -> None:
-        tiers, allowance, now = self.tiers, self.allowance, self.now_ms()
+        tiers, allowance, now, zone = self.tiers, self.allowance, self.now_ms(), self.chain_zone
 
         def apply_all(tx: Tx) -> list[ApplyResult]:
-            return [apply_facts(tx, d, now, tiers, allowance) for d in group]
+            return [apply_facts(tx, d, now, tiers, allowance, chain_zone=zone) for d in group]
 
         try:
             results = await self.db.transaction(apply_all)

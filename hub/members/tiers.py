@@ -1,16 +1,20 @@
 """Member tiers that rise and fall with spend over a rolling window.
 
 Spend is kept per member and calendar month (sales minus refunds, in the month the event
-happened, by its HLC), so a tier can fall as old months leave the window without any event: the
-hub recomputes every member's tier daily, and the members whose spend just changed at once. A
-changed tier is a directory change: it reaches every store.
+happened by its HLC, on the calendar of the store where it happened), so a tier can fall as old
+months leave the window without any event: the hub recomputes every member's tier daily, and
+the members whose spend just changed at once. A changed tier is a directory change: it reaches
+every store.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
+import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.db import Tx, in_chunks
@@ -32,19 +36,33 @@ class TierRules(BaseModel):
         return max(reached)[1] if reached else self.base
 
 
-def month_of_hlc(hlc: int) -> str:
+# The chain's zone when a caller names none (``[hub] timezone``'s default): a month is always
+# some calendar's month, never UTC's by accident (HQ.md principle 4).
+DEFAULT_ZONE = "Asia/Shanghai"
+QUARTER_HOUR_MS = 900_000  # every zone's offset from UTC is a whole number of quarter hours
+
+
+def month_of_hlc(hlc: int, zone: str = DEFAULT_ZONE) -> str:
+    """The calendar month (``YYYY-MM``) in ``zone`` of the wall time an HLC carries."""
     wall_ms, _counter = unpack(hlc)
-    return _month_of_day(wall_ms // 86_400_000)
+    return _month_of_quarter(wall_ms // QUARTER_HOUR_MS, zone)
 
 
-@lru_cache(maxsize=4096)
-def _month_of_day(day: int) -> str:
-    # Every sale asks; a batch spans a few days at most, so a formatted month is cached per day.
-    return datetime.fromtimestamp(day * 86_400, UTC).strftime("%Y-%m")
+@lru_cache(maxsize=8192)
+def _month_of_quarter(quarter: int, zone: str) -> str:
+    # Every sale asks; a batch spans a few hours at most, so a formatted month is cached per
+    # quarter hour and zone (a local month always starts on a quarter hour of UTC).
+    return datetime.fromtimestamp(quarter * 900, _zone(zone)).strftime("%Y-%m")
 
 
-def window_start(now_ms: int, months: int) -> str:
-    now = datetime.fromtimestamp(now_ms / 1000, UTC)
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def window_start(now_ms: int, months: int, zone: str = DEFAULT_ZONE) -> str:
+    """The first month of the tier window ending with this month in ``zone``."""
+    now = datetime.fromtimestamp(now_ms / 1000, _zone(zone))
     index = now.year * 12 + now.month - 1 - (months - 1)
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
@@ -55,22 +73,22 @@ ADD_SPEND = ("INSERT INTO spend_months(member_id, month, amount) VALUES (?, ?, ?
              " + excluded.amount")
 
 
-def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
-              ) -> list[str]:
+def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None,
+              zone: str = DEFAULT_ZONE) -> list[str]:
     """Set each member's tier from their spend in the window; returns the members whose tier
     changed (the caller moves them in the directory)."""
-    changed = tier_changes(tx, rules, now_ms, member_ids)
+    changed = tier_changes(tx, rules, now_ms, member_ids, zone)
     tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
     return [m for _t, m in changed]
 
 
-def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None
-                 ) -> list[tuple[str, str]]:
+def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None,
+                 zone: str = DEFAULT_ZONE) -> list[tuple[str, str]]:
     """``(new tier, member_id)`` for each member whose spend in the window now puts them in
     another tier; writes nothing. The daily recompute; the batch path works the same rule out
-    from what it read of its members (``hub.ledger.allowances.load`` with ``spend_since``) plus the
-    batch's spend, and ``tests/hub/test_ingest.py`` checks the two agree."""
-    since = window_start(now_ms, rules.window_months)
+    from what it read of its members (``hub.ledger.allowances.load`` with ``spend_since``) plus
+    the batch's spend, and ``tests/hub/test_ingest.py`` checks the two agree."""
+    since = window_start(now_ms, rules.window_months, zone)
     if member_ids is None:
         member_ids = [r[0] for r in tx.all("SELECT member_id FROM members"
                                            " WHERE merged_into IS NULL")]
@@ -89,12 +107,40 @@ def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | 
     return changed
 
 
-def recompute_all(tx: Tx, rules: TierRules, now_ms: int) -> int:
+def recompute_all(tx: Tx, rules: TierRules, now_ms: int, zone: str = DEFAULT_ZONE) -> int:
     """The daily run: every member's tier, and a new directory change number for each member
-    whose tier changed (so the stores hear of it); returns how many changed."""
-    changed = recompute(tx, rules, now_ms)
+    whose tier changed (so the stores hear of it); returns how many changed. ``zone``: the
+    chain's calendar, whose current month ends the window."""
+    changed = recompute(tx, rules, now_ms, zone=zone)
     if changed:
         last = next_counter(tx, "member_change", len(changed))
         tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
                        [(last - i, m) for i, m in enumerate(changed)])
     return len(changed)
+
+
+RECOUNT_FLAG = "spend_months_recount"
+
+
+def recount_spend(tx: Tx, zone_of: Callable[[str], str]) -> int | None:
+    """When a migration asked for it (``RECOUNT_FLAG``): every member's spend months counted
+    again from the event log, each sale and refund in the month of its store's calendar
+    (``zone_of``), under the member each id now is. Returns the rows written, or None when
+    nothing was asked. One transaction: the hub takes no batch before it is done."""
+    if not tx.scalar("SELECT value FROM counters WHERE name = ?", (RECOUNT_FLAG,), default=0):
+        return None
+    alias = {str(a): str(m) for a, m in tx.all(
+        "SELECT member_id, merged_into FROM members WHERE merged_into IS NOT NULL")}
+    sums: dict[tuple[str, str], int] = {}
+    for store_id, hlc, kind, member_id, payload in tx.all(
+            "SELECT store_id, hlc, type, member_id, payload FROM events WHERE member_id IS NOT"
+            " NULL AND type IN ('sale.finalized', 'refund.completed')"):
+        body = msgpack.unpackb(bytes(payload), raw=False)["body"]
+        amount = int(body["total"]) if kind == "sale.finalized" else -int(body["amount"])
+        key = (alias.get(member_id, member_id), month_of_hlc(int(hlc), zone_of(store_id)))
+        sums[key] = sums.get(key, 0) + amount
+    tx.execute("DELETE FROM spend_months")
+    rows = [(m, month, v) for (m, month), v in sorted(sums.items()) if v]
+    tx.executemany(ADD_SPEND, rows)
+    tx.execute("UPDATE counters SET value = 0 WHERE name = ?", (RECOUNT_FLAG,))
+    return len(rows)

@@ -18,8 +18,9 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
     for store, reason, count in tx.all("SELECT store_id, reason, count FROM refusals"):
         refusals[store][reason] = int(count)
     out = []
-    for store, region, last_seen, epoch, status in tx.all(
-            "SELECT store_id, region, last_seen_ms, epoch, status FROM stores ORDER BY store_id"):
+    for store, region, name, zone, last_seen, epoch, status in tx.all(
+            "SELECT store_id, region, name, timezone, last_seen_ms, epoch, status FROM stores"
+            " ORDER BY store_id"):
         acked = tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
                           (store, epoch), default=0)
         reported: dict[str, Any] = {}
@@ -27,7 +28,8 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
             reported = msgpack.unpackb(bytes(status), raw=False)
         last_seq = int(reported.get("last_seq", acked))
         out.append({
-            "store_id": store, "region": region, "epoch": int(epoch), "acked_seq": int(acked),
+            "store_id": store, "name": name, "region": region, "timezone": zone,
+            "epoch": int(epoch), "acked_seq": int(acked),
             "last_seen_s_ago": round((now_ms - int(last_seen)) / 1000, 1) if last_seen else None,
             "outbox_depth": reported.get("outbox_depth"), "lag_events": max(0, last_seq - acked),
             "campaign_versions": reported.get("campaign_versions", {}),

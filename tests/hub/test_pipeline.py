@@ -62,10 +62,10 @@ async def test_a_failing_batch_is_retried_alone_and_the_rest_still_apply(
         hub_db: HubDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
     work = make_workload(3, 600, batch_events=100)
 
-    def flaky(tx: Tx, batch: Decoded, *args: object) -> ApplyResult:
+    def flaky(tx: Tx, batch: Decoded, *args: object, **kwargs: object) -> ApplyResult:
         if batch.store_id == "S002":
             raise RuntimeError("this store's batches break the database")
-        return apply_facts(tx, batch, *args)  # type: ignore[arg-type]
+        return apply_facts(tx, batch, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(pipeline_mod, "apply_facts", flaky)
     acked: dict[str, int] = {}

@@ -1,0 +1,59 @@
+"""The store registry: who each store is (name, region, time zone, issuing legal entity)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import ValidationError
+
+from hub.api.deps import HubDep
+from hub.api.models import RegionView, StoreIn, StoreView
+from hub.stores import registry
+from protocol.errors import ServiceError
+
+router = APIRouter(tags=["stores"])
+
+
+def _chain(hub: HubDep) -> tuple[str, str]:
+    return hub.config.hub.timezone, hub.config.hub.legal_entity
+
+
+@router.get("/v1/stores", response_model=list[StoreView])
+async def stores(hub: HubDep) -> Any:
+    zone, entity = _chain(hub)
+    return await hub.db.read(lambda tx: registry.listing(tx, zone, entity))
+
+
+@router.get("/v1/stores/{store_id}", response_model=StoreView)
+async def store(store_id: str, hub: HubDep) -> Any:
+    zone, entity = _chain(hub)
+    found = await hub.db.read(lambda tx: registry.get(tx, store_id, zone, entity))
+    if found is None:
+        raise ServiceError("store_not_found", "no store with this id", 404, store_id=store_id)
+    return found
+
+
+@router.put("/v1/stores/{store_id}", response_model=StoreView)
+async def put_store(store_id: str, body: StoreIn, hub: HubDep) -> Any:
+    """Set a store's name, region, time zone and legal entity (all four: null zone or entity
+    is the chain's). A store not heard from yet is registered. A new zone applies to what the
+    store sends from now on; rebuild the projections for their rows to follow."""
+    try:
+        record = registry.StoreRecord(store_id=store_id, **body.model_dump())
+    except ValidationError as exc:
+        raise ServiceError("invalid_store", str(exc.errors()[0]["msg"]), 422,
+                           store_id=store_id) from None
+    await hub.set_stores([record])
+    return await store(store_id, hub)
+
+
+@router.get("/v1/regions", response_model=list[RegionView])
+async def regions(hub: HubDep) -> Any:
+    """Each region with its stores (stores without a region are left out)."""
+    zone, entity = _chain(hub)
+    found: dict[str, list[str]] = {}
+    for s in await hub.db.read(lambda tx: registry.listing(tx, zone, entity)):
+        if s["region"]:
+            found.setdefault(s["region"], []).append(s["store_id"])
+    return [{"region": r, "stores": ids} for r, ids in sorted(found.items())]
