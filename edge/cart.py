@@ -42,6 +42,10 @@ class Cart:
     terminal_id: str
     opened_at: float
     member_id: str | None = None
+    # Who sells it (the POS says, when it opens or pays the sale); the guide defaults to the
+    # member's own shopping guide at finalize.
+    cashier_id: str | None = None
+    guide_id: str | None = None
     lines: dict[int, CartLine] = field(default_factory=dict)
     coupons: list[str] = field(default_factory=list)
     next_line_no: int = 1

@@ -15,7 +15,7 @@ from edge.errors import EdgeError, conflict, invalid
 from edge.stored_value import SpendOrder
 from protocol import pricing
 from protocol.campaigns import Campaign
-from protocol.events import SaleDiscount, SaleFinalized, SaleLine, Tender
+from protocol.events import SaleDiscount, SaleFinalized, SaleLine, Tender, body_version
 from protocol.ids import member_qr
 from protocol.money import MAX_AMOUNT
 from protocol.pricing import CouponSpec, MemberContext, Quote, RedemptionTerms
@@ -243,8 +243,12 @@ def finalize(
     if member_id is not None:
         allowance.consume(conn, ctx, member_id, pts_spent, sv_spent)
 
+    # The guide the POS named, else the member's own shopping guide.
+    guide = cart.guide_id or (member["guide_id"] if member is not None else None)
     event = SaleFinalized(
+        v=body_version(cart.cashier_id, guide),
         sale_id=sale_id, terminal_id=cart.terminal_id, member_id=member_id,
+        cashier_id=cart.cashier_id, guide_id=guide,
         currency=ctx.currency,
         lines=[
             SaleLine(line_no=ql.line_no, sku=cart.lines[ql.line_no].sku,
@@ -265,10 +269,11 @@ def finalize(
     ev = outbox.append(conn, ctx, event)
     conn.execute(
         "INSERT INTO sales(sale_id, terminal_id, member_id, currency, subtotal, discount_total,"
-        " total, points_earned, finalized_at, hlc, discounts) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        " total, points_earned, finalized_at, hlc, discounts, cashier_id, guide_id)"
+        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (sale_id, cart.terminal_id, member_id, ctx.currency, q.subtotal, q.discount_total,
          q.total, earn, ctx.now().isoformat(), ev.hlc,
-         json.dumps([_discount_dict(d) for d in q.discounts])),
+         json.dumps([_discount_dict(d) for d in q.discounts]), cart.cashier_id, guide),
     )
     conn.executemany(
         "INSERT INTO sale_lines(sale_id, line_no, sku, name, category, qty, unit_price, gross,"
@@ -335,6 +340,8 @@ def receipt_view(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str) -> d
         "sale_id": sale_id,
         "store_id": ctx.store_id,
         "terminal_id": sale["terminal_id"],
+        "cashier_id": sale["cashier_id"],
+        "guide_id": sale["guide_id"],
         "finalized_at": sale["finalized_at"],
         "currency": sale["currency"],
         "lines": lines,

@@ -88,6 +88,10 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
              e.member_id))
     else:
         _insert(conn, ctx, e, e.phone, birthday, remote)
+    # The member's shopping guide as merged at the hub (an older hub sends none: kept as is).
+    if "guide_id" in e.model_fields_set:
+        conn.execute("UPDATE members SET guide_id = ? WHERE member_id = ?",
+                     (e.guide_id, e.member_id))
     for uid in e.cards:
         conn.execute(
             "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, 0)"

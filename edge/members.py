@@ -12,7 +12,13 @@ from edge import outbox
 from edge.context import StoreContext
 from edge.errors import conflict, invalid, not_found
 from edge.phone import normalise_phone
-from protocol.events import CardBound, MemberProfileChanged, MemberRegistered
+from protocol.events import (
+    WHO_SOLD_IT,
+    CardBound,
+    MemberProfileChanged,
+    MemberRegistered,
+    body_version,
+)
 from protocol.ids import MEMBER_QR_PREFIX, is_member_code, member_code, uuid7
 
 IdentifyBy = Literal["card_uid", "member_code", "phone", "qr"]
@@ -48,8 +54,10 @@ def register(
     birthday: date | None = None,
     card_uid: str | None = None,
     tags: list[str] | None = None,
+    guide_id: str | None = None,
 ) -> str:
-    """Create a member; works offline: the id and member code are minted here."""
+    """Create a member; works offline: the id and member code are minted here. ``guide_id``:
+    the shopping guide who looks after them (their sales count for the guide by default)."""
     e164 = normalise_phone(phone, ctx.config.store.phone_region) if phone else None
     uid = normalise_card_uid(card_uid) if card_uid else None
     if e164 is None and uid is None:
@@ -69,15 +77,15 @@ def register(
         conn,
         ctx,
         MemberRegistered(
-            member_id=member_id, member_code=code, phone=e164, name=name, birthday=birthday,
-            card_uid=uid, tags=tag_list,
+            v=body_version(guide_id), member_id=member_id, member_code=code, phone=e164,
+            name=name, birthday=birthday, card_uid=uid, tags=tag_list, guide_id=guide_id,
         ),
     )
     conn.execute(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tags, home_store,"
-        " created_hlc, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_hlc, updated_hlc, guide_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (member_id, code, e164, name, birthday.isoformat() if birthday else None,
-         json.dumps(tag_list), ctx.store_id, event.hlc, event.hlc),
+         json.dumps(tag_list), ctx.store_id, event.hlc, event.hlc, guide_id),
     )
     if uid:
         conn.execute(
@@ -122,11 +130,16 @@ def update_profile(
         fields["phone"] = e164
     if "tags" in changes:
         fields["tags"] = sorted(set(changes["tags"] or []))
+    if "guide_id" in changes:
+        fields["guide_id"] = changes["guide_id"]  # None: no guide any more
     if not fields:
         raise invalid("nothing_to_change", "no known profile field given")
+    # A guide named (or cleared) is version 2 of the event: a hub older than this refuses it
+    # by version instead of misreading it.
+    version = WHO_SOLD_IT if "guide_id" in fields else 1
     event = outbox.append(
         conn, ctx,
-        MemberProfileChanged(member_id=member_id, changed=sorted(fields), **fields),
+        MemberProfileChanged(v=version, member_id=member_id, changed=sorted(fields), **fields),
     )
     sql_values = {
         k: (json.dumps(v) if k == "tags" else v.isoformat() if isinstance(v, date) else v)
@@ -246,6 +259,7 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "points_expiring": expiring,
         "coupons": coupons,
         "home_store": m["home_store"],
+        "guide_id": m["guide_id"],
         "visits": m["visits"],
         "spend_total": m["spend_total"],
     }

@@ -14,7 +14,7 @@ from typing import Any
 from edge import allowance, coupons, outbox, points, stored_value
 from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid
-from protocol.events import RefundCompleted, RefundLine, Tender
+from protocol.events import RefundCompleted, RefundLine, Tender, body_version
 from protocol.money import allocate
 
 
@@ -24,9 +24,10 @@ def _cumulative(total: int, done: int, whole: int) -> int:
 
 def refund(
     conn: sqlite3.Connection, ctx: StoreContext, *, sale_id: str, refund_id: str,
-    terminal_id: str, lines: list[tuple[int, int]] | None,
+    terminal_id: str, lines: list[tuple[int, int]] | None, cashier_id: str | None = None,
 ) -> dict[str, Any]:
-    """Refund ``lines`` as (line_no, qty) of ``sale_id``, or everything still refundable."""
+    """Refund ``lines`` as (line_no, qty) of ``sale_id``, or everything still refundable;
+    ``cashier_id`` is who gives the money back."""
     sale = conn.execute("SELECT * FROM sales WHERE sale_id = ?", (sale_id,)).fetchone()
     if sale is None:
         raise EdgeError("sale_not_found", "no finalized sale with this id here", 404,
@@ -104,6 +105,7 @@ def refund(
 
     taken = shortfall = 0
     event = RefundCompleted(
+        v=body_version(cashier_id), cashier_id=cashier_id,
         refund_id=refund_id, sale_id=sale_id, terminal_id=terminal_id, member_id=member_id,
         currency=sale["currency"], lines=out_lines, amount=total,
         tenders=back or [Tender(kind="external", amount=0)],
@@ -138,9 +140,9 @@ def refund(
     result.pop("type", None)
     result.pop("v", None)
     conn.execute(
-        "INSERT INTO refunds(refund_id, sale_id, terminal_id, amount, created_at, hlc, result)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO refunds(refund_id, sale_id, terminal_id, amount, created_at, hlc, result,"
+        " cashier_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (refund_id, sale_id, terminal_id, total, ctx.now().isoformat(), ev.hlc,
-         json.dumps(result)),
+         json.dumps(result), cashier_id),
     )
     return result

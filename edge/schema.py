@@ -359,6 +359,16 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX refunds_day ON refunds(substr(created_at, 1, 10));
         """,
     ),
+    (
+        10,
+        "who sold it: a member's shopping guide, a sale's cashier and guide, a refund's cashier",
+        """
+        ALTER TABLE members ADD COLUMN guide_id TEXT;
+        ALTER TABLE sales ADD COLUMN cashier_id TEXT;
+        ALTER TABLE sales ADD COLUMN guide_id TEXT;
+        ALTER TABLE refunds ADD COLUMN cashier_id TEXT;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -8,6 +8,7 @@ method returns: an answer the POS got is never lost to a crash.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -183,13 +184,14 @@ class EdgeService:
     async def register_member(
         self, *, terminal_id: str, idem_key: str | None, phone: str | None, name: str = "",
         birthday: date | None = None, card_uid: str | None = None, tags: list[str] | None = None,
+        guide_id: str | None = None,
     ) -> dict[str, Any]:
         request = {"phone": phone, "name": name, "birthday": birthday, "card_uid": card_uid,
-                   "tags": tags}
+                   "tags": tags, "guide_id": guide_id}
 
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
             mid = members.register(conn, ctx, phone=phone, name=name, birthday=birthday,
-                                   card_uid=card_uid, tags=tags)
+                                   card_uid=card_uid, tags=tags, guide_id=guide_id)
             return members.member_view(conn, ctx, mid)
 
         view: dict[str, Any] = await self._idempotent(idem_key, terminal_id, "register", request,
@@ -333,8 +335,12 @@ class EdgeService:
                          lines=len(view["lines"]))
         return view
 
-    async def open_sale(self, terminal_id: str) -> dict[str, Any]:
+    async def open_sale(self, terminal_id: str, *, cashier_id: str | None = None,
+                        guide_id: str | None = None) -> dict[str, Any]:
+        """A new basket on ``terminal_id``; the cashier at the till and the sale's shopping
+        guide may be named now or at finalize."""
         cart = self.carts.open(terminal_id)
+        cart.cashier_id, cart.guide_id = cashier_id, guide_id
         self.bus.publish("sale.opened", terminal_id, sale_id=cart.sale_id)
         return await self.sale_view(cart.sale_id, terminal_id)
 
@@ -429,7 +435,15 @@ class EdgeService:
         return {"sale_id": sale_id, "state": "voided"}
 
     async def finalize(self, sale_id: str, terminal_id: str, idem_key: str | None,
-                       tenders: list[checkout.TenderRequest]) -> dict[str, Any]:
+                       tenders: list[checkout.TenderRequest], *, cashier_id: str | None = None,
+                       guide_id: str | None = None) -> dict[str, Any]:
+        """Pay the sale; a ``cashier_id`` or ``guide_id`` given here replaces the one named
+        when the sale was opened."""
+        if cashier_id is not None or guide_id is not None:
+            with contextlib.suppress(EdgeError):  # a retry finds no basket: its answer stands
+                cart = self.carts.get_open(sale_id, terminal_id)
+                cart.cashier_id = cashier_id or cart.cashier_id
+                cart.guide_id = guide_id or cart.guide_id
         try:
             receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
         except EdgeError as exc:
@@ -541,12 +555,13 @@ class EdgeService:
             conn, ctx, on, limit=limit, offset=offset))
 
     async def refund(self, *, terminal_id: str, idem_key: str | None, sale_id: str,
-                     lines: list[tuple[int, int]] | None) -> dict[str, Any]:
-        request = {"sale_id": sale_id, "lines": lines}
+                     lines: list[tuple[int, int]] | None, cashier_id: str | None = None
+                     ) -> dict[str, Any]:
+        request = {"sale_id": sale_id, "lines": lines, "cashier_id": cashier_id}
 
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
             return refunds.refund(conn, ctx, sale_id=sale_id, refund_id=uuid7(),
-                                  terminal_id=terminal_id, lines=lines)
+                                  terminal_id=terminal_id, lines=lines, cashier_id=cashier_id)
 
         result: dict[str, Any] = await self._idempotent(idem_key, terminal_id, "refund", request,
                                                         tx)

@@ -117,7 +117,7 @@ def store_bodies(store_number: int, count: int, *, seed: int = 1) -> Iterator[di
                "phone": f"+861{store_number:04d}{i:06d}",
                "name": rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN),
                "birthday": bday.isoformat(), "card_uid": f"04{store_number:04X}{i:06X}",
-               "tier": rng.choice(TIERS), "tags": []}
+               "tier": rng.choice(TIERS), "tags": [], "guide_id": None}
         made += 1
         if made == count:
             return
@@ -146,9 +146,12 @@ def store_bodies(store_number: int, count: int, *, seed: int = 1) -> Iterator[di
         discounts = ([{"kind": "tier_discount", "label": "Member price", "amount": discount_total,
                        "campaign_id": "tier-price", "coupon_code": None}]
                      if discount_total else [])
+        # Tills name their cashier (version 2 of a sale); a third of sales name a guide.
+        guide = f"G{rng.randrange(1, 20):02d}" if rng.random() < 0.3 else None
         bodies: list[dict[str, Any]] = [{
-            "type": "sale.finalized", "v": 1, "sale_id": sale_id, "terminal_id": "POS-1",
-            "member_id": member, "currency": "CNY", "lines": lines, "discounts": discounts,
+            "type": "sale.finalized", "v": 2, "sale_id": sale_id, "terminal_id": "POS-1",
+            "member_id": member, "cashier_id": f"C{rng.randrange(1, 9):02d}", "guide_id": guide,
+            "currency": "CNY", "lines": lines, "discounts": discounts,
             "tenders": tenders, "subtotal": subtotal, "discount_total": discount_total,
             "total": total, "points_earned": earned}]
         if sv:

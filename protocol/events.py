@@ -9,7 +9,7 @@ append-only ledgers: ``ledger_deltas`` says, for any body, what it adds to which
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -37,12 +37,21 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Who sold it (version 2 of sales, refunds and member profiles): the cashier at the till and the
+# shopping guide (导购) a sale or a member belongs to, as the POS names its staff. A store sends
+# ``v`` 2 when a body carries one of them, so a hub older than this refuses it by version
+# (a clear error) rather than by an unknown field; a body without them stays ``v`` 1 and a hub
+# of this release takes both.
+StaffId = Id
+WHO_SOLD_IT = 2
+
+
 # --- members ---------------------------------------------------------------------------------
 
 
 class MemberRegistered(_Body):
     type: Literal["member.registered"] = "member.registered"
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1
     member_id: Id
     member_code: Id
     phone: Text | None = None
@@ -51,19 +60,21 @@ class MemberRegistered(_Body):
     card_uid: Id | None = None
     tier: Id = "standard"
     tags: list[Text] = Field(default_factory=list, max_length=50)
+    guide_id: StaffId | None = None  # v2: the shopping guide who looks after the member
 
 
 class MemberProfileChanged(_Body):
     """Only the fields named in ``changes`` changed; each merges last-writer-wins by the HLC."""
 
     type: Literal["member.profile_changed"] = "member.profile_changed"
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1
     member_id: Id
     name: Text | None = None
     birthday: date | None = None
     phone: Text | None = None
     tags: list[Text] | None = Field(default=None, max_length=50)
-    changed: list[Literal["name", "birthday", "phone", "tags"]]
+    guide_id: StaffId | None = None  # v2; named in ``changed`` with null: no guide any more
+    changed: list[Literal["name", "birthday", "phone", "tags", "guide_id"]]
 
 
 class CardBound(_Body):
@@ -109,10 +120,12 @@ class Tender(_Body):
 
 class SaleFinalized(_Body):
     type: Literal["sale.finalized"] = "sale.finalized"
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1
     sale_id: Id
     terminal_id: Id
     member_id: Id | None = None
+    cashier_id: StaffId | None = None  # v2: who rang it up
+    guide_id: StaffId | None = None  # v2: the shopping guide the sale counts for
     currency: Currency
     lines: list[SaleLine] = Field(min_length=1, max_length=500)
     discounts: list[SaleDiscount] = Field(default_factory=list, max_length=100)
@@ -132,11 +145,12 @@ class RefundLine(_Body):
 
 class RefundCompleted(_Body):
     type: Literal["refund.completed"] = "refund.completed"
-    v: Literal[1] = 1
+    v: Literal[1, 2] = 1
     refund_id: Id
     sale_id: Id
     terminal_id: Id
     member_id: Id | None = None
+    cashier_id: StaffId | None = None  # v2: who gave the money back
     currency: Currency
     lines: list[RefundLine] = Field(min_length=1, max_length=500)
     amount: Amount
@@ -311,7 +325,15 @@ BODY_TYPES: dict[str, type[_Body]] = {
     )
 }
 # The schema versions this build understands, per event type.
-SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {t: frozenset({1}) for t in BODY_TYPES}
+SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
+    t: frozenset({1, WHO_SOLD_IT} if "v" in cls.model_fields
+                 and 2 in get_args(cls.model_fields["v"].annotation) else {1})
+    for t, cls in BODY_TYPES.items()}
+
+
+def body_version(*carried: object) -> int:
+    """The version a body takes: 2 when it carries who sold it, else 1 (see ``WHO_SOLD_IT``)."""
+    return WHO_SOLD_IT if any(v is not None for v in carried) else 1
 
 
 class Event(BaseModel):

@@ -121,6 +121,7 @@ class MemberEntry(_Told):
     shares: list[StoreShare] = Field(default_factory=list, max_length=500)
     grants: list[StoreGrant] = Field(default_factory=list, max_length=500)
     coupons: list[MemberCoupon] = Field(default_factory=list, max_length=500)
+    guide_id: Id | None = None  # the shopping guide who looks after the member
 
 
 class DirectoryRequest(_Message):

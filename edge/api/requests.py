@@ -13,6 +13,8 @@ from protocol.money import MAX_AMOUNT
 StrictAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 Qty = Annotated[int, Field(strict=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
+# A cashier's or shopping guide's id as the POS names its staff (the event's ``StaffId``).
+StaffId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
 class _Req(BaseModel):
@@ -25,6 +27,7 @@ class RegisterMember(_Req):
     birthday: date | None = None
     card_uid: ShortText | None = None
     tags: list[ShortText] = Field(default_factory=list, max_length=50)
+    guide_id: StaffId | None = None  # the shopping guide who looks after the member
 
 
 class ProfileChange(_Req):
@@ -32,6 +35,14 @@ class ProfileChange(_Req):
     birthday: date | None = None
     phone: ShortText | None = None
     tags: list[ShortText] | None = Field(default=None, max_length=50)
+    guide_id: StaffId | None = None  # null: no guide any more
+
+
+class OpenSale(_Req):
+    """Who sells it, when the POS knows at the start (both optional; finalize may say too)."""
+
+    cashier_id: StaffId | None = None
+    guide_id: StaffId | None = None  # unset: the member's own guide, at finalize
 
 
 class BindCard(_Req):
@@ -81,6 +92,8 @@ class TenderIn(_Req):
 
 class Finalize(_Req):
     tenders: list[TenderIn] = Field(min_length=1, max_length=20)
+    cashier_id: StaffId | None = None  # replaces the one named at open, if given
+    guide_id: StaffId | None = None
 
 
 class RefundLineIn(_Req):
@@ -93,6 +106,7 @@ class RefundIn(_Req):
     lines: list[RefundLineIn] | None = Field(
         default=None, max_length=500, description="Omit to refund everything still refundable"
     )
+    cashier_id: StaffId | None = None  # who gives the money back
 
 
 class SimulatedScan(_Req):

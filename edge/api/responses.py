@@ -111,6 +111,7 @@ class Member(_Open):
     points_expiring: list[ExpiringLot]
     coupons: list[MemberCoupon]
     home_store: str
+    guide_id: str | None = None
     visits: int
     spend_total: int
 
@@ -233,6 +234,8 @@ class Receipt(_Open):
     sale_id: str
     store_id: str
     terminal_id: str
+    cashier_id: str | None = None
+    guide_id: str | None = None
     finalized_at: str
     currency: str
     lines: list[ReceiptLine]
@@ -269,6 +272,7 @@ class Refund(_Open):
     refund_id: str
     sale_id: str
     terminal_id: str
+    cashier_id: str | None = None
     member_id: str | None
     currency: str
     lines: list[RefundLine]

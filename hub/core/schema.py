@@ -262,6 +262,11 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         """INSERT INTO counters(name, value) VALUES ('spend_months_recount', 1)
            ON CONFLICT(name) DO UPDATE SET value = 1""",
     ]),
+    (10, "who sold it: a member's shopping guide", [
+        # Merged last-writer-wins like the other profile fields (hub.ledger.apply), carried in
+        # the directory entry. A sale's cashier and guide stay in the log (sales facts read them).
+        "ALTER TABLE members ADD COLUMN guide_id TEXT",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

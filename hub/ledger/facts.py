@@ -58,10 +58,10 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "member.registered": lambda b: {
         "member_code": b.member_code, "phone": b.phone, "name": b.name,
         "birthday": _iso(b.birthday), "card_uid": b.card_uid, "tier": b.tier,
-        "tags": list(b.tags)},
+        "tags": list(b.tags), "guide_id": getattr(b, "guide_id", None)},
     "member.profile_changed": lambda b: {
         "changed": list(b.changed), "name": b.name, "birthday": _iso(b.birthday),
-        "phone": b.phone, "tags": list(b.tags or [])},
+        "phone": b.phone, "tags": list(b.tags or []), "guide_id": getattr(b, "guide_id", None)},
     "member.card_bound": lambda b: {"card_uid": b.card_uid},
     "coupon.redeemed": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id,
                                   "amount": b.amount},

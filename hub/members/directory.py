@@ -24,7 +24,7 @@ def head(tx: Tx) -> int:
 
 
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
-            " merged_into, change_no FROM members")
+            " merged_into, change_no, guide_id FROM members")
 
 
 def page(tx: Tx, request_id: str, after: int, limit: int) -> DirectoryPage:
@@ -104,6 +104,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
         {"member_id": r[0], "member_code": r[1], "phone": r[2], "name": r[3],
          "birthday": r[4], "tier": r[5], "tags": json.loads(r[6]), "cards": cards[r[0]],
          "home_store": r[7], "merged_into": r[8], "aliases": aliases[r[0]],
-         "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]]}
+         "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]],
+         "guide_id": r[10]}
         for r in rows
     ]

@@ -146,16 +146,19 @@ async def test_spend_months_counted_in_utc_are_counted_again_on_store_calendars(
         hub_url: str) -> None:
     east = Store("S001")
 
-    def at_8(tx: Tx) -> None:
-        assert migrate(tx, target=8) == 8
-        apply_batch(tx, east.batch((NEW_YEAR_UTC, registered("m1", "+8613900000001")),
-                                   (NEW_YEAR_UTC, sale("m1", ("dairy", 1, 1_000)))), 1,
-                    tiers.TierRules(), zone="UTC")
+    def flag(tx: Tx) -> int:
+        return int(tx.scalar("SELECT value FROM counters WHERE name = ?", (tiers.RECOUNT_FLAG,),
+                             default=0))
 
     async with HubDatabase(hub_url) as db:
-        await db.transaction(at_8)
-        assert await _spend(db) == {("m1", "2026-01"): 1_000}  # as the old hub counted it
-        await db.transaction(migrate)
+        assert await db.transaction(lambda tx: (migrate(tx, target=8), flag(tx))[1]) == 0
+        assert await db.transaction(lambda tx: (migrate(tx), flag(tx))[1]) == 1  # schema 9 asks
+        # The books as a hub before schema 9 kept them: the sale in its UTC month.
+        await db.transaction(lambda tx: apply_batch(
+            tx, east.batch((NEW_YEAR_UTC, registered("m1", "+8613900000001")),
+                           (NEW_YEAR_UTC, sale("m1", ("dairy", 1, 1_000)))), 1,
+            tiers.TierRules(), zone="UTC"))
+        assert await _spend(db) == {("m1", "2026-01"): 1_000}
         assert await db.transaction(
             lambda tx: tiers.recount_spend(tx, lambda _s: "Asia/Shanghai")) == 1
         assert await _spend(db) == {("m1", "2026-02"): 1_000}

@@ -21,7 +21,7 @@ async def register(body: m.RegisterMember, service: Service, terminal: Terminal,
     """Register a member; works offline (the member code is minted here)."""
     return await service.register_member(
         terminal_id=terminal, idem_key=key, phone=body.phone, name=body.name,
-        birthday=body.birthday, card_uid=body.card_uid, tags=body.tags)
+        birthday=body.birthday, card_uid=body.card_uid, tags=body.tags, guide_id=body.guide_id)
 
 
 @router.get("/v1/members/lookup", response_model=Member)

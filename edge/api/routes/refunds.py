@@ -20,4 +20,4 @@ async def refund(body: m.RefundIn, service: Service, terminal: Terminal,
     came from; a refund beyond what is left of the sale is refused."""
     lines = None if body.lines is None else [(ln.line_no, ln.qty) for ln in body.lines]
     return await service.refund(terminal_id=terminal, idem_key=key, sale_id=body.sale_id,
-                                lines=lines)
+                                lines=lines, cashier_id=body.cashier_id)

@@ -24,8 +24,12 @@ async def scan(body: m.ScanIn, service: Service, terminal: Terminal) -> Any:
 
 
 @router.post("/v1/sales", status_code=201, response_model=SaleView)
-async def open_sale(service: Service, terminal: Terminal) -> Any:
-    return await service.open_sale(terminal)
+async def open_sale(service: Service, terminal: Terminal,
+                    body: m.OpenSale | None = None) -> Any:
+    """A new sale on this terminal; ``cashier_id`` and ``guide_id`` (optional) say who sells
+    it, and reach HQ with the sale."""
+    who = body or m.OpenSale()
+    return await service.open_sale(terminal, cashier_id=who.cashier_id, guide_id=who.guide_id)
 
 
 @router.get("/v1/sales/{sale_id}", response_model=SaleView)
@@ -91,4 +95,5 @@ async def finalize(sale_id: str, body: m.Finalize, service: Service, terminal: T
     tenders = [TenderRequest(kind=t.kind, amount=t.amount, points=t.points,
                              sv_order=t.sv_order, reference=t.reference)
                for t in body.tenders]
-    return await service.finalize(sale_id, terminal, key, tenders)
+    return await service.finalize(sale_id, terminal, key, tenders, cashier_id=body.cashier_id,
+                                  guide_id=body.guide_id)
