@@ -43,6 +43,12 @@ async def metrics(hub: HubDep, request: Request) -> Response:
     s.gauge("store_last_seen_seconds", "seconds since the hub last heard from a store",
             by="store", values={x["store_id"]: x["last_seen_s_ago"] for x in stores
                                 if x["last_seen_s_ago"] is not None})
+    projections = status["projections"]
+    s.gauge("projection_lag_events", "logged events a projection has not read yet",
+            by="projection", values={p["name"]: p["lag_events"] for p in projections})
+    s.gauge("projection_lag_seconds", "at most this stale: 0 at the head of the log",
+            by="projection", values={p["name"]: p["lag_s"] for p in projections
+                                     if p["lag_s"] is not None})
     s.counter("job_failures_total", "scheduled job runs that failed", by="job",
               values={name: j["failures"] for name, j in status["jobs"].items()})
     return s.response(request.app.state.metrics)
