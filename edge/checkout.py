@@ -325,6 +325,14 @@ def finalize(
     return receipt
 
 
+def finalized_receipt(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str
+                      ) -> dict[str, Any] | None:
+    """The receipt of ``sale_id`` if it was finalized here, else None."""
+    if conn.execute("SELECT 1 FROM sales WHERE sale_id = ?", (sale_id,)).fetchone() is None:
+        return None
+    return receipt_view(conn, ctx, sale_id)
+
+
 def receipt_view(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str) -> dict[str, Any]:
     sale = conn.execute("SELECT * FROM sales WHERE sale_id = ?", (sale_id,)).fetchone()
     if sale is None:

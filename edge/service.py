@@ -495,6 +495,14 @@ class EdgeService:
                     lambda conn, ctx: idempotency.replay(conn, k, terminal_id, "finalize", h))
                 if prior is not None:
                     return prior, False
+                # Paid already under another key (a POS that timed out and retried with a
+                # new one): say so, with the receipt, instead of "no open sale".
+                done = await self._read(lambda conn, ctx: checkout.finalized_receipt(
+                    conn, ctx, sale_id))
+                if done is not None:
+                    raise EdgeError("sale_already_finalized", "this sale is already paid;"
+                                    " its receipt is in details", 409,
+                                    receipt=done) from None
                 raise
 
             devices = self.devices

@@ -137,3 +137,22 @@ async def test_openapi_is_served(client: httpx.AsyncClient) -> None:
     spec = (await client.get("/openapi.json")).json()
     assert "/v1/sales/{sale_id}/finalize" in spec["paths"]
     assert "/v1/refunds" in spec["paths"]
+
+
+async def test_a_finalize_retried_with_a_new_key_is_told_the_sale_is_paid(
+        client: httpx.AsyncClient, service: EdgeService) -> None:
+    """A POS that timed out and retries finalize with a fresh key gets the receipt of the sale
+    it already paid, not "no open sale", and nothing is paid twice."""
+    receipt = await _checkout(client)
+    before = invariants.snapshot(service.config.database.path)
+    r = await client.post(f"/v1/sales/{receipt['sale_id']}/finalize",
+                          json={"tenders": [{"kind": "cash", "amount": 10_000}]}, headers=_h())
+    assert r.status_code == 409, r.text
+    error = r.json()["error"]
+    assert error["code"] == "sale_already_finalized"
+    assert error["details"]["receipt"]["sale_id"] == receipt["sale_id"]
+    assert error["details"]["receipt"]["total"] == receipt["total"]
+    assert invariants.snapshot(service.config.database.path) == before
+    r = await client.post("/v1/sales/no-such-sale/finalize",
+                          json={"tenders": [{"kind": "cash", "amount": 1}]}, headers=_h())
+    assert r.status_code == 404 and r.json()["error"]["code"] == "sale_not_found"
