@@ -13,6 +13,7 @@ from typing import Any
 from edge.config import LimitsSection
 from edge.errors import EdgeError, conflict, invalid, not_found
 from protocol.ids import uuid7
+from protocol.money import MAX_AMOUNT
 from protocol.pricing import BasketLine
 
 MAX_TEXT = 200
@@ -68,11 +69,16 @@ class Cart:
             del self.done_keys[next(iter(self.done_keys))]
 
 
-def _check_text(name: str, value: str) -> str:
+def _check_text(name: str, value: str, limit: int = MAX_TEXT) -> str:
     value = value.strip()
-    if not value or len(value) > MAX_TEXT:
-        raise invalid("invalid_" + name, f"{name} must be 1..{MAX_TEXT} characters")
+    if not value or len(value) > limit:
+        raise invalid("invalid_" + name, f"{name} must be 1..{limit} characters")
     return value
+
+
+# A sku and a category travel as ids in the sale's event (``protocol.events.Id``): a line that
+# holds a longer one could never be paid, so it is refused when it is added.
+MAX_ID = 64
 
 
 class CartBook:
@@ -145,16 +151,33 @@ class CartBook:
         if len(cart.lines) >= self._limits.max_lines:
             raise conflict("too_many_lines", f"a sale holds at most {self._limits.max_lines} lines")
         line = CartLine(
-            line_no=cart.next_line_no, sku=_check_text("sku", sku), name=_check_text("name", name),
-            category=_check_text("category", category), qty=qty, unit_price=unit_price,
+            line_no=cart.next_line_no, sku=_check_text("sku", sku, MAX_ID),
+            name=_check_text("name", name), category=_check_text("category", category, MAX_ID),
+            qty=qty, unit_price=unit_price,
         )
+        self._check_amounts(cart, extra=line)
         cart.lines[line.line_no] = line
         cart.next_line_no += 1
         return line
 
     def set_qty(self, cart: Cart, line_no: int, qty: int) -> None:
         line = self._line(cart, line_no)
-        line.qty = self.check_qty(qty)
+        self.check_qty(qty)
+        self._check_amounts(cart, changed=(line_no, qty))
+        line.qty = qty
+
+    @staticmethod
+    def _check_amounts(cart: Cart, *, extra: CartLine | None = None,
+                       changed: tuple[int, int] | None = None) -> None:
+        """The basket's gross, before any discount, within what a sale's event carries
+        (``protocol.money.MAX_AMOUNT``): else it could be quoted but never paid."""
+        total = 0
+        for ln in [*cart.lines.values(), *([extra] if extra is not None else [])]:
+            qty = changed[1] if changed is not None and ln.line_no == changed[0] else ln.qty
+            total += qty * ln.unit_price
+        if total > MAX_AMOUNT:
+            raise invalid("amount_too_large", f"the sale would come to more than {MAX_AMOUNT}"
+                          " minor units, beyond what one sale can carry", limit=MAX_AMOUNT)
 
     def remove_line(self, cart: Cart, line_no: int) -> None:
         self._line(cart, line_no)

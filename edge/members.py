@@ -123,6 +123,8 @@ def update_profile(
             raise invalid("invalid_birthday", "birthday must be a past date after 1900")
         fields["birthday"] = b
     if "phone" in changes:
+        if changes["phone"] is None:  # the member's key across stores: changed, never cleared
+            raise invalid("phone_required", "a phone number cannot be removed; give the new one")
         e164 = normalise_phone(changes["phone"], ctx.config.store.phone_region)
         other = conn.execute("SELECT member_id FROM members WHERE phone = ?", (e164,)).fetchone()
         if other is not None and other[0] != member_id:

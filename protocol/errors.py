@@ -58,3 +58,11 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
                          (413, "request body too large"),
                          (422, "the request body or parameters are invalid"))
 }
+
+
+def iso_date_text(value: object) -> object:
+    """For an API date field: ISO text ("1990-05-17") or a date, never a number (JSON has no
+    date type, and a number would be read as seconds since 1970)."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("a date is ISO text such as 1990-05-17")
+    return value

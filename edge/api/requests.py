@@ -6,8 +6,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
+from protocol.errors import iso_date_text
 from protocol.money import MAX_AMOUNT
 
 StrictAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
@@ -15,6 +16,11 @@ Qty = Annotated[int, Field(strict=True)]
 ShortText = Annotated[str, StringConstraints(max_length=200)]
 # A cashier's or shopping guide's id as the POS names its staff (the event's ``StaffId``).
 StaffId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# A sku or category: an id in the sale's event (``protocol.events.Id``).
+IdText = Annotated[str, StringConstraints(max_length=64)]  # empty: the cart says invalid_sku
+# A date as ISO text ("1990-05-17"), never a number of seconds.
+IsoDate = Annotated[date, BeforeValidator(iso_date_text)]
+LineNo = Annotated[int, Field(strict=True, ge=1, le=10_000)]
 
 
 class _Req(BaseModel):
@@ -24,7 +30,7 @@ class _Req(BaseModel):
 class RegisterMember(_Req):
     phone: ShortText | None = None
     name: ShortText = ""
-    birthday: date | None = None
+    birthday: IsoDate | None = None
     card_uid: ShortText | None = None
     tags: list[ShortText] = Field(default_factory=list, max_length=50)
     guide_id: StaffId | None = None  # the shopping guide who looks after the member
@@ -32,7 +38,7 @@ class RegisterMember(_Req):
 
 class ProfileChange(_Req):
     name: ShortText | None = None
-    birthday: date | None = None
+    birthday: IsoDate | None = None
     phone: ShortText | None = None
     tags: list[ShortText] | None = Field(default=None, max_length=50)
     guide_id: StaffId | None = None  # null: no guide any more
@@ -67,9 +73,9 @@ class AddLine(_Req):
     """A sku in the catalogue needs only ``sku`` (and ``qty``); what is given is used instead
     of the catalogue's (a price override, an item the catalogue does not hold)."""
 
-    sku: ShortText
+    sku: IdText
     name: ShortText | None = None
-    category: ShortText | None = None
+    category: IdText | None = None
     qty: Qty = 1
     unit_price: StrictAmount | None = None
 
@@ -97,15 +103,15 @@ class Finalize(_Req):
 
 
 class RefundLineIn(_Req):
-    line_no: Annotated[int, Field(strict=True, ge=1)]
+    line_no: LineNo
     qty: Qty
 
 
 class RefundIn(_Req):
     sale_id: ShortText
     lines: list[RefundLineIn] | None = Field(
-        default=None, max_length=500, description="Omit to refund everything still refundable"
-    )
+        default=None, min_length=1, max_length=500,
+        description="Omit to refund everything still refundable")
     cashier_id: StaffId | None = None  # who gives the money back
 
 

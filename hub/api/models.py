@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from hub.campaigns.coupons import MAX_PERCENT_OFF
+from protocol.errors import iso_date_text
 from protocol.events import MAX_POINTS, Amount, CouponKind, Id, NonEmptyText
 from protocol.money import MAX_AMOUNT
 from protocol.sync import MemberEntry
@@ -166,7 +167,7 @@ class CouponIssueRequest(_Request):
     value: Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]  # minor units or basis pts
     min_spend: Amount = 0
     categories: list[Id] = Field(default_factory=list, max_length=100)
-    expires_on: date | None = None
+    expires_on: Annotated[date, BeforeValidator(iso_date_text)] | None = None  # ISO text
     campaign_id: Id | None = None
 
     @model_validator(mode="after")

@@ -49,9 +49,10 @@ async def test_finalize_retry_gets_first_answer_even_after_restart(config: EdgeC
         assert await svc.finalize(sid, "POS-1", "fin-1", tenders) == first
     async with StoreGateway(config) as svc:  # the basket is gone; the answer is on disk
         assert await svc.finalize(sid, "POS-1", "fin-1", tenders) == first
-        with pytest.raises(EdgeError) as exc:
+        with pytest.raises(EdgeError) as exc:  # another key: the sale is paid, not paid again
             await svc.finalize(sid, "POS-1", "fin-2", tenders)
-        assert exc.value.code == "sale_not_found"
+        assert exc.value.code == "sale_already_finalized"
+        assert exc.value.details["receipt"]["sale_id"] == sid
     assert invariants.check(config.database.path)["sales"] == 1
 
 

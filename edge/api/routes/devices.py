@@ -10,8 +10,9 @@ from edge.api import requests as m
 from edge.api.deps import Service, Terminal
 from edge.api.responses import Devices, Done, PrintJob
 from edge.errors import EdgeError
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["devices"])
+router = APIRouter(tags=["devices"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/devices", response_model=Devices)

@@ -11,8 +11,9 @@ from edge.api import requests as m
 from edge.api.deps import IdemKey, Limit, Service, Terminal
 from edge.api.identify import one_identifier
 from edge.api.responses import Member, TopUp
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["members"])
+router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
 
 
 @router.post("/v1/members", status_code=201, response_model=Member)

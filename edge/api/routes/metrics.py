@@ -11,13 +11,14 @@ from fastapi.responses import Response
 
 from drivers.base import Health
 from edge.api.deps import Service, Terminal
+from protocol.http_errors import StrictJsonRoute
 from protocol.metrics import Scrape
 
 TEXT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
 
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], route_class=StrictJsonRoute)
 
 
 @router.get("/metrics", response_class=Response, responses=TEXT)

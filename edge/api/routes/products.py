@@ -10,8 +10,9 @@ from edge import paging, products
 from edge.api import requests as m
 from edge.api.deps import Limit, Offset, Prefix, Service, Terminal
 from edge.api.responses import Upserted
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["products"])
+router = APIRouter(tags=["products"], route_class=StrictJsonRoute)
 
 
 @router.put("/v1/products", response_model=Upserted)

@@ -12,8 +12,9 @@ from edge.api import requests as m
 from edge.api.deps import Limit, Offset, Service, Terminal
 from edge.api.responses import Receipt
 from edge.errors import EdgeError
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["sales"])
+router = APIRouter(tags=["sales"], route_class=StrictJsonRoute)
 DAY = r"^\d{4}-\d{2}-\d{2}$"
 
 

@@ -9,8 +9,9 @@ from fastapi import APIRouter
 from edge.api import requests as m
 from edge.api.deps import IdemKey, Service, Terminal
 from edge.api.responses import Refund
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["refunds"])
+router = APIRouter(tags=["refunds"], route_class=StrictJsonRoute)
 
 
 @router.post("/v1/refunds", status_code=201, response_model=Refund)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 
 from edge.api import requests as m
 from edge.api.deps import IdemKey, Service, Terminal
@@ -12,8 +12,10 @@ from edge.api.identify import one_identifier
 from edge.api.responses import Receipt, SaleView, ScanResult, Voided
 from edge.checkout import TenderRequest
 from edge.scan import apply_scan
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["sales"])
+router = APIRouter(tags=["sales"], route_class=StrictJsonRoute)
+LinePath = Annotated[int, Path(ge=1, le=10_000)]
 
 
 @router.post("/v1/scan", response_model=ScanResult)
@@ -59,13 +61,13 @@ async def add_line(sale_id: str, body: m.AddLine, service: Service, terminal: Te
 
 
 @router.patch("/v1/sales/{sale_id}/lines/{line_no}", response_model=SaleView)
-async def change_line(sale_id: str, line_no: int, body: m.ChangeLine, service: Service,
+async def change_line(sale_id: str, line_no: LinePath, body: m.ChangeLine, service: Service,
                       terminal: Terminal, key: IdemKey = None) -> Any:
     return await service.set_qty(sale_id, terminal, key, line_no, body.qty)
 
 
 @router.delete("/v1/sales/{sale_id}/lines/{line_no}", response_model=SaleView)
-async def remove_line(sale_id: str, line_no: int, service: Service, terminal: Terminal,
+async def remove_line(sale_id: str, line_no: LinePath, service: Service, terminal: Terminal,
                       key: IdemKey = None) -> Any:
     return await service.remove_line(sale_id, terminal, key, line_no)
 

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from edge.api.deps import Service, Terminal
 from edge.api.responses import Health, StoreStatus
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/health", response_model=Health)

@@ -7,8 +7,9 @@ from fastapi import APIRouter
 from hub.api.deps import HubDep
 from hub.api.models import RebuildCheck
 from hub.ledger import audit
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(tags=["audit"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/rebuild", response_model=RebuildCheck)

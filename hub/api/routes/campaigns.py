@@ -9,8 +9,9 @@ from hub.api.models import PushedBundle
 from hub.campaigns.bundles import StaleBundle
 from protocol.campaigns import CampaignBundle
 from protocol.errors import ServiceError
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["campaigns"])
+router = APIRouter(tags=["campaigns"], route_class=StrictJsonRoute)
 
 
 @router.post("/v1/campaigns", status_code=201, response_model=PushedBundle)

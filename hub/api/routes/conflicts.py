@@ -7,8 +7,9 @@ from fastapi import APIRouter
 from hub.api.deps import HubDep
 from hub.api.models import CouponConflict, CouponConflicts
 from hub.campaigns import coupons
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["coupons"])
+router = APIRouter(tags=["coupons"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/conflicts/coupons", response_model=CouponConflicts)

@@ -15,8 +15,9 @@ from hub.api.models import (
     PointsAdjustmentRequest,
 )
 from hub.core.idempotency import Answer, raise_refusal
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["members"])
+router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
 
 # A client's retry of the same request carries the same key; a key is any text it chose.
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)]

@@ -8,8 +8,9 @@ from hub.api.deps import HubDep
 from hub.api.models import MemberView
 from hub.members import directory
 from protocol.errors import ServiceError
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["members"])
+router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/members/{member_id}", response_model=MemberView)

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from hub.api.deps import HubDep
+from protocol.http_errors import StrictJsonRoute
 from protocol.metrics import Scrape
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], route_class=StrictJsonRoute)
 TEXT: dict[int | str, dict[str, Any]] = {
     200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}}
 

@@ -6,8 +6,9 @@ from fastapi import APIRouter
 
 from hub.api.deps import HubDep
 from hub.api.models import HubStatus
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["status"])
+router = APIRouter(tags=["status"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/status", response_model=HubStatus)

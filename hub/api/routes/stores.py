@@ -11,8 +11,9 @@ from hub.api.deps import HubDep
 from hub.api.models import RegionView, StoreIn, StoreView
 from hub.stores import registry
 from protocol.errors import ServiceError
+from protocol.http_errors import StrictJsonRoute
 
-router = APIRouter(tags=["stores"])
+router = APIRouter(tags=["stores"], route_class=StrictJsonRoute)
 
 
 def _chain(hub: HubDep) -> tuple[str, str]:
