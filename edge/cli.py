@@ -14,9 +14,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge import demo, gateway
-from edge.config import EdgeConfig, load_config
+from edge.config import DEMO_TOKENS, EdgeConfig, load_config
 from edge.service import EdgeService
-from protocol import logs, runtime
+from protocol import logs, redact, runtime
 from protocol.tls import TlsError
 
 log = logging.getLogger("membergate.edge")
@@ -88,13 +88,16 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         scheme = config.api.scheme
         base = f"{scheme}://{config.api.host}:{port}"
         terminal, token = next(iter(config.api.tokens.items()))
+        # The journal keeps what a start prints: a real token is shown masked; only the
+        # public demo token (in the README anyway) is printed whole, so the demo can be tried.
+        shown = token if token in DEMO_TOKENS.values() else redact.mask(token)
         print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
         print(f"  API docs   {base}/docs", flush=True)
         ws = "wss" if scheme == "https" else "ws"
-        print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={token}", flush=True)
-        print(f"  terminal   {terminal}  token {token}", flush=True)
+        print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={shown}", flush=True)
+        print(f"  terminal   {terminal}  token {shown}", flush=True)
         if seed_demo:
-            print(f"  try        curl -H 'Authorization: Bearer {token}' "
+            print(f"  try        curl -H 'Authorization: Bearer {shown}' "
                   f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
         if seconds is not None:
             await asyncio.wait({task}, timeout=seconds)
@@ -205,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         return runtime.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
     if args.cmd == "config":
-        print(config.model_dump_json(indent=2))
+        print(json.dumps(redact.config(config.model_dump(mode="json")), indent=2,
+                         ensure_ascii=False))
         return 0
     if args.cmd == "bench":
         from edge.bench import run_bench

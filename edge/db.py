@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from edge.schema import LATEST_VERSION, MIGRATIONS
+from protocol.files import ensure_private_file
 
 T = TypeVar("T")
 log = logging.getLogger("membergate.db")
@@ -75,6 +76,8 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
 
 
 def connect_sync(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
+    if not readonly:
+        ensure_private_file(path)  # members' personal data: 0600, its WAL and SHM too
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     apply_pragmas(conn)
@@ -109,6 +112,7 @@ class Database:
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_file(self.path)  # members' personal data: 0600, its WAL and SHM too
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         self._writer.row_factory = sqlite3.Row
         await _on_thread(self._writer, self._setup_writer)

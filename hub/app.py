@@ -11,6 +11,7 @@ acks (``on_applied``), jobs and HQ commands tell the link when the directory mov
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -44,6 +45,8 @@ REGISTRY_EVERY_S = 60.0
 # The projections catch up when a group's acks are out (``_applied`` wakes them) and, in case
 # a wake-up was missed or a page failed, this often anyway.
 PROJECTIONS_EVERY_S = 5.0
+PROJECTION_YIELD_S = 2.0  # the longest a projection page waits for ingest to go quiet
+INGEST_QUIET_S = 0.3  # ingest counts as quiet this long after its last group
 
 
 class Hub:
@@ -83,8 +86,7 @@ class Hub:
         self.scheduler.add(Job("registry", self.reload_zones, interval_s=REGISTRY_EVERY_S,
                                at_start=False))
         self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
-        self.scheduler.add(Job("projections", self.projections.catch_up,
-                               interval_s=PROJECTIONS_EVERY_S))
+        self.scheduler.add(Job("projections", self.project, interval_s=PROJECTIONS_EVERY_S))
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Hub:
@@ -118,6 +120,20 @@ class Hub:
         count = await self.db.transaction(lambda tx: registry.upsert(tx, records))
         await self.reload_zones()
         return count
+
+    async def project(self) -> int:
+        """Catch the projections up, a page at a time, giving way to ingest: a page waits
+        while uplink batches are queued or were just applied (a store draining its backlog),
+        for at most ``PROJECTION_YIELD_S``, so projections do not slow a drain down and still
+        move on (a page every two seconds) under load that never lets up."""
+        async def give_way() -> None:
+            deadline = asyncio.get_running_loop().time() + PROJECTION_YIELD_S
+            while self.pipeline.busy(INGEST_QUIET_S):
+                if asyncio.get_running_loop().time() >= deadline:
+                    return
+                await asyncio.sleep(0.05)
+
+        return await self.projections.catch_up(before_page=give_way)
 
     async def _applied(self, results: list[Any]) -> None:
         await self.link.acked(results)

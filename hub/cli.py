@@ -22,7 +22,7 @@ from hub.core.projections import ProjectionRunner, Step, lag
 from hub.ledger import audit
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
-from protocol import logs, signing
+from protocol import logs, redact, signing
 from protocol.campaigns import CampaignBundle
 from protocol.runtime import tune_gc, tuned_gc
 from protocol.tls import TlsError
@@ -44,7 +44,7 @@ async def _run(cfg: HubConfig, seconds: float | None) -> int:
     async with AsyncExitStack() as stack:
         hub = await stack.enter_async_context(Hub(cfg))
         print(f"membergate hub is up: broker 127.0.0.1:{hub.link.broker_port}, database"
-              f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
+              f" {redact.url(cfg.database_url)}, signing key {signing.key_id(hub.key)}", flush=True)
         if cfg.api.token:
             from hub.api.app import serving
 

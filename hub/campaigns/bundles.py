@@ -11,6 +11,7 @@ from hub.core.db import Tx
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
 from protocol.codec import encode
+from protocol.files import write_private
 from protocol.sync import CampaignManifest
 
 KEY_FILE = "hub_signing_key.pem"
@@ -27,8 +28,7 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
         return signing.load_private_pem(path.read_bytes())
     data_dir.mkdir(parents=True, exist_ok=True)
     key = signing.new_private_key()
-    path.write_bytes(signing.private_pem(key))
-    path.chmod(0o600)
+    write_private(path, signing.private_pem(key))  # 0600 from its first byte
     return key
 
 

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from protocol.files import ensure_private_file
+
 T = TypeVar("T")
 
 log = logging.getLogger("membergate.hub.db")
@@ -160,6 +162,7 @@ class HubDatabase:
         else:
             path = self._path
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            ensure_private_file(path)  # members' personal data: 0600, its WAL and SHM too
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged batch is on disk before its ack leaves the hub.

@@ -18,7 +18,7 @@ to be applied waits for at most one page.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import msgspec
@@ -157,13 +157,17 @@ class ProjectionRunner:
                            [(pos, synced_ms, name) for name, pos in positions.items()])
 
     async def catch_up(self, names: Sequence[str] | None = None,
-                       progress: Callable[[Step], None] | None = None) -> int:
+                       progress: Callable[[Step], None] | None = None,
+                       before_page: Callable[[], Awaitable[None]] | None = None) -> int:
         """Pages until ``names`` (default: all) reach the head; returns the events read.
-        Other writes (the batches being applied) take turns with the pages."""
+        Other writes (the batches being applied) take turns with the pages; ``before_page``
+        may hold each page back while ingest has work waiting."""
         if names is not None:
             self._order(names)  # unknown names fail here, before a transaction
         total = 0
         while True:
+            if before_page is not None:
+                await before_page()
             step = await self.db.transaction(lambda tx: self.step(tx, names))
             total += step.events
             if progress is not None:

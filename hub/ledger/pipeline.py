@@ -162,6 +162,7 @@ class IngestPipeline:
         self.max_group = max_group
         self.group_sizes: list[int] = []  # batches per transaction, for the bench and status
         self.slow_validations = 0  # batches only the pydantic fallback accepted (status)
+        self.last_applied = float("-inf")  # time.monotonic() of the last group's commit
         self.applied_events = 0  # events applied, duplicates resent, gaps seen (status)
         self.duplicate_events = 0
         self.gaps = 0
@@ -197,6 +198,12 @@ class IngestPipeline:
         assert self.validators is not None, "submit needs validators"
         future = asyncio.ensure_future(self.validators.decode(payload, self.zone_of(store_id)))
         await self._validating.put((store_id, future))
+
+    def busy(self, quiet_s: float) -> bool:
+        """Uplink batches are waiting, or a group was applied within ``quiet_s``: a store is
+        sending (other writers on the one connection give way)."""
+        waiting = self._queue.qsize() + self._validating.qsize()
+        return bool(waiting) or time.monotonic() - self.last_applied < quiet_s
 
     async def put(self, item: Decoded) -> None:
         await self._queue.put(item)
@@ -268,6 +275,7 @@ class IngestPipeline:
                 except Exception:  # not acked: the store sends it again after its timeout
                     log.exception("a batch of store %s could not be applied", d.store_id)
             return
+        self.last_applied = time.monotonic()
         self.group_sizes.append(len(group))
         del self.group_sizes[:-10_000]  # the recent ones are what status reports
         for result in results:
