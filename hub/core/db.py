@@ -130,7 +130,7 @@ class NamedRow(tuple[Any, ...]):
         return list(self._index)
 
 
-READERS = 2  # reader connections: concurrent HQ reads beyond this wait for one
+READERS = 1  # reader connections: concurrent HQ reads beyond this wait for one
 # Reader threads run at the lowest CPU priority: on a small box a burst of reports takes the
 # cores ingest does not need, never the ones it does (``merge_under_reads_vs_quiet``).
 READER_NICE = 19
