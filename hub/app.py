@@ -11,7 +11,6 @@ acks (``on_applied``), jobs and HQ commands tell the link when the directory mov
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Callable
 from contextlib import AsyncExitStack
@@ -47,6 +46,7 @@ REGISTRY_EVERY_S = 60.0
 PROJECTIONS_EVERY_S = 5.0
 PROJECTION_YIELD_S = 2.0  # the longest a projection page waits for ingest to go quiet
 INGEST_QUIET_S = 0.3  # ingest counts as quiet this long after its last group
+READ_YIELD_S = 0.1  # the longest an HQ read waits for the queued batches
 
 
 class Hub:
@@ -68,6 +68,8 @@ class Hub:
                                        allowance=config.allowance, validators=self.validators,
                                        on_refused=self.refusals.refuse,
                                        chain_zone=self.chain_zone, zone_of=self.zone_of)
+        # HQ's reads wait a moment while batches are queued: the stores' acks go first.
+        self.db.read_gate = functools.partial(self.pipeline.give_way, READ_YIELD_S)
         self.link = StoreLink(config.broker, tls, self.db, self.refusals, self.pipeline.submit,
                               directory_page=config.hub.directory_page, client_id=client_id)
         self.scheduler = Scheduler()
@@ -126,14 +128,8 @@ class Hub:
         while uplink batches are queued or were just applied (a store draining its backlog),
         for at most ``PROJECTION_YIELD_S``, so projections do not slow a drain down and still
         move on (a page every two seconds) under load that never lets up."""
-        async def give_way() -> None:
-            deadline = asyncio.get_running_loop().time() + PROJECTION_YIELD_S
-            while self.pipeline.busy(INGEST_QUIET_S):
-                if asyncio.get_running_loop().time() >= deadline:
-                    return
-                await asyncio.sleep(0.05)
-
-        return await self.projections.catch_up(before_page=give_way)
+        return await self.projections.catch_up(before_page=functools.partial(
+            self.pipeline.give_way, PROJECTION_YIELD_S, INGEST_QUIET_S))
 
     async def _applied(self, results: list[Any]) -> None:
         await self.link.acked(results)

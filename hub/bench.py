@@ -50,6 +50,7 @@ from urllib.parse import urlsplit, urlunsplit
 import msgpack
 
 from hub import extensions
+from hub.app import READ_YIELD_S
 from hub.config import HubConfig
 from hub.core.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
@@ -277,6 +278,8 @@ async def measure_merge(url: str, work: Workload, *, readers: int = 0) -> dict[s
             pipeline = IngestPipeline(db, config.tiers, lambda: int(time.time() * 1000),
                                       count, allowance=config.allowance, validators=validators,
                                       on_refused=refused).start()
+            if readers:  # as the hub has it: HQ's reads let queued batches go first
+                db.read_gate = functools.partial(pipeline.give_way, READ_YIELD_S)
             stop, reports = asyncio.Event(), [0]
             users = [asyncio.create_task(_report_reader(db, stop, reports))
                      for _ in range(readers)]

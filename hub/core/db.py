@@ -21,7 +21,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -144,6 +144,9 @@ class HubDatabase:
         self.dialect = "postgres" if url.startswith(("postgres://", "postgresql://")) else "sqlite"
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-db")
         self.readers = readers
+        # Awaited before each HQ read (``read(..., give_way=True)``): the hub makes reads wait
+        # a moment while ingest has batches queued (``IngestPipeline.give_way``).
+        self.read_gate: Callable[[], Awaitable[None]] | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._reader_conns: list[Any] = []
@@ -234,8 +237,12 @@ class HubDatabase:
         finally:
             conn.execute("ROLLBACK")
 
-    async def read(self, fn: Callable[[Tx], T]) -> T:
-        """Run ``fn`` in a read-only transaction on a reader connection (never the writer)."""
+    async def read(self, fn: Callable[[Tx], T], *, give_way: bool = True) -> T:
+        """Run ``fn`` in a read-only transaction on a reader connection (never the writer).
+        ``give_way``: wait at the ``read_gate`` first (HQ's reads; the store link's own reads,
+        which stores wait for, pass straight on)."""
+        if give_way and self.read_gate is not None:
+            await self.read_gate()
         if self.dialect == "sqlite" and self._path == ":memory:":
             raise RuntimeError("an in-memory database has no reader connections")
         if self._read_pool is None:

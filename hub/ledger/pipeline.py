@@ -163,6 +163,7 @@ class IngestPipeline:
         self.group_sizes: list[int] = []  # batches per transaction, for the bench and status
         self.slow_validations = 0  # batches only the pydantic fallback accepted (status)
         self.last_applied = float("-inf")  # time.monotonic() of the last group's commit
+        self._applying = 0  # batches in the transaction being applied now
         self.applied_events = 0  # events applied, duplicates resent, gaps seen (status)
         self.duplicate_events = 0
         self.gaps = 0
@@ -199,10 +200,18 @@ class IngestPipeline:
         future = asyncio.ensure_future(self.validators.decode(payload, self.zone_of(store_id)))
         await self._validating.put((store_id, future))
 
+    async def give_way(self, max_wait_s: float, quiet_s: float = 0.0) -> None:
+        """Wait while ingest is ``busy`` (batches queued, or one applied within
+        ``quiet_s``), for at most ``max_wait_s``: other work on the hub's two cores (HQ's
+        reads, projection pages) lets the stores' batches go first."""
+        deadline = time.monotonic() + max_wait_s
+        while self.busy(quiet_s) and time.monotonic() < deadline:  # noqa: ASYNC110 - a figure
+            await asyncio.sleep(0.01)
+
     def busy(self, quiet_s: float) -> bool:
-        """Uplink batches are waiting, or a group was applied within ``quiet_s``: a store is
-        sending (other writers on the one connection give way)."""
-        waiting = self._queue.qsize() + self._validating.qsize()
+        """Uplink batches are waiting or being applied, or a group was applied within
+        ``quiet_s``: a store is sending (other work gives way)."""
+        waiting = self._queue.qsize() + self._validating.qsize() + self._applying
         return bool(waiting) or time.monotonic() - self.last_applied < quiet_s
 
     async def put(self, item: Decoded) -> None:
@@ -247,6 +256,7 @@ class IngestPipeline:
             group = [await self._queue.get()]
             while len(group) < self.max_group and not self._queue.empty():
                 group.append(self._queue.get_nowait())
+            self._applying = len(group)
             try:
                 await self._apply(group)
             except asyncio.CancelledError:
@@ -254,6 +264,7 @@ class IngestPipeline:
             except Exception:
                 log.exception("applying %d batches failed", len(group))
             finally:
+                self._applying = 0
                 for _ in group:
                     self._queue.task_done()
 

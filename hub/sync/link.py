@@ -105,7 +105,7 @@ class StoreLink:
                 " ON t.store_id = s.store_id AND t.epoch = s.epoch")]
             return acks, bundles.held_manifests(tx), directory.head(tx)
 
-        acks, manifests, head = await self.db.read(held)
+        acks, manifests, head = await self.db.read(held, give_way=False)
         assert self.mqtt is not None
         for ack in acks:
             await self.mqtt.publish(topics.ack(ack.store_id), encode(ack), retain=True)
@@ -211,7 +211,8 @@ class StoreLink:
         # A page is a consistent snapshot of the directory: a reader's transaction gives that
         # without waiting behind the batches being applied.
         page = await self.db.read(
-            lambda tx: directory.page_payload(tx, req.request_id, req.after, limit))
+            lambda tx: directory.page_payload(tx, req.request_id, req.after, limit),
+            give_way=False)
         assert self.mqtt is not None
         await self.mqtt.publish(topics.directory_page(store_id), page)
 
@@ -238,7 +239,7 @@ class StoreLink:
         while True:
             await self._notice.wait()
             self._notice.clear()
-            head = await self.db.read(directory.head)
+            head = await self.db.read(directory.head, give_way=False)
             if self.mqtt is not None and self.mqtt.is_connected:
                 with contextlib.suppress(MqttError):
                     await self.mqtt.publish(topics.FLEET_DIRECTORY,

@@ -183,3 +183,27 @@ async def test_a_dead_validation_worker_is_replaced_and_nothing_is_lost(
         validators.close()
     assert validators.restarts == 1
     assert acks == [100, 200, 300]
+
+
+async def test_other_work_gives_way_to_queued_batches(hub_db: HubDatabase) -> None:
+    """What gives way (HQ's reads, projection pages) starts only once the queued batches are
+    applied, when it may wait long enough; and goes ahead when nothing is queued."""
+    work = make_workload(2, 1_000, batch_events=100)
+    applied: list[int] = []
+
+    async def count(results: list[ApplyResult]) -> None:
+        applied.extend(r.applied for r in results)
+
+    pipe = IngestPipeline(hub_db, None, _now, count, max_group=2, max_queued=64)
+    assert not pipe.busy(0)
+    await pipe.give_way(60)  # nothing queued: no wait at all
+    for payload in work.payloads:
+        await pipe.put(decode(payload, max_bytes=DEFAULT_MAX_BYTES))
+    assert pipe.busy(0)
+    pipe.start()
+    try:
+        await pipe.give_way(60)
+        assert sum(applied) == work.events  # every queued batch went first
+        assert pipe.busy(60) and not pipe.busy(0)  # one was applied just now; none waits
+    finally:
+        await pipe.close()
