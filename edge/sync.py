@@ -94,7 +94,7 @@ class SyncClient:
                       topics.FLEET_CAMPAIGNS, topics.region_campaigns(self.region),
                       topics.store_campaigns(self.store_id), topics.FLEET_DIRECTORY):
             await self.mqtt.subscribe(topic, qos=1)
-        await self.mqtt.__aenter__()
+        self.mqtt.start()
         self.service.on_outbox.append(self._wake.set)
         self._tasks = [asyncio.create_task(self._uplink(), name="sync-uplink"),
                        asyncio.create_task(self._downlink(), name="sync-downlink"),

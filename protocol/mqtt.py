@@ -327,10 +327,14 @@ class MqttClient:
 
     # -- lifecycle --
 
-    async def __aenter__(self) -> MqttClient:
+    def start(self) -> MqttClient:
+        """Connect (and keep reconnecting) in the background until ``close``."""
         loop = asyncio.get_running_loop()
         self._task = loop.create_task(self._run(), name=f"mqtt-{self.client_id}")
         return self
+
+    async def __aenter__(self) -> MqttClient:
+        return self.start()
 
     async def __aexit__(self, *_exc: object) -> None:
         await self.close()
