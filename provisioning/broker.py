@@ -125,6 +125,7 @@ from pydantic import (
 )
 
 from protocol import signing, topics
+from protocol.codec import DEFAULT_MAX_BYTES
 from provisioning import certs
 
 # The same rule as ``edge.config.StoreSection.store_id`` and ``protocol.topics`` (store ids and
@@ -185,6 +186,9 @@ class BrokerEntry(_Model):
     tls: bool = False
     # Where the hub's and every store's box keep the CA certificate (their [tls] ca_file).
     ca_path: str = Field(DEFAULT_CA_PATH, pattern=r"^/[^\s\"\\#]*$")
+    # The largest message the broker passes on: the hub's [hub] max_payload_bytes (keep the
+    # two equal). Larger ones are dropped at the broker, before they reach the hub's memory.
+    message_size_limit: int = Field(DEFAULT_MAX_BYTES, ge=1024, le=256 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _tls_needs_host(self) -> BrokerEntry:
@@ -355,7 +359,9 @@ def hub_rules(fleet: Fleet) -> list[tuple[str, str]]:
 
 def store_rules(store: StoreEntry) -> list[tuple[str, str]]:
     sid = store.store_id
-    return [("write", _subtree(topics.events(sid), "up")),
+    # Write on exactly the topics a store publishes, not its whole up/ subtree: anything else
+    # (a retained message parked under up/, say) the hub would be handed on every reconnect.
+    return [*(("write", t) for t in store_publishes(sid)),
             ("read", _subtree(topics.ack(sid), "down")),
             ("read", topics.FLEET_CAMPAIGNS),
             ("read", topics.FLEET_DIRECTORY),
@@ -458,6 +464,8 @@ def conf_text(fleet: Fleet) -> str:
         *([f"cafile {d}/ca.crt", f"certfile {d}/server.crt", f"keyfile {d}/server.key",
            "tls_version tlsv1.2"] if b.tls else []),
         "allow_anonymous false",
+        "# The hub's [hub] max_payload_bytes: a larger message is dropped here, not at the hub.",
+        f"message_size_limit {b.message_size_limit}",
         f"password_file {d}/passwd",
         f"acl_file {d}/acl",
         "# The client id is the username: a store cannot take over (and so disconnect) the hub's",

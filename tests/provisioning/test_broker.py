@@ -42,6 +42,7 @@ from hub.app import Hub
 from hub.config import HubConfig
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
+from protocol.codec import DEFAULT_MAX_BYTES
 from protocol.ids import uuid7
 from protocol.mqtt import Message, MqttClient, MqttNotConnected, MqttSubscribeError
 from protocol.sync import RpcRequest
@@ -188,7 +189,9 @@ def test_writes_the_broker_files_and_one_secret_file_per_store(
     # One user block per login; no pattern lines.
     acl = (out / "broker" / "acl").read_text()
     assert "pattern" not in re.sub(r"#.*", "", acl)
-    assert "\nuser store-S002\ntopic write mg/v1/store/S002/up/#\n" in acl
+    assert ("\nuser store-S002\ntopic write mg/v1/store/S002/up/events\n"
+            "topic write mg/v1/store/S002/up/status\n") in acl
+    assert "store/S002/up/#" not in acl  # the exact uplink topics, not the subtree
     conf = (out / "broker" / "membergate.conf").read_text()
     for line in ["listener 1883 127.0.0.1", "allow_anonymous false",
                  "password_file /etc/mosquitto/membergate/passwd",
@@ -449,6 +452,28 @@ async def test_a_store_publishes_its_own_uplink_and_the_hub_receives_it(
         for topic in provision.store_publishes("S001"):
             await s1.publish(topic, b"from S001")
         assert await hub.take(4) == [(t, b"from S001") for t in provision.store_publishes("S001")]
+
+
+async def test_a_store_writes_only_its_uplink_topics_and_nothing_oversized(
+        fleet: tuple[Provisioned, Mosquitto]) -> None:
+    """Nothing parked under a store's up/ beyond the four topics it publishes (a retained
+    message there would reach the hub on every reconnect), and nothing larger than the hub
+    takes gets past the broker."""
+    p, broker = fleet
+    async with Peer(broker, p.hub) as hub:
+        await hub.subscribe(topics.HUB_UPLINK)
+        async with Peer(broker, p.stores["S001"]) as s1:
+            await s1.publish(f"{topics.PREFIX}/store/S001/up/junk", b"parked", retain=True)
+            await s1.publish(topics.events("S001"), b"x" * (DEFAULT_MAX_BYTES + 1))
+            await s1.publish(topics.events("S001"), b"after")
+        assert await hub.take(1) == [(topics.events("S001"), b"after")]
+        assert await hub.quiet() == []
+    # A new subscription (the hub after a restart) is handed nothing retained from the store.
+    async with Peer(broker, p.hub) as again:
+        await again.subscribe(topics.HUB_UPLINK)
+        assert await again.quiet() == []
+    assert f"message_size_limit {DEFAULT_MAX_BYTES}" in (p.out / "broker" / "membergate.conf"
+                                                         ).read_text()
 
 
 async def test_a_store_cannot_publish_on_another_stores_uplink(
