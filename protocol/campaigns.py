@@ -306,12 +306,19 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+# Versions stay within what every JSON reader holds exactly; a store only ever moves up, so a
+# version near this bound would leave a scope nowhere to go (the hub refuses big jumps).
+MAX_BUNDLE_VERSION = 2**53 - 1
+# A region or store id, as it stands in a campaign topic (``protocol.topics``).
+ScopeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+
+
 class CampaignBundle(_Model):
     """Every campaign of one scope, as HQ issues it. A newer ``version`` replaces an older one."""
 
-    version: Annotated[int, Field(strict=True, ge=1)]
+    version: Annotated[int, Field(strict=True, ge=1, le=MAX_BUNDLE_VERSION)]
     scope: Literal["fleet", "region", "store"]
-    scope_id: Name | None = None
+    scope_id: ScopeId | None = None
     issued_at: AwareDatetime
     campaigns: list[Campaign] = Field(default_factory=list, max_length=1000)
     signature: str | None = None  # set by the hub's signer over ``signing_bytes()``

@@ -21,6 +21,16 @@ class StaleBundle(ValueError):
     code = "stale_version"
 
 
+class VersionJump(StaleBundle):
+    code = "version_jump"
+
+
+# The most a new version may exceed the one held: a slip of the keyboard (a timestamp, a
+# version with extra digits) would otherwise leave the scope near the largest version, with
+# nowhere for the next bundle to go, since stores only ever move up.
+MAX_VERSION_STEP = 1_000_000
+
+
 def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
     """The hub's Ed25519 key; made once, at the first start (``membergate-hub init``)."""
     path = data_dir / KEY_FILE
@@ -45,6 +55,10 @@ def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tupl
     if bundle.version <= held:
         raise StaleBundle(f"{bundle.scope} bundle version {bundle.version} is not newer than"
                           f" the held version {held}")
+    if bundle.version - held > MAX_VERSION_STEP:
+        raise VersionJump(f"{bundle.scope} bundle version {bundle.version} is more than"
+                          f" {MAX_VERSION_STEP:,} above the held version {held}: use"
+                          f" {held + 1}")
     payload = manifest(bundle, key)
     tx.execute(
         "INSERT INTO campaign_bundles(scope, scope_id, version, manifest) VALUES (?, ?, ?, ?)"

@@ -250,3 +250,25 @@ async def test_hq_writes_points_and_coupons_once_per_key(tmp_path: Path,
             assert {s["store_id"] for s in status["stores"]} == {"S001"}
             assert status["hub_streams"] == [{"stream": "HQ", "epoch": 1, "seq": 2}]
             assert (await c.get("/v1/rebuild")).json()["mismatch_count"] == 0
+
+
+async def test_campaign_scopes_and_versions_are_bounded(tmp_path: Path) -> None:
+    """A scope id that is no topic level, a version past 2^53 - 1, or a jump that would leave a
+    scope near the top (stores only ever move up) is refused, and nothing is published."""
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path),
+                "validate_workers": 0},
+        "broker": {"embedded_port": 0}, "api": {"token": TOKEN}})
+    async with Hub(cfg) as hub, httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=create_app(hub)), base_url="http://hq",
+            headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+        bundle = demo.demo_bundle().model_dump(mode="json")
+        for change, code in (({"scope": "region", "scope_id": "east/#"}, "validation_error"),
+                             ({"version": 2**63 - 1}, "validation_error"),
+                             ({"version": 1_000_002}, "version_jump")):
+            r = await c.post("/v1/campaigns", json={**bundle, **change})
+            assert r.status_code in (409, 422) and r.json()["error"]["code"] == code, r.text
+        assert await hub.db.read(lambda tx: tx.scalar(
+            "SELECT count(*) FROM campaign_bundles")) == 0
+        r = await c.post("/v1/campaigns", json={**bundle, "version": 1_000_000})
+        assert r.status_code == 201, r.text  # one step of at most a million from nothing held
