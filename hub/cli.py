@@ -99,6 +99,48 @@ async def _push(cfg: HubConfig, bundle: CampaignBundle) -> int:
     return 0
 
 
+def _push_campaigns(cfg: HubConfig, args: argparse.Namespace) -> int:
+    """Through the running hub's HQ API (``--api``, or ``[api]`` of the config) when it answers;
+    with no hub running, by a hub started for the push. Every refusal in one line."""
+    from hub.broker import BrokerPortBusy
+    from hub.campaign_push import (
+        PushError,
+        api_token,
+        configured_api,
+        load_bundle_file,
+        push_over_api,
+    )
+    from hub.campaigns import StaleBundle
+
+    def fail(message: str) -> int:
+        print(f"membergate-hub push-campaigns: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        bundle = load_bundle_file(args.bundle)
+        url = args.api or configured_api(cfg)
+        if url is not None:
+            try:
+                answer = push_over_api(url, api_token(args.token, cfg), bundle, args.ca_file)
+            except ConnectionError as exc:
+                if args.api:
+                    return fail(f"{exc}: is the hub running with its HQ API there?")
+            else:
+                print(f"the hub at {url} signed {answer['scope']} bundle version"
+                      f" {answer['version']} and published it on {answer['topic']}")
+                return 0
+        return asyncio.run(_push(cfg, bundle))
+    except PushError as exc:
+        return fail(str(exc))
+    except StaleBundle as exc:
+        return fail(str(exc))
+    except BrokerPortBusy as exc:
+        return fail(f"{exc.strerror}: while the hub runs, push through its HQ API (--api URL"
+                    " --token, or [api] token in the config this command is given)")
+    except TlsError as exc:
+        return fail(str(exc))
+
+
 def _init(cfg: HubConfig) -> int:
     from hub.campaigns import load_or_create_key
 
@@ -122,8 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--database")
     rb = sub.add_parser("rebuild", help="recompute every balance from the event log and compare")
     rb.add_argument("--database")
-    push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
-    push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
+    push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle"
+                          " (through the running hub's HQ API when there is one)")
+    push.add_argument("bundle", type=Path, help="a CampaignBundle file, .toml or .json")
+    push.add_argument("--api", help="the running hub's HQ API, e.g. http://127.0.0.1:8710"
+                      " (default: [api] of --config, when it has a token)")
+    push.add_argument("--token", help="HQ bearer token (default: $MEMBERGATE_HQ_TOKEN, then"
+                      " [api] token)")
+    push.add_argument("--ca-file", help="CA to trust for an https:// HQ API (the fleet's)")
     demo = sub.add_parser("demo", help="hub + embedded broker + two stores, walking a story")
     demo.add_argument("--seconds", type=float, default=None,
                       help="exit 0 when the story is done (after at most N seconds)")
@@ -147,9 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = _config(args)
     if args.command == "run":
         tune_gc()
+        from hub.broker import BrokerPortBusy
+
         try:
             return asyncio.run(_run(cfg, args.seconds))
-        except TlsError as exc:  # the configuration, not a bug: say which setting and file
+        except (TlsError, BrokerPortBusy) as exc:  # the configuration or the box, not a bug
             print(f"membergate-hub: cannot start: {exc}", file=sys.stderr)
             return 2
     if args.command == "init":
@@ -159,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "rebuild":
         return asyncio.run(_rebuild(cfg))
     if args.command == "push-campaigns":
-        bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
-        return asyncio.run(_push(cfg, bundle))
+        return _push_campaigns(cfg, args)
     if args.command == "bench":
         from hub.bench import failed, run_bench
 
