@@ -14,9 +14,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge import demo, logs
-from edge.config import EdgeConfig, load_config
+from edge.config import EdgeConfig, load_config, shown_token
 from edge.service import EdgeService
 from protocol import runtime
+from protocol.redact import validation_summary
 from protocol.tls import TlsError
 
 log = logging.getLogger("membergate.edge")
@@ -26,8 +27,10 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     try:
         config = load_config(Path(args.config) if args.config else None)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
-        print(f"membergate-edge: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback,
+        # and not the values given (a token or a password among them).
+        why = validation_summary(exc) if isinstance(exc, ValidationError) else exc
+        print(f"membergate-edge: invalid configuration {args.config}: {why}", file=sys.stderr)
         raise SystemExit(2) from None
     if getattr(args, "db", None):
         config.database.path = Path(args.db)
@@ -80,15 +83,7 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.api.port
         scheme = config.api.scheme
         base = f"{scheme}://{config.api.host}:{port}"
-        terminal, token = next(iter(config.api.tokens.items()))
-        print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
-        print(f"  API docs   {base}/docs", flush=True)
-        ws = "wss" if scheme == "https" else "ws"
-        print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={token}", flush=True)
-        print(f"  terminal   {terminal}  token {token}", flush=True)
-        if seed_demo:
-            print(f"  try        curl -H 'Authorization: Bearer {token}' "
-                  f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
+        _print_started(config, base, port, seed_demo)
         if seconds is not None:
             await asyncio.wait({task}, timeout=seconds)
             server.should_exit = True
@@ -96,6 +91,22 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         return 0
     finally:
         await service.close()
+
+
+def _print_started(config: EdgeConfig, base: str, port: int, seed_demo: bool) -> None:
+    """Where the POS finds the API. Output ends up in the journal: a configured token is shown
+    masked (``$TOKEN``), only the built-in demo token whole."""
+    terminal, token = next(iter(config.api.tokens.items()))
+    shown = shown_token(terminal, token)
+    use = token if shown == token else "$TOKEN"
+    print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
+    print(f"  API docs   {base}/docs", flush=True)
+    ws = "wss" if config.api.scheme == "https" else "ws"
+    print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={use}", flush=True)
+    print(f"  terminal   {terminal}  token {shown}", flush=True)
+    if seed_demo:
+        print(f"  try        curl -H 'Authorization: Bearer {use}' "
+              f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
 
 
 async def _with_service(config: EdgeConfig, fn: Any, *, devices: bool = False) -> Any:
@@ -198,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         return runtime.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
     if args.cmd == "config":
-        print(config.model_dump_json(indent=2))
+        print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return 0
     if args.cmd == "bench":
         from edge.bench import run_bench

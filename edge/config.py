@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol.money import MAX_AMOUNT, validate_currency
+from protocol.redact import mask_password, mask_token
 from protocol.tls import ServedOverTls, TlsSettings
 
 
@@ -36,6 +37,15 @@ class DatabaseSection(_Section):
     path: Path = Path("var/edge.db")
 
 
+# The built-in demo token: in the source and the README, so no secret; printed by ``run``.
+DEMO_TOKENS = {"POS-1": "demo-token-pos-1"}
+
+
+def shown_token(terminal: str, token: str) -> str:
+    """A token as output may show it: the built-in demo one whole, any other masked."""
+    return token if DEMO_TOKENS.get(terminal) == token else str(mask_token(token))
+
+
 class ApiSection(_Section, ServedOverTls):
     """HTTPS (and wss for the event stream) with ``tls_cert_file``/``tls_key_file``: on the
     store LAN every request carries a terminal's token (``membergate-provision broker`` issues
@@ -44,7 +54,7 @@ class ApiSection(_Section, ServedOverTls):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     # terminal id -> bearer token. The demo token is printed by `membergate-edge run`.
-    tokens: dict[str, str] = Field(default_factory=lambda: {"POS-1": "demo-token-pos-1"})
+    tokens: dict[str, str] = Field(default_factory=lambda: dict(DEMO_TOKENS))
 
     @property
     def loopback(self) -> bool:
@@ -183,6 +193,14 @@ class EdgeConfig(_Section):
     campaigns_file: Path | None = Field(
         None, description="A campaign bundle (TOML/JSON) applied at start; the hub replaces it"
     )
+
+    def redacted(self) -> dict[str, object]:
+        """The effective configuration as JSON data, with every token masked and the MQTT
+        password hidden (``membergate-edge config`` prints this)."""
+        data = self.model_dump(mode="json")
+        data["api"]["tokens"] = {t: mask_token(v) for t, v in self.api.tokens.items()}
+        data["sync"]["password"] = mask_password(self.sync.password)
+        return data
 
 
 def load_config(path: Path | None) -> EdgeConfig:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from edge.schema import LATEST_VERSION, MIGRATIONS
+from protocol.private_files import create_private
 
 T = TypeVar("T")
 log = logging.getLogger("membergate.db")
@@ -108,7 +109,7 @@ class Database:
 
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            create_private(self.path)  # members' personal data: 0600, -wal/-shm too
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         self._writer.row_factory = sqlite3.Row
         await _on_thread(self._writer, self._setup_writer)

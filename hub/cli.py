@@ -18,6 +18,7 @@ from hub.config import HubConfig
 from hub.service import HubService
 from protocol import signing
 from protocol.campaigns import CampaignBundle
+from protocol.redact import redact_url, validation_summary
 from protocol.runtime import tune_gc, tuned_gc
 from protocol.tls import TlsError
 
@@ -26,8 +27,10 @@ def _config(args: argparse.Namespace) -> HubConfig:
     try:
         cfg = HubConfig.load(Path(args.config) if args.config else None)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
-        print(f"membergate-hub: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback,
+        # and not the values given (a token or a password among them).
+        why = validation_summary(exc) if isinstance(exc, ValidationError) else exc
+        print(f"membergate-hub: invalid configuration {args.config}: {why}", file=sys.stderr)
         raise SystemExit(2) from None
     if getattr(args, "database", None):
         cfg.hub.database = args.database
@@ -37,7 +40,7 @@ def _config(args: argparse.Namespace) -> HubConfig:
 async def _run(cfg: HubConfig, seconds: float | None) -> int:
     async with HubService(cfg) as hub:
         print(f"membergate hub is up: broker 127.0.0.1:{hub.broker_port}, database"
-              f" {cfg.database_url}, signing key {signing.key_id(hub.key)}", flush=True)
+              f" {redact_url(cfg.database_url)}, signing key {signing.key_id(hub.key)}", flush=True)
         server = None
         if cfg.api.token:
             from hub.api import api_server

@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from protocol.private_files import create_private
+
 T = TypeVar("T")
 
 log = logging.getLogger("membergate.hub.db")
@@ -113,7 +115,8 @@ class HubDatabase:
             self._conn = psycopg.connect(self.url, autocommit=True)
         else:
             path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if path != ":memory:":
+                create_private(Path(path))  # members' personal data: 0600, -wal/-shm too
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged batch is on disk before its ack leaves the hub.
