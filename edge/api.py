@@ -16,6 +16,7 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge import api_models as m
@@ -62,7 +63,8 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
             if manage_lifetime:
                 await service.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files in the package, not a CDN: a store is often offline.
+    app = FastAPIOffline(
         title="membergate edge POS API",
         version="1",
         lifespan=lifespan,

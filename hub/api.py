@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import uvicorn
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from hub import directory
 from hub.service import HubService
@@ -34,7 +35,8 @@ def api_server(hub: HubService) -> uvicorn.Server:
 
 
 def create_app(hub: HubService) -> FastAPI:
-    app = FastAPI(title="membergate hub HQ API", version="1")
+    # Swagger UI and ReDoc from files in the package, not a CDN: /docs works without internet.
+    app = FastAPIOffline(title="membergate hub HQ API", version="1")
     token = hub.config.api.token or ""
 
     def auth(authorization: Annotated[str | None, Header()] = None) -> None:
