@@ -145,10 +145,22 @@ def _receipt_preview(config: EdgeConfig, args: argparse.Namespace) -> dict[str, 
     return {"png": str(out), "sale_id": args.sale, "escpos_bytes": len(data)}
 
 
+def _bench_devices(args: argparse.Namespace) -> int:
+    from edge.bench_devices import BenchUnavailable, run_bench_devices
+
+    try:
+        result = run_bench_devices(taps=args.taps, scans=args.scans, workdir=args.workdir)
+    except BenchUnavailable as exc:  # the box lacks what the bench drives: say what
+        print(f"membergate-edge bench-devices: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-edge", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults run the demo)")
-    parser.add_argument("--log-level", default="INFO")
+    runtime.add_log_level(parser, "INFO")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="serve the POS API")
@@ -219,18 +231,25 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=None if args.json else 2))
         return 0
     if args.cmd == "bench-devices":
-        from edge.bench_devices import run_bench_devices
-
-        result = run_bench_devices(taps=args.taps, scans=args.scans, workdir=args.workdir)
-        print(json.dumps(result, indent=None if args.json else 2))
-        return 0
+        return _bench_devices(args)
 
     if args.cmd == "devices":
         print(json.dumps(asyncio.run(_with_service(config, _devices, devices=True)),
                          ensure_ascii=False, indent=2))
         return 0
+    from edge.errors import EdgeError
+
     if args.cmd == "receipt-preview":
-        print(json.dumps(_receipt_preview(config, args), ensure_ascii=False, indent=2))
+        try:
+            preview = _receipt_preview(config, args)
+        except EdgeError as exc:  # an unknown sale: the error, as the API would give it
+            print(json.dumps({"error": exc.as_dict()}, ensure_ascii=False), file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"membergate-edge receipt-preview: {exc.strerror}: {exc.filename}",
+                  file=sys.stderr)
+            return 2
+        print(json.dumps(preview, ensure_ascii=False, indent=2))
         return 0
 
     async def act(service: EdgeService) -> Any:
@@ -255,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "apply-campaigns":
             return {"applied": await service.apply_campaign_file(args.file)}
         raise AssertionError(args.cmd)
-
-    from edge.errors import EdgeError
 
     try:
         out = asyncio.run(_with_service(config, act))

@@ -15,11 +15,12 @@ from pydantic import ValidationError
 
 from hub import directory
 from hub.config import HubConfig
+from hub.db import DatabaseUnavailable
 from hub.service import HubService
 from protocol import signing
 from protocol.campaigns import CampaignBundle
 from protocol.redact import redact_url, validation_summary
-from protocol.runtime import tune_gc, tuned_gc
+from protocol.runtime import add_log_level, tune_gc, tuned_gc
 from protocol.tls import TlsError
 
 
@@ -156,7 +157,7 @@ def _init(cfg: HubConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-hub", description=__doc__)
     parser.add_argument("--config", help="hub TOML file (default: built-in demo settings)")
-    parser.add_argument("--log-level", default="WARNING")
+    add_log_level(parser, "WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the hub (embedded broker unless one is configured)")
     run.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
@@ -193,9 +194,17 @@ def main(argv: list[str] | None = None) -> int:
                        help="also apply the merge's batches alone with every statement timed:"
                             " where the apply's time goes, in µs per event")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     cfg = _config(args)
+    try:
+        return _command(cfg, args)
+    except DatabaseUnavailable as exc:  # psycopg missing, or the server refuses: say which
+        print(f"membergate-hub: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
     if args.command == "run":
         tune_gc()
         from hub.broker import BrokerPortBusy

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from protocol.private_files import create_private
+from protocol.redact import redact_url
 
 T = TypeVar("T")
 
@@ -95,6 +96,24 @@ def ddl(sql: str, dialect: str) -> str:
     return sql
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The configured database cannot be used: the reason in one line, no password."""
+
+
+def _connect_postgres(url: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise DatabaseUnavailable(
+            f"{redact_url(url)} needs psycopg, the [hub] extra: pip install -e '.[hub]'"
+        ) from None
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {why}") from None
+
+
 class HubDatabase:
     """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
 
@@ -110,9 +129,7 @@ class HubDatabase:
 
     def _open(self) -> None:
         if self.dialect == "postgres":
-            import psycopg
-
-            self._conn = psycopg.connect(self.url, autocommit=True)
+            self._conn = _connect_postgres(self.url)
         else:
             path = self.url.removeprefix("sqlite:///").removeprefix("sqlite://")
             if path != ":memory:":

@@ -10,13 +10,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(module: str, *args: str, env: dict[str, str] | None = None,
-            python_flags: tuple[str, ...] = (), limit_s: float = 120
+def run_python(*args: str, env: dict[str, str] | None = None, limit_s: float = 120
+               ) -> subprocess.CompletedProcess[str]:
+    """``python args…`` from the checkout, output captured."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=limit_s, check=False)
+
+
+def run_cli(module: str, *args: str, env: dict[str, str] | None = None
             ) -> subprocess.CompletedProcess[str]:
-    """``python -m module args…`` (``edge.cli`` is ``membergate-edge``), output captured."""
-    return subprocess.run([sys.executable, *python_flags, "-m", module, *args], cwd=ROOT,
-                          env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                          timeout=limit_s, check=False)
+    """``python -m module args…``: ``edge.cli`` is ``membergate-edge``, ``hub.cli``
+    ``membergate-hub``."""
+    return run_python("-m", module, *args, env=env)
 
 
 def refused_in_one_line(proc: subprocess.CompletedProcess[str]) -> str:
