@@ -145,6 +145,20 @@ def _receipt_preview(config: EdgeConfig, args: argparse.Namespace) -> dict[str, 
     return {"png": str(out), "sale_id": args.sale, "escpos_bytes": len(data)}
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Figures on stdout, progress on stderr; Ctrl-C stops it, its temporary files removed."""
+    from edge.bench import run_bench
+
+    try:
+        result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
+                           catchup_entries=args.catchup_entries, workdir=args.workdir)
+    except KeyboardInterrupt:
+        print("membergate-edge bench: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def _bench_devices(args: argparse.Namespace) -> int:
     from edge.bench_devices import BenchUnavailable, run_bench_devices
 
@@ -181,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--catchup-entries", type=int, default=50_000,
                        help="directory entries applied while checkouts are timed (0: skip)")
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--workdir", help="where to build the bench database (default: temp)")
+    bench.add_argument("--workdir", help="build the bench files here and keep them (default: a"
+                       " temporary folder, removed at the end and on Ctrl-C)")
     bench_dev = sub.add_parser("bench-devices", help="card tap and scan → POS event latency "
                                "through a private pcscd + virtual card and an evdev pipe")
     bench_dev.add_argument("--taps", type=int, default=200)
@@ -224,12 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return 0
     if args.cmd == "bench":
-        from edge.bench import run_bench
-
-        result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
-                           catchup_entries=args.catchup_entries, workdir=args.workdir)
-        print(json.dumps(result, indent=None if args.json else 2))
-        return 0
+        return _bench(args)
     if args.cmd == "bench-devices":
         return _bench_devices(args)
 
