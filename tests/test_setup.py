@@ -51,3 +51,15 @@ def test_ci_runs_the_readme_test_command_inside_the_venv() -> None:
     assert any("membergate-hub demo" in line for line in after_venv)
     assert any("membergate-edge run --demo" in line for line in after_venv)
     assert lines[-1] == "python -m pytest -q"
+
+
+def test_readme_campaign_example_is_a_valid_bundle() -> None:
+    """The campaign file the README shows is one a hub and a store accept as written."""
+    from protocol.campaigns import parse_bundle
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Campaigns"):text.index("## Sync")]
+    example = re.search(r"```toml\n(.*?)```", section, re.S)
+    assert example is not None
+    bundle = parse_bundle(example.group(1), "campaigns.toml")
+    assert [c.rule.kind for c in bundle.campaigns] == ["earn_points", "spend_threshold_off"]
