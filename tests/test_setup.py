@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from protocol.campaigns import parse_bundle
+from tests.support.readme import campaign_example, code_block
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_commands() -> list[str]:
     """The command lines of the README's *The two commands* block, comments left out."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"## The two commands\s+```bash\n(.*?)```", text, re.S)
-    assert block is not None, "README has no 'The two commands' block"
-    return [line for line in block.group(1).splitlines()
+    return [line for line in code_block("The two commands", "bash").splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
 
 
@@ -55,11 +55,5 @@ def test_ci_runs_the_readme_test_command_inside_the_venv() -> None:
 
 def test_readme_campaign_example_is_a_valid_bundle() -> None:
     """The campaign file the README shows is one a hub and a store accept as written."""
-    from protocol.campaigns import parse_bundle
-
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Campaigns"):text.index("## Sync")]
-    example = re.search(r"```toml\n(.*?)```", section, re.S)
-    assert example is not None
-    bundle = parse_bundle(example.group(1), "campaigns.toml")
+    bundle = parse_bundle(campaign_example(), "campaigns.toml")
     assert [c.rule.kind for c in bundle.campaigns] == ["earn_points", "spend_threshold_off"]

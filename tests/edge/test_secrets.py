@@ -3,9 +3,7 @@ printed whole (the journal keeps every line), members' data 0600 from the first 
 
 from __future__ import annotations
 
-import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,14 +49,6 @@ def test_an_invalid_token_is_not_echoed(tmp_path: Path) -> None:
     assert "short-sec" not in message and PASSWORD not in message
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    """The usual umask, under which a file made without a mode is world-readable."""
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 @pytest.mark.usefixtures("umask_022")

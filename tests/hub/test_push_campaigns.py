@@ -15,34 +15,12 @@ from hub.config import HubConfig
 from hub.service import HubService
 from protocol import topics
 from tests.support.cli import refused_in_one_line, run_cli
+from tests.support.readme import campaign_example
 from tests.support.serving import serving
 
 TOKEN = "hq-push-token-0001"
 
-# The README's example bundle (see *Campaigns*), as HQ writes it.
-BUNDLE_TOML = """\
-version = 7
-scope = "region"
-scope_id = "east"
-issued_at = 2026-12-01T08:00:00+08:00
-
-[[campaigns]]
-campaign_id = "earn-base"
-name = "1 point per yuan"
-[campaigns.rule]
-kind = "earn_points"
-points = 1
-per_amount = 100
-tier_multipliers = { gold = 15000 }
-
-[[campaigns]]
-campaign_id = "mj-300-30"
-name = "满300减30"
-members_only = false
-starts_on = 2026-12-01
-ends_on = 2026-12-31
-rule = { kind = "spend_threshold_off", threshold = 30000, off = 3000, repeat = true }
-"""
+BUNDLE_TOML = campaign_example()  # the README's example bundle, as HQ writes it
 
 
 def config_file(tmp_path: Path, *, api_port: int | None = None) -> Path:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,6 @@ from hub.broker import free_port
 from hub.campaigns import KEY_FILE, load_or_create_key
 from hub.db import HubDatabase
 from tests.support.cli import run_cli
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    old = os.umask(0o022)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def test_run_prints_no_database_password(tmp_path: Path, pg_url: str) -> None:
