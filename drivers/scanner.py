@@ -431,7 +431,9 @@ class _ScannerBase:
         if health is self._health:
             return
         self._health = health
-        log.info("scanner %s: %s %s", self.device_id, health.value, detail)
+        # One line per change, the trouble as a warning: retries stay quiet until it changes.
+        level = logging.INFO if health is Health.CONNECTED else logging.WARNING
+        log.log(level, "scanner %s: %s %s", self.device_id, health.value, detail)
         status = DeviceStatus(self.device_id, DeviceKind.SCANNER, health, detail)
         self._emit([HealthChanged(status)])
 
@@ -567,8 +569,8 @@ class WedgeScanner(_ScannerBase):
             except OSError as exc:
                 self._set_health(*_open_failure(self.path, exc))
             except Exception as exc:  # evdev missing, or a broken opener: report, keep trying
-                log.exception("scanner %s: cannot open", self.path)
-                self._set_health(Health.ERROR, f"cannot open {self.path}: {exc!r}")
+                # Said once (as the health change), not a traceback every reopen_interval.
+                self._set_health(Health.ERROR, f"cannot open {self.path}: {exc}")
             else:
                 self._set_health(Health.CONNECTED, device.name)
                 return device

@@ -17,6 +17,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -32,6 +33,7 @@ import psutil
 from edge import demo, directory
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
+from edge.progress import Progress
 from edge.service import EdgeService
 from protocol import runtime
 from protocol.codec import encode
@@ -131,18 +133,22 @@ async def _checkout_during_catchup(svc: EdgeService, rng: random.Random, members
 
 
 async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int,
-                             catchup_entries: int) -> dict[str, Any]:
+                             catchup_entries: int, progress: Progress) -> dict[str, Any]:
     rng = random.Random(7)
     out: dict[str, Any] = {}
     async with EdgeService(config) as svc:
         await svc.apply_bundle(demo.demo_bundle())
+        progress.phase(f"seeding {members:,} members")
         t = time.perf_counter()
-        await svc.db.write(lambda conn: demo.seed_members(conn, svc.context, members))
+        await svc.db.write(lambda conn: demo.seed_members(conn, svc.context, members,
+                                                          on_batch=progress.step))
         out["seed_s"] = round(time.perf_counter() - t, 1)
+        progress.phase(f"{finalizes:,} checkouts")
         latencies: list[float] = []
         start = time.perf_counter()
         for n in range(finalizes):
             latencies.append(await _checkout(svc, rng, members, n))
+            progress.step(n + 1, finalizes)
         elapsed = time.perf_counter() - start
         # The issue's figure: quote + finalize back to back. The whole loop (open, identify,
         # ten lines, quote, finalize) is printed beside it.
@@ -153,6 +159,7 @@ async def _seed_and_checkout(config: EdgeConfig, members: int, finalizes: int,
         if catchup_entries > 0:
             catchup: dict[str, Any] = {"entries": catchup_entries}
             first, n = 1, finalizes
+            progress.phase(f"checkouts during two catch-ups of {catchup_entries:,} entries")
             for size in (config.sync.directory_page, config.sync.directory_page_idle):
                 after = await svc.db.read(directory.checkpoint)
                 pages = directory_pages(2, first, catchup_entries, size, after)
@@ -213,24 +220,44 @@ def _finalize_floor(tmp: Path, n: int = 500) -> float:
 
 
 def run_bench(*, members: int, lookups: int, finalizes: int, catchup_entries: int = 50_000,
-              workdir: str | None = None) -> dict[str, Any]:
-    tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mg-bench-"))
-    tmp.mkdir(parents=True, exist_ok=True)
+              workdir: str | None = None, progress: Progress | None = None
+              ) -> dict[str, Any]:
+    """The figures. Its files (a 1M-member store is ~900 MB) go in a temporary folder removed
+    at the end, also after an error or Ctrl-C; a ``workdir`` the caller names is kept."""
+    progress = progress or Progress(5 if catchup_entries > 0 else 4)
+    if workdir:
+        tmp = Path(workdir)
+        tmp.mkdir(parents=True, exist_ok=True)
+        return _bench_in(tmp, members, lookups, finalizes, catchup_entries, progress)
+    tmp = Path(tempfile.mkdtemp(prefix="mg-bench-"))
+    try:
+        return _bench_in(tmp, members, lookups, finalizes, catchup_entries, progress)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        progress.say(f"removed {tmp}")
+
+
+def _bench_in(tmp: Path, members: int, lookups: int, finalizes: int, catchup_entries: int,
+              progress: Progress) -> dict[str, Any]:
     db = tmp / "bench.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     config = _config(db)
     result: dict[str, Any] = {"members": members, "campaigns": 0}
     # On the loop ``membergate-edge run`` uses (uvloop where installed).
-    result.update(runtime.run(_seed_and_checkout(config, members, finalizes, catchup_entries)))
+    result.update(runtime.run(_seed_and_checkout(config, members, finalizes, catchup_entries,
+                                                 progress)))
     result["campaigns"] = len(demo.demo_bundle().campaigns)
 
+    progress.phase("finalize floor (plain sqlite3)")
     result["finalize_floor_per_s"] = round(_finalize_floor(tmp), 1)
     result["finalize_vs_floor"] = round(result["finalize_per_s"] / result["finalize_floor_per_s"],
                                         2)
     rng = random.Random(11)
     uids = [demo.demo_card_uid(rng.randrange(1, members + 1)) for _ in range(lookups)]
     result["sqlite_lookup_us"] = round(_sqlite_floor(db, uids), 1)
+
+    progress.phase(f"{lookups:,} lookups over HTTP")
 
     cfg_file = tmp / "edge.toml"
     cfg_file.write_text(
@@ -260,12 +287,13 @@ def run_bench(*, members: int, lookups: int, finalizes: int, catchup_entries: in
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {TOKEN}"}) as http:
             for uid in uids[:200]:  # warm the connection and the page cache alike for both
                 http.get("/v1/members/lookup", params={"card_uid": uid})
-            for uid in uids:
+            for i, uid in enumerate(uids):
                 t = time.perf_counter()
                 r = http.get("/v1/members/lookup", params={"card_uid": uid})
                 latencies.append((time.perf_counter() - t) * 1000)
                 if r.status_code != 200:
                     raise RuntimeError(f"lookup failed: {r.status_code} {r.text}")
+                progress.step(i + 1, lookups)
         result["lookup_p50_ms"] = round(statistics.median(latencies), 3)
         result["lookup_p99_ms"] = round(_pct(latencies, 99), 3)
         result["lookup_http_vs_sqlite"] = round(

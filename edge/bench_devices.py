@@ -416,13 +416,31 @@ async def _bench(pcscd: VirtualPcscd, db: Path, taps: int, scans: int, seed: int
     return out
 
 
+class BenchUnavailable(RuntimeError):
+    """This box lacks what the bench drives (pyscard, evdev, pcscd with vpcd)."""
+
+
+def _check_requirements() -> None:
+    """Before anything is made: the [hardware] packages the bench drives."""
+    missing = []
+    for module, package in (("smartcard", "pyscard"), ("evdev", "evdev")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        raise BenchUnavailable(
+            f"needs {' and '.join(missing)}, the [hardware] extra: pip install -e"
+            " '.[hardware]' (bash tests/setup-machine.sh installs it with pcscd and vpcd)")
+
+
 @contextlib.contextmanager
 def _private_pcscd(workdir: Path) -> Iterator[VirtualPcscd]:
     try:
         pcscd = VirtualPcscd(workdir)
         pcscd.start()
     except (VpcdError, ImportError) as exc:
-        raise RuntimeError(f"cannot start a private pcscd with vpcd: {exc}") from exc
+        raise BenchUnavailable(f"cannot start a private pcscd with vpcd: {exc}") from exc
     try:
         yield pcscd
     finally:
@@ -432,7 +450,8 @@ def _private_pcscd(workdir: Path) -> Iterator[VirtualPcscd]:
 def run_bench_devices(*, taps: int = 200, scans: int = 1000, workdir: str | None = None,
                       seed: int = 7) -> dict[str, Any]:
     if taps < 1 or scans < 1:
-        raise ValueError("taps and scans must be at least 1")
+        raise BenchUnavailable("--taps and --scans must be at least 1")
+    _check_requirements()
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="mg-bench-devices-"))
     tmp.mkdir(parents=True, exist_ok=True)
     db = tmp / "bench-devices.db"

@@ -14,9 +14,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge import demo, gateway
-from edge.config import DEMO_TOKENS, EdgeConfig, load_config
+from edge.config import EdgeConfig, load_config, shown_token
 from edge.service import EdgeService
-from protocol import logs, redact, runtime
+from protocol import logs, runtime
+from protocol.redact import validation_summary
 from protocol.tls import TlsError
 
 log = logging.getLogger("membergate.edge")
@@ -26,8 +27,10 @@ def _config(args: argparse.Namespace) -> EdgeConfig:
     try:
         config = load_config(Path(args.config) if args.config else None)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
-        print(f"membergate-edge: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback,
+        # and not the values given (a token or a password among them).
+        why = validation_summary(exc) if isinstance(exc, ValidationError) else exc
+        print(f"membergate-edge: invalid configuration {args.config}: {why}", file=sys.stderr)
         raise SystemExit(2) from None
     if getattr(args, "db", None):
         config.database.path = Path(args.db)
@@ -87,18 +90,7 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         port = server.servers[0].sockets[0].getsockname()[1] if server.servers else config.api.port
         scheme = config.api.scheme
         base = f"{scheme}://{config.api.host}:{port}"
-        terminal, token = next(iter(config.api.tokens.items()))
-        # The journal keeps what a start prints: a real token is shown masked; only the
-        # public demo token (in the README anyway) is printed whole, so the demo can be tried.
-        shown = token if token in DEMO_TOKENS.values() else redact.mask(token)
-        print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
-        print(f"  API docs   {base}/docs", flush=True)
-        ws = "wss" if scheme == "https" else "ws"
-        print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={shown}", flush=True)
-        print(f"  terminal   {terminal}  token {shown}", flush=True)
-        if seed_demo:
-            print(f"  try        curl -H 'Authorization: Bearer {shown}' "
-                  f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
+        _print_started(config, base, port, seed_demo)
         if seconds is not None:
             await asyncio.wait({task}, timeout=seconds)
             server.should_exit = True
@@ -106,6 +98,22 @@ async def _run(config: EdgeConfig, *, seed_demo: bool, seconds: float | None) ->
         return 0
     finally:
         await service.close()
+
+
+def _print_started(config: EdgeConfig, base: str, port: int, seed_demo: bool) -> None:
+    """Where the POS finds the API. Output ends up in the journal: a configured token is shown
+    masked (``$TOKEN``), only the built-in demo token whole."""
+    terminal, token = next(iter(config.api.tokens.items()))
+    shown = shown_token(terminal, token)
+    use = token if shown == token else "$TOKEN"
+    print(f"membergate edge {config.store.store_id} is up: {base}", flush=True)
+    print(f"  API docs   {base}/docs", flush=True)
+    ws = "wss" if config.api.scheme == "https" else "ws"
+    print(f"  events     {ws}://{config.api.host}:{port}/v1/events?token={use}", flush=True)
+    print(f"  terminal   {terminal}  token {shown}", flush=True)
+    if seed_demo:
+        print(f"  try        curl -H 'Authorization: Bearer {use}' "
+              f"'{base}/v1/members/lookup?card_uid={demo.demo_card_uid(1)}'", flush=True)
 
 
 async def _with_service(config: EdgeConfig, fn: Any, *, devices: bool = False) -> Any:
@@ -144,10 +152,36 @@ def _receipt_preview(config: EdgeConfig, args: argparse.Namespace) -> dict[str, 
     return {"png": str(out), "sale_id": args.sale, "escpos_bytes": len(data)}
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Figures on stdout, progress on stderr; Ctrl-C stops it, its temporary files removed."""
+    from edge.bench import run_bench
+
+    try:
+        result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
+                           catchup_entries=args.catchup_entries, workdir=args.workdir)
+    except KeyboardInterrupt:
+        print("membergate-edge bench: interrupted", file=sys.stderr)
+        return 130
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _bench_devices(args: argparse.Namespace) -> int:
+    from edge.bench_devices import BenchUnavailable, run_bench_devices
+
+    try:
+        result = run_bench_devices(taps=args.taps, scans=args.scans, workdir=args.workdir)
+    except BenchUnavailable as exc:  # the box lacks what the bench drives: say what
+        print(f"membergate-edge bench-devices: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-edge", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults run the demo)")
-    parser.add_argument("--log-level", default="INFO")
+    runtime.add_log_level(parser, "INFO")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     run = sub.add_parser("run", help="serve the POS API")
@@ -168,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--catchup-entries", type=int, default=50_000,
                        help="directory entries applied while checkouts are timed (0: skip)")
     bench.add_argument("--json", action="store_true")
-    bench.add_argument("--workdir", help="where to build the bench database (default: temp)")
+    bench.add_argument("--workdir", help="build the bench files here and keep them (default: a"
+                       " temporary folder, removed at the end and on Ctrl-C)")
     bench_dev = sub.add_parser("bench-devices", help="card tap and scan → POS event latency "
                                "through a private pcscd + virtual card and an evdev pipe")
     bench_dev.add_argument("--taps", type=int, default=200)
@@ -208,29 +243,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "run":
         return runtime.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
     if args.cmd == "config":
-        print(json.dumps(redact.config(config.model_dump(mode="json")), indent=2,
-                         ensure_ascii=False))
+        print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))
         return 0
     if args.cmd == "bench":
-        from edge.bench import run_bench
-
-        result = run_bench(members=args.members, lookups=args.lookups, finalizes=args.finalizes,
-                           catchup_entries=args.catchup_entries, workdir=args.workdir)
-        print(json.dumps(result, indent=None if args.json else 2))
-        return 0
+        return _bench(args)
     if args.cmd == "bench-devices":
-        from edge.bench_devices import run_bench_devices
-
-        result = run_bench_devices(taps=args.taps, scans=args.scans, workdir=args.workdir)
-        print(json.dumps(result, indent=None if args.json else 2))
-        return 0
+        return _bench_devices(args)
 
     if args.cmd == "devices":
         print(json.dumps(asyncio.run(_with_service(config, _devices, devices=True)),
                          ensure_ascii=False, indent=2))
         return 0
+    from edge.errors import EdgeError
+
     if args.cmd == "receipt-preview":
-        print(json.dumps(_receipt_preview(config, args), ensure_ascii=False, indent=2))
+        try:
+            preview = _receipt_preview(config, args)
+        except EdgeError as exc:  # an unknown sale: the error, as the API would give it
+            print(json.dumps({"error": exc.as_dict()}, ensure_ascii=False), file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"membergate-edge receipt-preview: {exc.strerror}: {exc.filename}",
+                  file=sys.stderr)
+            return 2
+        print(json.dumps(preview, ensure_ascii=False, indent=2))
         return 0
 
     async def act(service: EdgeService) -> Any:
@@ -257,8 +293,6 @@ def main(argv: list[str] | None = None) -> int:
             outcome = await service.apply_campaign_file(args.file)
             return {"applied": outcome == "applied", "outcome": outcome}
         raise AssertionError(args.cmd)
-
-    from edge.errors import EdgeError
 
     try:
         out = asyncio.run(_with_service(config, act))

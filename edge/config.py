@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol.http_guard import ConnectionLimits
 from protocol.money import MAX_AMOUNT, validate_currency
+from protocol.redact import mask_password, mask_token
 from protocol.tls import ServedOverTls, TlsSettings
 
 # The demo's token, printed by `membergate-edge run` and in the README: public, so it is no
@@ -39,6 +40,11 @@ class StoreSection(_Section):
 
 class DatabaseSection(_Section):
     path: Path = Path("var/edge.db")
+
+
+def shown_token(terminal: str, token: str) -> str:
+    """A token as output may show it: the built-in demo one whole, any other masked."""
+    return token if DEMO_TOKENS.get(terminal) == token else str(mask_token(token))
 
 
 class ApiSection(_Section, ServedOverTls, ConnectionLimits):
@@ -197,6 +203,14 @@ class EdgeConfig(_Section):
     campaigns_file: Path | None = Field(
         None, description="A campaign bundle (TOML/JSON) applied at start; the hub replaces it"
     )
+
+    def redacted(self) -> dict[str, object]:
+        """The effective configuration as JSON data, with every token masked and the MQTT
+        password hidden (``membergate-edge config`` prints this)."""
+        data = self.model_dump(mode="json")
+        data["api"]["tokens"] = {t: mask_token(v) for t, v in self.api.tokens.items()}
+        data["sync"]["password"] = mask_password(self.sync.password)
+        return data
 
 
 def load_config(path: Path | None) -> EdgeConfig:

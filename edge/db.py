@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from edge.schema import LATEST_VERSION, MIGRATIONS
-from protocol.files import ensure_private_file
+from protocol.private_files import create_private
 
 T = TypeVar("T")
 log = logging.getLogger("membergate.db")
@@ -76,8 +76,8 @@ def migrate(conn: sqlite3.Connection, target: int | None = None) -> int:
 
 
 def connect_sync(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
-    if not readonly:
-        ensure_private_file(path)  # members' personal data: 0600, its WAL and SHM too
+    if not readonly and str(path) != ":memory:":
+        create_private(Path(path))  # personal data: 0600, its WAL and SHM too
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     apply_pragmas(conn)
@@ -111,8 +111,7 @@ class Database:
 
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            ensure_private_file(self.path)  # members' personal data: 0600, its WAL and SHM too
+            create_private(self.path)  # members' personal data: 0600, -wal/-shm too
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         self._writer.row_factory = sqlite3.Row
         await _on_thread(self._writer, self._setup_writer)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -28,7 +29,7 @@ def demo_phone(i: int) -> str:
 
 
 def seed_members(conn: sqlite3.Connection, ctx: StoreContext, count: int, *,
-                 batch: int = 10_000) -> int:
+                 batch: int = 10_000, on_batch: Callable[[int, int], None] | None = None) -> int:
     """Insert ``count`` members with cards, points lots and stored value, in one transaction.
 
     These stand for members the hub already knows, so they write no outbox rows. Deterministic
@@ -73,6 +74,8 @@ def seed_members(conn: sqlite3.Connection, ctx: StoreContext, count: int, *,
         conn.executemany(
             "INSERT INTO points_ledger(member_id, delta, reason, lot_id, ref_id, hlc)"
             " VALUES (?,?,?,?,?,?)", ledger_rows)
+        if on_batch is not None:  # members inserted so far, of ``count``
+            on_batch(hi - start - 1, count)
         conn.executemany(
             "INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id, hlc)"
             " SELECT member_id, sv_principal, 0, 'migration', 'seed', ? FROM members"

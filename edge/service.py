@@ -38,7 +38,7 @@ from edge.errors import EdgeError, invalid
 from edge.members import IdentifyBy
 from edge.ports import HubLink, Lanes
 from protocol import pricing
-from protocol.campaigns import Campaign, CampaignBundle
+from protocol.campaigns import Campaign, CampaignBundle, parse_bundle
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
 from protocol.sync import DeviceHealth
@@ -171,13 +171,7 @@ class EdgeService:
         from pathlib import Path
 
         text = await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
-        if str(path).endswith(".toml"):
-            import tomllib
-
-            bundle = CampaignBundle.model_validate(tomllib.loads(text))
-        else:
-            bundle = CampaignBundle.model_validate_json(text)
-        return await self.apply_bundle(bundle)
+        return await self.apply_bundle(parse_bundle(text, str(path)))
 
     # --- members ------------------------------------------------------------------------------
 

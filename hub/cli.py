@@ -18,13 +18,15 @@ from pydantic import ValidationError
 from hub import extensions
 from hub.app import Hub
 from hub.config import HubConfig
+from hub.core.db import DatabaseUnavailable
 from hub.core.projections import ProjectionRunner, Step, lag
 from hub.ledger import audit
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
-from protocol import logs, redact, signing
+from protocol import logs, signing
 from protocol.campaigns import CampaignBundle
-from protocol.runtime import tune_gc, tuned_gc
+from protocol.redact import redact_url, validation_summary
+from protocol.runtime import add_log_level, tune_gc, tuned_gc
 from protocol.tls import TlsError
 
 
@@ -32,8 +34,10 @@ def _config(args: argparse.Namespace) -> HubConfig:
     try:
         cfg = HubConfig.load(Path(args.config) if args.config else None)
     except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback.
-        print(f"membergate-hub: invalid configuration {args.config}: {exc}", file=sys.stderr)
+        # A setting out of range or misspelt is the operator's to fix: the reason, no traceback,
+        # and not the values given (a token or a password among them).
+        why = validation_summary(exc) if isinstance(exc, ValidationError) else exc
+        print(f"membergate-hub: invalid configuration {args.config}: {why}", file=sys.stderr)
         raise SystemExit(2) from None
     if getattr(args, "database", None):
         cfg.hub.database = args.database
@@ -44,7 +48,7 @@ async def _run(cfg: HubConfig, seconds: float | None) -> int:
     async with AsyncExitStack() as stack:
         hub = await stack.enter_async_context(Hub(cfg))
         print(f"membergate hub is up: broker 127.0.0.1:{hub.link.broker_port}, database"
-              f" {redact.url(cfg.database_url)}, signing key {signing.key_id(hub.key)}", flush=True)
+              f" {redact_url(cfg.database_url)}, signing key {signing.key_id(hub.key)}", flush=True)
         if cfg.api.token:
             from hub.api.app import serving
 
@@ -197,6 +201,48 @@ async def _push(cfg: HubConfig, bundle: CampaignBundle) -> int:
     return 0
 
 
+def _push_campaigns(cfg: HubConfig, args: argparse.Namespace) -> int:
+    """Through the running hub's HQ API (``--api``, or ``[api]`` of the config) when it answers;
+    with no hub running, by a hub started for the push. Every refusal in one line."""
+    from hub.campaign_push import (
+        PushError,
+        api_token,
+        configured_api,
+        load_bundle_file,
+        push_over_api,
+    )
+    from hub.campaigns.bundles import StaleBundle
+    from hub.sync.broker import BrokerPortBusy
+
+    def fail(message: str) -> int:
+        print(f"membergate-hub push-campaigns: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        bundle = load_bundle_file(args.bundle)
+        url = args.api or configured_api(cfg)
+        if url is not None:
+            try:
+                answer = push_over_api(url, api_token(args.token, cfg), bundle, args.ca_file)
+            except ConnectionError as exc:
+                if args.api:
+                    return fail(f"{exc}: is the hub running with its HQ API there?")
+            else:
+                print(f"the hub at {url} signed {answer['scope']} bundle version"
+                      f" {answer['version']} and published it on {answer['topic']}")
+                return 0
+        return asyncio.run(_push(cfg, bundle))
+    except PushError as exc:
+        return fail(str(exc))
+    except StaleBundle as exc:
+        return fail(str(exc))
+    except BrokerPortBusy as exc:
+        return fail(f"{exc.strerror}: while the hub runs, push through its HQ API (--api URL"
+                    " --token, or [api] token in the config this command is given)")
+    except TlsError as exc:
+        return fail(str(exc))
+
+
 def _init(cfg: HubConfig) -> int:
     from hub.campaigns.bundles import load_or_create_key
 
@@ -209,7 +255,7 @@ def _init(cfg: HubConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-hub", description=__doc__)
     parser.add_argument("--config", help="hub TOML file (default: built-in demo settings)")
-    parser.add_argument("--log-level", default="WARNING")
+    add_log_level(parser, "WARNING")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the hub (embedded broker unless one is configured)")
     run.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
@@ -241,8 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     listing = stores_sub.add_parser("list", help="every store as the hub knows it")
     listing.add_argument("--json", action="store_true")
     listing.add_argument("--database")
-    push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle")
-    push.add_argument("bundle", type=Path, help="JSON file of a CampaignBundle")
+    push = sub.add_parser("push-campaigns", help="validate, sign and publish a campaign bundle"
+                          " (through the running hub's HQ API when there is one)")
+    push.add_argument("bundle", type=Path, help="a CampaignBundle file, .toml or .json")
+    push.add_argument("--api", help="the running hub's HQ API, e.g. http://127.0.0.1:8710"
+                      " (default: [api] of --config, when it has a token)")
+    push.add_argument("--token", help="HQ bearer token (default: $MEMBERGATE_HQ_TOKEN, then"
+                      " [api] token)")
+    push.add_argument("--ca-file", help="CA to trust for an https:// HQ API (the fleet's)")
     plugged = extensions.commands()  # the demo fleet, from provisioning
     for name, command in plugged.items():
         command.add_arguments(sub.add_parser(name, help=command.help))
@@ -262,11 +314,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logs.setup(args.log_level.upper())
     cfg = _config(args)
+    try:
+        return _command(cfg, args)
+    except DatabaseUnavailable as exc:  # psycopg missing, or the server refuses: say which
+        print(f"membergate-hub: {exc}", file=sys.stderr)
+        return 2
+
+
+def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
     if args.command == "run":
         tune_gc()
+        from hub.sync.broker import BrokerPortBusy
+
         try:
             return asyncio.run(_run(cfg, args.seconds))
-        except TlsError as exc:  # the configuration, not a bug: say which setting and file
+        except (TlsError, BrokerPortBusy) as exc:  # the configuration or the box, not a bug
             print(f"membergate-hub: cannot start: {exc}", file=sys.stderr)
             return 2
     if args.command == "init":
@@ -283,8 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_stores(cfg, args.stores_command, getattr(args, "fleet", None),
                                    getattr(args, "json", False)))
     if args.command == "push-campaigns":
-        bundle = CampaignBundle.model_validate_json(args.bundle.read_text(encoding="utf-8"))
-        return asyncio.run(_push(cfg, bundle))
+        return _push_campaigns(cfg, args)
     if args.command == "bench":
         from hub.bench import failed, run_bench
 
@@ -295,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                                 workdir=args.workdir, breakdown=args.breakdown)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
+    plugged = extensions.commands()
     if args.command in plugged:
         return plugged[args.command].run(args)
     return 2

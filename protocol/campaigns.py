@@ -25,6 +25,7 @@ active ``birthday_gift`` gives its gift; ``topup_bonus`` gives the bonus of the 
 
 from __future__ import annotations
 
+import tomllib
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -338,3 +339,12 @@ class CampaignBundle(_Model):
         data = self.model_dump(mode="json", exclude={"signature"})
         packed: bytes = msgpack.packb(_canonical(data), use_bin_type=True)
         return packed
+
+
+def parse_bundle(text: str, filename: str) -> CampaignBundle:
+    """A bundle file as HQ writes it: TOML when ``filename`` ends in ``.toml``, else JSON.
+    Raises ``ValueError`` (a ``ValidationError`` or ``tomllib.TOMLDecodeError``) when it is not
+    a valid bundle."""
+    if filename.endswith(".toml"):
+        return CampaignBundle.model_validate(tomllib.loads(text))
+    return CampaignBundle.model_validate_json(text)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, Field
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -84,19 +85,22 @@ class HttpGuard:
     event stream checks its own token, given as a query parameter too)."""
 
     def __init__(self, app: ASGIApp, *, token_valid: TokenCheck, max_body_bytes: int,
-                 token_message: str, open_paths: Collection[str]) -> None:
+                 token_message: str, open_paths: Collection[str],
+                 open_prefixes: Collection[str] = ()) -> None:
         self.app = app
         self.token_valid = token_valid
         self.max_body_bytes = max_body_bytes
         self.token_message = token_message
         self.open_paths = frozenset(open_paths)
+        self.open_prefixes = tuple(open_prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        if scope["path"] not in self.open_paths:
+        path = scope["path"]
+        if path not in self.open_paths and not path.startswith(self.open_prefixes or ("\0",)):
             authorization = headers.get(b"authorization")
             token = bearer(authorization.decode("latin-1") if authorization else None)
             if not self.token_valid(token):
@@ -145,11 +149,13 @@ class HttpGuard:
 
 def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_message: str,
           open_paths: Collection[str] = ()) -> None:
-    """Put ``HttpGuard`` in front of ``app``'s routes; its docs stay open without a token."""
+    """Put ``HttpGuard`` in front of ``app``'s routes; its docs stay open without a token, with
+    the files they load (the app's static mounts: Swagger UI and ReDoc served locally)."""
     docs = (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url)
+    assets = [f"{r.path}/" for r in app.routes if isinstance(r, Mount)]
     app.add_middleware(HttpGuard, token_valid=token_valid, max_body_bytes=max_body_bytes,
                        token_message=token_message,
-                       open_paths={*open_paths, *(p for p in docs if p)})
+                       open_paths={*open_paths, *(p for p in docs if p)}, open_prefixes=assets)
 
 
 class _GuardedProtocol(HttpToolsProtocol):

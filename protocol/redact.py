@@ -1,45 +1,39 @@
-"""Secrets never reach output or logs: a token shows its last four characters (enough to tell
-which one it is), a password nothing, a URL loses its password."""
+"""Secrets as output may show them: never whole. Tokens keep their last four characters, so an
+operator can tell which one is configured; passwords keep nothing."""
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from pydantic import ValidationError
+
 HIDDEN = "***"
-SECRET_KEYS = frozenset({"password", "token", "tokens", "secret", "key_password"})
 
 
-def mask(secret: str) -> str:
-    return f"{HIDDEN}{secret[-4:]}" if len(secret) >= 12 else HIDDEN
+def mask_token(token: str | None) -> str | None:
+    """``***abcd`` for a token of 12 or more characters (the shortest a config takes), else
+    ``***``: a quarter at most is shown, never enough to use it."""
+    if token is None:
+        return None
+    return HIDDEN + token[-4:] if len(token) >= 12 else HIDDEN
 
 
-def url(value: str) -> str:
-    """``value`` with any password in it replaced."""
-    parts = urlsplit(value)
+def mask_password(password: str | None) -> str | None:
+    return None if password is None else HIDDEN
+
+
+def redact_url(url: str) -> str:
+    """``postgresql://user:secret@host/db`` as ``postgresql://user:***@host/db``."""
+    parts = urlsplit(url)
     if parts.password is None:
-        return value
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{HIDDEN}@{host}{port}"))
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}{HIDDEN}@{host}"))
 
 
-def config(data: Any) -> Any:
-    """A configuration as plain data (``model_dump(mode="json")``) with every secret masked:
-    passwords hidden, tokens reduced to their last four characters, URLs without passwords."""
-    if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for k, v in data.items():
-            if k in SECRET_KEYS and isinstance(v, str):
-                out[k] = HIDDEN if "password" in k else mask(v)
-            elif k in SECRET_KEYS and isinstance(v, dict):
-                out[k] = {name: mask(t) if isinstance(t, str) else t for name, t in v.items()}
-            else:
-                out[k] = config(v)
-        return out
-    if isinstance(data, list):
-        return [config(v) for v in data]
-    if isinstance(data, str) and "://" in data:
-        return url(data)
-    return data
+def validation_summary(exc: ValidationError) -> str:
+    """A settings file's errors, each as ``where: why``, without the values given: a value
+    there may be a token or a password (pydantic's own text repeats every input)."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '(file)'}: {err['msg']}"
+                     for err in exc.errors(include_input=False, include_url=False))

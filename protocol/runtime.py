@@ -12,6 +12,7 @@ startup made (modules, schemas, configuration) out of the collector's sight for 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 from collections.abc import Coroutine, Iterator
@@ -56,3 +57,13 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(main)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--log-level``, any case (``debug`` as well as ``DEBUG``); anything else is argparse's
+    usage error, not a traceback from ``logging``."""
+    parser.add_argument("--log-level", default=default, type=str.upper, choices=LOG_LEVELS,
+                        metavar="{debug,info,warning,error,critical}")

@@ -36,7 +36,7 @@ HUB_LAYERS: list[set[str]] = [
     {"sync"},
     {"app"},
     {"api"},
-    {"cli", "bench", "extensions"},
+    {"cli", "bench", "extensions", "campaign_push"},
 ]
 
 

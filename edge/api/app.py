@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from edge.api.deps import UNAUTHORIZED, terminal_for
@@ -60,7 +61,8 @@ def create_app(service: EdgeService, *, manage_lifetime: bool = True) -> FastAPI
             if manage_lifetime:
                 await service.close()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from files in the package, not a CDN: a store is often offline.
+    app = FastAPIOffline(
         title="membergate edge POS API",
         version="1",
         lifespan=lifespan,

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from hub.api.deps import UNAUTHORIZED, hq_token_valid, require_hq
@@ -34,7 +35,8 @@ ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, ca
 
 
 def create_app(hub: Hub) -> FastAPI:
-    app = FastAPI(title="membergate hub HQ API", version="1", responses=ERROR_RESPONSES)
+    # Swagger UI and ReDoc from files in the package: /docs works without internet.
+    app = FastAPIOffline(title="membergate hub HQ API", version="1", responses=ERROR_RESPONSES)
     app.state.hub = hub
     # No body is read without HQ's token, and bodies are counted as they arrive against
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).

@@ -11,7 +11,7 @@ from hub.core.db import Tx
 from protocol import signing, topics
 from protocol.campaigns import CampaignBundle
 from protocol.codec import encode
-from protocol.files import write_private
+from protocol.private_files import write_private
 from protocol.sync import CampaignManifest
 
 KEY_FILE = "hub_signing_key.pem"
@@ -36,9 +36,11 @@ def load_or_create_key(data_dir: Path) -> Ed25519PrivateKey:
     path = data_dir / KEY_FILE
     if path.exists():
         return signing.load_private_pem(path.read_bytes())
-    data_dir.mkdir(parents=True, exist_ok=True)
     key = signing.new_private_key()
-    write_private(path, signing.private_pem(key))  # 0600 from its first byte
+    try:
+        write_private(path, signing.private_pem(key))
+    except FileExistsError:  # another process made it first: that one is the hub's key
+        return signing.load_private_pem(path.read_bytes())
     return key
 
 

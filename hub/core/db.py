@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from protocol.files import ensure_private_file
+from protocol.private_files import create_private
+from protocol.redact import redact_url
 
 T = TypeVar("T")
 
@@ -136,6 +137,24 @@ READERS = 1  # reader connections: concurrent HQ reads beyond this wait for one
 READER_NICE = 19
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The configured database cannot be used: the reason in one line, no password."""
+
+
+def _connect_postgres(url: str) -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise DatabaseUnavailable(
+            f"{redact_url(url)} needs psycopg, the [hub] extra: pip install -e '.[hub]'"
+        ) from None
+    try:
+        return psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {why}") from None
+
+
 class HubDatabase:
     """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
 
@@ -159,13 +178,11 @@ class HubDatabase:
 
     def _open(self) -> None:
         if self.dialect == "postgres":
-            import psycopg
-
-            self._conn = psycopg.connect(self.url, autocommit=True)
+            self._conn = _connect_postgres(self.url)
         else:
             path = self._path
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            ensure_private_file(path)  # members' personal data: 0600, its WAL and SHM too
+            if path != ":memory:":
+                create_private(Path(path))  # members' personal data: 0600, -wal/-shm too
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             # FULL: an acknowledged batch is on disk before its ack leaves the hub.

@@ -7,6 +7,7 @@ amqtt is imported only in this module (it is an optional dependency of the hub).
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -19,6 +20,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class BrokerPortBusy(OSError):
+    """The embedded broker's port is taken: most often by the running hub's own broker."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ``BrokerPortBusy`` if ``host:port`` cannot be bound (as the broker binds it), so
+    the caller says so in one line instead of amqtt logging a traceback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            raise BrokerPortBusy(exc.errno, f"the embedded broker's port {host}:{port} is"
+                                 " already in use (a running hub's broker?)") from None
 
 
 class EmbeddedBroker:
@@ -52,6 +71,8 @@ class EmbeddedBroker:
     async def start(self) -> None:
         if self._broker is not None:
             raise RuntimeError("broker already started")
+        if self._requested_port:
+            check_port_free(self.host, self._requested_port)
         port = self._requested_port or free_port(self.host)
         broker = Broker(self._config(port))
         await broker.start()

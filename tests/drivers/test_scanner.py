@@ -797,3 +797,35 @@ async def test_simulated_scanner() -> None:
     assert [type(e) for e in events.seen] == [HealthChanged, ScanEvent, ScanError, HealthChanged]
     with pytest.raises(RuntimeError):
         await sim.scan("x")
+
+
+class FailingOpener:
+    """An opener that fails every time, as for a scanner that stays away; counts the tries."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.tries = 0
+
+    def __call__(self, path: str) -> EvdevDevice:
+        self.tries += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(("error", "said"), [
+    (FileNotFoundError(errno.ENOENT, "No such file or directory", BY_ID), "not present"),
+    (RuntimeError("evdev is not installed: pip install 'membergate[hardware]'"),
+     "evdev is not installed"),
+], ids=["unplugged", "evdev-missing"])
+async def test_a_scanner_that_stays_away_is_one_warning_not_a_traceback_a_second(
+        error: Exception, said: str, caplog: pytest.LogCaptureFixture) -> None:
+    opener = FailingOpener(error)
+    caplog.set_level("INFO", logger="drivers.scanner")
+    async with WedgeScanner(BY_ID, opener=opener, reopen_interval=0.01):
+        for _ in range(int(WAIT / 0.01)):
+            if opener.tries >= 10:
+                break
+            await asyncio.sleep(0.01)
+        assert opener.tries >= 10
+        records = [r for r in caplog.records if r.name == "drivers.scanner"]
+    assert [r.levelname for r in records] == ["WARNING"], records
+    assert records[0].exc_info is None and said in records[0].getMessage()
