@@ -151,7 +151,10 @@ def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_m
           open_paths: Collection[str] = ()) -> None:
     """Put ``HttpGuard`` in front of ``app``'s routes; its docs stay open without a token, with
     the files they load (the app's static mounts: Swagger UI and ReDoc served locally)."""
-    docs = (app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url)
+    docs = [app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
+            # Docs pages an app serves itself (fastapi-offline's): routes kept out of OpenAPI.
+            *(getattr(r, "path", None) for r in app.routes
+              if getattr(r, "include_in_schema", True) is False)]
     assets = [f"{r.path}/" for r in app.routes if isinstance(r, Mount)]
     app.add_middleware(HttpGuard, token_valid=token_valid, max_body_bytes=max_body_bytes,
                        token_message=token_message,

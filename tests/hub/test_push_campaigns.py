@@ -9,10 +9,10 @@ import sqlite3
 import subprocess
 from pathlib import Path
 
-from hub.api import api_server
-from hub.broker import free_port
+from hub.api.app import api_server
+from hub.app import Hub
 from hub.config import HubConfig
-from hub.service import HubService
+from hub.sync.broker import free_port
 from protocol import topics
 from tests.support.cli import refused_in_one_line, run_cli
 from tests.support.readme import campaign_example
@@ -48,7 +48,7 @@ async def test_a_running_hub_takes_a_toml_bundle_through_its_api(tmp_path: Path)
     (a second hub would bind the running one's broker port)."""
     cfg_path = config_file(tmp_path, api_port=free_port())
     (tmp_path / "bundle.toml").write_text(BUNDLE_TOML, encoding="utf-8")
-    async with HubService(HubConfig.load(cfg_path)) as hub, serving(api_server(hub)):
+    async with Hub(HubConfig.load(cfg_path)) as hub, serving(api_server(hub)):
         done = await push("--config", str(cfg_path), "push-campaigns",
                           str(tmp_path / "bundle.toml"))
         assert done.returncode == 0, done.stderr
@@ -65,7 +65,7 @@ async def test_api_flag_json_file_and_a_wrong_token(tmp_path: Path) -> None:
 
     bundle = tomllib.loads(BUNDLE_TOML)
     (tmp_path / "bundle.json").write_text(json.dumps(bundle, default=str), encoding="utf-8")
-    async with HubService(cfg) as hub, serving(api_server(hub)) as port:
+    async with Hub(cfg) as hub, serving(api_server(hub)) as port:
         url = f"http://127.0.0.1:{port}"
         wrong = await push("push-campaigns", str(tmp_path / "bundle.json"), "--api", url,
                            "--token", "not-the-token-0000")
@@ -81,7 +81,7 @@ async def test_api_flag_json_file_and_a_wrong_token(tmp_path: Path) -> None:
 async def test_a_running_hub_without_api_is_a_one_line_refusal(tmp_path: Path) -> None:
     cfg_path = config_file(tmp_path)
     (tmp_path / "bundle.toml").write_text(BUNDLE_TOML, encoding="utf-8")
-    async with HubService(HubConfig.load(cfg_path)):
+    async with Hub(HubConfig.load(cfg_path)):
         refused = await push("--config", str(cfg_path), "push-campaigns",
                              str(tmp_path / "bundle.toml"))
     message = refused_in_one_line(refused)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from hub.broker import free_port
-from hub.campaigns import KEY_FILE, load_or_create_key
-from hub.db import HubDatabase
+from hub.campaigns.bundles import KEY_FILE, load_or_create_key
+from hub.core.db import HubDatabase
+from hub.sync.broker import free_port
 from tests.support.cli import run_cli
 
 
