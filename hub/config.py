@@ -5,14 +5,14 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.ledger.allowances import AllowancePolicy
 from hub.members.tiers import TierRules
 from protocol.http_guard import ConnectionLimits
 from protocol.tls import ServedOverTls, TlsSettings
+from protocol.zones import Zone
 
 
 class _Section(BaseModel):
@@ -66,20 +66,10 @@ class HubSection(_Section):
     validate_workers: int = Field(1, ge=0, le=64)
     # The chain's time zone: the calendar of report days, hours and months of every store
     # without a zone of its own (``hub.stores.registry``), the tier window and the daily jobs.
-    timezone: str = "Asia/Shanghai"
+    timezone: Zone = "Asia/Shanghai"
     # The legal entity that issues stored value, for stores without one of their own (the
     # prepaid-card rules are per issuer: hub.stores.registry).
     legal_entity: str = Field("", max_length=200)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r} (an IANA name such as"
-                             " 'Asia/Shanghai')") from exc
-        return value
 
 
 class ApiSection(_Section, ServedOverTls, ConnectionLimits):

@@ -113,7 +113,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -126,6 +125,7 @@ from pydantic import (
 
 from protocol import signing, topics
 from protocol.codec import DEFAULT_MAX_BYTES
+from protocol.zones import Zone
 from provisioning import certs
 
 # The same rule as ``edge.config.StoreSection.store_id`` and ``protocol.topics`` (store ids and
@@ -230,21 +230,10 @@ class StoreEntry(_Model):
     # For the hub's store registry (``membergate-hub stores load`` reads this file): the
     # store's calendar (IANA zone; unset: the chain's) and the legal entity issuing its
     # stored value (unset: the chain's).
-    timezone: str | None = Field(None, max_length=64)
+    timezone: Zone | None = Field(None, max_length=64)
     legal_entity: str | None = Field(None, max_length=200)
 
     _password = field_validator("password")(_check_password)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str | None) -> str | None:
-        if v is not None:
-            try:
-                ZoneInfo(v)
-            except (ZoneInfoNotFoundError, ValueError) as exc:
-                raise ValueError(f"unknown time zone {v!r} (an IANA name such as"
-                                 " 'Asia/Shanghai')") from exc
-        return v
 
     @field_validator("name")
     @classmethod

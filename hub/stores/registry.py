@@ -9,12 +9,12 @@ time zone or legal entity is the chain's (``[hub] timezone`` / ``legal_entity``)
 from __future__ import annotations
 
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.core.db import Tx
 from protocol.events import StoreId
+from protocol.zones import Zone
 
 # The hub's own event streams, written as if by stores of these ids (``hub.ledger.hq_events``):
 # HQ's changes, and later the online channel's. They are no stores: no box sends on their
@@ -55,17 +55,6 @@ def zones(tx: Tx) -> dict[str, str]:
 REGION = r"^[A-Za-z0-9_-]{1,32}$"  # a topic level, as campaigns address regions
 
 
-def valid_zone(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ValueError(f"unknown time zone {value!r} (an IANA name such as"
-                         " 'Asia/Shanghai')") from exc
-    return value
-
-
 class StoreRecord(BaseModel):
     """What HQ says about a store (the fleet file's ``[[stores]]``, the HQ API's PUT)."""
 
@@ -74,13 +63,8 @@ class StoreRecord(BaseModel):
     store_id: StoreId
     name: str = Field("", max_length=200)
     region: str | None = Field(None, pattern=REGION)
-    timezone: str | None = None  # IANA; null: the chain's
+    timezone: Zone | None = None  # IANA; null: the chain's
     legal_entity: str | None = Field(None, max_length=200)  # null: the chain's
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        return valid_zone(value)
 
     @field_validator("store_id")
     @classmethod
