@@ -8,14 +8,21 @@ from dataclasses import asdict, dataclass, replace
 from datetime import date
 from typing import Any
 
-from edge import allowance, coupons, members, outbox, points, stored_value
+from edge import allowance, coupons, members, outbox, payment_pin, points, stored_value
 from edge.cart import Cart
 from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid
 from edge.stored_value import SpendOrder
 from protocol import pricing
 from protocol.campaigns import Campaign
-from protocol.events import SaleDiscount, SaleFinalized, SaleLine, Tender, body_version
+from protocol.events import (
+    BirthdayGiftGiven,
+    SaleDiscount,
+    SaleFinalized,
+    SaleLine,
+    Tender,
+    body_version,
+)
 from protocol.ids import member_qr
 from protocol.money import MAX_AMOUNT
 from protocol.pricing import CouponSpec, MemberContext, Quote, RedemptionTerms
@@ -71,7 +78,7 @@ def price(
     else:
         quote = pricing.evaluate(basket, campaigns, mctx, ctx.today(), specs)
         cart.priced = ((campaigns, inputs), quote)
-    if member is not None and member["birthday_gift_year"] == ctx.today().year:
+    if member is not None and (member["birthday_gift_year"] or 0) >= ctx.today().year:
         quote = replace(quote, birthday_gifts=())  # one birthday gift a year
     return Priced(quote, member, mctx, specs)
 
@@ -223,9 +230,10 @@ def _plan_tenders(
 
 def finalize(
     conn: sqlite3.Connection, ctx: StoreContext, cart: Cart, requests: list[TenderRequest],
-    campaigns: list[Campaign],
+    campaigns: list[Campaign], *, pin_ok: bool | None = None,
 ) -> dict[str, Any]:
-    """Settle ``cart``: must run inside one write transaction (``Database.write``)."""
+    """Settle ``cart``: must run inside one write transaction (``Database.write``).
+    ``pin_ok``: the member's payment PIN was given and verified (``edge.payment_pin``)."""
     if not cart.lines:
         raise conflict("empty_sale", "a sale needs at least one line")
     priced = price(conn, ctx, cart, campaigns)
@@ -236,6 +244,10 @@ def finalize(
     planned, change = _plan_tenders(conn, ctx, priced, requests, campaigns)
     member = priced.member
     member_id = member["member_id"] if member is not None else None
+    if member_id is not None:
+        payment_pin.require(
+            conn, member_id, sum(t.amount for t in planned if t.kind in ("points", "stored_value")),
+            pin_ok=pin_ok, cfg=ctx.config.payment_pin)
     sale_id = cart.sale_id
     earn = q.points_earned if member is not None else 0
     pts_spent = sum(t.points for t in planned)
@@ -312,6 +324,9 @@ def finalize(
                 )
                 issued.append({"coupon_code": code, "campaign_id": gift.campaign_id})
         if q.birthday_gifts:
+            # Every store hears of it through the hub: one gift a year, wherever it is given.
+            outbox.append(conn, ctx, BirthdayGiftGiven(member_id=member_id,
+                                                       year=ctx.today().year, sale_id=sale_id))
             conn.execute("UPDATE members SET birthday_gift_year = ? WHERE member_id = ?",
                          (ctx.today().year, member_id))
         conn.execute(

@@ -116,6 +116,20 @@ class StoredValueSection(_Section):
     spend_order: Literal["principal_first", "bonus_first", "proportional"] = "principal_first"
 
 
+class PaymentPinSection(_Section):
+    """Members' payment PINs, which guard paying with stored value and points. A member who
+    set one is always asked for it; ``required_above`` (minor units, paid from balances in one
+    sale) makes the chain ask every member above that, so one without a PIN sets one first.
+    The hash is argon2id (RFC 9106), verified at the till offline: ``hash_memory_kib`` and
+    ``hash_time_cost`` set its cost for PINs set here (a hash carries its own, so stores with
+    other settings still verify it)."""
+
+    required_above: int | None = Field(None, ge=0, le=MAX_AMOUNT)
+    max_failures: int = Field(5, ge=1, le=20)  # wrong PINs in a row before balances lock
+    hash_memory_kib: int = Field(65_536, ge=1024, le=1_048_576)
+    hash_time_cost: int = Field(3, ge=1, le=20)
+
+
 class SyncSection(_Section):
     """The link to the hub. No broker host: the store runs alone (offline by configuration)."""
 
@@ -198,6 +212,7 @@ class EdgeConfig(_Section):
     allowance: AllowanceSection = Field(default_factory=AllowanceSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
     stored_value: StoredValueSection = Field(default_factory=StoredValueSection)
+    payment_pin: PaymentPinSection = Field(default_factory=PaymentPinSection)
     sync: SyncSection = Field(default_factory=SyncSection)
     lanes: list[LaneSection] = Field(default_factory=list)
     campaigns_file: Path | None = Field(

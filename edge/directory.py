@@ -92,11 +92,27 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
     if "guide_id" in e.model_fields_set:
         conn.execute("UPDATE members SET guide_id = ? WHERE member_id = ?",
                      (e.guide_id, e.member_id))
-    for uid in e.cards:
+    if "card_states" in e.model_fields_set:
+        _apply_cards(conn, e)
+    else:  # a hub older than card states: its list is the active cards
+        for uid in e.cards:
+            conn.execute(
+                "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, 0)"
+                " ON CONFLICT(card_uid) DO UPDATE SET member_id = excluded.member_id",
+                (uid, e.member_id))
+    if "pin_hlc" in e.model_fields_set:
+        # The hub's PIN (hash and lock) unless this store changed it since; a new hash or a
+        # lifted lock starts the count of wrong PINs here again.
         conn.execute(
-            "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, 0)"
-            " ON CONFLICT(card_uid) DO UPDATE SET member_id = excluded.member_id",
-            (uid, e.member_id))
+            "UPDATE members SET pin_failures = CASE WHEN pin_hash IS ? AND pin_locked = ?"
+            " THEN pin_failures ELSE 0 END, pin_hash = ?, pin_locked = ?, pin_hlc = ?"
+            " WHERE member_id = ? AND pin_hlc <= ?",
+            (e.pin_hash, int(e.pin_locked), e.pin_hash, int(e.pin_locked), e.pin_hlc,
+             e.member_id, e.pin_hlc))
+    if e.birthday_gift_year:  # given at another store this year: not again here
+        conn.execute("UPDATE members SET birthday_gift_year = ? WHERE member_id = ?"
+                     " AND coalesce(birthday_gift_year, 0) < ?",
+                     (e.birthday_gift_year, e.member_id, e.birthday_gift_year))
     # This store's allowance for the member: the hub's cumulative grant here, folded in so an
     # online grant applied before or after this entry makes no difference. An entry without one
     # (an older hub, or nothing granted here yet) leaves the configured default in force.
@@ -104,6 +120,19 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
         if g.store_id == ctx.store_id:
             allowance.apply_hub_grant(conn, ctx, e.member_id, g.points_granted, g.sv_granted)
     _apply_coupons(conn, e)
+
+
+def _apply_cards(conn: sqlite3.Connection, e: MemberEntry) -> None:
+    """Each card's state as the hub merged it, unless this store changed the card since (its
+    own stamp is newer). A card the hub lists for this member that a stale row here gives to
+    another is this member's now (it was unbound and bound again)."""
+    for c in e.card_states:
+        conn.execute(
+            "INSERT INTO cards(card_uid, member_id, bound_hlc, state, reason, state_hlc)"
+            " VALUES (?, ?, 0, ?, ?, ?) ON CONFLICT(card_uid) DO UPDATE SET"
+            " member_id = excluded.member_id, state = excluded.state, reason = excluded.reason,"
+            " state_hlc = excluded.state_hlc WHERE excluded.state_hlc >= cards.state_hlc",
+            (c.card_uid, e.member_id, c.state, c.reason, c.hlc))
 
 
 def _apply_coupons(conn: sqlite3.Connection, e: MemberEntry) -> None:

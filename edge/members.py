@@ -8,9 +8,9 @@ import sqlite3
 from datetime import date, timedelta
 from typing import Any, Literal, cast
 
-from edge import outbox
+from edge import member_changes, outbox
 from edge.context import StoreContext
-from edge.errors import conflict, invalid, not_found
+from edge.errors import EdgeError, conflict, invalid, not_found
 from edge.phone import normalise_phone
 from protocol.events import (
     WHO_SOLD_IT,
@@ -32,6 +32,23 @@ def normalise_card_uid(raw: str) -> str:
     if not _HEX.match(uid) or len(uid) not in (8, 14, 16, 20):
         raise invalid("invalid_card_uid", f"not a card UID: {raw!r}")
     return uid
+
+
+STATE_TEXT = {"lost": "reported lost (挂失)", "replaced": "replaced by a new card (已补卡)",
+              "unbound": "unbound from its member (已解绑)"}
+
+
+def refuse_unusable(row: sqlite3.Row) -> None:
+    """Raise the till's refusal for a card that does not identify its member any more."""
+    state = row["state"]
+    if state == "active":
+        return
+    if state == "unbound":
+        raise not_found("unknown_card", "this card was unbound and is not bound to any member",
+                        card_uid=row["card_uid"])
+    reason = f": {row['reason']}" if row["reason"] else ""
+    raise EdgeError("card_blocked", f"this card is {STATE_TEXT[state]}{reason}", 409,
+                    card_uid=row["card_uid"], state=state, reason=row["reason"])
 
 
 def _member_row(conn: sqlite3.Connection, member_id: str) -> sqlite3.Row:
@@ -66,7 +83,8 @@ def register(
         raise invalid("invalid_birthday", "birthday must be a past date after 1900")
     if e164 and conn.execute("SELECT 1 FROM members WHERE phone = ?", (e164,)).fetchone():
         raise conflict("phone_taken", "a member with this phone number exists", phone=e164)
-    if uid and conn.execute("SELECT 1 FROM cards WHERE card_uid = ?", (uid,)).fetchone():
+    if uid and conn.execute("SELECT 1 FROM cards WHERE card_uid = ? AND state <> 'unbound'",
+                            (uid,)).fetchone():
         raise conflict("card_taken", "this card belongs to another member")
     counter = int(outbox.meta_get(conn, "member_counter", "0") or 0) + 1
     outbox.meta_set(conn, "member_counter", counter)
@@ -88,31 +106,45 @@ def register(
          json.dumps(tag_list), ctx.store_id, event.hlc, event.hlc, guide_id),
     )
     if uid:
-        conn.execute(
-            "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, ?)",
-            (uid, member_id, event.hlc),
-        )
+        _take_card(conn, uid, member_id, event.hlc)
     return member_id
 
 
+def _take_card(conn: sqlite3.Connection, uid: str, member_id: str, hlc: int) -> None:
+    conn.execute(
+        "INSERT INTO cards(card_uid, member_id, bound_hlc, state, reason, state_hlc)"
+        " VALUES (?, ?, ?, 'active', '', ?) ON CONFLICT(card_uid) DO UPDATE SET"
+        " member_id = excluded.member_id, bound_hlc = excluded.bound_hlc, state = 'active',"
+        " reason = '', state_hlc = excluded.state_hlc", (uid, member_id, hlc, hlc))
+
+
 def bind_card(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, card_uid: str) -> None:
+    """Bind a card new to this store, or one unbound from its member before."""
     uid = normalise_card_uid(card_uid)
     _member_row(conn, member_id)
-    owner = conn.execute("SELECT member_id FROM cards WHERE card_uid = ?", (uid,)).fetchone()
-    if owner is not None:
-        if owner[0] == member_id:
-            return
-        raise conflict("card_taken", "this card belongs to another member")
+    owner = conn.execute("SELECT * FROM cards WHERE card_uid = ?", (uid,)).fetchone()
+    if owner is not None and owner["state"] != "unbound":
+        if owner["member_id"] != member_id:
+            raise conflict("card_taken", "this card belongs to another member")
+        refuse_unusable(owner)  # the member's own card, lost or replaced: say so
+        return  # bound already: a till's retry
+    bind_free_card(conn, ctx, member_id, uid)
+
+
+def bind_free_card(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, uid: str) -> None:
+    """Bind a card that is free here: new to this store, or unbound."""
     event = outbox.append(conn, ctx, CardBound(member_id=member_id, card_uid=uid))
-    conn.execute(
-        "INSERT INTO cards(card_uid, member_id, bound_hlc) VALUES (?, ?, ?)",
-        (uid, member_id, event.hlc),
-    )
+    _take_card(conn, uid, member_id, event.hlc)
 
 
 def update_profile(
-    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, changes: dict[str, Any]
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, changes: dict[str, Any], *,
+    terminal_id: str | None = None, cashier_id: str | None = None,
 ) -> None:
+    """Change profile fields at a till; recorded with the till and the cashier, before and
+    after (``edge.member_changes``). A birthday is set once here: it decides the birthday gift,
+    so a birthday already set changes only at HQ (which reaches stores through the
+    directory)."""
     row = _member_row(conn, member_id)
     fields: dict[str, Any] = {}
     if "name" in changes:
@@ -121,7 +153,12 @@ def update_profile(
         b = changes["birthday"]
         if b is not None and not date(1900, 1, 1) <= b <= ctx.today():
             raise invalid("invalid_birthday", "birthday must be a past date after 1900")
-        fields["birthday"] = b
+        held = row["birthday"]
+        if held is not None and (b is None or b.isoformat() != held):
+            raise conflict("birthday_locked", "a birthday once set is changed only by HQ",
+                           birthday=held)
+        if held is None:
+            fields["birthday"] = b
     if "phone" in changes:
         if changes["phone"] is None:  # the member's key across stores: changed, never cleared
             raise invalid("phone_required", "a phone number cannot be removed; give the new one")
@@ -135,18 +172,27 @@ def update_profile(
     if "guide_id" in changes:
         fields["guide_id"] = changes["guide_id"]  # None: no guide any more
     if not fields:
+        if "birthday" in changes:
+            return  # the birthday it has already: nothing changes
         raise invalid("nothing_to_change", "no known profile field given")
     # A guide named (or cleared) is version 2 of the event: a hub older than this refuses it
     # by version instead of misreading it.
-    version = WHO_SOLD_IT if "guide_id" in fields else 1
+    version = WHO_SOLD_IT if "guide_id" in fields or terminal_id or cashier_id else 1
     event = outbox.append(
         conn, ctx,
-        MemberProfileChanged(v=version, member_id=member_id, changed=sorted(fields), **fields),
+        MemberProfileChanged(v=version, member_id=member_id, changed=sorted(fields),
+                             terminal_id=terminal_id, cashier_id=cashier_id, **fields),
     )
     sql_values = {
         k: (json.dumps(v) if k == "tags" else v.isoformat() if isinstance(v, date) else v)
         for k, v in fields.items()
     }
+    before = {k: json.loads(row[k]) if k == "tags" else row[k] for k in sql_values}
+    member_changes.record(
+        conn, ctx, member_id, "profile",
+        {k: [before[k], fields[k]] for k in sql_values if before[k] != (
+            fields[k].isoformat() if isinstance(fields[k], date) else fields[k])},
+        terminal_id=terminal_id, cashier_id=cashier_id)
     sets = ", ".join(f"{k} = ?" for k in sql_values)
     conn.execute(
         f"UPDATE members SET {sets}, updated_hlc = ? WHERE member_id = ?",
@@ -174,10 +220,11 @@ def identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value:
 def _identify(conn: sqlite3.Connection, ctx: StoreContext, by: IdentifyBy, value: str) -> str:
     if by == "card_uid":
         uid = normalise_card_uid(value)
-        row = conn.execute("SELECT member_id FROM cards WHERE card_uid = ?", (uid,)).fetchone()
+        row = conn.execute("SELECT * FROM cards WHERE card_uid = ?", (uid,)).fetchone()
         if row is None:
             raise not_found("unknown_card", "this card is not bound to any member", card_uid=uid)
-        return str(row[0])
+        refuse_unusable(row)
+        return str(row["member_id"])
     if by == "qr":
         if not value.startswith(MEMBER_QR_PREFIX):
             raise invalid("invalid_qr", "not a member QR code")
@@ -239,8 +286,8 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
             (member_id, today.isoformat()),
         )
     ]
-    cards = [r[0] for r in conn.execute("SELECT card_uid FROM cards WHERE member_id = ?",
-                                        (member_id,))]
+    card_rows = conn.execute("SELECT card_uid, state, reason FROM cards WHERE member_id = ?"
+                             " ORDER BY card_uid", (member_id,)).fetchall()
     points, principal, bonus = shown_balances(conn, m)
     return {
         "member_id": m["member_id"],
@@ -250,7 +297,12 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "birthday": m["birthday"],
         "tier": m["tier"],
         "tags": json.loads(m["tags"]),
-        "cards": cards,
+        "cards": [r["card_uid"] for r in card_rows if r["state"] == "active"],
+        # every card with its state: lost (挂失), replaced (补卡) or unbound ones too
+        "card_states": [{"card_uid": r["card_uid"], "state": r["state"], "reason": r["reason"]}
+                        for r in card_rows],
+        "payment_pin": {"set": m["pin_hash"] is not None, "locked": bool(m["pin_locked"])},
+        "birthday_gift_year": m["birthday_gift_year"],
         "points": points,
         "points_here": m["points_balance"],
         "points_debt": m["points_debt"],

@@ -369,6 +369,34 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE refunds ADD COLUMN cashier_id TEXT;
         """,
     ),
+    (
+        11,
+        "card states (lost, replaced, unbound); payment PINs; who changed a member, where",
+        """
+        -- A card's state merges last-writer-wins by HLC with the hub's (edge.directory):
+        -- state_hlc is the stamp of the state held, this store's own change or the hub's.
+        ALTER TABLE cards ADD COLUMN state TEXT NOT NULL DEFAULT 'active';
+        ALTER TABLE cards ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+        ALTER TABLE cards ADD COLUMN state_hlc INTEGER NOT NULL DEFAULT 0;
+        -- The PIN's argon2id hash and lock, stamped likewise; failures count here only.
+        ALTER TABLE members ADD COLUMN pin_hash TEXT;
+        ALTER TABLE members ADD COLUMN pin_locked INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE members ADD COLUMN pin_hlc INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE members ADD COLUMN pin_failures INTEGER NOT NULL DEFAULT 0;
+        -- Every change made to a member at this store's tills: what (profile fields with the
+        -- value before and after, a card's state, the PIN: never its value), where and by whom.
+        CREATE TABLE member_changes (
+            change_id   INTEGER PRIMARY KEY,
+            member_id   TEXT NOT NULL,
+            at          TEXT NOT NULL,
+            terminal_id TEXT,
+            cashier_id  TEXT,
+            what        TEXT NOT NULL,
+            detail      TEXT NOT NULL
+        );
+        CREATE INDEX member_changes_member ON member_changes(member_id, change_id);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

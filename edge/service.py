@@ -19,11 +19,14 @@ from typing import Any, TypeVar
 
 from edge import (
     campaign_store,
+    cards,
     checkout,
     coupons,
     idempotency,
+    member_changes,
     members,
     outbox,
+    payment_pin,
     points,
     refunds,
     status,
@@ -267,14 +270,98 @@ class EdgeService:
         return result
 
     async def update_profile(self, *, terminal_id: str, idem_key: str | None, member_id: str,
-                             changes: dict[str, Any]) -> dict[str, Any]:
+                             changes: dict[str, Any], cashier_id: str | None = None
+                             ) -> dict[str, Any]:
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            members.update_profile(conn, ctx, member_id, changes)
+            members.update_profile(conn, ctx, member_id, changes, terminal_id=terminal_id,
+                                   cashier_id=cashier_id)
             return members.member_view(conn, ctx, member_id)
 
         result: dict[str, Any] = await self._idempotent(
             idem_key, terminal_id, "profile", {"m": member_id, "c": changes}, tx)
         return result
+
+    async def set_card_state(self, *, terminal_id: str, idem_key: str | None, member_id: str,
+                             card_uid: str, state: cards.Requested, reason: str = "",
+                             cashier_id: str | None = None) -> dict[str, Any]:
+        """Report a card lost, lift the loss, or unbind it (``edge.cards``)."""
+        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
+            cards.set_state(conn, ctx, member_id, card_uid, state, reason=reason,
+                            terminal_id=terminal_id, cashier_id=cashier_id)
+            return members.member_view(conn, ctx, members.resolve(conn, member_id))
+
+        result: dict[str, Any] = await self._idempotent(
+            idem_key, terminal_id, "card_state",
+            {"m": member_id, "c": card_uid, "s": state, "r": reason, "by": cashier_id}, tx)
+        return result
+
+    async def replace_card(self, *, terminal_id: str, idem_key: str | None, member_id: str,
+                           card_uid: str, new_card_uid: str, reason: str = "",
+                           cashier_id: str | None = None) -> dict[str, Any]:
+        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
+            cards.replace(conn, ctx, member_id, card_uid, new_card_uid, reason=reason,
+                          terminal_id=terminal_id, cashier_id=cashier_id)
+            return members.member_view(conn, ctx, members.resolve(conn, member_id))
+
+        result: dict[str, Any] = await self._idempotent(
+            idem_key, terminal_id, "card_replace",
+            {"m": member_id, "c": card_uid, "n": new_card_uid, "r": reason, "by": cashier_id},
+            tx)
+        return result
+
+    async def set_payment_pin(self, *, terminal_id: str, idem_key: str | None, member_id: str,
+                              pin: str, current_pin: str | None = None, reset: bool = False,
+                              cashier_id: str | None = None) -> dict[str, Any]:
+        """Set, change or (staff, after checking who the member is) reset a payment PIN."""
+        cfg = self.config.payment_pin
+        payment_pin.check_format(pin)
+        if reset and cashier_id is None:
+            raise invalid("cashier_required", "a PIN reset names the cashier who checked who"
+                          " the member is")
+        held, locked = await self._read(lambda conn, ctx: payment_pin.state(conn, member_id))
+        if held is not None and not reset:
+            if locked:
+                raise payment_pin.locked_error()
+            if current_pin is None:
+                raise invalid("current_pin_required", "changing a PIN needs the current one"
+                              " (or a reset by staff)")
+            await self._check_pin(member_id, held, current_pin, terminal_id)
+        new_hash = await asyncio.to_thread(payment_pin.hash_pin, cfg, pin)
+
+        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
+            payment_pin.set_pin(conn, ctx, member_id, new_hash, reset=reset,
+                                terminal_id=terminal_id, cashier_id=cashier_id)
+            mid = members.resolve(conn, member_id)
+            return {"member_id": mid,
+                    "payment_pin": members.member_view(conn, ctx, mid)["payment_pin"]}
+
+        # The PIN is not part of the request a retry is compared by: its digest would sit in
+        # the database, one of a million to try.
+        result: dict[str, Any] = await self._idempotent(
+            idem_key, terminal_id, "pin", {"m": member_id, "reset": reset, "by": cashier_id}, tx)
+        return result
+
+    async def _check_pin(self, member_id: str, pin_hash: str, pin: str,
+                         terminal_id: str) -> None:
+        """Verify ``pin`` off the event loop; a wrong one is counted (and may lock)."""
+        if await asyncio.to_thread(payment_pin.matches, pin_hash, pin):
+            await self._write(lambda conn, ctx: payment_pin.record_success(conn, member_id))
+            return
+        cfg = self.config.payment_pin
+        left = await self._write(lambda conn, ctx: payment_pin.record_failure(
+            conn, ctx, member_id, cfg, terminal_id))
+        if left == 0:
+            raise payment_pin.locked_error()
+        raise EdgeError("wrong_pin", f"wrong PIN: {left} more tries before balances lock", 409,
+                        attempts_left=left)
+
+    async def member_changes(self, member_id: str, *, limit: int,
+                             before: int | None) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
+            members.get_member(conn, member_id)
+            return member_changes.history(conn, member_id, limit=limit, before=before)
+
+        return await self._read(read)
 
     async def top_up(self, *, terminal_id: str, idem_key: str | None, member_id: str,
                      amount: int, paid_by: str = "cash") -> dict[str, Any]:
@@ -430,16 +517,19 @@ class EdgeService:
 
     async def finalize(self, sale_id: str, terminal_id: str, idem_key: str | None,
                        tenders: list[checkout.TenderRequest], *, cashier_id: str | None = None,
-                       guide_id: str | None = None) -> dict[str, Any]:
+                       guide_id: str | None = None, pin: str | None = None) -> dict[str, Any]:
         """Pay the sale; a ``cashier_id`` or ``guide_id`` given here replaces the one named
-        when the sale was opened."""
+        when the sale was opened. ``pin``: the member's payment PIN, when paying with balances
+        asks for it."""
         if cashier_id is not None or guide_id is not None:
             with contextlib.suppress(EdgeError):  # a retry finds no basket: its answer stands
                 cart = self.carts.get_open(sale_id, terminal_id)
                 cart.cashier_id = cashier_id or cart.cashier_id
                 cart.guide_id = guide_id or cart.guide_id
+        pin_ok = await self._sale_pin(sale_id, terminal_id, pin)
         try:
-            receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders)
+            receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key, tenders,
+                                                       pin_ok)
         except EdgeError as exc:
             # Beyond the offline allowance: ask the hub (outside the cart lock, at most ~2 s in
             # all), and on a grant try again. Nothing was written by a refused attempt.
@@ -450,7 +540,7 @@ class EdgeService:
                 await self._authorize_online(sale_id, terminal_id, exc, deadline)
                 try:
                     receipt, fresh = await self._finalize_once(sale_id, terminal_id, idem_key,
-                                                               tenders)
+                                                               tenders, pin_ok)
                     break
                 except EdgeError as short:
                     # A store still on its configured default, with spending the hub has not
@@ -473,8 +563,28 @@ class EdgeService:
                 log.exception("devices after finalize")  # an error for the POS
         return receipt
 
+    async def _sale_pin(self, sale_id: str, terminal_id: str, pin: str | None) -> bool | None:
+        """Verify the PIN given for the sale's member before the sale's transaction (argon2 is
+        slow by design): True when it matches; None when none was given or there is no open
+        sale or member to check it for (the finalize that follows says what is missing)."""
+        if pin is None:
+            return None
+        try:
+            member_id = self.carts.get_open(sale_id, terminal_id).member_id
+        except EdgeError:
+            return None
+        if member_id is None:
+            return None
+        held, locked = await self._read(lambda conn, ctx: payment_pin.state(conn, member_id))
+        if locked:
+            raise payment_pin.locked_error()
+        if held is None:
+            return None  # nothing to check it against: the sale needs none, or says pin_not_set
+        await self._check_pin(member_id, held, pin, terminal_id)
+        return True
+
     async def _finalize_once(self, sale_id: str, terminal_id: str, idem_key: str | None,
-                             tenders: list[checkout.TenderRequest]
+                             tenders: list[checkout.TenderRequest], pin_ok: bool | None = None
                              ) -> tuple[dict[str, Any], bool]:
         k = idempotency.check_key(idem_key)
         request = {"sale_id": sale_id, "tenders": [t.__dict__ for t in tenders]}
@@ -502,7 +612,8 @@ class EdgeService:
             devices = self.devices
 
             def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-                receipt = checkout.finalize(conn, ctx, cart, tenders, self.campaigns.current(conn))
+                receipt = checkout.finalize(conn, ctx, cart, tenders, self.campaigns.current(conn),
+                                            pin_ok=pin_ok)
                 if devices is not None:
                     devices.enqueue_receipt(conn, terminal_id, receipt)
                 return receipt

@@ -166,6 +166,24 @@ class Hub:
             coupons.issue, member_id=member_id, kind=kind, value=value, min_spend=min_spend,
             categories=categories, expires_on=expires_on, campaign_id=campaign_id))
 
+    async def change_profile(self, member_id: str, *, changes: dict[str, Any], actor: str,
+                             key: str) -> Answer:
+        """HQ changes a member's name or birthday (``hub.ledger.hq_events.change_profile``)."""
+        request = {k: v.isoformat() if isinstance(v, date) else v for k, v in changes.items()}
+        return await self._hq_write(key, "profile.change", member_id, {**request, "a": actor},
+                                    functools.partial(hq_events.change_profile,
+                                                      member_id=member_id, changes=changes,
+                                                      actor=actor))
+
+    async def set_card_state(self, member_id: str, card_uid: str, *, state: str, reason: str,
+                             actor: str, key: str) -> Answer:
+        """HQ reports a card lost, lifts the loss or unbinds it
+        (``hub.ledger.hq_events.set_card_state``)."""
+        request = {"card_uid": card_uid, "state": state, "reason": reason, "a": actor}
+        return await self._hq_write(key, "card.state", member_id, request, functools.partial(
+            hq_events.set_card_state, member_id=member_id, card_uid=card_uid, state=state,
+            reason=reason, actor=actor))
+
     async def _hq_write(self, key: str, operation: str, target: str, request: dict[str, Any],
                         write: Callable[..., dict[str, Any]]) -> Answer:
         """``write(tx, merge=...)`` in one transaction with its idempotency key

@@ -64,7 +64,9 @@ class MemberRegistered(_Body):
 
 
 class MemberProfileChanged(_Body):
-    """Only the fields named in ``changes`` changed; each merges last-writer-wins by the HLC."""
+    """Only the fields named in ``changes`` changed; each merges last-writer-wins by the HLC.
+    ``terminal_id`` and ``cashier_id`` (v2) say at which till and by whom; HQ's changes come
+    from its own stream with ``actor``."""
 
     type: Literal["member.profile_changed"] = "member.profile_changed"
     v: Literal[1, 2] = 1
@@ -75,6 +77,9 @@ class MemberProfileChanged(_Body):
     tags: list[Text] | None = Field(default=None, max_length=50)
     guide_id: StaffId | None = None  # v2; named in ``changed`` with null: no guide any more
     changed: list[Literal["name", "birthday", "phone", "tags", "guide_id"]]
+    terminal_id: Id | None = None  # v2
+    cashier_id: StaffId | None = None  # v2
+    actor: Text | None = None  # v2: who at HQ
 
 
 class CardBound(_Body):
@@ -82,6 +87,65 @@ class CardBound(_Body):
     v: Literal[1] = 1
     member_id: Id
     card_uid: Id
+
+
+# A card's life after binding. ``lost`` (挂失) blocks it at every store until the member lifts
+# the loss (``active``); ``replaced`` blocks it for good, a new card taking its place
+# (``replaced_by``, bound by its own ``member.card_bound``); ``unbound`` frees it: it no longer
+# identifies anyone and may be bound again. Last writer wins by (HLC, stream), card by card.
+CardState = Literal["active", "lost", "replaced", "unbound"]
+
+
+class CardStateChanged(_Body):
+    type: Literal["member.card_state"] = "member.card_state"
+    v: Literal[1] = 1
+    member_id: Id
+    card_uid: Id
+    state: CardState
+    reason: Text = ""
+    replaced_by: Id | None = None
+    terminal_id: Id | None = None
+    cashier_id: StaffId | None = None
+    actor: Text | None = None  # who at HQ
+
+
+# An argon2id hash in its PHC string form ($argon2id$v=19$m=...,t=...,p=...$salt$hash): the
+# PIN itself never leaves the till.
+PinHash = Annotated[str, StringConstraints(pattern=r"^\$argon2id\$[A-Za-z0-9$=,+/]{10,190}$")]
+
+
+class PaymentPinSet(_Body):
+    """A member set (or staff reset, after checking who they are) the payment PIN that guards
+    their stored value and points. It lifts a lock-out. ``pin_hash`` None: PIN removed."""
+
+    type: Literal["member.pin_set"] = "member.pin_set"
+    v: Literal[1] = 1
+    member_id: Id
+    pin_hash: PinHash | None
+    terminal_id: Id | None = None
+    cashier_id: StaffId | None = None
+    actor: Text | None = None  # who at HQ
+
+
+class PaymentPinLocked(_Body):
+    """Too many wrong PINs in a row at one till's store: balances stay locked at every store
+    until a new PIN is set."""
+
+    type: Literal["member.pin_locked"] = "member.pin_locked"
+    v: Literal[1] = 1
+    member_id: Id
+    failures: Annotated[int, Field(strict=True, ge=1, le=1000)]
+    terminal_id: Id | None = None
+
+
+class BirthdayGiftGiven(_Body):
+    """The member had this year's birthday gift: no store gives it again this year."""
+
+    type: Literal["member.birthday_gift"] = "member.birthday_gift"
+    v: Literal[1] = 1
+    member_id: Id
+    year: Annotated[int, Field(strict=True, ge=1900, le=9999)]
+    sale_id: Id | None = None
 
 
 # --- sales -----------------------------------------------------------------------------------
@@ -299,6 +363,10 @@ EventBody = Annotated[
     MemberRegistered
     | MemberProfileChanged
     | CardBound
+    | CardStateChanged
+    | PaymentPinSet
+    | PaymentPinLocked
+    | BirthdayGiftGiven
     | SaleFinalized
     | RefundCompleted
     | PointsEarned
@@ -318,7 +386,8 @@ EventBody = Annotated[
 BODY_TYPES: dict[str, type[_Body]] = {
     cls.model_fields["type"].default: cls
     for cls in (
-        MemberRegistered, MemberProfileChanged, CardBound, SaleFinalized, RefundCompleted,
+        MemberRegistered, MemberProfileChanged, CardBound, CardStateChanged, PaymentPinSet,
+        PaymentPinLocked, BirthdayGiftGiven, SaleFinalized, RefundCompleted,
         PointsEarned, PointsRedeemed, PointsExpired, PointsAdjusted, StoredValueToppedUp,
         StoredValueSpent, StoredValueRefunded, CouponIssued, CouponRedeemed, CouponVoided,
         CouponReopened,

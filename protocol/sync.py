@@ -16,8 +16,10 @@ from protocol.campaigns import CampaignBundle
 from protocol.events import (
     MAX_POINTS,
     Amount,
+    CardState,
     CouponKind,
     Id,
+    PinHash,
     SignedAmount,
     SignedPoints,
     StoreId,
@@ -27,6 +29,7 @@ from protocol.money import MAX_AMOUNT
 
 Seq = Annotated[int, Field(strict=True, ge=0)]
 Epoch = Annotated[int, Field(strict=True, ge=1)]
+Hlc = Annotated[int, Field(strict=True, ge=0, le=2**63 - 1)]
 # A running total of grants (points or minor units) over a member's life at one store: it only
 # grows, so it may pass the bound of any single amount; 2**53 - 1 keeps it exact everywhere.
 MAX_CUMULATIVE = 2**53 - 1
@@ -82,6 +85,15 @@ class StoreGrant(_Told):
     sv_granted: Cumulative
 
 
+class MemberCard(_Told):
+    """One of a member's cards as the hub merged it (``protocol.events.CardState``)."""
+
+    card_uid: Id
+    state: CardState
+    reason: Text = ""
+    hlc: Hlc  # of the change that stands
+
+
 class MemberCoupon(_Told):
     """A coupon the hub issued to the member (from its own streams: HQ, ONLINE) that no store
     has redeemed yet, as far as the hub knows: any store may take it offline. The hub
@@ -122,6 +134,16 @@ class MemberEntry(_Told):
     grants: list[StoreGrant] = Field(default_factory=list, max_length=500)
     coupons: list[MemberCoupon] = Field(default_factory=list, max_length=500)
     guide_id: Id | None = None  # the shopping guide who looks after the member
+    # Every card the member has had, with its state and the stamp of its last change: a store
+    # takes a card's state from here unless its own change is newer. ``cards`` (above) stays
+    # the active ones, for stores older than this.
+    card_states: list[MemberCard] = Field(default_factory=list, max_length=50)
+    # The payment PIN's argon2id hash (None: no PIN), whether it is locked after wrong
+    # attempts, and the stamp (HLC) of the last change to either.
+    pin_hash: PinHash | None = None
+    pin_locked: bool = False
+    pin_hlc: Hlc = 0
+    birthday_gift_year: Annotated[int, Field(strict=True, ge=0, le=9999)] = 0  # 0: never
 
 
 class DirectoryRequest(_Message):

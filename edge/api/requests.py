@@ -42,6 +42,40 @@ class ProfileChange(_Req):
     phone: ShortText | None = None
     tags: list[ShortText] | None = Field(default=None, max_length=50)
     guide_id: StaffId | None = None  # null: no guide any more
+    # Who made the change at the till: recorded with it (GET /v1/members/{id}/changes).
+    cashier_id: StaffId | None = None
+
+
+# A payment PIN as typed on the PIN pad: six digits.
+Pin = Annotated[str, StringConstraints(pattern=r"^[0-9]{6}$")]
+
+
+class CardStateIn(_Req):
+    """``lost``: report the card lost (挂失), ``active``: the member found it (解挂),
+    ``unbound``: free it from the member for good (解绑)."""
+
+    state: Literal["lost", "active", "unbound"]
+    reason: ShortText = ""
+    cashier_id: StaffId | None = None
+
+
+class CardReplacementIn(_Req):
+    """Replace a lost or worn card (补卡): the old one is blocked for good."""
+
+    new_card_uid: ShortText
+    reason: ShortText = ""
+    cashier_id: StaffId | None = None
+
+
+class PaymentPinIn(_Req):
+    """Set the member's payment PIN. Changing one needs ``current_pin``; ``reset`` (a member
+    who forgot it, or is locked out) needs the ``cashier_id`` of the staff who checked who the
+    member is, and is recorded as such."""
+
+    pin: Pin
+    current_pin: Pin | None = None
+    reset: bool = False
+    cashier_id: StaffId | None = None
 
 
 class OpenSale(_Req):
@@ -100,6 +134,9 @@ class Finalize(_Req):
     tenders: list[TenderIn] = Field(min_length=1, max_length=20)
     cashier_id: StaffId | None = None  # replaces the one named at open, if given
     guide_id: StaffId | None = None
+    # The member's payment PIN, when paying with stored value or points asks for it
+    # (409 pin_required); never stored, logged or sent on.
+    pin: Pin | None = None
 
 
 class RefundLineIn(_Req):

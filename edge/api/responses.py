@@ -6,7 +6,7 @@ releases (``extra="allow"``): a POS reads the fields it knows and ignores the ot
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -114,6 +114,42 @@ class Member(_Open):
     guide_id: str | None = None
     visits: int
     spend_total: int
+    card_states: list[CardStateView]
+    payment_pin: PaymentPinView
+    birthday_gift_year: int | None
+
+
+class CardStateView(BaseModel):
+    card_uid: str
+    state: Literal["active", "lost", "replaced", "unbound"]
+    reason: str
+
+
+class PaymentPinView(BaseModel):
+    set: bool
+    locked: bool
+
+
+class PaymentPinSetOut(BaseModel):
+    member_id: str
+    payment_pin: PaymentPinView
+
+
+class MemberChange(BaseModel):
+    change_id: int
+    at: str
+    terminal_id: str | None
+    cashier_id: str | None
+    what: Literal["profile", "card", "pin"]
+    detail: dict[str, Any]
+
+
+class MemberChanges(BaseModel):
+    """Changes made to a member at this store's tills, newest first."""
+
+    member_id: str
+    changes: list[MemberChange]
+    next_before: int | None
 
 
 class TopUpBalance(BaseModel):

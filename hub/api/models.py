@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from hub.campaigns.coupons import MAX_PERCENT_OFF
 from protocol.errors import iso_date_text
@@ -158,6 +165,45 @@ class PointsAdjustment(WrittenEvent):
     reason: str
     actor: str
     points: int  # the member's balance at the hub after it
+
+
+class ProfileChangeRequest(_Request):
+    """HQ's change of a member's name or birthday (a birthday once set changes only here)."""
+
+    name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    birthday: Annotated[date, BeforeValidator(iso_date_text)] | None = None
+    actor: NonEmptyText
+
+
+class ProfileChanged(WrittenEvent):
+    member_id: str
+    name: str
+    birthday: str | None
+    actor: str
+
+
+class CardStateRequest(_Request):
+    """``lost``: block the card at every store (挂失); ``active``: lift the loss; ``unbound``:
+    free it for good."""
+
+    state: Literal["lost", "active", "unbound"]
+    reason: Annotated[str, StringConstraints(max_length=200)] = ""
+    actor: NonEmptyText
+
+
+class CardStateChange(BaseModel):
+    """The card's state now; ``seq`` and the rest are null when it was in that state
+    already (nothing was written)."""
+
+    member_id: str
+    card_uid: str
+    state: str
+    reason: str
+    actor: str
+    stream: str | None
+    seq: int | None
+    event_id: str | None
+    hlc: int | None
 
 
 class CouponIssueRequest(_Request):

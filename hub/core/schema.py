@@ -267,6 +267,20 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         # the directory entry. A sale's cashier and guide stay in the log (sales facts read them).
         "ALTER TABLE members ADD COLUMN guide_id TEXT",
     ]),
+    (11, "card states (lost, replaced, unbound), payment PINs, the year of the birthday gift", [
+        # A card's state merges last-writer-wins by (hlc, stream) like a profile field; the
+        # stamp of a card bound before this is 0, so any later change wins over it.
+        "ALTER TABLE cards ADD COLUMN state TEXT NOT NULL DEFAULT 'active'",
+        "ALTER TABLE cards ADD COLUMN reason TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE cards ADD COLUMN stamp_hlc BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE cards ADD COLUMN stamp_store TEXT NOT NULL DEFAULT ''",
+        # The PIN's hash and lock merge as one value, stamped by its last change.
+        "ALTER TABLE members ADD COLUMN pin_hash TEXT",
+        "ALTER TABLE members ADD COLUMN pin_locked BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE members ADD COLUMN pin_hlc BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE members ADD COLUMN pin_store TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE members ADD COLUMN birthday_gift_year BIGINT NOT NULL DEFAULT 0",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -193,11 +193,71 @@ def _on_profile(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyRes
 
 
 def _on_card(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
+    """A card bound: new to the hub, or freed (``unbound``) and now another member's. A card
+    another member holds stays theirs (a store refuses that binding when it knows; one that
+    did not know loses to the holder) and a lost card stays lost."""
     assert f.member_id is not None
     member_id = canonical(tx, f.member_id)
-    tx.execute("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-               (f.detail["card_uid"], member_id))
+    uid = f.detail["card_uid"]
+    row = tx.one("SELECT member_id, state FROM cards WHERE card_uid = ?", (uid,))
+    if row is None:
+        tx.execute(_INSERT_CARD, (uid, member_id, f.hlc, store))
+    elif row[1] == "unbound":
+        tx.execute("UPDATE cards SET member_id = ?, state = 'active', reason = '', stamp_hlc = ?,"
+                   " stamp_store = ? WHERE card_uid = ?", (member_id, f.hlc, store, uid))
+        touched.add(str(row[0]))  # its entry no longer lists the card
     touched.add(member_id)
+
+
+_INSERT_CARD = ("INSERT INTO cards(card_uid, member_id, stamp_hlc, stamp_store)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+
+
+def _on_card_state(tx: Tx, f: Fact, store: str, touched: set[str],
+                   result: ApplyResult) -> None:
+    """Lost, found, replaced or unbound: last writer wins by (hlc, stream), for the card's
+    member only (a card since bound to another member is theirs)."""
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    d = f.detail
+    row = tx.one("SELECT member_id, stamp_hlc, stamp_store FROM cards WHERE card_uid = ?",
+                 (d["card_uid"],))
+    if row is None:  # a card bound before the hub kept cards: known from now on
+        tx.execute("INSERT INTO cards(card_uid, member_id, state, reason, stamp_hlc,"
+                   " stamp_store) VALUES (?, ?, ?, ?, ?, ?)",
+                   (d["card_uid"], member_id, d["state"], d["reason"], f.hlc, store))
+    elif str(row[0]) == member_id and (f.hlc, store) > (int(row[1]), str(row[2])):
+        tx.execute("UPDATE cards SET state = ?, reason = ?, stamp_hlc = ?, stamp_store = ?"
+                   " WHERE card_uid = ?", (d["state"], d["reason"], f.hlc, store, d["card_uid"]))
+    touched.add(member_id)
+
+
+def _on_pin(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
+    """A PIN set (which lifts a lock) or locked: one value, last writer wins by (hlc, stream).
+    A lock stamped after a reset elsewhere stands: the member sets a PIN again."""
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    row = tx.one("SELECT pin_hlc, pin_store FROM members WHERE member_id = ?", (member_id,))
+    if row is None or (f.hlc, store) <= (int(row[0]), str(row[1])):
+        touched.add(member_id)  # the store that lost shows its own until the entry comes
+        return
+    if f.type == "member.pin_set":
+        tx.execute("UPDATE members SET pin_hash = ?, pin_locked = 0, pin_hlc = ?, pin_store = ?"
+                   " WHERE member_id = ?", (f.detail["pin_hash"], f.hlc, store, member_id))
+    else:
+        tx.execute("UPDATE members SET pin_locked = 1, pin_hlc = ?, pin_store = ?"
+                   " WHERE member_id = ?", (f.hlc, store, member_id))
+    touched.add(member_id)
+
+
+def _on_birthday_gift(tx: Tx, f: Fact, store: str, touched: set[str],
+                      result: ApplyResult) -> None:
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    if tx.execute("UPDATE members SET birthday_gift_year = ? WHERE member_id = ?"
+                  " AND birthday_gift_year < ?",
+                  (f.detail["year"], member_id, f.detail["year"])).rowcount:
+        touched.add(member_id)  # no other store gives it again this year
 
 
 def _on_coupon_issued(tx: Tx, f: Fact, store: str, touched: set[str],
@@ -251,6 +311,10 @@ _REGISTERED = "member.registered"  # applied first and all at once, by ``_regist
 _HANDLERS: dict[str, Handler] = {
     "member.profile_changed": _on_profile,
     "member.card_bound": _on_card,
+    "member.card_state": _on_card_state,
+    "member.pin_set": _on_pin,
+    "member.pin_locked": _on_pin,
+    "member.birthday_gift": _on_birthday_gift,
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
     "coupon.issued": _on_coupon_issued,
@@ -293,8 +357,8 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
         " home_store, registered_hlc, stamps, change_no)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING", [(*r, last - i) for i, r in enumerate(rows)])
-    tx.executemany("INSERT INTO cards(card_uid, member_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   [(f.detail["card_uid"], f.member_id) for f in facts if f.detail["card_uid"]])
+    tx.executemany(_INSERT_CARD, [(f.detail["card_uid"], f.member_id, f.hlc, store)
+                                  for f in facts if f.detail["card_uid"]])
     # A row can still have been refused by a member code another member holds.
     inserted = _existing(tx, list(stamps)) if stamps else set()
     touched.update(set(ids) - inserted)  # registered before: sent again all the same
@@ -332,6 +396,10 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     tx.execute("UPDATE members SET merged_into = ? WHERE member_id = ?", (survivor, alias))
     tx.execute("UPDATE members SET merged_into = ? WHERE merged_into = ?", (survivor, alias))
     tx.execute("UPDATE cards SET member_id = ? WHERE member_id = ?", (survivor, alias))
+    # The survivor keeps its own PIN; a gift either had this year counts for both.
+    tx.execute("UPDATE members SET birthday_gift_year = (SELECT birthday_gift_year FROM members"
+               " WHERE member_id = ?) WHERE member_id = ? AND birthday_gift_year < (SELECT"
+               " birthday_gift_year FROM members WHERE member_id = ?)", (alias, survivor, alias))
     rows = tx.all("SELECT store_id, points, sv_principal, sv_bonus FROM shares"
                   " WHERE member_id = ?", (alias,))
     tx.executemany(_ADD_SHARES, [(survivor, *r) for r in rows])

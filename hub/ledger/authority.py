@@ -19,7 +19,8 @@ from protocol.sync import RpcReply, RpcRequest
 def lookup(tx: Tx, req: RpcRequest) -> RpcReply:
     member_id: str | None = None
     if req.by == "card_uid":
-        member_id = tx.scalar("SELECT member_id FROM cards WHERE card_uid = ?", (req.value,))
+        member_id = tx.scalar("SELECT member_id FROM cards WHERE card_uid = ?"
+                              " AND state <> 'unbound'", (req.value,))
     elif req.by == "member_code":
         member_id = tx.scalar("SELECT member_id FROM members WHERE member_code = ?", (req.value,))
     elif req.by == "phone":

@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from hub.core.db import Tx
 from hub.ledger import allowances
@@ -25,7 +28,15 @@ from hub.members.tiers import DEFAULT_ZONE, TierRules
 from hub.stores.registry import HQ, is_virtual
 from protocol.codec import encode
 from protocol.errors import ServiceError
-from protocol.events import MAX_POINTS, Event, EventBody, PointsAdjusted
+from protocol.events import (
+    MAX_POINTS,
+    WHO_SOLD_IT,
+    CardStateChanged,
+    Event,
+    EventBody,
+    MemberProfileChanged,
+    PointsAdjusted,
+)
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
 
@@ -88,6 +99,51 @@ def adjust_points(tx: Tx, member_id: str, delta: int, reason: str, actor: str, m
         member_id=member, delta=delta, reason="manual", note=reason, actor=actor)], merge)
     return {"member_id": member, "delta": delta, "reason": reason, "actor": actor,
             "points": books.balance + delta, **envelope(events[0])}
+
+
+def change_profile(tx: Tx, member_id: str, changes: dict[str, Any], actor: str, merge: Merge
+                   ) -> dict[str, object]:
+    """HQ's change of a member's name or birthday: a ``member.profile_changed`` of the HQ
+    stream, merged last-writer-wins like a store's. A birthday, once set, changes only here
+    (stores set it once): stores take it from the directory."""
+    if not changes:
+        raise ServiceError("nothing_to_change", "give a name or a birthday", 422)
+    birthday = changes.get("birthday")
+    today = datetime.fromtimestamp(merge.now_ms / 1000, ZoneInfo(merge.zone)).date()
+    if birthday is not None and not date(1900, 1, 1) <= birthday <= today:
+        raise ServiceError("invalid_birthday", "birthday must be a past date after 1900", 422)
+    member = live_member(tx, member_id)
+    events, _result = append(tx, HQ, [MemberProfileChanged(
+        v=WHO_SOLD_IT, member_id=member, changed=sorted(changes), actor=actor, **changes)],
+        merge)
+    name, held = tx.one("SELECT name, birthday FROM members WHERE member_id = ?", (member,))
+    return {"member_id": member, "name": name, "birthday": held, "actor": actor,
+            **envelope(events[0])}
+
+
+def set_card_state(tx: Tx, member_id: str, card_uid: str, state: str, reason: str, actor: str,
+                   merge: Merge) -> dict[str, object]:
+    """HQ reports a member's card lost (the member called the hotline), lifts the loss or
+    unbinds it: a ``member.card_state`` of the HQ stream; every store refuses a lost card once
+    the directory carries it. A replaced or unbound card's state is final."""
+    member = live_member(tx, member_id)
+    row = tx.one("SELECT member_id, state FROM cards WHERE card_uid = ?", (card_uid,))
+    if row is None or canonical(tx, str(row[0])) != member:
+        raise ServiceError("card_not_found", "this member has no such card", 404,
+                           card_uid=card_uid)
+    held = str(row[1])
+    if held != state:
+        if held in ("replaced", "unbound"):
+            raise ServiceError("card_state_final", f"a {held} card cannot be made {state}", 409,
+                               card_uid=card_uid, state=held)
+        events, _result = append(tx, HQ, [CardStateChanged(
+            member_id=member, card_uid=card_uid, state=state,
+            reason=reason, actor=actor)], merge)
+        where = envelope(events[0])
+    else:
+        where = {"stream": None, "seq": None, "event_id": None, "hlc": None}
+    return {"member_id": member, "card_uid": card_uid, "state": state, "reason": reason,
+            "actor": actor, **where}
 
 
 def live_member(tx: Tx, member_id: str) -> str:

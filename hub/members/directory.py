@@ -24,7 +24,8 @@ def head(tx: Tx) -> int:
 
 
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
-            " merged_into, change_no, guide_id FROM members")
+            " merged_into, change_no, guide_id, pin_hash, pin_locked, pin_hlc,"
+            " birthday_gift_year FROM members")
 
 
 def page(tx: Tx, request_id: str, after: int, limit: int) -> DirectoryPage:
@@ -67,15 +68,20 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     """``MemberEntry`` as ``model_dump(mode="json")`` gives it (same keys, same order)."""
     ids = [r[0] for r in rows]
     cards: dict[str, list[str]] = defaultdict(list)
+    card_states: dict[str, list[dict[str, Any]]] = defaultdict(list)
     shares: dict[str, list[dict[str, Any]]] = defaultdict(list)
     aliases: dict[str, list[str]] = defaultdict(list)
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
     coupons: dict[str, list[dict[str, Any]]] = defaultdict(list)
     issuers = sorted(VIRTUAL_STORES)
     for chunk, marks in in_chunks(ids):
-        for uid, mid in tx.all(f"SELECT card_uid, member_id FROM cards WHERE member_id IN"
-                               f" ({marks}) ORDER BY card_uid", chunk):
-            cards[mid].append(uid)
+        for uid, mid, state, reason, hlc in tx.all(
+                f"SELECT card_uid, member_id, state, reason, stamp_hlc FROM cards"
+                f" WHERE member_id IN ({marks}) ORDER BY card_uid", chunk):
+            if state == "active":
+                cards[mid].append(uid)
+            card_states[mid].append({"card_uid": uid, "state": state, "reason": reason,
+                                     "hlc": int(hlc)})
         for mid, store, p, a, b in tx.all(
                 f"SELECT member_id, store_id, points, sv_principal, sv_bonus FROM shares"
                 f" WHERE member_id IN ({marks}) ORDER BY store_id", chunk):
@@ -105,6 +111,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "birthday": r[4], "tier": r[5], "tags": json.loads(r[6]), "cards": cards[r[0]],
          "home_store": r[7], "merged_into": r[8], "aliases": aliases[r[0]],
          "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]],
-         "guide_id": r[10]}
+         "guide_id": r[10], "card_states": card_states[r[0]], "pin_hash": r[11],
+         "pin_locked": bool(r[12]), "pin_hlc": int(r[13]), "birthday_gift_year": int(r[14])}
         for r in rows
     ]

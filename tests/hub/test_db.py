@@ -72,7 +72,9 @@ async def test_schema_5_keeps_every_row_and_clusters_the_member_tables(hub_url: 
 
     def after(tx: Tx) -> tuple[int, dict[str, list[tuple[object, ...]]], set[str]]:
         version = migrate(tx)
-        kept = {t: sorted(tuple(r) for r in tx.all(f"SELECT * FROM {t}")) for t in rows}
+        # The columns each table had at schema 4 (later schemas add some of their own).
+        kept = {t: sorted(tuple(r)[:len(rows[t][0])] for r in tx.all(f"SELECT * FROM {t}"))
+                for t in rows}
         clustered: set[str] = set()
         if tx.dialect == "sqlite":
             clustered = {t for t in CLUSTERED if "WITHOUT ROWID" in tx.scalar(

@@ -297,3 +297,70 @@ async def test_the_batch_path_leaves_tiers_and_allowances_as_a_full_recompute_wo
     # standing grants.
     assert sum(tiers[m] != t for m, t in registered.items()) > 50
     assert granted > 100
+
+
+async def test_card_states_pins_and_gifts_merge_last_writer_wins(hub_db: HubDatabase,
+                                                                tmp_path: Path) -> None:
+    from protocol.events import (
+        BirthdayGiftGiven,
+        CardBound,
+        CardStateChanged,
+        Event,
+        EventBody,
+        PaymentPinLocked,
+        PaymentPinSet,
+    )
+
+    a = await _store(tmp_path, "S001", 1)
+    try:
+        mid = (await register(a, "13900000003", card="04AA0001"))["member_id"]
+        other = (await register(a, "13900000004"))["member_id"]
+        for batch in batches(a.config.database.path, "S001", 100):
+            await _apply(hub_db, batch)
+        base = (await hub_db.transaction(
+            lambda tx: tx.scalar("SELECT max(registered_hlc) FROM members"))) + 1000
+        seqs: dict[str, int] = {}
+
+        async def send(store: str, hlc: int, body: EventBody) -> None:
+            seqs[store] = seqs.get(store, 0) + 1
+            await _apply(hub_db, EventBatch(store_id=store, epoch=1, events=[Event(
+                event_id=f"e{store}{seqs[store]}", store_id=store, epoch=1, seq=seqs[store],
+                hlc=hlc, body=body)]))
+
+        def entry() -> Any:
+            return hub_db.transaction(lambda tx: directory.entry(tx, mid))
+
+        def lost(hlc: int, state: str) -> CardStateChanged:
+            return CardStateChanged(member_id=mid, card_uid="04AA0001", state=state,  # type: ignore[arg-type]
+                                    reason=f"at {hlc}")
+
+        await send("S002", base + 50, lost(50, "lost"))
+        await send("S003", base + 10, lost(10, "active"))  # older: the loss stands
+        e = await entry()
+        assert e.cards == [] and [(c.state, c.reason, c.hlc) for c in e.card_states] == [
+            ("lost", "at 50", base + 50)]
+        # Bound elsewhere while held: the holder keeps it. Unbound, then bound again: moves.
+        await send("S002", base + 60, CardBound(member_id=other, card_uid="04AA0001"))
+        assert [c.card_uid for c in (await entry()).card_states] == ["04AA0001"]
+        await send("S002", base + 70, lost(70, "unbound"))
+        await send("S003", base + 80, CardBound(member_id=other, card_uid="04AA0001"))
+        assert (await entry()).card_states == []
+        taken = await hub_db.transaction(lambda tx: directory.entry(tx, other))
+        assert taken is not None and taken.cards == ["04AA0001"]
+
+        h = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
+        await send("S002", base + 100, PaymentPinSet(member_id=mid, pin_hash=h))
+        await send("S003", base + 90, PaymentPinLocked(member_id=mid, failures=5))  # older
+        e = await entry()
+        assert (e.pin_hash, e.pin_locked, e.pin_hlc) == (h, False, base + 100)
+        await send("S003", base + 110, PaymentPinLocked(member_id=mid, failures=5))
+        e = await entry()
+        assert (e.pin_hash, e.pin_locked, e.pin_hlc) == (h, True, base + 110)
+
+        await send("S002", base + 120, BirthdayGiftGiven(member_id=mid, year=2026))
+        await send("S003", base + 130, BirthdayGiftGiven(member_id=mid, year=2025))
+        assert (await entry()).birthday_gift_year == 2026
+        # The rebuild check still reads every event of these new kinds.
+        assert (await hub_db.transaction(audit.compare))["mismatches"] == []
+    finally:
+        await a.close()

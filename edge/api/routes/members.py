@@ -10,7 +10,7 @@ from edge import paging
 from edge.api import requests as m
 from edge.api.deps import IdemKey, Limit, Service, Terminal
 from edge.api.identify import one_identifier
-from edge.api.responses import Member, TopUp
+from edge.api.responses import Member, MemberChanges, PaymentPinSetOut, TopUp
 from protocol.http_errors import StrictJsonRoute
 
 router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
@@ -43,8 +43,21 @@ async def member(member_id: str, service: Service, _: Terminal) -> Any:
 @router.patch("/v1/members/{member_id}", response_model=Member)
 async def profile(member_id: str, body: m.ProfileChange, service: Service, terminal: Terminal,
                   key: IdemKey = None) -> Any:
+    """Change profile fields; recorded with the till and ``cashier_id``. A birthday already
+    set is changed only by HQ (409 ``birthday_locked``)."""
+    changes = body.model_dump(exclude_unset=True)
+    cashier_id = changes.pop("cashier_id", None)
     return await service.update_profile(terminal_id=terminal, idem_key=key, member_id=member_id,
-                                        changes=body.model_dump(exclude_unset=True))
+                                        changes=changes, cashier_id=cashier_id)
+
+
+@router.get("/v1/members/{member_id}/changes", response_model=MemberChanges)
+async def changes(member_id: str, service: Service, _: Terminal,
+                  limit: Limit = paging.DEFAULT_LIMIT,
+                  before: Annotated[int | None, Query(ge=1)] = None) -> Any:
+    """What was changed of the member at this store's tills (profile fields before and after,
+    cards, PIN set or locked), with the till and the cashier, newest first."""
+    return await service.member_changes(member_id, limit=limit, before=before)
 
 
 @router.get("/v1/members/{member_id}/points", response_model=m.PointsHistory)
@@ -61,6 +74,37 @@ async def bind_card(member_id: str, body: m.BindCard, service: Service, terminal
                     key: IdemKey = None) -> Any:
     return await service.bind_card(terminal_id=terminal, idem_key=key, member_id=member_id,
                                    card_uid=body.card_uid)
+
+
+@router.put("/v1/members/{member_id}/cards/{card_uid}/state", response_model=Member)
+async def card_state(member_id: str, card_uid: str, body: m.CardStateIn, service: Service,
+                     terminal: Terminal, key: IdemKey = None) -> Any:
+    """Report a card lost (挂失), lift the loss, or unbind it. A lost card is refused at every
+    store (409 ``card_blocked`` with its reason) once the hub has passed it on, here at once."""
+    return await service.set_card_state(
+        terminal_id=terminal, idem_key=key, member_id=member_id, card_uid=card_uid,
+        state=body.state, reason=body.reason, cashier_id=body.cashier_id)
+
+
+@router.post("/v1/members/{member_id}/cards/{card_uid}/replacement", response_model=Member)
+async def replace_card(member_id: str, card_uid: str, body: m.CardReplacementIn,
+                       service: Service, terminal: Terminal, key: IdemKey = None) -> Any:
+    """Replace a card (补卡): the old one is blocked for good, the new one identifies the
+    member with every balance."""
+    return await service.replace_card(
+        terminal_id=terminal, idem_key=key, member_id=member_id, card_uid=card_uid,
+        new_card_uid=body.new_card_uid, reason=body.reason, cashier_id=body.cashier_id)
+
+
+@router.put("/v1/members/{member_id}/pin", response_model=PaymentPinSetOut)
+async def set_pin(member_id: str, body: m.PaymentPinIn, service: Service, terminal: Terminal,
+                  key: IdemKey = None) -> Any:
+    """Set the member's payment PIN (stored hashed, checked offline at any store). Once set,
+    paying with stored value or points needs it; wrong PINs in a row lock those balances
+    until a new PIN is set."""
+    return await service.set_payment_pin(
+        terminal_id=terminal, idem_key=key, member_id=member_id, pin=body.pin,
+        current_pin=body.current_pin, reset=body.reset, cashier_id=body.cashier_id)
 
 
 @router.post("/v1/members/{member_id}/topups", tags=["stored value"], response_model=TopUp)

@@ -98,4 +98,4 @@ async def finalize(sale_id: str, body: m.Finalize, service: Service, terminal: T
                              sv_order=t.sv_order, reference=t.reference)
                for t in body.tenders]
     return await service.finalize(sale_id, terminal, key, tenders, cashier_id=body.cashier_id,
-                                  guide_id=body.guide_id)
+                                  guide_id=body.guide_id, pin=body.pin)

@@ -1,5 +1,5 @@
-"""HQ's own writes to a member's books: points adjustments and coupons, each an event of the HQ
-stream (``hub.ledger.hq_events``), applied once per ``Idempotency-Key``."""
+"""HQ's own writes to a member: points adjustments, coupons, profile and card changes, each an
+event of the HQ stream (``hub.ledger.hq_events``), applied once per ``Idempotency-Key``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ from fastapi import APIRouter, Header, Response
 
 from hub.api.deps import HubDep
 from hub.api.models import (
+    CardStateChange,
+    CardStateRequest,
     CouponIssueRequest,
     IssuedCoupon,
     PointsAdjustment,
     PointsAdjustmentRequest,
+    ProfileChanged,
+    ProfileChangeRequest,
 )
 from hub.core.idempotency import Answer, raise_refusal
 from protocol.http_errors import StrictJsonRoute
@@ -51,3 +55,26 @@ async def issue_coupon(member_id: str, request: CouponIssueRequest, hub: HubDep,
         campaign_id=request.campaign_id, key=key)
     _answered(answer, response)
     return IssuedCoupon.model_validate(raise_refusal(answer))
+
+
+@router.patch("/v1/members/{member_id}", response_model=ProfileChanged)
+async def change_profile(member_id: str, request: ProfileChangeRequest, hub: HubDep,
+                         key: IdempotencyKey, response: Response) -> ProfileChanged:
+    """Change a member's name or birthday; stores take it from the directory. Stores set a
+    birthday once; a birthday already set is corrected here."""
+    changes = request.model_dump(exclude_unset=True, exclude={"actor"})
+    answer = await hub.change_profile(member_id, changes=changes, actor=request.actor, key=key)
+    _answered(answer, response)
+    return ProfileChanged.model_validate(raise_refusal(answer))
+
+
+@router.put("/v1/members/{member_id}/cards/{card_uid}/state", response_model=CardStateChange)
+async def set_card_state(member_id: str, card_uid: str, request: CardStateRequest,
+                         hub: HubDep, key: IdempotencyKey, response: Response
+                         ) -> CardStateChange:
+    """Report a member's card lost (挂失, e.g. the member called the hotline), lift the loss,
+    or unbind it; every store refuses a lost card once the directory carries it."""
+    answer = await hub.set_card_state(member_id, card_uid, state=request.state,
+                                      reason=request.reason, actor=request.actor, key=key)
+    _answered(answer, response)
+    return CardStateChange.model_validate(raise_refusal(answer))
