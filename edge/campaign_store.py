@@ -44,9 +44,11 @@ def apply_bundle(conn: sqlite3.Connection, ctx: StoreContext, bundle: CampaignBu
         "SELECT version, bundle FROM campaign_bundles WHERE scope = ? AND scope_id = ?",
         (bundle.scope, scope_id),
     ).fetchone()
-    if row is not None and int(row[0]) >= bundle.version:
-        held = int(row[0]) == bundle.version and _same(row[1], bundle)
-        return "held" if held else "stale"
+    if row is not None:
+        # Newer is by (generation, version): read from the bundle held (a rare path).
+        ours = CampaignBundle.model_validate_json(row[1])
+        if ours.order >= bundle.order:
+            return "held" if ours.order == bundle.order and _same(row[1], bundle) else "stale"
     conn.execute(
         "INSERT INTO campaign_bundles(scope, scope_id, version, bundle, applied_at)"
         " VALUES (?, ?, ?, ?, ?) ON CONFLICT(scope, scope_id) DO UPDATE SET"

@@ -35,8 +35,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -310,14 +312,22 @@ def _canonical(value: Any) -> Any:
 # Versions stay within what every JSON reader holds exactly; a store only ever moves up, so a
 # version near this bound would leave a scope nowhere to go (the hub refuses big jumps).
 MAX_BUNDLE_VERSION = 2**53 - 1
+MAX_GENERATION = 1_000_000
 # A region or store id, as it stands in a campaign topic (``protocol.topics``).
 ScopeId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
 
 
 class CampaignBundle(_Model):
-    """Every campaign of one scope, as HQ issues it. A newer ``version`` replaces an older one."""
+    """Every campaign of one scope, as HQ issues it. A newer ``version`` replaces an older one.
+
+    ``generation`` is HQ's way out of a version it can no longer go beyond (one pushed near the
+    largest by a slip of the keyboard): bundles order by ``(generation, version)``, so a bundle
+    of the next generation replaces any version of the one before, and its versions start again
+    at 1. A bundle of generation 0 is sent and signed without the field, as before it existed.
+    """
 
     version: Annotated[int, Field(strict=True, ge=1, le=MAX_BUNDLE_VERSION)]
+    generation: Annotated[int, Field(strict=True, ge=0, le=MAX_GENERATION)] = 0
     scope: Literal["fleet", "region", "store"]
     scope_id: ScopeId | None = None
     issued_at: AwareDatetime
@@ -332,6 +342,18 @@ class CampaignBundle(_Model):
             raise ValueError(f"a {self.scope} bundle needs a scope_id (which {self.scope})")
         _no_duplicates([c.campaign_id for c in self.campaigns], "campaigns (campaign_id)")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_generation_0(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("generation") == 0:
+            del data["generation"]  # stores older than generations read and verify it as before
+        return data
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """What "newer" means: ``(generation, version)``."""
+        return self.generation, self.version
 
     def signing_bytes(self) -> bytes:
         """The canonical bytes a signature covers: msgpack of the bundle without ``signature``,

@@ -116,6 +116,7 @@ class MemberView(MemberEntry):
 class PushedBundle(BaseModel):
     topic: str
     version: int
+    generation: int
     scope: str
 
 

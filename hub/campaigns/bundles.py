@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from hub.core.db import Tx
 from protocol import signing, topics
-from protocol.campaigns import CampaignBundle
+from protocol.campaigns import MAX_BUNDLE_VERSION, CampaignBundle
 from protocol.codec import encode
 from protocol.private_files import write_private
 from protocol.sync import CampaignManifest
@@ -50,23 +50,33 @@ def manifest(bundle: CampaignBundle, key: Ed25519PrivateKey) -> bytes:
 
 
 def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tuple[str, bytes]:
-    """Sign and keep ``bundle``; a version not newer than the one held is refused."""
+    """Sign and keep ``bundle``; one not newer than the one held, by ``(generation, version)``,
+    is refused. A version far above the one held is refused too; one held too high to go
+    beyond is left behind by the next generation (``CampaignBundle.generation``)."""
     scope_id = bundle.scope_id or ""
-    held = tx.scalar("SELECT version FROM campaign_bundles WHERE scope = ? AND scope_id = ?",
-                     (bundle.scope, scope_id), default=0)
-    if bundle.version <= held:
-        raise StaleBundle(f"{bundle.scope} bundle version {bundle.version} is not newer than"
-                          f" the held version {held}")
-    if bundle.version - held > MAX_VERSION_STEP:
+    row = tx.one("SELECT generation, version FROM campaign_bundles WHERE scope = ?"
+                 " AND scope_id = ?", (bundle.scope, scope_id))
+    gen, held = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+    way_out = (f"; to start again from version 1, push generation {gen + 1}"
+               if held > MAX_BUNDLE_VERSION - MAX_VERSION_STEP else "")
+    if bundle.generation < gen or (bundle.generation == gen and bundle.version <= held):
+        raise StaleBundle(f"{bundle.scope} bundle generation {bundle.generation} version"
+                          f" {bundle.version} is not newer than the held generation {gen}"
+                          f" version {held}{way_out}")
+    if bundle.generation > gen + 1:
+        raise VersionJump(f"{bundle.scope} bundle generation {bundle.generation} skips"
+                          f" generations: the next is {gen + 1}")
+    if bundle.generation == gen and bundle.version - held > MAX_VERSION_STEP:
         raise VersionJump(f"{bundle.scope} bundle version {bundle.version} is more than"
                           f" {MAX_VERSION_STEP:,} above the held version {held}: use"
                           f" {held + 1}")
     payload = manifest(bundle, key)
     tx.execute(
-        "INSERT INTO campaign_bundles(scope, scope_id, version, manifest) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT(scope, scope_id) DO UPDATE SET version = excluded.version,"
-        " manifest = excluded.manifest",
-        (bundle.scope, scope_id, bundle.version, payload))
+        "INSERT INTO campaign_bundles(scope, scope_id, version, manifest, generation)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT(scope, scope_id) DO UPDATE SET"
+        " version = excluded.version, manifest = excluded.manifest,"
+        " generation = excluded.generation",
+        (bundle.scope, scope_id, bundle.version, payload, bundle.generation))
     return topics.campaign_topic(bundle.scope, bundle.scope_id), payload
 
 

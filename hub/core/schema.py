@@ -267,7 +267,7 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         # the directory entry. A sale's cashier and guide stay in the log (sales facts read them).
         "ALTER TABLE members ADD COLUMN guide_id TEXT",
     ]),
-    (11, "card states (lost, replaced, unbound), payment PINs, the year of the birthday gift", [
+    (11, "card states, payment PINs, the year of the birthday gift; bundle generations", [
         # A card's state merges last-writer-wins by (hlc, stream) like a profile field; the
         # stamp of a card bound before this is 0, so any later change wins over it.
         "ALTER TABLE cards ADD COLUMN state TEXT NOT NULL DEFAULT 'active'",
@@ -280,6 +280,8 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "ALTER TABLE members ADD COLUMN pin_hlc BIGINT NOT NULL DEFAULT 0",
         "ALTER TABLE members ADD COLUMN pin_store TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE members ADD COLUMN birthday_gift_year BIGINT NOT NULL DEFAULT 0",
+        # Bundles order by (generation, version): HQ's way past a version pushed too high.
+        "ALTER TABLE campaign_bundles ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

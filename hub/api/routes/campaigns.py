@@ -21,4 +21,5 @@ async def push(bundle: CampaignBundle, hub: HubDep) -> PushedBundle:
         topic = await hub.push_campaigns(bundle)
     except StaleBundle as exc:
         raise ServiceError(exc.code, str(exc), 409) from None
-    return PushedBundle(topic=topic, version=bundle.version, scope=bundle.scope)
+    return PushedBundle(topic=topic, version=bundle.version, generation=bundle.generation,
+                        scope=bundle.scope)
