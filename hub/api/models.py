@@ -107,10 +107,14 @@ class CouponConflicts(BaseModel):
 
 
 class MemberView(MemberEntry):
-    """A member as the hub knows it, with the balances summed over every store's share."""
+    """A member as the hub knows it, with the balances summed over every store's share. The
+    PIN's hash is the stores' to check a PIN with, not HQ's to read: HQ sees whether one is set
+    (``pin_set``) and whether it is locked."""
 
     points: int
     stored_value: int
+    pin_hash: None = Field(default=None, exclude=True)  # never shown
+    pin_set: bool
 
 
 class PushedBundle(BaseModel):

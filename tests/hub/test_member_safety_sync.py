@@ -155,6 +155,10 @@ async def test_cards_pins_and_birthdays_hold_at_every_store(
         transport = httpx.ASGITransport(app=hub_app(hub))
         async with httpx.AsyncClient(transport=transport, base_url="http://hub",
                                      headers={"Authorization": f"Bearer {HQ_TOKEN}"}) as hq:
+            # HQ sees whether a PIN is set and locked, never its hash.
+            view = (await hq.get(f"/v1/members/{mid}")).json()
+            assert (view["pin_set"], view["pin_locked"]) == (True, True)
+            assert "pin_hash" not in view and "$argon2id$" not in str(view)
             r = await hq.patch(f"/v1/members/{mid}", headers={"Idempotency-Key": "p1"},
                                json={"birthday": "1990-01-01", "actor": "li.wei@hq"})
             assert r.status_code == 200, r.text

@@ -18,6 +18,7 @@ async def member(member_id: str, hub: HubDep) -> MemberView:
     entry = await hub.db.read(lambda tx: directory.entry(tx, member_id))
     if entry is None:
         raise ServiceError("member_not_found", "no member with this id", 404)
-    return MemberView(**entry.model_dump(),
+    return MemberView(**entry.model_dump(exclude={"pin_hash"}),
+                      pin_set=entry.pin_hash is not None,
                       points=sum(s.points for s in entry.shares),
                       stored_value=sum(s.sv_principal + s.sv_bonus for s in entry.shares))
