@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from datetime import date
 from typing import Any
 
+from hub.auth.tokens import TokenBook
 from hub.campaigns import bundles, coupons
 from hub.config import HubConfig
 from hub.core import idempotency
@@ -47,6 +48,7 @@ PROJECTIONS_EVERY_S = 5.0
 PROJECTION_YIELD_S = 2.0  # the longest a projection page waits for ingest to go quiet
 INGEST_QUIET_S = 0.3  # ingest counts as quiet this long after its last group
 READ_YIELD_S = 0.1  # the longest an HQ read waits for the queued batches
+ACCESS_EVERY_S = 5.0  # a token revoked with the CLI beside a running hub stops working by then
 
 
 class Hub:
@@ -87,6 +89,11 @@ class Hub:
         # Zones set with ``membergate-hub stores load`` beside a running hub reach it here.
         self.scheduler.add(Job("registry", self.reload_zones, interval_s=REGISTRY_EVERY_S,
                                at_start=False))
+        # Who may call the HQ API: tokens and users as the database holds them, reloaded at
+        # every change made here and, for changes made with the CLI beside a running hub, often.
+        self.tokens = TokenBook(config.api.token)
+        self.scheduler.add(Job("access", self.reload_access, interval_s=ACCESS_EVERY_S,
+                               at_start=False))
         self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
         self.scheduler.add(Job("projections", self.project, interval_s=PROJECTIONS_EVERY_S))
         self._stack = AsyncExitStack()
@@ -96,6 +103,7 @@ class Hub:
             await stack.enter_async_context(self.db)
             await self.db.transaction(migrate)
             await self.reload_zones()
+            await self.reload_access()
             # Spend months counted before stores had calendars are counted again from the log
             # (once, when a migration asks), before any batch is taken.
             await self.db.transaction(lambda tx: tiers.recount_spend(tx, self.zone_of))
@@ -115,6 +123,9 @@ class Hub:
 
     async def reload_zones(self) -> None:
         self.zones = await self.db.read(registry.zones)
+
+    async def reload_access(self) -> None:
+        await self.db.read(self.tokens.load)
 
     async def set_stores(self, records: list[registry.StoreRecord]) -> int:
         """HQ says who its stores are (name, region, zone, legal entity). A changed zone counts

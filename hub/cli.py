@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from hub import extensions
+from hub import extensions, users_cli
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.core.db import DatabaseUnavailable
@@ -243,9 +243,15 @@ def _push_campaigns(cfg: HubConfig, args: argparse.Namespace) -> int:
         return fail(str(exc))
 
 
-def _init(cfg: HubConfig) -> int:
+def _init(cfg: HubConfig, args: argparse.Namespace) -> int:
     from hub.campaigns.bundles import load_or_create_key
 
+    if args.admin:  # the first admin: like ``users add --role hq_admin``
+        made = users_cli.run(cfg, argparse.Namespace(
+            command="users", users_command="add", username=args.admin, role="hq_admin",
+            region=[], store=[], guide=None, name="", password_stdin=args.password_stdin))
+        if made:
+            return made
     key = load_or_create_key(cfg.hub.data_dir)
     print(json.dumps({"key_id": signing.key_id(key), "hub_public_key": signing.public_b64(key),
                       "key_file": str(cfg.hub.data_dir / "hub_signing_key.pem")}, indent=2))
@@ -260,7 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run the hub (embedded broker unless one is configured)")
     run.add_argument("--seconds", type=float, default=None, help="stop after N seconds")
     run.add_argument("--database", help="override: a SQLite path or postgresql:// URL")
-    sub.add_parser("init", help="make the signing key; print the public key for the stores")
+    init = sub.add_parser("init", help="make the signing key; print the public key for the"
+                          " stores; with --admin, make the first HQ admin")
+    init.add_argument("--admin", help="username of the first HQ admin (password asked, or"
+                      " --password-stdin)")
+    init.add_argument("--password-stdin", action="store_true")
+    init.add_argument("--database")
     st = sub.add_parser("status", help="fleet status as a table (or --json)")
     st.add_argument("--json", action="store_true")
     st.add_argument("--database")
@@ -295,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     push.add_argument("--token", help="HQ bearer token (default: $MEMBERGATE_HQ_TOKEN, then"
                       " [api] token)")
     push.add_argument("--ca-file", help="CA to trust for an https:// HQ API (the fleet's)")
+    users_cli.add_arguments(sub)
     plugged = extensions.commands()  # the demo fleet, from provisioning
     for name, command in plugged.items():
         command.add_arguments(sub.add_parser(name, help=command.help))
@@ -332,7 +344,9 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
             print(f"membergate-hub: cannot start: {exc}", file=sys.stderr)
             return 2
     if args.command == "init":
-        return _init(cfg)
+        return _init(cfg, args)
+    if args.command in ("users", "tokens"):
+        return users_cli.run(cfg, args)
     if args.command == "status":
         return asyncio.run(_status(cfg, args.json))
     if args.command == "rebuild":

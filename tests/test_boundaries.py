@@ -32,11 +32,12 @@ HUB_LAYERS: list[set[str]] = [
     {"ledger"},
     {"campaigns"},
     {"projections"},
+    {"auth"},
     {"config"},
     {"sync"},
     {"app"},
     {"api"},
-    {"cli", "bench", "extensions", "campaign_push"},
+    {"cli", "bench", "extensions", "campaign_push", "users_cli"},
 ]
 
 

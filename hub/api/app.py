@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
-from hub.api.deps import UNAUTHORIZED, hq_token_valid, require_hq
+from hub.api.deps import UNAUTHORIZED, token_valid
 from hub.api.routes import (
     audit,
+    audit_log,
     campaigns,
     conflicts,
     hq_events,
@@ -23,6 +24,7 @@ from hub.api.routes import (
     metrics,
     status,
     stores,
+    users,
 )
 from hub.app import Hub
 from protocol.errors import ERROR_RESPONSES
@@ -31,7 +33,7 @@ from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
-           audit.router, stores.router, metrics.router)
+           audit.router, stores.router, metrics.router, users.router, audit_log.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -40,13 +42,15 @@ def create_app(hub: Hub) -> FastAPI:
     app.state.hub = hub
     # No body is read without HQ's token, and bodies are counted as they arrive against
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
-    guard(app, token_valid=lambda given: hq_token_valid(hub, given),
+    guard(app, token_valid=lambda given: token_valid(hub, given),
           max_body_bytes=hub.config.api.max_request_bytes, token_message=UNAUTHORIZED)
     app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
     app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")
     install_error_handlers(app)
+    # Every route names the permission it needs (``hub.api.deps.needs``), which also gives it
+    # the caller's scope: tests/hub/test_access.py checks that none is left out.
     for router in ROUTERS:
-        app.include_router(router, dependencies=[Depends(require_hq)])
+        app.include_router(router)
     return app
 
 

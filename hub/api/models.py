@@ -18,7 +18,7 @@ from hub.campaigns.coupons import MAX_PERCENT_OFF
 from protocol.errors import iso_date_text
 from protocol.events import MAX_POINTS, Amount, CouponKind, Id, NonEmptyText
 from protocol.money import MAX_AMOUNT
-from protocol.sync import MemberEntry
+from protocol.sync import MemberCoupon, StoreGrant, StoreShare
 
 
 class FleetStore(BaseModel):
@@ -106,15 +106,35 @@ class CouponConflicts(BaseModel):
     conflicts: list[CouponConflict]
 
 
-class MemberView(MemberEntry):
-    """A member as the hub knows it, with the balances summed over every store's share. The
-    PIN's hash is the stores' to check a PIN with, not HQ's to read: HQ sees whether one is set
-    (``pin_set``) and whether it is locked."""
+class MemberView(BaseModel):
+    """A member as the hub knows it and the caller may see them (``hub.auth.scope``): phone,
+    name, birthday and cards masked for roles below HQ admin unless revealed (``unmasked``
+    lists the fields shown whole); the balance is the member's one balance chain-wide, the
+    per-store shares and allowances only those of the caller's stores. The PIN's hash is the
+    stores' to check a PIN with: HQ sees whether one is set and whether it is locked."""
 
+    member_id: str
+    member_code: str
+    phone: str | None
+    name: str
+    birthday: str | None  # ISO, or "****-MM-**" masked
+    tier: str
+    tags: list[str]
+    cards: list[str]
+    card_states: list[dict[str, Any]]
+    home_store: str
+    merged_into: str | None
+    aliases: list[str]
+    shares: list[StoreShare]
+    grants: list[StoreGrant]
+    coupons: list[MemberCoupon]
+    guide_id: str | None
+    pin_set: bool
+    pin_locked: bool
+    birthday_gift_year: int
     points: int
     stored_value: int
-    pin_hash: None = Field(default=None, exclude=True)  # never shown
-    pin_set: bool
+    unmasked: list[str]
 
 
 class PushedBundle(BaseModel):
@@ -264,3 +284,85 @@ class StoreView(BaseModel):
 class RegionView(BaseModel):
     region: str
     stores: list[str]
+
+
+class UserIn(_Request):
+    """A new HQ user: a role (``GET /v1/roles``) and, as the role's scope asks, its regions,
+    stores or shopping guide id."""
+
+    username: Annotated[str, StringConstraints(min_length=3, max_length=64)]
+    role: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    display_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    regions: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
+        default_factory=list, max_length=100)
+    stores: list[Annotated[str, StringConstraints(max_length=32)]] = Field(
+        default_factory=list, max_length=1000)
+    guide_id: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+class UserChange(_Request):
+    disabled: bool | None = None
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class UserView(BaseModel):
+    user_id: str
+    username: str
+    display_name: str
+    role: str
+    regions: list[str]
+    stores: list[str]
+    guide_id: str | None
+    disabled: bool
+
+
+class RoleView(BaseModel):
+    role: str
+    permissions: list[str]
+    scope: str
+    masked: bool
+
+
+class TokenIn(_Request):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    expires_in_days: Annotated[int, Field(strict=True, ge=1, le=3650)] | None = None
+
+
+class IssuedToken(BaseModel):
+    """The token is shown this once: only its SHA-256 is kept."""
+
+    token_id: str
+    username: str
+    name: str
+    token: str
+
+
+class TokenView(BaseModel):
+    token_id: str
+    username: str
+    name: str
+    created_ms: int
+    expires_ms: int | None
+    revoked_ms: int | None
+
+
+class AuditEntry(BaseModel):
+    entry_id: str
+    at_ms: int
+    user_id: str | None
+    username: str
+    action: str
+    subject: str | None
+    fields: list[str]
+    reason: str
+    remote: str | None
+    outcome: str
+
+
+class RevealRequest(_Request):
+    """Show personal fields whole, with why: written to the audit log."""
+
+    fields: list[Literal["phone", "name", "birthday", "cards"]] = Field(min_length=1,
+                                                                        max_length=4)
+    reason: NonEmptyText

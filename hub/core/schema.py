@@ -283,6 +283,42 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         # Bundles order by (generation, version): HQ's way past a version pushed too high.
         "ALTER TABLE campaign_bundles ADD COLUMN generation BIGINT NOT NULL DEFAULT 0",
     ]),
+    (12, "HQ users, roles as data, API tokens (hashed), the personal-data audit log", [
+        # A role says what its users may do (``permissions``), which members and stores they
+        # see (``scope``: all, regions, stores, guide, none) and whether personal data is
+        # masked for them. Rows, not code: the chain can add a role without a release.
+        """CREATE TABLE roles (
+            role TEXT PRIMARY KEY, permissions TEXT NOT NULL, scope TEXT NOT NULL,
+            masked BIGINT NOT NULL)""",
+        """INSERT INTO roles(role, permissions, scope, masked) VALUES
+            ('hq_admin', '["*"]', 'all', 0),
+            ('region_manager', '["members.read", "stores.read", "pii.reveal"]', 'regions', 1),
+            ('store_manager', '["members.read", "stores.read", "pii.reveal"]', 'stores', 1),
+            ('guide', '["members.read"]', 'guide', 1),
+            ('auditor', '["auditlog.read"]', 'none', 1),
+            ('marketing', '["members.read", "stores.read", "campaigns.push"]', 'all', 1)""",
+        """CREATE TABLE users (
+            user_id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
+            display_name TEXT NOT NULL DEFAULT '', role TEXT NOT NULL REFERENCES roles(role),
+            regions TEXT NOT NULL DEFAULT '[]', stores TEXT NOT NULL DEFAULT '[]',
+            guide_id TEXT, password_hash TEXT, disabled BIGINT NOT NULL DEFAULT 0,
+            failed_logins BIGINT NOT NULL DEFAULT 0, locked_until_ms BIGINT NOT NULL DEFAULT 0,
+            created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+        # Only a token's SHA-256 is kept: tokens are 256 random bits, beyond guessing, so a
+        # fast hash is enough (unlike passwords, which get argon2id).
+        """CREATE TABLE api_tokens (
+            token_id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(user_id),
+            name TEXT NOT NULL, token_sha256 TEXT NOT NULL UNIQUE, created_ms BIGINT NOT NULL,
+            expires_ms BIGINT, revoked_ms BIGINT, last_used_ms BIGINT)""",
+        # Append-only: who saw, revealed or exported whose personal data, and every refused
+        # attempt; nothing updates or deletes a row (kept at least 3 years).
+        """CREATE TABLE audit_log (
+            entry_id TEXT PRIMARY KEY, at_ms BIGINT NOT NULL, user_id TEXT,
+            username TEXT NOT NULL, action TEXT NOT NULL, subject TEXT,
+            fields TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '',
+            remote TEXT, outcome TEXT NOT NULL)""",
+        "CREATE INDEX audit_log_at ON audit_log(at_ms)",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from hub.api.deps import HubDep
+from fastapi import APIRouter, Depends
+
+from hub.api.deps import needs
 from hub.api.models import RebuildCheck
+from hub.auth.access import Access
 from hub.ledger import audit
 from protocol.http_errors import StrictJsonRoute
 
@@ -13,9 +16,9 @@ router = APIRouter(tags=["audit"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/rebuild", response_model=RebuildCheck)
-async def rebuild(hub: HubDep) -> RebuildCheck:
+async def rebuild(access: Annotated[Access, Depends(needs("books.check"))]) -> RebuildCheck:
     """Balances held vs. recomputed from the event log (on a reader: ingest goes on)."""
-    result = await hub.db.read(audit.compare)
+    result = await access.read(lambda tx, _scope: audit.compare(tx))
     return RebuildCheck(members=result["members"], events=result["events"],
                         mismatches=result["mismatches"][:100],
                         mismatch_count=len(result["mismatches"]))

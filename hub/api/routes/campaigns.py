@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from hub.api.deps import HubDep
+from fastapi import APIRouter, Depends
+
+from hub.api.deps import HubDep, needs
 from hub.api.models import PushedBundle
+from hub.auth.access import Access
 from hub.campaigns.bundles import StaleBundle
 from protocol.campaigns import CampaignBundle
 from protocol.errors import ServiceError
@@ -15,7 +18,8 @@ router = APIRouter(tags=["campaigns"], route_class=StrictJsonRoute)
 
 
 @router.post("/v1/campaigns", status_code=201, response_model=PushedBundle)
-async def push(bundle: CampaignBundle, hub: HubDep) -> PushedBundle:
+async def push(bundle: CampaignBundle, hub: HubDep,
+               _: Annotated[Access, Depends(needs("campaigns.push"))]) -> PushedBundle:
     """Validate, sign and publish a bundle for the fleet, a region or a store."""
     try:
         topic = await hub.push_campaigns(bundle)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from hub.api.deps import HubDep
+from fastapi import APIRouter, Depends
+
+from hub.api.deps import needs
 from hub.api.models import CouponConflict, CouponConflicts
+from hub.auth.access import Access
 from hub.campaigns import coupons
 from protocol.http_errors import StrictJsonRoute
 
@@ -13,6 +16,7 @@ router = APIRouter(tags=["coupons"], route_class=StrictJsonRoute)
 
 
 @router.get("/v1/conflicts/coupons", response_model=CouponConflicts)
-async def coupon_conflicts(hub: HubDep) -> CouponConflicts:
-    rows = await hub.db.read(coupons.conflicts)
+async def coupon_conflicts(
+        access: Annotated[Access, Depends(needs("conflicts.read"))]) -> CouponConflicts:
+    rows = await access.read(lambda tx, _scope: coupons.conflicts(tx))
     return CouponConflicts(conflicts=[CouponConflict.model_validate(r) for r in rows])

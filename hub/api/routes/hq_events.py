@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Response
 
-from hub.api.deps import HubDep
+from hub.api.deps import HubDep, needs
 from hub.api.models import (
     CardStateChange,
     CardStateRequest,
@@ -18,13 +18,24 @@ from hub.api.models import (
     ProfileChanged,
     ProfileChangeRequest,
 )
+from hub.auth.access import Access
+from hub.auth.scope import in_scope
 from hub.core.idempotency import Answer, raise_refusal
+from hub.members.identity import canonical
 from protocol.http_errors import StrictJsonRoute
 
 router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
 
 # A client's retry of the same request carries the same key; a key is any text it chose.
 IdempotencyKey = Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)]
+
+
+# HQ's writes to a member: a role that may make them, on a member in its scope.
+Writer = Annotated[Access, Depends(needs("members.write"))]
+
+
+async def _in_scope(access: Access, member_id: str) -> None:
+    await access.read(lambda tx, scope: in_scope(scope, tx, canonical(tx, member_id)))
 
 
 def _answered(answer: Answer, response: Response) -> None:
@@ -35,9 +46,11 @@ def _answered(answer: Answer, response: Response) -> None:
 @router.post("/v1/members/{member_id}/points/adjustments", status_code=201,
              response_model=PointsAdjustment)
 async def adjust_points(member_id: str, request: PointsAdjustmentRequest, hub: HubDep,
-                        key: IdempotencyKey, response: Response) -> PointsAdjustment:
+                        key: IdempotencyKey, response: Response,
+                        access: Writer) -> PointsAdjustment:
     """Add (or, within what stores do not hold, take away) points; stores see it through the
     directory. A retry with the same key gets the first answer."""
+    await _in_scope(access, member_id)
     answer = await hub.adjust_points(member_id, delta=request.delta, reason=request.reason,
                                      actor=request.actor, key=key)
     _answered(answer, response)
@@ -46,9 +59,11 @@ async def adjust_points(member_id: str, request: PointsAdjustmentRequest, hub: H
 
 @router.post("/v1/members/{member_id}/coupons", status_code=201, response_model=IssuedCoupon)
 async def issue_coupon(member_id: str, request: CouponIssueRequest, hub: HubDep,
-                       key: IdempotencyKey, response: Response) -> IssuedCoupon:
+                       key: IdempotencyKey, response: Response,
+                       access: Writer) -> IssuedCoupon:
     """Issue the member a single-use coupon that any store redeems, offline too. A retry with
     the same key gets the first answer (the same code)."""
+    await _in_scope(access, member_id)
     answer = await hub.issue_coupon(
         member_id, kind=request.kind, value=request.value, min_spend=request.min_spend,
         categories=request.categories, expires_on=request.expires_on,
@@ -59,9 +74,11 @@ async def issue_coupon(member_id: str, request: CouponIssueRequest, hub: HubDep,
 
 @router.patch("/v1/members/{member_id}", response_model=ProfileChanged)
 async def change_profile(member_id: str, request: ProfileChangeRequest, hub: HubDep,
-                         key: IdempotencyKey, response: Response) -> ProfileChanged:
+                         key: IdempotencyKey, response: Response,
+                         access: Writer) -> ProfileChanged:
     """Change a member's name or birthday; stores take it from the directory. Stores set a
     birthday once; a birthday already set is corrected here."""
+    await _in_scope(access, member_id)
     changes = request.model_dump(exclude_unset=True, exclude={"actor"})
     answer = await hub.change_profile(member_id, changes=changes, actor=request.actor, key=key)
     _answered(answer, response)
@@ -70,10 +87,11 @@ async def change_profile(member_id: str, request: ProfileChangeRequest, hub: Hub
 
 @router.put("/v1/members/{member_id}/cards/{card_uid}/state", response_model=CardStateChange)
 async def set_card_state(member_id: str, card_uid: str, request: CardStateRequest,
-                         hub: HubDep, key: IdempotencyKey, response: Response
-                         ) -> CardStateChange:
+                         hub: HubDep, key: IdempotencyKey, response: Response,
+                         access: Writer) -> CardStateChange:
     """Report a member's card lost (挂失, e.g. the member called the hotline), lift the loss,
     or unbind it; every store refuses a lost card once the directory carries it."""
+    await _in_scope(access, member_id)
     answer = await hub.set_card_state(member_id, card_uid, state=request.state,
                                       reason=request.reason, actor=request.actor, key=key)
     _answered(answer, response)

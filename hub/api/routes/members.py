@@ -1,24 +1,39 @@
-"""A member as the hub knows it after merging every store."""
+"""A member as the hub knows it after merging every store, as the caller may see them."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
-from hub.api.deps import HubDep
-from hub.api.models import MemberView
-from hub.members import directory
-from protocol.errors import ServiceError
+from fastapi import APIRouter, Depends
+
+from hub.api.deps import needs
+from hub.api.models import MemberView, RevealRequest
+from hub.auth import member_view
+from hub.auth.access import Access
 from protocol.http_errors import StrictJsonRoute
 
 router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
 
 
+async def _shown(access: Access, member_id: str, reveal: frozenset[str],
+                 reason: str) -> dict[str, Any]:
+    view = await access.read(lambda tx, scope: member_view.member(tx, scope, member_id, reveal))
+    if view["unmasked"]:  # every view of personal data whole is in the audit log first
+        await access.audit("member.reveal" if reveal else "member.view",
+                           subject=view["member_id"], fields=view["unmasked"], reason=reason)
+    return view
+
+
 @router.get("/v1/members/{member_id}", response_model=MemberView)
-async def member(member_id: str, hub: HubDep) -> MemberView:
-    entry = await hub.db.read(lambda tx: directory.entry(tx, member_id))
-    if entry is None:
-        raise ServiceError("member_not_found", "no member with this id", 404)
-    return MemberView(**entry.model_dump(exclude={"pin_hash"}),
-                      pin_set=entry.pin_hash is not None,
-                      points=sum(s.points for s in entry.shares),
-                      stored_value=sum(s.sv_principal + s.sv_bonus for s in entry.shares))
+async def member(member_id: str,
+                 access: Annotated[Access, Depends(needs("members.read"))]) -> Any:
+    """The member inside the caller's scope (404 outside it, as for no member at all)."""
+    return await _shown(access, member_id, frozenset(), "")
+
+
+@router.post("/v1/members/{member_id}/reveal", response_model=MemberView)
+async def reveal(member_id: str, body: RevealRequest,
+                 access: Annotated[Access, Depends(needs("pii.reveal"))]) -> Any:
+    """The member with the named personal fields shown whole, for the reason given: an action
+    written to the audit log with who, whose, which fields, why and from where."""
+    return await _shown(access, member_id, frozenset(body.fields), body.reason)

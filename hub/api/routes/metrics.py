@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
-from hub.api.deps import HubDep
+from hub.api.deps import HubDep, needs
+from hub.auth.access import Access
 from protocol.http_errors import StrictJsonRoute
 from protocol.metrics import Scrape
 
@@ -17,7 +18,8 @@ TEXT: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/metrics", response_class=Response, responses=TEXT)
-async def metrics(hub: HubDep, request: Request) -> Response:
+async def metrics(hub: HubDep, request: Request,
+                  _: Annotated[Access, Depends(needs("metrics.read"))]) -> Response:
     status = await hub.status()
     stores = status["stores"]
     ingest = status["ingest"]

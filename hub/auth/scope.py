@@ -1,0 +1,121 @@
+"""The one place that decides what an HQ user sees (HQ.md, principle 6).
+
+A ``Scope`` is made from the signed-in principal's role and places; HQ reads of member data go
+through ``member_view`` here (the API's routes get a ``Scope`` from ``hub.api.deps.needs``
+and cannot read the hub's database otherwise: ``tests/test_boundaries.py``).
+
+Which members a scope sees: ``all``; ``regions`` and ``stores``: members registered at one of
+its stores or who bought at one of them (the ``member_stores`` projection, so a purchase counts
+once the projection has it); ``guide``: the members the guide looks after; ``none``: nobody.
+A member who shops in two regions is seen by both regions' managers: the profile (masked), the
+one chain-wide balance, and of the per-store figures (shares, allowances) only their stores'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hub.auth.roles import Role
+from hub.auth.tokens import Principal
+from hub.core.db import Tx, in_chunks
+from protocol.errors import ServiceError
+
+PERSONAL = ("phone", "name", "birthday", "cards")
+
+
+@dataclass(frozen=True)
+class Scope:
+    principal: Principal
+
+    @property
+    def role(self) -> Role:
+        return self.principal.role
+
+    @property
+    def username(self) -> str:
+        return self.principal.user.username
+
+    def require(self, permission: str) -> None:
+        if not self.role.allows(permission):
+            raise ServiceError("forbidden", f"role {self.role.name} may not {permission}", 403)
+
+    def store_ids(self, tx: Tx) -> frozenset[str] | None:
+        """The stores this scope covers; None: every store."""
+        user = self.principal.user
+        if self.role.scope == "all":
+            return None
+        if self.role.scope == "stores":
+            return frozenset(user.stores)
+        if self.role.scope == "regions" and user.regions:
+            found: set[str] = set()
+            for chunk, marks in in_chunks(list(user.regions)):
+                found.update(str(r[0]) for r in tx.all(
+                    f"SELECT store_id FROM stores WHERE region IN ({marks})", chunk))
+            return frozenset(found)
+        return frozenset()
+
+    def sees_member(self, tx: Tx, member_id: str) -> bool:
+        kind = self.role.scope
+        if kind == "all":
+            return True
+        if kind == "none":
+            return False
+        if kind == "guide":
+            return tx.scalar("SELECT 1 FROM members WHERE member_id = ? AND guide_id = ?",
+                             (member_id, self.principal.user.guide_id)) is not None
+        stores = sorted(self.store_ids(tx) or ())
+        if not stores:
+            return False
+        marks = ", ".join("?" * len(stores))
+        return tx.scalar(
+            f"SELECT 1 FROM members WHERE member_id = ? AND home_store IN ({marks})"
+            f" UNION ALL SELECT 1 FROM member_stores WHERE member_id = ?"
+            f" AND store_id IN ({marks})", (member_id, *stores, member_id, *stores)) is not None
+
+    def masked(self) -> bool:
+        return self.role.masked
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """+8613800138000 -> +86138****8000: the country code, three digits, the last four."""
+    if not phone:
+        return phone
+    head = 6 if phone.startswith("+86") else 4
+    return phone[:head] + "*" * max(0, len(phone) - head - 4) + phone[-4:]
+
+
+def mask_name(name: str) -> str:
+    return name[:1] + "*" * (len(name) - 1) if len(name) > 1 else ("*" if name else "")
+
+
+def mask_card(uid: str) -> str:
+    return "*" * (len(uid) - 4) + uid[-4:]
+
+
+def mask_member(view: dict[str, Any], reveal: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``view`` with its personal fields masked, except those in ``reveal``."""
+    out = dict(view)
+    if "phone" not in reveal:
+        out["phone"] = mask_phone(view.get("phone"))
+    if "name" not in reveal:
+        out["name"] = mask_name(view.get("name") or "")
+    if "birthday" not in reveal and view.get("birthday"):
+        out["birthday"] = "****-" + str(view["birthday"])[5:7] + "-**"  # the month decides gifts
+    if "cards" not in reveal:
+        out["cards"] = [mask_card(c) for c in view.get("cards", [])]
+        out["card_states"] = [{**c, "card_uid": mask_card(c["card_uid"])}
+                              for c in view.get("card_states", [])]
+    return out
+
+
+def in_scope(scope: Scope, tx: Tx, member_id: str) -> None:
+    """404 for a member outside the scope, as for one that does not exist: a scope must not
+    learn that a member exists elsewhere."""
+    if not scope.sees_member(tx, member_id):
+        raise ServiceError("member_not_found", "no member with this id", 404)
+
+
+def per_store(scope: Scope, tx: Tx, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stores = scope.store_ids(tx)
+    return rows if stores is None else [r for r in rows if r.get("store_id") in stores]

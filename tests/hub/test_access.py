@@ -1,0 +1,308 @@
+"""HQ users, roles and scopes (issue 15): who may call which route, which members each scope
+sees, personal data masked below HQ admin, reveals and views in the audit log."""
+
+from __future__ import annotations
+
+import ast
+import io
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from edge.directory import apply_entry
+from hub import cli
+from hub.api.app import ROUTERS, create_app
+from hub.app import Hub
+from hub.auth import passwords, users
+from hub.config import HubConfig
+from hub.ledger.apply import apply_batch
+from hub.stores import registry
+from protocol.errors import ServiceError
+from protocol.sync import MemberEntry
+from tests.edge.conftest import register, sell
+from tests.hub.test_ingest import _store, batches
+
+LEGACY = "hq-legacy-token-0001"
+ROUTES = Path(__file__).resolve().parents[2] / "hub" / "api" / "routes"
+
+
+def _permission_of(route: APIRoute) -> str | None:
+    for dep in route.dependant.dependencies:
+        permission = getattr(dep.call, "permission", None)
+        if permission is not None:
+            return str(permission)
+    return None
+
+
+def test_every_route_names_the_permission_it_needs_and_none_reads_the_database(
+        tmp_path: Path) -> None:
+    cfg = HubConfig.model_validate({"hub": {"database": str(tmp_path / "h.db"),
+                                            "data_dir": str(tmp_path)},
+                                    "api": {"token": LEGACY}})
+    app = create_app(Hub(cfg))
+    routes = [r for router in ROUTERS for r in router.routes if isinstance(r, APIRoute)]
+    # Every HQ route is in one of those routers: the OpenAPI lists no other.
+    assert {r.path for r in routes} == set(app.openapi()["paths"])
+    assert len(routes) > 15
+    missing = [r.path for r in routes if _permission_of(r) is None]
+    assert missing == []
+    # By construction: a route module never touches the hub's database, only ``Access``.
+    for path in ROUTES.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        uses = [n.lineno for n in ast.walk(tree)
+                if isinstance(n, ast.Attribute) and n.attr == "db"]
+        assert uses == [], f"{path.name} reads the database directly at lines {uses}"
+
+
+@pytest.fixture
+async def chain(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """A hub with two regions (S001 east, S002 west), members registered and buying in each,
+    and a user of every role."""
+    a = await _store(tmp_path, "S001", 1)
+    b = await _store(tmp_path, "S002", 2)
+    try:
+        east = (await a.register_member(terminal_id="POS-1", idem_key="r1",
+                                        phone="13800138001", name="王芳", card_uid="04AA0001",
+                                        guide_id="G1"))["member_id"]
+        west = (await register(b, "13800138002", name="李雷"))["member_id"]
+        m = await register(b, "13800138003", name="张伟")
+        both = m["member_id"]
+        # Store A learns of store B's member (as its directory would tell it), who buys there.
+        conn = sqlite3.connect(a.config.database.path)
+        conn.row_factory = sqlite3.Row
+        with conn:
+            apply_entry(conn, a.context, MemberEntry(
+                member_id=both, member_code=m["member_code"], phone=m["phone"], name="张伟",
+                home_store="S002"))
+        conn.close()
+        await sell(a, [("A", "grocery", 1, 1_000)], member_id=both)  # a west member, in east
+        streams = [*batches(a.config.database.path, "S001", 100),
+                   *batches(b.config.database.path, "S002", 100)]
+    finally:
+        await a.close()
+        await b.close()
+    cfg = HubConfig.model_validate({
+        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path / "hub"),
+                "validate_workers": 0},
+        "broker": {"embedded_port": 0}, "api": {"token": LEGACY}})
+    async with Hub(cfg) as hub:
+        for batch in streams:
+            await hub.db.transaction(lambda tx, b=batch: apply_batch(tx, b, 1))  # type: ignore[misc]
+        await hub.set_stores([
+            registry.StoreRecord(store_id="S001", name="East 1", region="east"),
+            registry.StoreRecord(store_id="S002", name="West 1", region="west")])
+        await hub.project()
+        secret = passwords.hash_password("correct horse battery")
+
+        def people(tx: Any) -> None:
+            for username, role, scope in (
+                ("east.mgr", "region_manager", {"regions": ["east"]}),
+                ("s2.mgr", "store_manager", {"stores": ["S002"]}),
+                ("guide1", "guide", {"guide_id": "G1"}),
+                ("dpo", "auditor", {}),
+                ("mkt", "marketing", {}),
+                ("boss", "hq_admin", {}),
+            ):
+                users.add(tx, username=username, role=role, password_hash=secret, now_ms=1,
+                          **scope)
+
+        await hub.db.transaction(people)
+        transport = httpx.ASGITransport(app=create_app(hub))
+        async with httpx.AsyncClient(transport=transport, base_url="http://hq") as c:
+            tokens: dict[str, str] = {}
+            for username in ("east.mgr", "s2.mgr", "guide1", "dpo", "mkt", "boss"):
+                r = await c.post(f"/v1/users/{username}/tokens", json={"name": "test"},
+                                 headers={"Authorization": f"Bearer {LEGACY}"})
+                assert r.status_code == 201, r.text
+                tokens[username] = r.json()["token"]
+            yield {"hub": hub, "client": c, "tokens": tokens, "east": east, "west": west,
+                   "both": both}
+
+
+def _as(chain: dict[str, Any], username: str) -> dict[str, str]:
+    token = LEGACY if username == "legacy" else chain["tokens"][username]
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_each_scope_sees_exactly_its_members(chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    east, west, both = chain["east"], chain["west"], chain["both"]
+    expected = {
+        "legacy": {east, west, both},
+        "boss": {east, west, both},
+        "mkt": {east, west, both},
+        "east.mgr": {east, both},  # registered in east, or bought there
+        "s2.mgr": {west, both},
+        "guide1": {east},
+        "dpo": set(),
+    }
+    for who, sees in expected.items():
+        seen = set()
+        for mid in (east, west, both):
+            r = await c.get(f"/v1/members/{mid}", headers=_as(chain, who))
+            if r.status_code == 200:
+                seen.add(mid)
+            else:  # outside the scope looks exactly like no member at all
+                assert r.status_code in (403, 404), r.text
+                if r.status_code == 404:
+                    missing = await c.get("/v1/members/no-such-member", headers=_as(chain, who))
+                    assert r.json() == missing.json()
+        assert seen == sees, who
+
+
+async def test_personal_data_is_masked_below_hq_admin_and_revealing_is_audited(
+        chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    east = chain["east"]
+    view = (await c.get(f"/v1/members/{east}", headers=_as(chain, "east.mgr"))).json()
+    assert (view["phone"], view["name"], view["cards"]) == ("+86138****8001", "王*", ["****0001"])
+    assert view["unmasked"] == [] and view["pin_set"] is False
+    assert [s["store_id"] for s in view["shares"]] in ([], ["S001"])
+    whole = (await c.get(f"/v1/members/{east}", headers=_as(chain, "boss"))).json()
+    assert (whole["phone"], whole["name"]) == ("+8613800138001", "王芳")
+
+    r = await c.post(f"/v1/members/{east}/reveal", headers=_as(chain, "east.mgr"),
+                     json={"fields": ["phone"], "reason": "member asked for a callback"})
+    assert r.status_code == 200 and r.json()["phone"] == "+8613800138001", r.text
+    assert r.json()["name"] == "王*" and r.json()["unmasked"] == ["phone"]
+    # Marketing sees masked data and may not reveal; the refusal is logged too.
+    r = await c.post(f"/v1/members/{east}/reveal", headers=_as(chain, "mkt"),
+                     json={"fields": ["phone"], "reason": "campaign"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = await c.post(f"/v1/members/{chain['west']}/reveal", headers=_as(chain, "east.mgr"),
+                     json={"fields": ["phone"], "reason": "curious"})
+    assert r.status_code == 404  # outside the scope: nothing revealed, nothing told
+
+    log = (await c.get("/v1/audit-log", headers=_as(chain, "dpo"))).json()
+    entries = [(e["username"], e["action"], e["subject"], e["fields"], e["reason"], e["outcome"])
+               for e in log]
+    assert ("east.mgr", "member.reveal", east, ["phone"], "member asked for a callback",
+            "ok") in entries
+    assert ("boss", "member.view", east, ["birthday", "cards", "name", "phone"], "",
+            "ok") in entries
+    assert ("mkt", "pii.reveal", None, [], "", "forbidden") in entries
+    assert not any(e[0] == "east.mgr" and e[2] == chain["west"] for e in entries)
+    # The auditor reads the log and nothing else.
+    r = await c.get(f"/v1/members/{east}", headers=_as(chain, "dpo"))
+    assert r.status_code == 403
+    assert (await c.get("/v1/audit-log", headers=_as(chain, "east.mgr"))).status_code == 403
+
+
+async def test_routes_refuse_roles_without_the_permission(chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    east = chain["east"]
+    calls = [
+        ("GET", "/v1/status", None), ("GET", "/v1/rebuild", None),
+        ("GET", "/v1/conflicts/coupons", None), ("GET", "/metrics", None),
+        ("GET", "/v1/users", None),
+        ("POST", f"/v1/members/{east}/points/adjustments",
+         {"delta": 5, "reason": "x", "actor": "y"}),
+        ("PUT", "/v1/stores/S001", {"name": "x", "region": "east", "timezone": None,
+                                    "legal_entity": None}),
+    ]
+    for who in ("east.mgr", "s2.mgr", "guide1", "dpo", "mkt"):
+        for method, path, body in calls:
+            headers = {**_as(chain, who), "Idempotency-Key": "k-" + who + path}
+            r = await c.request(method, path, json=body, headers=headers)
+            assert r.status_code == 403, (who, path, r.text)
+    # A region manager lists the stores of its region only.
+    r = await c.get("/v1/stores", headers=_as(chain, "east.mgr"))
+    assert [s["store_id"] for s in r.json()] == ["S001"]
+    assert (await c.get("/v1/stores/S002", headers=_as(chain, "east.mgr"))).status_code == 404
+    regions = (await c.get("/v1/regions", headers=_as(chain, "boss"))).json()
+    assert [r["region"] for r in regions] == ["east", "west"]
+
+
+async def test_users_and_tokens_are_managed_by_admins_and_take_effect_at_once(
+        chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    admin = _as(chain, "boss")
+    for body, code in (
+        ({"username": "xx1", "role": "store_manager", "password": "long enough 1",
+          "stores": ["S404"]}, "unknown_store"),
+        ({"username": "xx1", "role": "region_manager", "password": "long enough 1",
+          "regions": ["north"]}, "unknown_region"),
+        ({"username": "xx1", "role": "store_manager", "password": "long enough 1"},
+         "invalid_scope"),
+        ({"username": "xx1", "role": "king", "password": "long enough 1"}, "unknown_role"),
+        ({"username": "xx1", "role": "auditor", "password": "short"}, "weak_password"),
+        ({"username": "east.mgr", "role": "auditor", "password": "long enough 1"},
+         "username_taken"),
+    ):
+        r = await c.post("/v1/users", json=body, headers=admin)
+        assert (r.status_code // 100, r.json()["error"]["code"]) == (4, code), r.text
+    assert (await c.post("/v1/users", headers=_as(chain, "east.mgr"), json={
+        "username": "xx2", "role": "hq_admin", "password": "long enough 1"})).status_code == 403
+    r = await c.post("/v1/users", headers=admin, json={
+        "username": "s1.mgr", "role": "store_manager", "password": "long enough 1",
+        "stores": ["S001"]})
+    assert r.status_code == 201, r.text
+    r = await c.post("/v1/users/s1.mgr/tokens", headers=admin, json={"name": "bi"})
+    token, token_id = r.json()["token"], r.json()["token_id"]
+    mine = {"Authorization": f"Bearer {token}"}
+    assert (await c.get(f"/v1/members/{chain['east']}", headers=mine)).status_code == 200
+    assert token not in str((await c.get("/v1/tokens", headers=admin)).json())
+    r = await c.patch("/v1/users/s1.mgr", headers=admin, json={"disabled": True})
+    assert r.json()["disabled"] is True
+    assert (await c.get(f"/v1/members/{chain['east']}", headers=mine)).status_code == 401
+    await c.patch("/v1/users/s1.mgr", headers=admin, json={"disabled": False})
+    assert (await c.get(f"/v1/members/{chain['east']}", headers=mine)).status_code == 200
+    r = await c.delete(f"/v1/tokens/{token_id}", headers=admin)
+    assert r.status_code == 200 and r.json()["revoked_ms"] is not None, r.text
+    assert (await c.get(f"/v1/members/{chain['east']}", headers=mine)).status_code == 401
+    # The configured token of earlier releases still works, as an HQ admin.
+    assert (await c.get("/v1/status", headers=_as(chain, "legacy"))).status_code == 200
+
+
+async def test_wrong_passwords_lock_an_account_until_a_reset(chain: dict[str, Any]) -> None:
+    hub: Hub = chain["hub"]
+
+    def attempt(password: str, now: int) -> Any:
+        return hub.db.transaction(lambda tx: users.sign_in(tx, "guide1", password, now))
+
+    for i in range(users.MAX_FAILURES):
+        refused = await attempt("wrong password", 1_000 + i)
+        assert isinstance(refused, ServiceError) and refused.code == "sign_in_refused"
+    locked = await attempt("correct horse battery", 2_000)
+    assert isinstance(locked, ServiceError) and locked.code == "account_locked"
+    ok = await attempt("correct horse battery", 2_000 + users.LOCK_MS)
+    assert isinstance(ok, users.User) and ok.username == "guide1"
+    again = await attempt("correct horse battery", 3_000)  # a sign-in clears the lock
+    assert isinstance(again, users.User)
+    nobody = await hub.db.transaction(lambda tx: users.sign_in(tx, "nobody", "x", 1))
+    assert isinstance(nobody, ServiceError) and nobody.code == "sign_in_refused"
+
+
+def test_users_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "hub.db")
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndatabase = "{db}"\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+
+    def run(*argv: str, password: str | None = None) -> int:
+        if password is not None:
+            monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        return cli.main(["--config", str(config), *argv])
+
+    assert run("init", "--admin", "root", "--password-stdin",
+               password="a long admin password") == 0
+    assert run("users", "add", "eve", "--role", "region_manager", "--region", "nowhere",
+               "--password-stdin", password="a long password 2") == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert run("users", "add", "dpo", "--role", "auditor", "--password-stdin",
+               password="a long password 3") == 0
+    assert run("tokens", "add", "dpo", "--name", "siem") == 0
+    out = capsys.readouterr().out
+    assert '"token": "mgt_' in out
+    assert run("users", "disable", "dpo") == 0
+    assert run("users", "list") == 0
+    listing = capsys.readouterr().out
+    assert "root" in listing and "hq_admin" in listing and "disabled" in listing
+    assert run("users", "reset", "nobody", "--password-stdin", password="a long password 4") == 2
