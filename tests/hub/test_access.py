@@ -61,9 +61,9 @@ def test_every_route_names_the_permission_it_needs_and_none_reads_the_database(
 
 
 @pytest.fixture
-async def chain(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
     """A hub with two regions (S001 east, S002 west), members registered and buying in each,
-    and a user of every role."""
+    and a user of every role; on SQLite and on PostgreSQL."""
     a = await _store(tmp_path, "S001", 1)
     b = await _store(tmp_path, "S002", 2)
     try:
@@ -88,7 +88,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
         await a.close()
         await b.close()
     cfg = HubConfig.model_validate({
-        "hub": {"database": str(tmp_path / "hub.db"), "data_dir": str(tmp_path / "hub"),
+        "hub": {"database": hub_url, "data_dir": str(tmp_path / "hub"),
                 "validate_workers": 0},
         "broker": {"embedded_port": 0}, "api": {"token": LEGACY}})
     async with Hub(cfg) as hub:
