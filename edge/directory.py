@@ -18,6 +18,7 @@ from edge import allowance
 from edge.context import StoreContext
 from edge.outbox import meta_get, meta_set
 from protocol.codec import decode
+from protocol.redact import erase_personal
 from protocol.sync import DirectoryPage, MemberEntry, RpcReply
 
 CHECKPOINT = "directory_checkpoint"
@@ -75,6 +76,16 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
         conn.execute("UPDATE members SET merged_into = ?, phone = NULL WHERE member_id = ?",
                      (e.member_id, alias))
         allowance.fold(conn, ctx, alias, e.member_id)  # before the combined grant below
+    if e.erased:  # erased on the member's request: forget their cards and what was changed
+        conn.execute("DELETE FROM cards WHERE member_id = ?", (e.member_id,))
+        conn.execute("UPDATE member_changes SET detail = '{\"erased\": true}'"
+                     " WHERE member_id = ?", (e.member_id,))
+        # Answers kept for retries (a registration's, a profile change's) show the member
+        # whole: emptied of it, so a retry still gets its answer and no second effect.
+        for key, text in conn.execute("SELECT idem_key, response FROM idempotency"
+                                      " WHERE instr(response, ?) > 0", (e.member_id,)).fetchall():
+            conn.execute("UPDATE idempotency SET response = ? WHERE idem_key = ?",
+                         (erase_personal(text), key))
     if e.phone:  # a phone held by another (stale) local row yields to the hub's view
         conn.execute("UPDATE members SET phone = NULL WHERE phone = ? AND member_id <> ?",
                      (e.phone, e.member_id))

@@ -195,6 +195,14 @@ class Hub:
             hq_events.set_card_state, member_id=member_id, card_uid=card_uid, state=state,
             reason=reason, actor=actor))
 
+    async def erase_member(self, member_id: str, *, actor: str, reason: str,
+                           key: str) -> Answer:
+        """Erase a member's personal data on request (``hub.ledger.hq_events.erase_member``)."""
+        return await self._hq_write(key, "member.erase", member_id,
+                                    {"a": actor, "r": reason}, functools.partial(
+                                        hq_events.erase_member, member_id=member_id,
+                                        actor=actor, reason=reason))
+
     async def _hq_write(self, key: str, operation: str, target: str, request: dict[str, Any],
                         write: Callable[..., dict[str, Any]]) -> Answer:
         """``write(tx, merge=...)`` in one transaction with its idempotency key

@@ -138,6 +138,18 @@ class PaymentPinLocked(_Body):
     terminal_id: Id | None = None
 
 
+class MemberErased(_Body):
+    """HQ erased the member's personal data on their request (PIPL): name, phone, birthday,
+    tags and cards are gone from the hub, its log and every store; the account, its balances
+    and ledgers stay as statutory records."""
+
+    type: Literal["member.erased"] = "member.erased"
+    v: Literal[1] = 1
+    member_id: Id
+    actor: Text
+    reason: Text = ""
+
+
 class BirthdayGiftGiven(_Body):
     """The member had this year's birthday gift: no store gives it again this year."""
 
@@ -367,6 +379,7 @@ EventBody = Annotated[
     | PaymentPinSet
     | PaymentPinLocked
     | BirthdayGiftGiven
+    | MemberErased
     | SaleFinalized
     | RefundCompleted
     | PointsEarned
@@ -387,7 +400,7 @@ BODY_TYPES: dict[str, type[_Body]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         MemberRegistered, MemberProfileChanged, CardBound, CardStateChanged, PaymentPinSet,
-        PaymentPinLocked, BirthdayGiftGiven, SaleFinalized, RefundCompleted,
+        PaymentPinLocked, BirthdayGiftGiven, MemberErased, SaleFinalized, RefundCompleted,
         PointsEarned, PointsRedeemed, PointsExpired, PointsAdjusted, StoredValueToppedUp,
         StoredValueSpent, StoredValueRefunded, CouponIssued, CouponRedeemed, CouponVoided,
         CouponReopened,

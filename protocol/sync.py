@@ -144,6 +144,8 @@ class MemberEntry(_Told):
     pin_locked: bool = False
     pin_hlc: Hlc = 0
     birthday_gift_year: Annotated[int, Field(strict=True, ge=0, le=9999)] = 0  # 0: never
+    # Erased on the member's request: a store forgets their name, phone, birthday and cards.
+    erased: bool = False
 
 
 class DirectoryRequest(_Message):

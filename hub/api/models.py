@@ -366,3 +366,22 @@ class RevealRequest(_Request):
     fields: list[Literal["phone", "name", "birthday", "cards"]] = Field(min_length=1,
                                                                         max_length=4)
     reason: NonEmptyText
+
+
+class MemberExport(BaseModel):
+    """Everything the hub holds about a member, whole (their data request)."""
+
+    member: dict[str, Any]
+    events: list[dict[str, Any]]
+    audit: list[AuditEntry]
+
+
+class ErasureRequest(_Request):
+    actor: NonEmptyText
+    reason: NonEmptyText  # the member's request: its reference
+
+
+class Erased(WrittenEvent):
+    member_id: str
+    actor: str
+    reason: str

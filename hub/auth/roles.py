@@ -16,7 +16,7 @@ ScopeKind = Literal["all", "regions", "stores", "guide", "none"]
 PERMISSIONS = frozenset({
     "status.read", "stores.read", "stores.write", "members.read", "members.write",
     "pii.reveal", "campaigns.push", "conflicts.read", "books.check", "metrics.read",
-    "users.manage", "auditlog.read",
+    "users.manage", "auditlog.read", "pii.export", "pii.erase",
 })
 
 

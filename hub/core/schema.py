@@ -318,6 +318,8 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             fields TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '',
             remote TEXT, outcome TEXT NOT NULL)""",
         "CREATE INDEX audit_log_at ON audit_log(at_ms)",
+        # A member erased on request: the directory tells every store to forget them.
+        "ALTER TABLE members ADD COLUMN erased BIGINT NOT NULL DEFAULT 0",
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import next_counter
-from hub.ledger import allowances
+from hub.ledger import allowances, erasure
 from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.members.identity import canonical
@@ -187,6 +187,7 @@ def _on_profile(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyRes
     assert f.member_id is not None
     member_id = canonical(tx, f.member_id)
     _merge_profile(tx, f, store, member_id)
+    _still_erased(tx, member_id)
     # Even a write that lost: the store that made it shows its own value until the directory
     # sends the member again with the value that stands.
     touched.add(member_id)
@@ -206,7 +207,15 @@ def _on_card(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult
         tx.execute("UPDATE cards SET member_id = ?, state = 'active', reason = '', stamp_hlc = ?,"
                    " stamp_store = ? WHERE card_uid = ?", (member_id, f.hlc, store, uid))
         touched.add(str(row[0]))  # its entry no longer lists the card
+    _still_erased(tx, member_id)
     touched.add(member_id)
+
+
+def _still_erased(tx: Tx, member_id: str) -> None:
+    """A store's change to an erased member, sent before it heard of the erasure, brings
+    personal data back: erased again."""
+    if tx.scalar("SELECT erased FROM members WHERE member_id = ?", (member_id,)):
+        erasure.erase(tx, member_id)
 
 
 _INSERT_CARD = ("INSERT INTO cards(card_uid, member_id, stamp_hlc, stamp_store)"
@@ -226,6 +235,7 @@ def _on_card_state(tx: Tx, f: Fact, store: str, touched: set[str],
         tx.execute("INSERT INTO cards(card_uid, member_id, state, reason, stamp_hlc,"
                    " stamp_store) VALUES (?, ?, ?, ?, ?, ?)",
                    (d["card_uid"], member_id, d["state"], d["reason"], f.hlc, store))
+        _still_erased(tx, member_id)
     elif str(row[0]) == member_id and (f.hlc, store) > (int(row[1]), str(row[2])):
         tx.execute("UPDATE cards SET state = ?, reason = ?, stamp_hlc = ?, stamp_store = ?"
                    " WHERE card_uid = ?", (d["state"], d["reason"], f.hlc, store, d["card_uid"]))
@@ -307,6 +317,13 @@ def _coupon_state(tx: Tx, code: str, was: str, now: str, touched: set[str]) -> N
         touched.add(row[1])
 
 
+def _on_erased(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    erasure.erase(tx, member_id)
+    touched.add(member_id)  # every store forgets them through the directory
+
+
 _REGISTERED = "member.registered"  # applied first and all at once, by ``_register_all``
 _HANDLERS: dict[str, Handler] = {
     "member.profile_changed": _on_profile,
@@ -315,6 +332,7 @@ _HANDLERS: dict[str, Handler] = {
     "member.pin_set": _on_pin,
     "member.pin_locked": _on_pin,
     "member.birthday_gift": _on_birthday_gift,
+    "member.erased": _on_erased,
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
     "coupon.issued": _on_coupon_issued,

@@ -68,6 +68,7 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "member.pin_set": lambda b: {"pin_hash": b.pin_hash},
     "member.pin_locked": lambda b: {},
     "member.birthday_gift": lambda b: {"year": b.year},
+    "member.erased": lambda b: {},
     "coupon.redeemed": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id,
                                   "amount": b.amount},
     "coupon.reopened": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id},

@@ -34,6 +34,7 @@ from protocol.events import (
     CardStateChanged,
     Event,
     EventBody,
+    MemberErased,
     MemberProfileChanged,
     PointsAdjusted,
 )
@@ -144,6 +145,18 @@ def set_card_state(tx: Tx, member_id: str, card_uid: str, state: str, reason: st
         where = {"stream": None, "seq": None, "event_id": None, "hlc": None}
     return {"member_id": member, "card_uid": card_uid, "state": state, "reason": reason,
             "actor": actor, **where}
+
+
+def erase_member(tx: Tx, member_id: str, actor: str, reason: str, merge: Merge
+                 ) -> dict[str, object]:
+    """The member's personal data erased on their request: a ``member.erased`` of the HQ
+    stream (``hub.ledger.erasure``), which every store follows through the directory."""
+    member = live_member(tx, member_id)
+    if tx.scalar("SELECT erased FROM members WHERE member_id = ?", (member,)):
+        raise ServiceError("already_erased", "this member's data is erased already", 409)
+    events, _result = append(tx, HQ, [MemberErased(member_id=member, actor=actor,
+                                                   reason=reason)], merge)
+    return {"member_id": member, "actor": actor, "reason": reason, **envelope(events[0])}
 
 
 def live_member(tx: Tx, member_id: str) -> str:

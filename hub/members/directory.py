@@ -25,7 +25,7 @@ def head(tx: Tx) -> int:
 
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
             " merged_into, change_no, guide_id, pin_hash, pin_locked, pin_hlc,"
-            " birthday_gift_year FROM members")
+            " birthday_gift_year, erased FROM members")
 
 
 def page(tx: Tx, request_id: str, after: int, limit: int) -> DirectoryPage:
@@ -112,6 +112,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "home_store": r[7], "merged_into": r[8], "aliases": aliases[r[0]],
          "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]],
          "guide_id": r[10], "card_states": card_states[r[0]], "pin_hash": r[11],
-         "pin_locked": bool(r[12]), "pin_hlc": int(r[13]), "birthday_gift_year": int(r[14])}
+         "pin_locked": bool(r[12]), "pin_hlc": int(r[13]), "birthday_gift_year": int(r[14]),
+         "erased": bool(r[15])}
         for r in rows
     ]

@@ -372,6 +372,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
                        "terminal_id": "POS-1", "cashier_id": "C9", "actor": "hq"},
     "member.pin_locked": {"member_id": "m1", "failures": 5, "terminal_id": "POS-1"},
     "member.birthday_gift": {"member_id": "m1", "year": 2026, "sale_id": "s1"},
+    "member.erased": {"member_id": "m1", "actor": "dpo@hq", "reason": "PIPL request 17"},
     "sale.finalized": {"sale_id": "s1", "terminal_id": "POS-1", "member_id": "m1",
                        "currency": "CNY", "lines": [_LINE],
                        "discounts": [{"kind": "tier", "label": "Member", "amount": 50,

@@ -12,6 +12,8 @@ from hub.api.models import (
     CardStateChange,
     CardStateRequest,
     CouponIssueRequest,
+    Erased,
+    ErasureRequest,
     IssuedCoupon,
     PointsAdjustment,
     PointsAdjustmentRequest,
@@ -96,3 +98,21 @@ async def set_card_state(member_id: str, card_uid: str, request: CardStateReques
                                       reason=request.reason, actor=request.actor, key=key)
     _answered(answer, response)
     return CardStateChange.model_validate(raise_refusal(answer))
+
+
+@router.post("/v1/members/{member_id}/erasure", status_code=201, response_model=Erased)
+async def erase(member_id: str, request: ErasureRequest, hub: HubDep, key: IdempotencyKey,
+                response: Response,
+                access: Annotated[Access, Depends(needs("pii.erase"))]) -> Erased:
+    """Erase the member's personal data on their request (PIPL): name, phone, birthday, tags
+    and cards, at the hub, in its log and, through the directory, at every store. The account
+    and its balances stay (statutory records). Written to the audit log."""
+    await _in_scope(access, member_id)
+    answer = await hub.erase_member(member_id, actor=request.actor, reason=request.reason,
+                                    key=key)
+    _answered(answer, response)
+    erased = Erased.model_validate(raise_refusal(answer))
+    if not answer.replayed:
+        await access.audit("member.erase", subject=erased.member_id, fields=["birthday",
+                           "cards", "name", "phone", "tags"], reason=request.reason)
+    return erased

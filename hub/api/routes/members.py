@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from hub.api.deps import needs
-from hub.api.models import MemberView, RevealRequest
-from hub.auth import member_view
+from hub.api.models import MemberExport, MemberView, RevealRequest
+from hub.auth import member_export, member_view
 from hub.auth.access import Access
+from hub.auth.scope import PERSONAL
 from protocol.http_errors import StrictJsonRoute
 
 router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
@@ -37,3 +38,14 @@ async def reveal(member_id: str, body: RevealRequest,
     """The member with the named personal fields shown whole, for the reason given: an action
     written to the audit log with who, whose, which fields, why and from where."""
     return await _shown(access, member_id, frozenset(body.fields), body.reason)
+
+
+@router.get("/v1/members/{member_id}/export", response_model=MemberExport)
+async def export(member_id: str, access: Annotated[Access, Depends(needs("pii.export"))],
+                 reason: Annotated[str, Query(min_length=1, max_length=200)]) -> Any:
+    """Everything held about the member, for their data request (``reason``: its reference);
+    written to the audit log."""
+    data = await access.read(lambda tx, scope: member_export.export(tx, scope, member_id))
+    await access.audit("member.export", subject=data["member"]["member_id"],
+                       fields=list(PERSONAL), reason=reason)
+    return data
