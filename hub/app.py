@@ -17,7 +17,8 @@ from contextlib import AsyncExitStack
 from datetime import date
 from typing import Any
 
-from hub.auth.tokens import TokenBook
+from hub.auth import sessions
+from hub.auth.tokens import Principal, TokenBook
 from hub.campaigns import bundles, coupons
 from hub.config import HubConfig
 from hub.core import idempotency
@@ -36,6 +37,7 @@ from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
 from hub.sync.link import StoreLink
 from protocol.campaigns import CampaignBundle
+from protocol.errors import ServiceError
 from protocol.events import CouponKind
 from protocol.hlc import HybridClock
 from protocol.tls import client_context
@@ -126,6 +128,23 @@ class Hub:
 
     async def reload_access(self) -> None:
         await self.db.read(self.tokens.load)
+
+    async def sign_in(self, username: str, password: str, remote: str | None
+                      ) -> tuple[Principal, str, str]:
+        """A console session (``hub.auth.sessions``): (who, cookie value, CSRF token)."""
+        now = now_ms()
+        result = await self.db.transaction(
+            lambda tx: sessions.sign_in(tx, username, password, now, remote))
+        if isinstance(result, ServiceError):
+            raise result
+        principal, session, _csrf = result
+        self.tokens.add_session(session, principal)
+        return result
+
+    async def sign_out(self, session: str) -> None:
+        now = now_ms()
+        await self.db.transaction(lambda tx: sessions.end(tx, session, now))
+        self.tokens.drop_session(session)
 
     async def set_stores(self, records: list[registry.StoreRecord]) -> int:
         """HQ says who its stores are (name, region, zone, legal entity). A changed zone counts

@@ -22,6 +22,7 @@ import asyncio
 import hmac
 import json
 from collections.abc import Callable, Collection
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,9 +87,13 @@ class HttpGuard:
 
     def __init__(self, app: ASGIApp, *, token_valid: TokenCheck, max_body_bytes: int,
                  token_message: str, open_paths: Collection[str],
-                 open_prefixes: Collection[str] = ()) -> None:
+                 open_prefixes: Collection[str] = (),
+                 session: tuple[str, TokenCheck] | None = None) -> None:
         self.app = app
         self.token_valid = token_valid
+        # A browser's session: (cookie name, its check). A request with neither a valid token
+        # nor a valid session cookie is refused before its body is read.
+        self.session = session
         self.max_body_bytes = max_body_bytes
         self.token_message = token_message
         self.open_paths = frozenset(open_paths)
@@ -103,7 +108,7 @@ class HttpGuard:
         if path not in self.open_paths and not path.startswith(self.open_prefixes or ("\0",)):
             authorization = headers.get(b"authorization")
             token = bearer(authorization.decode("latin-1") if authorization else None)
-            if not self.token_valid(token):
+            if not self.token_valid(token) and not self._session_valid(headers):
                 await _refuse(send, 401, "unauthorized", self.token_message)
                 return
         declared = headers.get(b"content-length", b"")
@@ -111,6 +116,13 @@ class HttpGuard:
             await self._too_large(send)
             return
         await self._counted(scope, receive, send)
+
+    def _session_valid(self, headers: dict[bytes, bytes]) -> bool:
+        raw = headers.get(b"cookie")
+        if self.session is None or raw is None:
+            return False
+        name, check = self.session
+        return check(session_cookie(raw.decode("latin-1"), name))
 
     async def _too_large(self, send: Send) -> None:
         await _refuse(send, 413, "payload_too_large",
@@ -147,8 +159,22 @@ class HttpGuard:
                 raise
 
 
+def session_cookie(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, None without it."""
+    if not header:
+        return None
+    jar = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(name)
+    return morsel.value if morsel is not None and morsel.value else None
+
+
 def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_message: str,
-          open_paths: Collection[str] = ()) -> None:
+          open_paths: Collection[str] = (),
+          session: tuple[str, TokenCheck] | None = None) -> None:
     """Put ``HttpGuard`` in front of ``app``'s routes; its docs stay open without a token, with
     the files they load (the app's static mounts: Swagger UI and ReDoc served locally)."""
     docs = [app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
@@ -158,7 +184,8 @@ def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_m
     assets = [f"{r.path}/" for r in app.routes if isinstance(r, Mount)]
     app.add_middleware(HttpGuard, token_valid=token_valid, max_body_bytes=max_body_bytes,
                        token_message=token_message,
-                       open_paths={*open_paths, *(p for p in docs if p)}, open_prefixes=assets)
+                       open_paths={*open_paths, *(p for p in docs if p)}, open_prefixes=assets,
+                       session=session)
 
 
 class _GuardedProtocol(HttpToolsProtocol):

@@ -13,10 +13,11 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
-from hub.api.deps import UNAUTHORIZED, token_valid
+from hub.api.deps import UNAUTHORIZED, session_valid, token_valid
 from hub.api.routes import (
     audit,
     audit_log,
+    auth,
     campaigns,
     conflicts,
     hq_events,
@@ -26,14 +27,17 @@ from hub.api.routes import (
     stores,
     users,
 )
+from hub.api.routes.auth import SIGN_IN
 from hub.app import Hub
+from hub.auth import sessions
 from protocol.errors import ERROR_RESPONSES
 from protocol.http_errors import install_error_handlers
 from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
-           audit.router, stores.router, metrics.router, users.router, audit_log.router)
+           audit.router, stores.router, metrics.router, users.router, audit_log.router,
+           auth.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -43,6 +47,8 @@ def create_app(hub: Hub) -> FastAPI:
     # No body is read without HQ's token, and bodies are counted as they arrive against
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
     guard(app, token_valid=lambda given: token_valid(hub, given),
+          session=(sessions.COOKIE, lambda cookie: session_valid(hub, cookie)),
+          open_paths={SIGN_IN},
           max_body_bytes=hub.config.api.max_request_bytes, token_message=UNAUTHORIZED)
     app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
     app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")

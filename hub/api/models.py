@@ -385,3 +385,17 @@ class Erased(WrittenEvent):
     member_id: str
     actor: str
     reason: str
+
+
+class SignIn(_Request):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class SignedIn(BaseModel):
+    """The session cookie is set; send ``csrf_token`` back in ``X-CSRF-Token`` with every
+    change."""
+
+    user: UserView
+    csrf_token: str
+    expires_ms: int

@@ -12,6 +12,9 @@ from hub.core.db import Tx
 
 ScopeKind = Literal["all", "regions", "stores", "guide", "none"]
 
+# What every signed-in user may do: see who they are, sign out.
+SIGNED_IN = "signed_in"
+
 # What the HQ API's routes ask for (``hub.api.deps.needs``).
 PERMISSIONS = frozenset({
     "status.read", "stores.read", "stores.write", "members.read", "members.write",
@@ -28,7 +31,8 @@ class Role:
     masked: bool
 
     def allows(self, permission: str) -> bool:
-        return "*" in self.permissions or permission in self.permissions
+        return (permission == SIGNED_IN or "*" in self.permissions
+                or permission in self.permissions)
 
 
 # The role of the configured ``[api] token`` of earlier releases: an integration acting as HQ.

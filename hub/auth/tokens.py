@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from hub.auth import roles, users
 from hub.auth.roles import Role
 from hub.auth.users import User
+from hub.core.clock import now_ms as clock_ms
 from hub.core.db import Tx
 from protocol.errors import ServiceError
 from protocol.http_guard import same_token
@@ -63,12 +64,14 @@ def listed(tx: Tx) -> list[dict[str, object]]:
 
 @dataclass(frozen=True)
 class Principal:
-    """Who a request acts as."""
+    """Who a request acts as: by an API token, or by a console session (``csrf`` is then the
+    digest of the CSRF token its changes must carry)."""
 
     user: User
     role: Role
     token_id: str | None
     expires_ms: int | None = None
+    csrf: str | None = None
 
 
 class TokenBook:
@@ -77,6 +80,7 @@ class TokenBook:
     def __init__(self, legacy_token: str | None) -> None:
         self.legacy_token = legacy_token
         self._by_digest: dict[str, Principal] = {}
+        self._sessions: dict[str, Principal] = {}
         self._legacy: Principal | None = None
 
     def load(self, tx: Tx) -> None:
@@ -90,6 +94,15 @@ class TokenBook:
                 book[str(sha)] = Principal(user, known[user.role], str(token_id),
                                            int(expires) if expires is not None else None)
         self._by_digest = book
+        live: dict[str, Principal] = {}
+        for sha, user_id, csrf, expires in tx.all(  # console sessions (``hub.auth.sessions``)
+                "SELECT session_sha256, user_id, csrf_sha256, expires_ms FROM sessions"
+                " WHERE ended_ms IS NULL AND expires_ms > ?", (clock_ms(),)):
+            user_id, expires = str(user_id), int(expires)
+            user = users.by_id(tx, user_id)
+            if user is not None and not user.disabled and user.role in known:
+                live[str(sha)] = Principal(user, known[user.role], None, expires, str(csrf))
+        self._sessions = live
         self._legacy = Principal(LEGACY, known[roles.ADMIN], None) if self.legacy_token else None
 
     def principal(self, secret: str | None, now_ms: int) -> Principal | None:
@@ -97,7 +110,20 @@ class TokenBook:
             return None
         if self._legacy is not None and same_token(secret, self.legacy_token or ""):
             return self._legacy
-        found = self._by_digest.get(digest(secret))
-        if found is None or (found.expires_ms is not None and found.expires_ms <= now_ms):
-            return None
-        return found
+        return _unexpired(self._by_digest.get(digest(secret)), now_ms)
+
+    def session(self, secret: str | None, now_ms: int) -> Principal | None:
+        return _unexpired(self._sessions.get(digest(secret)), now_ms) if secret else None
+
+    def add_session(self, secret: str, principal: Principal) -> None:
+        self._sessions[digest(secret)] = principal
+
+    def drop_session(self, secret: str) -> None:
+        self._sessions.pop(digest(secret), None)
+
+
+def _unexpired(found: Principal | None, now_ms: int) -> Principal | None:
+    if found is None or (found.expires_ms is not None and found.expires_ms <= now_ms):
+        return None
+    return found
+

@@ -318,6 +318,11 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             fields TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '',
             remote TEXT, outcome TEXT NOT NULL)""",
         "CREATE INDEX audit_log_at ON audit_log(at_ms)",
+        # Console sign-ins: the session cookie's and its CSRF token's SHA-256, never the values.
+        """CREATE TABLE sessions (
+            session_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(user_id),
+            csrf_sha256 TEXT NOT NULL, created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,
+            ended_ms BIGINT, remote TEXT)""",
         # A member erased on request: the directory tells every store to forget them.
         "ALTER TABLE members ADD COLUMN erased BIGINT NOT NULL DEFAULT 0",
     ]),

@@ -52,6 +52,7 @@ def test_every_route_names_the_permission_it_needs_and_none_reads_the_database(
     assert len(routes) > 15
     missing = [r.path for r in routes if _permission_of(r) is None]
     assert missing == []
+    assert [r.path for r in routes if _permission_of(r) == "public"] == ["/v1/auth/sign-in"]
     # By construction: a route module never touches the hub's database, only ``Access``.
     for path in ROUTES.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -306,3 +307,42 @@ def test_users_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     listing = capsys.readouterr().out
     assert "root" in listing and "hq_admin" in listing and "disabled" in listing
     assert run("users", "reset", "nobody", "--password-stdin", password="a long password 4") == 2
+
+
+async def test_console_sign_in_sessions_and_csrf(chain: dict[str, Any]) -> None:
+    hub: Hub = chain["hub"]
+    east = chain["east"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_app(hub)),
+                                 base_url="http://hq") as browser:
+        r = await browser.post("/v1/auth/sign-in",
+                               json={"username": "east.mgr", "password": "wrong password"})
+        assert (r.status_code, r.json()["error"]["code"]) == (401, "sign_in_refused")
+        assert "set-cookie" not in r.headers
+        assert (await browser.get("/v1/auth/me")).status_code == 401
+        r = await browser.post("/v1/auth/sign-in", json={
+            "username": "east.mgr", "password": "correct horse battery"})
+        assert r.status_code == 200, r.text
+        cookie = r.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "mg_session=" in cookie
+        csrf = r.json()["csrf_token"]
+        assert (await browser.get("/v1/auth/me")).json()["username"] == "east.mgr"
+        assert (await browser.get(f"/v1/members/{east}")).status_code == 200
+        reveal = {"fields": ["phone"], "reason": "callback"}
+        r = await browser.post(f"/v1/members/{east}/reveal", json=reveal)
+        assert (r.status_code, r.json()["error"]["code"]) == (403, "csrf_required")
+        r = await browser.post(f"/v1/members/{east}/reveal", json=reveal,
+                               headers={"X-CSRF-Token": "forged"})
+        assert r.status_code == 403
+        r = await browser.post(f"/v1/members/{east}/reveal", json=reveal,
+                               headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200 and r.json()["phone"] == "+8613800138001"
+        r = await browser.post("/v1/auth/sign-out", headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 200, r.text
+        browser.cookies.clear()
+        browser.cookies.set("mg_session", cookie.split("mg_session=")[1].split(";")[0])
+        assert (await browser.get("/v1/auth/me")).status_code == 401  # ended: refused
+    log = (await chain["client"].get("/v1/audit-log", headers=_as(chain, "dpo"))).json()
+    outcomes = [(e["action"], e["username"], e["outcome"]) for e in log]
+    assert ("sign_in", "east.mgr", "sign_in_refused") in outcomes
+    assert ("sign_in", "east.mgr", "ok") in outcomes
+    assert ("pii.reveal", "?", "csrf_refused") in outcomes
