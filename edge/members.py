@@ -8,7 +8,7 @@ import sqlite3
 from datetime import date, timedelta
 from typing import Any, Literal, cast
 
-from edge import member_changes, outbox
+from edge import consents, member_changes, outbox
 from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid, not_found
 from edge.phone import normalise_phone
@@ -302,6 +302,7 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "card_states": [{"card_uid": r["card_uid"], "state": r["state"], "reason": r["reason"]}
                         for r in card_rows],
         "payment_pin": {"set": m["pin_hash"] is not None, "locked": bool(m["pin_locked"])},
+        "consents": consents.held(conn, member_id),
         "birthday_gift_year": m["birthday_gift_year"],
         "points": points,
         "points_here": m["points_balance"],

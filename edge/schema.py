@@ -371,7 +371,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         11,
-        "card states (lost, replaced, unbound); payment PINs; who changed a member, where",
+        "card states, payment PINs, who changed a member and where, consents",
         """
         -- A card's state merges last-writer-wins by HLC with the hub's (edge.directory):
         -- state_hlc is the stamp of the state held, this store's own change or the hub's.
@@ -395,6 +395,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             detail      TEXT NOT NULL
         );
         CREATE INDEX member_changes_member ON member_changes(member_id, change_id);
+        -- Consent to be contacted, per channel and purpose, as given at this store's tills
+        -- (or learned since): with the text shown, when, and the stamp of the change.
+        CREATE TABLE member_consents (
+            member_id    TEXT NOT NULL,
+            channel      TEXT NOT NULL,
+            purpose      TEXT NOT NULL,
+            granted      INTEGER NOT NULL,
+            text_version TEXT NOT NULL,
+            at           TEXT NOT NULL,
+            hlc          INTEGER NOT NULL,
+            PRIMARY KEY (member_id, channel, purpose)
+        ) WITHOUT ROWID;
         """,
     ),
 ]

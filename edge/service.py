@@ -32,9 +32,11 @@ from edge import (
     status,
     stored_value,
 )
+from edge import consents as consent_book
 from edge.bus import EventBus
 from edge.cart import Cart, CartBook
 from edge.config import EdgeConfig
+from edge.consents import Consent
 from edge.context import StoreContext
 from edge.db import Database
 from edge.errors import EdgeError, invalid
@@ -181,14 +183,20 @@ class EdgeService:
     async def register_member(
         self, *, terminal_id: str, idem_key: str | None, phone: str | None, name: str = "",
         birthday: date | None = None, card_uid: str | None = None, tags: list[str] | None = None,
-        guide_id: str | None = None,
+        guide_id: str | None = None, consents: list[Consent] | None = None,
+        cashier_id: str | None = None,
     ) -> dict[str, Any]:
+        """Register a member, with the consents they gave at the till."""
         request = {"phone": phone, "name": name, "birthday": birthday, "card_uid": card_uid,
-                   "tags": tags, "guide_id": guide_id}
+                   "tags": tags, "guide_id": guide_id,
+                   "consents": [c.__dict__ for c in consents or []], "by": cashier_id}
 
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
             mid = members.register(conn, ctx, phone=phone, name=name, birthday=birthday,
                                    card_uid=card_uid, tags=tags, guide_id=guide_id)
+            if consents:
+                consent_book.record(conn, ctx, mid, consents, terminal_id=terminal_id,
+                                    cashier_id=cashier_id)
             return members.member_view(conn, ctx, mid)
 
         view: dict[str, Any] = await self._idempotent(idem_key, terminal_id, "register", request,
@@ -354,6 +362,22 @@ class EdgeService:
             raise payment_pin.locked_error()
         raise EdgeError("wrong_pin", f"wrong PIN: {left} more tries before balances lock", 409,
                         attempts_left=left)
+
+    async def set_consents(self, *, terminal_id: str, idem_key: str | None, member_id: str,
+                           consents: list[Consent], cashier_id: str | None = None
+                           ) -> dict[str, Any]:
+        """Consents given or withdrawn at the till (``edge.consents``)."""
+        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
+            mid = members.resolve(conn, member_id)
+            members.get_member(conn, mid)
+            consent_book.record(conn, ctx, mid, consents, terminal_id=terminal_id,
+                                cashier_id=cashier_id)
+            return members.member_view(conn, ctx, mid)
+
+        result: dict[str, Any] = await self._idempotent(
+            idem_key, terminal_id, "consents",
+            {"m": member_id, "c": [c.__dict__ for c in consents], "by": cashier_id}, tx)
+        return result
 
     async def member_changes(self, member_id: str, *, limit: int,
                              before: int | None) -> dict[str, Any]:

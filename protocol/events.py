@@ -138,6 +138,28 @@ class PaymentPinLocked(_Body):
     terminal_id: Id | None = None
 
 
+ConsentChannel = Literal["sms", "email", "wechat", "push"]
+ConsentPurpose = Literal["marketing"]
+
+
+class ConsentChanged(_Body):
+    """A member gave or withdrew consent to be contacted on ``channel`` for ``purpose``, having
+    been shown the consent text ``text_version``; where (till, cashier) or who at HQ. Receipts,
+    expiry notices and other transactional messages need none. Last writer wins by HLC, per
+    (member, channel, purpose)."""
+
+    type: Literal["member.consent"] = "member.consent"
+    v: Literal[1] = 1
+    member_id: Id
+    channel: ConsentChannel
+    purpose: ConsentPurpose
+    granted: Annotated[bool, Field(strict=True)]
+    text_version: Id
+    terminal_id: Id | None = None
+    cashier_id: StaffId | None = None
+    actor: Text | None = None
+
+
 class MemberErased(_Body):
     """HQ erased the member's personal data on their request (PIPL): name, phone, birthday,
     tags and cards are gone from the hub, its log and every store; the account, its balances
@@ -380,6 +402,7 @@ EventBody = Annotated[
     | PaymentPinLocked
     | BirthdayGiftGiven
     | MemberErased
+    | ConsentChanged
     | SaleFinalized
     | RefundCompleted
     | PointsEarned
@@ -400,7 +423,8 @@ BODY_TYPES: dict[str, type[_Body]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         MemberRegistered, MemberProfileChanged, CardBound, CardStateChanged, PaymentPinSet,
-        PaymentPinLocked, BirthdayGiftGiven, MemberErased, SaleFinalized, RefundCompleted,
+        PaymentPinLocked, BirthdayGiftGiven, MemberErased, ConsentChanged, SaleFinalized,
+        RefundCompleted,
         PointsEarned, PointsRedeemed, PointsExpired, PointsAdjusted, StoredValueToppedUp,
         StoredValueSpent, StoredValueRefunded, CouponIssued, CouponRedeemed, CouponVoided,
         CouponReopened,

@@ -65,6 +65,7 @@ class _Constraints:
         self.min_length: int | None = None
         self.max_length: int | None = None
         self.pattern: str | None = None
+        self.strict = False
 
     def copy(self) -> _Constraints:
         out = _Constraints()
@@ -97,7 +98,9 @@ def _gather(metadata: Iterable[Any], c: _Constraints, where: str) -> None:
             if m.pattern is not None:
                 _set_pattern(c, m.pattern, where)
         elif isinstance(m, Strict):
-            pass  # msgspec never coerces (no bool or float for an int, no bytes for a str)
+            # msgspec never coerces (no bool or float for an int, no bytes for a str); a bool
+            # compiles only strict, as pydantic's lax one takes 1, "yes" and "on" as well.
+            c.strict = c.strict or m.strict
         # Integer bounds become inclusive ones, which is exact for ints: msgspec takes either
         # kind but not both of a pair, and several constraints may stack.
         elif isinstance(m, at.Ge):
@@ -344,6 +347,9 @@ class _Compiler:
                                    f"not {tp!r}")
             self.meta(c, where)
             return tp
+        if tp is bool and c.strict:  # true and false only, in msgspec and strict pydantic
+            self.meta(c, where)
+            return bool
         if tp is int:
             return self.annotated(int, self.meta(c, where, "ge", "le"))
         if tp is str:
@@ -375,7 +381,7 @@ class _Compiler:
 
     @staticmethod
     def meta(c: _Constraints, where: str, *allowed: str) -> dict[str, Any]:
-        given = {k: v for k, v in vars(c).items() if v is not None}
+        given = {k: v for k, v in vars(c).items() if v is not None and k != "strict"}
         extra = set(given) - set(allowed)
         if extra:
             raise RuntimeError(f"{where}: fastcodec cannot apply {sorted(extra)} here")

@@ -27,6 +27,16 @@ class _Req(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ConsentIn(_Req):
+    """Consent to be contacted on ``channel`` for ``purpose``, with the version of the consent
+    text the member was shown (or withdrawn: ``granted`` false)."""
+
+    channel: Literal["sms", "email", "wechat", "push"]
+    purpose: Literal["marketing"] = "marketing"
+    granted: bool
+    text_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class RegisterMember(_Req):
     phone: ShortText | None = None
     name: ShortText = ""
@@ -34,6 +44,13 @@ class RegisterMember(_Req):
     card_uid: ShortText | None = None
     tags: list[ShortText] = Field(default_factory=list, max_length=50)
     guide_id: StaffId | None = None  # the shopping guide who looks after the member
+    consents: list[ConsentIn] = Field(default_factory=list, max_length=8)
+    cashier_id: StaffId | None = None  # who registered them: recorded with the consents
+
+
+class ConsentsIn(_Req):
+    consents: list[ConsentIn] = Field(min_length=1, max_length=8)
+    cashier_id: StaffId | None = None
 
 
 class ProfileChange(_Req):

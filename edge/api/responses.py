@@ -117,6 +117,15 @@ class Member(_Open):
     card_states: list[CardStateView]
     payment_pin: PaymentPinView
     birthday_gift_year: int | None
+    consents: list[ConsentView]
+
+
+class ConsentView(BaseModel):
+    channel: str
+    purpose: str
+    granted: bool
+    text_version: str
+    at: str
 
 
 class CardStateView(BaseModel):
@@ -140,7 +149,7 @@ class MemberChange(BaseModel):
     at: str
     terminal_id: str | None
     cashier_id: str | None
-    what: Literal["profile", "card", "pin"]
+    what: Literal["profile", "card", "pin", "consent"]
     detail: dict[str, Any]
 
 

@@ -134,6 +134,7 @@ class MemberView(BaseModel):
     birthday_gift_year: int
     points: int
     stored_value: int
+    consents: list[dict[str, Any]]  # channel, purpose, granted, text_version, store_id, hlc
     unmasked: list[str]
 
 

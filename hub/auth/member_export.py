@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.auth import audit_log
+from hub.auth import audit_log, member_view
 from hub.auth.scope import Scope, in_scope
 from hub.core.db import Tx, in_chunks
 from hub.members import directory
@@ -34,5 +34,6 @@ def export(tx: Tx, scope: Scope, member_id: str) -> dict[str, Any]:
     events.sort(key=lambda e: e["hlc"])
     profile = entry.model_dump(mode="json", exclude={"pin_hash"})
     profile["pin_set"] = entry.pin_hash is not None
+    profile["consents"] = member_view.consents(tx, member)
     return {"member": profile, "events": events,
             "audit": audit_log.page(tx, limit=10_000, subject=member)}

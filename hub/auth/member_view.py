@@ -12,6 +12,15 @@ from hub.members.identity import canonical
 from protocol.errors import ServiceError
 
 
+def consents(tx: Tx, member_id: str) -> list[dict[str, Any]]:
+    """The member's consents as merged from every store and HQ."""
+    return [{"channel": r[0], "purpose": r[1], "granted": bool(r[2]), "text_version": r[3],
+             "store_id": r[4], "hlc": int(r[5])}
+            for r in tx.all("SELECT channel, purpose, granted, text_version, store_id, hlc"
+                            " FROM consents WHERE member_id = ? ORDER BY channel, purpose",
+                            (member_id,))]
+
+
 def member(tx: Tx, scope: Scope, member_id: str,
            reveal: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The member ``member_id`` is now, as ``scope`` sees them; ``unmasked`` lists the personal
@@ -35,6 +44,7 @@ def member(tx: Tx, scope: Scope, member_id: str,
     data["stored_value"] = sum(s.sv_principal + s.sv_bonus for s in entry.shares)
     data["shares"] = per_store(scope, tx, data["shares"])
     data["grants"] = per_store(scope, tx, data["grants"])
+    data["consents"] = consents(tx, found)
     shown = frozenset(PERSONAL) if not scope.role.masked else reveal
     data = data if not scope.role.masked else mask_member(data, reveal)
     data["unmasked"] = sorted(shown)

@@ -323,6 +323,12 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             session_sha256 TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(user_id),
             csrf_sha256 TEXT NOT NULL, created_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL,
             ended_ms BIGINT, remote TEXT)""",
+        # Consent per member, channel and purpose (HQ.md, principle 8), merged last-writer-wins
+        # by (hlc, stream): with which text, where and when it was given or withdrawn.
+        """CREATE TABLE consents (
+            member_id TEXT NOT NULL, channel TEXT NOT NULL, purpose TEXT NOT NULL,
+            granted BIGINT NOT NULL, text_version TEXT NOT NULL, store_id TEXT NOT NULL,
+            hlc BIGINT NOT NULL, PRIMARY KEY (member_id, channel, purpose))""",
         # A member erased on request: the directory tells every store to forget them.
         "ALTER TABLE members ADD COLUMN erased BIGINT NOT NULL DEFAULT 0",
     ]),

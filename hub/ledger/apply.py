@@ -324,6 +324,24 @@ def _on_erased(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResu
     touched.add(member_id)  # every store forgets them through the directory
 
 
+def _on_consent(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult) -> None:
+    """Given or withdrawn: the latest by (hlc, stream) stands."""
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    d = f.detail
+    row = tx.one("SELECT hlc, store_id FROM consents WHERE member_id = ? AND channel = ?"
+                 " AND purpose = ?", (member_id, d["channel"], d["purpose"]))
+    if row is not None and (f.hlc, store) <= (int(row[0]), str(row[1])):
+        return
+    tx.execute(
+        "INSERT INTO consents(member_id, channel, purpose, granted, text_version, store_id, hlc)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(member_id, channel, purpose) DO UPDATE SET"
+        " granted = excluded.granted, text_version = excluded.text_version,"
+        " store_id = excluded.store_id, hlc = excluded.hlc",
+        (member_id, d["channel"], d["purpose"], int(d["granted"]), d["text_version"], store,
+         f.hlc))
+
+
 _REGISTERED = "member.registered"  # applied first and all at once, by ``_register_all``
 _HANDLERS: dict[str, Handler] = {
     "member.profile_changed": _on_profile,
@@ -333,6 +351,7 @@ _HANDLERS: dict[str, Handler] = {
     "member.pin_locked": _on_pin,
     "member.birthday_gift": _on_birthday_gift,
     "member.erased": _on_erased,
+    "member.consent": _on_consent,
     "coupon.redeemed": _on_coupon_redeemed,
     "coupon.reopened": _on_coupon_reopened,
     "coupon.issued": _on_coupon_issued,
@@ -431,6 +450,11 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
         "SELECT store_id, points_spent, sv_spent, points_granted, sv_granted FROM grants"
         " WHERE member_id = ?", (alias,))])
     tx.execute("DELETE FROM grants WHERE member_id = ?", (alias,))
+    # Consents move too; where both ids have one for a channel, the survivor's stands.
+    tx.execute("UPDATE consents SET member_id = ? WHERE member_id = ? AND NOT EXISTS (SELECT 1"
+               " FROM consents c WHERE c.member_id = ? AND c.channel = consents.channel"
+               " AND c.purpose = consents.purpose)", (survivor, alias, survivor))
+    tx.execute("DELETE FROM consents WHERE member_id = ?", (alias,))
     # Coupons issued to the old id are the member's: its entry carries the open ones.
     tx.execute("UPDATE coupons SET member_id = ? WHERE member_id = ?", (survivor, alias))
 

@@ -69,6 +69,8 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "member.pin_locked": lambda b: {},
     "member.birthday_gift": lambda b: {"year": b.year},
     "member.erased": lambda b: {},
+    "member.consent": lambda b: {"channel": b.channel, "purpose": b.purpose,
+                                 "granted": b.granted, "text_version": b.text_version},
     "coupon.redeemed": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id,
                                   "amount": b.amount},
     "coupon.reopened": lambda b: {"coupon_code": b.coupon_code, "sale_id": b.sale_id},

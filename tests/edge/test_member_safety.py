@@ -378,3 +378,35 @@ async def test_a_gift_given_here_is_told_to_the_hub(service: EdgeService) -> Non
              if e.body.type == "member.birthday_gift"]
     assert [(g.member_id, g.year) for g in gifts] == [(mid, today.year)]  # type: ignore[union-attr]
     assert (await service.member(mid))["points"] == 200 + 100 + 100  # one gift of 200
+
+
+# --- consent ---------------------------------------------------------------------------------
+
+
+async def test_consent_given_at_registration_and_withdrawn_later_is_recorded_and_sent(
+        service: EdgeService, pos: httpx.AsyncClient) -> None:
+    r = await pos.post("/v1/members", headers=idem(), json={
+        "phone": "13900139000", "cashier_id": "C01",
+        "consents": [{"channel": "sms", "granted": True, "text_version": "2026-01"},
+                     {"channel": "wechat", "granted": False, "text_version": "2026-01"}]})
+    assert r.status_code == 201, r.text
+    mid = r.json()["member_id"]
+    assert [(c["channel"], c["granted"]) for c in r.json()["consents"]] == [
+        ("sms", True), ("wechat", False)]
+    r = await pos.put(f"/v1/members/{mid}/consents", headers=idem(), json={
+        "consents": [{"channel": "sms", "granted": False, "text_version": "2026-01"}],
+        "cashier_id": "C02"})
+    assert [(c["channel"], c["granted"]) for c in r.json()["consents"]] == [
+        ("sms", False), ("wechat", False)]
+    events = [e.body for e in invariants.outbox_events(service.config.database.path)
+              if e.body.type == "member.consent"]
+    assert [(e.channel, e.granted, e.cashier_id, e.terminal_id) for e in events] == [  # type: ignore[union-attr]
+        ("sms", True, "C01", "POS-1"), ("wechat", False, "C01", "POS-1"),
+        ("sms", False, "C02", "POS-1")]
+    before = books(service)
+    r = await pos.put(f"/v1/members/{mid}/consents", headers=idem(), json={
+        "consents": [{"channel": "fax", "granted": True, "text_version": "v"}]})
+    assert r.status_code == 422
+    assert books(service) == before
+    changes = (await pos.get(f"/v1/members/{mid}/changes")).json()["changes"]
+    assert changes[0]["what"] == "consent" and changes[0]["cashier_id"] == "C02"

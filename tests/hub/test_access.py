@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from edge.consents import Consent
 from edge.directory import apply_entry
 from hub import cli
 from hub.api.app import ROUTERS, create_app
@@ -70,7 +71,9 @@ async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
     try:
         east = (await a.register_member(terminal_id="POS-1", idem_key="r1",
                                         phone="13800138001", name="王芳", card_uid="04AA0001",
-                                        guide_id="G1"))["member_id"]
+                                        guide_id="G1", consents=[Consent(
+                                            "sms", "marketing", True, "2026-01")],
+                                        cashier_id="C1"))["member_id"]
         west = (await register(b, "13800138002", name="李雷"))["member_id"]
         m = await register(b, "13800138003", name="张伟")
         both = m["member_id"]
@@ -164,6 +167,8 @@ async def test_personal_data_is_masked_below_hq_admin_and_revealing_is_audited(
     view = (await c.get(f"/v1/members/{east}", headers=_as(chain, "east.mgr"))).json()
     assert (view["phone"], view["name"], view["cards"]) == ("+86138****8001", "王*", ["****0001"])
     assert view["unmasked"] == [] and view["pin_set"] is False
+    assert [(c["channel"], c["granted"], c["store_id"]) for c in view["consents"]] == [
+        ("sms", True, "S001")]
     assert [s["store_id"] for s in view["shares"]] in ([], ["S001"])
     whole = (await c.get(f"/v1/members/{east}", headers=_as(chain, "boss"))).json()
     assert (whole["phone"], whole["name"]) == ("+8613800138001", "王芳")

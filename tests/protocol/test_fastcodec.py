@@ -164,6 +164,8 @@ def strategy_for(tp: Any, metadata: list[Any]) -> st.SearchStrategy[Any]:
                         max_size=max(low, min(b.get("max_len", 3), 3)))
     if origin is Literal:
         return st.sampled_from(get_args(tp))
+    if tp is bool:
+        return st.booleans()
     if tp is int:
         return st.integers(b.get("min", -(2**63)), b.get("max", 2**64 - 1))
     if tp is str:
@@ -373,6 +375,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "member.pin_locked": {"member_id": "m1", "failures": 5, "terminal_id": "POS-1"},
     "member.birthday_gift": {"member_id": "m1", "year": 2026, "sale_id": "s1"},
     "member.erased": {"member_id": "m1", "actor": "dpo@hq", "reason": "PIPL request 17"},
+    "member.consent": {"member_id": "m1", "channel": "sms", "purpose": "marketing",
+                       "granted": True, "text_version": "2026-01", "terminal_id": "POS-1",
+                       "cashier_id": "C1", "actor": "hq"},
     "sale.finalized": {"sale_id": "s1", "terminal_id": "POS-1", "member_id": "m1",
                        "currency": "CNY", "lines": [_LINE],
                        "discounts": [{"kind": "tier", "label": "Member", "amount": 50,
@@ -814,6 +819,14 @@ def test_the_compiler_refuses_what_it_does_not_understand() -> None:
         (Nested, "Nested.x"), (Allow, "extra"), (Upper, "Upper.x")]
     for model, where in cases:
         _refuses(model, where)
+
+    class StrictBoolean(BaseModel):  # what pydantic takes is what msgspec takes: compiled
+        x: Annotated[bool, Field(strict=True)]
+
+    compiled = fastcodec.compile_model(StrictBoolean)
+    assert msgspec.convert({"x": True}, compiled).x is True
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.convert({"x": 1}, compiled)
 
 
 @pytest.mark.parametrize("pattern", [

@@ -11,6 +11,7 @@ from edge.api import requests as m
 from edge.api.deps import IdemKey, Limit, Service, Terminal
 from edge.api.identify import one_identifier
 from edge.api.responses import Member, MemberChanges, PaymentPinSetOut, TopUp
+from edge.consents import Consent
 from protocol.http_errors import StrictJsonRoute
 
 router = APIRouter(tags=["members"], route_class=StrictJsonRoute)
@@ -22,7 +23,19 @@ async def register(body: m.RegisterMember, service: Service, terminal: Terminal,
     """Register a member; works offline (the member code is minted here)."""
     return await service.register_member(
         terminal_id=terminal, idem_key=key, phone=body.phone, name=body.name,
-        birthday=body.birthday, card_uid=body.card_uid, tags=body.tags, guide_id=body.guide_id)
+        birthday=body.birthday, card_uid=body.card_uid, tags=body.tags, guide_id=body.guide_id,
+        consents=[Consent(**c.model_dump()) for c in body.consents], cashier_id=body.cashier_id)
+
+
+@router.put("/v1/members/{member_id}/consents", response_model=Member)
+async def consents(member_id: str, body: m.ConsentsIn, service: Service, terminal: Terminal,
+                   key: IdemKey = None) -> Any:
+    """Consent to be contacted given or withdrawn (per channel, with the consent text's
+    version): recorded with the till and the cashier, and sent to the hub, which checks it
+    before any marketing message."""
+    return await service.set_consents(
+        terminal_id=terminal, idem_key=key, member_id=member_id,
+        consents=[Consent(**c.model_dump()) for c in body.consents], cashier_id=body.cashier_id)
 
 
 @router.get("/v1/members/lookup", response_model=Member)
