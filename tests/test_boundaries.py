@@ -33,6 +33,7 @@ HUB_LAYERS: list[set[str]] = [
     {"campaigns"},
     {"projections"},
     {"auth"},
+    {"reports"},
     {"config"},
     {"sync"},
     {"app"},

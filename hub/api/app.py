@@ -23,6 +23,7 @@ from hub.api.routes import (
     hq_events,
     members,
     metrics,
+    reports,
     status,
     stores,
     users,
@@ -37,7 +38,7 @@ from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
-           auth.router)
+           auth.router, reports.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

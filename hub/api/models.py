@@ -400,3 +400,37 @@ class SignedIn(BaseModel):
     user: UserView
     csrf_token: str
     expires_ms: int
+
+
+class MemberFound(BaseModel):
+    """A member a search found (masked below HQ admin)."""
+
+    member_id: str
+    member_code: str
+    phone: str | None
+    name: str
+    birthday: str | None
+    tier: str
+    home_store: str
+
+
+class CategoryDay(BaseModel):
+    category: str
+    sales: int
+    items: int
+    gross: int
+    discount: int
+    amount: int
+    member_amount: int
+    refunds: int
+    refund_items: int
+    refund_amount: int
+
+
+class StoreDay(BaseModel):
+    """A store's calendar day by category (money in minor units), from the daily rollups."""
+
+    store_id: str
+    day: str
+    categories: list[CategoryDay]
+    totals: dict[str, int]

@@ -19,7 +19,7 @@ SIGNED_IN = "signed_in"
 PERMISSIONS = frozenset({
     "status.read", "stores.read", "stores.write", "members.read", "members.write",
     "pii.reveal", "campaigns.push", "conflicts.read", "books.check", "metrics.read",
-    "users.manage", "auditlog.read", "pii.export", "pii.erase",
+    "users.manage", "auditlog.read", "pii.export", "pii.erase", "reports.read",
 })
 
 

@@ -292,11 +292,14 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             masked BIGINT NOT NULL)""",
         """INSERT INTO roles(role, permissions, scope, masked) VALUES
             ('hq_admin', '["*"]', 'all', 0),
-            ('region_manager', '["members.read", "stores.read", "pii.reveal"]', 'regions', 1),
-            ('store_manager', '["members.read", "stores.read", "pii.reveal"]', 'stores', 1),
+            ('region_manager',
+             '["members.read", "stores.read", "pii.reveal", "reports.read"]', 'regions', 1),
+            ('store_manager',
+             '["members.read", "stores.read", "pii.reveal", "reports.read"]', 'stores', 1),
             ('guide', '["members.read"]', 'guide', 1),
             ('auditor', '["auditlog.read"]', 'none', 1),
-            ('marketing', '["members.read", "stores.read", "campaigns.push"]', 'all', 1)""",
+            ('marketing', '["members.read", "stores.read", "campaigns.push", "reports.read"]',
+             'all', 1)""",
         """CREATE TABLE users (
             user_id TEXT PRIMARY KEY, username TEXT NOT NULL UNIQUE,
             display_name TEXT NOT NULL DEFAULT '', role TEXT NOT NULL REFERENCES roles(role),

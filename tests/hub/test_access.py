@@ -351,3 +351,43 @@ async def test_console_sign_in_sessions_and_csrf(chain: dict[str, Any]) -> None:
     assert ("sign_in", "east.mgr", "sign_in_refused") in outcomes
     assert ("sign_in", "east.mgr", "ok") in outcomes
     assert ("pii.reveal", "?", "csrf_refused") in outcomes
+
+
+async def test_member_search_and_store_day_stay_inside_the_scope(chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    east, both = chain["east"], chain["both"]
+
+    async def found(who: str, **key: str) -> list[str]:
+        r = await c.get("/v1/members", params=key, headers=_as(chain, who))
+        assert r.status_code == 200, r.text
+        return [m["member_id"] for m in r.json()]
+
+    assert await found("boss", phone="13800138001") == [east]
+    assert await found("boss", phone="+86 138 0013 8001") == [east]
+    assert await found("east.mgr", phone="13800138003") == [both]  # bought in east
+    # Another region's member: not found, exactly as a phone nobody has.
+    assert await found("s2.mgr", phone="13800138001") == []
+    assert await found("s2.mgr", phone="13999999999") == []
+    assert await found("east.mgr", card_uid="04aa0001") == [east]
+    masked = (await c.get("/v1/members", params={"phone": "13800138001"},
+                          headers=_as(chain, "east.mgr"))).json()[0]
+    assert masked["phone"] == "+86138****8001" and masked["name"] == "王*"
+    for params in ({}, {"phone": "1", "card_uid": "04AA0001"}, {"phone": "12"}):
+        r = await c.get("/v1/members", params=params, headers=_as(chain, "boss"))
+        assert r.status_code == 422, (params, r.text)
+    log = (await c.get("/v1/audit-log", headers=_as(chain, "dpo"))).json()
+    assert ("boss", "member.search", east) in [(e["username"], e["action"], e["subject"])
+                                               for e in log]
+
+    hub: Hub = chain["hub"]
+    day = await hub.db.read(lambda tx: tx.scalar(
+        "SELECT max(day) FROM daily_rollups WHERE store_id = 'S001'"))
+    r = await c.get("/v1/reports/store-day", params={"store_id": "S001", "date": day},
+                    headers=_as(chain, "east.mgr"))
+    assert r.status_code == 200, r.text
+    assert r.json()["totals"]["sales"] == 1 and r.json()["totals"]["amount"] > 0
+    for who, store, status in (("east.mgr", "S002", 404), ("s2.mgr", "S001", 404),
+                               ("dpo", "S001", 403), ("guide1", "S001", 403)):
+        r = await c.get("/v1/reports/store-day", params={"store_id": store, "date": day},
+                        headers=_as(chain, who))
+        assert r.status_code == status, (who, store, r.text)
