@@ -51,6 +51,7 @@ import msgpack
 
 from hub import extensions
 from hub.app import READ_YIELD_S
+from hub.bench_scope import measure_scope, measure_scope_postgres
 from hub.config import HubConfig
 from hub.core.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
@@ -598,8 +599,8 @@ def failed(result: dict[str, Any]) -> list[str]:
 
 def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 100_000,
               postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
-              workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False
-              ) -> dict[str, Any]:
+              workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False,
+              scope_members: int = 1_000_000) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -675,6 +676,20 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         result["projection_catchup_s"] = round(caught["catchup_s"], 2)
         if breakdown:
             result["apply_breakdown"] = measure_breakdown(tmp / "breakdown.db", work)
+
+        # What a scope costs: a store and a region manager's member search and store day as a
+        # ratio to the same queries unscoped (``hub.bench_scope``).
+        if scope_members > 0:
+            try:
+                result.update(measure_scope(f"sqlite:///{tmp / 'scope.db'}", scope_members,
+                                            seed))
+            except Exception as exc:
+                result["scope"] = f"failed: {_why(exc)}"
+            if postgres_url is not None:
+                try:
+                    result.update(measure_scope_postgres(postgres_url, scope_members, seed))
+                except Exception as exc:
+                    result["scope_postgres"] = f"failed: {_why(exc)}"
 
         # A part that breaks is reported as "failed: ..." (and the command exits 1) rather
         # than losing the figures measured before it.

@@ -319,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1/postgres",
                        help="admin URL; a throwaway database mg_bench_* is made and dropped")
     bench.add_argument("--no-postgres", action="store_true")
+    bench.add_argument("--scope-members", type=int, default=1_000_000,
+                       help="members for the scope figures (scoped_vs_unscoped_*); 0: skip")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
     bench.add_argument("--breakdown", action="store_true",
                        help="also apply the merge's batches alone with every statement timed:"
@@ -367,7 +369,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
             figures = run_bench(stores=args.stores, events=args.events,
                                 drain_events=args.drain_events,
                                 postgres_url=None if args.no_postgres else args.postgres_url,
-                                workdir=args.workdir, breakdown=args.breakdown)
+                                workdir=args.workdir, breakdown=args.breakdown,
+                                scope_members=args.scope_members)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

@@ -36,21 +36,20 @@ def search(tx: Tx, scope: Scope, *, phone: str | None = None, member_code: str |
     if len(given) != 1:
         raise ServiceError("one_key_required", "search by exactly one of phone, member_code,"
                            " card_uid", 422)
+    # One query: the key, and the scope's condition on the member it leads to.
     if phone:
-        sql, arg = ("SELECT member_id FROM members WHERE phone = ? AND merged_into IS NULL",
-                    e164(phone))
+        key, arg = "m.phone = ? AND m.merged_into IS NULL", e164(phone)
     elif member_code:
-        sql, arg = ("SELECT coalesce(merged_into, member_id) FROM members WHERE member_code = ?",
-                    member_code)
+        key, arg = ("m.member_id = (SELECT coalesce(merged_into, member_id) FROM members"
+                    " WHERE member_code = ?)", member_code)
     else:
-        sql, arg = ("SELECT member_id FROM cards WHERE card_uid = ? AND state <> 'unbound'",
-                    (card_uid or "").upper())
+        key, arg = ("m.member_id = (SELECT member_id FROM cards WHERE card_uid = ?"
+                    " AND state <> 'unbound')", (card_uid or "").upper())
+    where, params = scope.member_filter("m")
     found = []
-    for (member_id,) in tx.all(sql + f" LIMIT {MAX_RESULTS}", (arg,)):
-        if not scope.sees_member(tx, str(member_id)):
-            continue
-        row = tx.one("SELECT member_id, member_code, phone, name, birthday, tier, home_store"
-                     " FROM members WHERE member_id = ?", (member_id,))
+    for row in tx.all("SELECT m.member_id, m.member_code, m.phone, m.name, m.birthday, m.tier,"
+                      f" m.home_store FROM members m WHERE {key} AND {where}"
+                      f" LIMIT {MAX_RESULTS}", (arg, *params)):
         view = {"member_id": row[0], "member_code": row[1], "phone": row[2], "name": row[3],
                 "birthday": row[4], "tier": row[5], "home_store": row[6]}
         found.append(mask_member(view) if scope.role.masked else view)

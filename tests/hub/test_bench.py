@@ -48,7 +48,7 @@ def test_bench_prints_one_json_object_with_every_figure(
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip(f"{MOSQUITTO} not installed")
     rc = main(["bench", "--json", "--stores", "2", "--events", "2000", "--drain-events", "2000",
-               "--workdir", str(tmp_path)])
+               "--workdir", str(tmp_path), "--scope-members", "3000"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -60,6 +60,10 @@ def test_bench_prints_one_json_object_with_every_figure(
                                  "merge_under_reads_vs_quiet": 0.8,
                                  "projection_catchup_vs_raw": 0.5}
     assert result["drain_duplicates"] == 0 and result["drain_gaps"] == 0
+    for key in ("scoped_vs_unscoped_store", "scoped_vs_unscoped_region",
+                "scoped_vs_unscoped_store_postgres", "scoped_vs_unscoped_region_postgres"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["scope_members"] == result["scope_members_postgres"] == 3000
 
 
 def test_breakdown_says_where_the_apply_time_goes(
