@@ -8,7 +8,16 @@ from dataclasses import asdict, dataclass, replace
 from datetime import date
 from typing import Any
 
-from edge import allowance, coupons, members, outbox, payment_pin, points, stored_value
+from edge import (
+    allowance,
+    coupons,
+    members,
+    outbox,
+    payment_pin,
+    points,
+    pricing_basis,
+    stored_value,
+)
 from edge.cart import Cart
 from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid
@@ -281,11 +290,13 @@ def finalize(
     ev = outbox.append(conn, ctx, event)
     conn.execute(
         "INSERT INTO sales(sale_id, terminal_id, member_id, currency, subtotal, discount_total,"
-        " total, points_earned, finalized_at, hlc, discounts, cashier_id, guide_id)"
-        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        " total, points_earned, finalized_at, hlc, discounts, cashier_id, guide_id,"
+        " pricing_basis) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (sale_id, cart.terminal_id, member_id, ctx.currency, q.subtotal, q.discount_total,
          q.total, earn, ctx.now().isoformat(), ev.hlc,
-         json.dumps([_discount_dict(d) for d in q.discounts]), cart.cashier_id, guide),
+         json.dumps([_discount_dict(d) for d in q.discounts]), cart.cashier_id, guide,
+         pricing_basis.dumps(q, campaigns, priced.member_ctx, ctx.today(),
+                             priced.coupon_specs)),
     )
     conn.executemany(
         "INSERT INTO sale_lines(sale_id, line_no, sku, name, category, qty, unit_price, gross,"

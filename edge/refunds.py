@@ -3,6 +3,17 @@
 All shares are computed on cumulative quantities (``floor(total * refunded_so_far / sold)``), so
 refunding a line in several steps gives back exactly what one refund of it would, and a full
 refund gives back everything to the last minor unit and point.
+
+Promotions are recomputed on what the customer keeps (a sale's ``pricing_basis``): after a
+refund, the money refunded in all is the lesser of the lines' proportional shares and what was
+paid less what the kept items cost at the sale's prices. So a 满减 threshold or a coupon's
+minimum spend that the kept items no longer reach is taken back (``discounts_reversed``, on the
+refund as a whole: each line's amount stays its proportional share), and the money depends
+only on what is kept, never on the order of the refunds; a later refund that returns the rest
+gives back what an earlier one took (``discounts_reversed`` below zero). A return that would
+leave the kept items costing more than was paid for the whole is refused
+(``refund_below_zero``): the customer returns the rest with it. Earned points are reversed in
+proportion to the lines' shares, as before.
 """
 
 from __future__ import annotations
@@ -11,15 +22,39 @@ import json
 import sqlite3
 from typing import Any
 
-from edge import allowance, coupons, outbox, points, stored_value
+from edge import allowance, coupons, outbox, points, pricing_basis, stored_value
 from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid
-from protocol.events import RefundCompleted, RefundLine, Tender, body_version
+from protocol.events import REPRICED_REFUND, RefundCompleted, RefundLine, Tender, body_version
 from protocol.money import allocate
+from protocol.pricing import BasketLine
 
 
 def _cumulative(total: int, done: int, whole: int) -> int:
     return total * done // whole
+
+
+def _repriced(sale: sqlite3.Row, sold: dict[int, sqlite3.Row], wanted: dict[int, int],
+              shares: list[int], basis: pricing_basis.Basis) -> int:
+    """The promotions this refund takes back (below zero: gives back), with what is kept after
+    it priced on the sale's basis (see the module's docstring)."""
+    after = {n: r["refunded_qty"] + wanted.get(n, 0) for n, r in sold.items()}
+    kept = [BasketLine(line_no=n, sku=r["sku"], category=r["category"], qty=r["qty"] - after[n],
+                       unit_price=r["unit_price"]) for n, r in sorted(sold.items())
+            if r["qty"] > after[n]]
+    kept_costs = pricing_basis.total_of(basis, kept)
+    proportional = sum(_cumulative(r["net"], after[n], r["qty"]) for n, r in sold.items())
+    refunded_after = min(proportional, sale["total"] - kept_costs)
+    total = refunded_after - sale["refunded_total"]
+    if total < 0:
+        paid = sale["total"] - sale["refunded_total"]
+        raise conflict(
+            "refund_below_zero",
+            f"without these lines the items kept cost {kept_costs} at the sale's prices"
+            f" (its promotions no longer apply), more than the {paid} paid for everything:"
+            " refund the other lines with them",
+            kept_costs=kept_costs, paid=paid)
+    return int(sum(shares) - total)
 
 
 def refund(
@@ -44,8 +79,9 @@ def refund(
         if isinstance(qty, bool) or not isinstance(qty, int) or qty <= 0:
             raise invalid("invalid_quantity", "refund quantity must be above zero")
         wanted[line_no] = wanted.get(line_no, 0) + qty
-    out_lines: list[RefundLine] = []
-    reversed_points = 0
+    basis = pricing_basis.loads(sale["pricing_basis"]) if sale["pricing_basis"] else None
+    shares: list[int] = []
+    line_points: list[int] = []
     for line_no, qty in sorted(wanted.items()):
         row = sold.get(line_no)
         if row is None:
@@ -57,11 +93,15 @@ def refund(
                 f"line {line_no}: {row['qty'] - row['refunded_qty']} left to refund, {qty} asked",
                 line_no=line_no, refundable=row["qty"] - row["refunded_qty"],
             )
-        amount = _cumulative(row["net"], done, row["qty"]) - row["refunded_amount"]
-        pts = _cumulative(row["points"], done, row["qty"]) - row["points_reversed"]
-        out_lines.append(RefundLine(line_no=line_no, qty=qty, amount=amount, points_reversed=pts))
-        reversed_points += pts
-    total = sum(r.amount for r in out_lines)
+        before = (_cumulative(row["net"], row["refunded_qty"], row["qty"])
+                  if basis is not None else row["refunded_amount"])
+        shares.append(_cumulative(row["net"], done, row["qty"]) - before)
+        line_points.append(_cumulative(row["points"], done, row["qty"]) - row["points_reversed"])
+    discounts_reversed = _repriced(sale, sold, wanted, shares, basis) if basis else 0
+    out_lines = [RefundLine(line_no=n, qty=q, amount=a, points_reversed=p) for (n, q), a, p
+                 in zip(sorted(wanted.items()), shares, line_points, strict=True)]
+    reversed_points = sum(line_points)
+    total = sum(shares) - discounts_reversed
 
     tenders = conn.execute(
         "SELECT * FROM sale_tenders WHERE sale_id = ? ORDER BY tender_no", (sale_id,)
@@ -105,7 +145,8 @@ def refund(
 
     taken = shortfall = 0
     event = RefundCompleted(
-        v=body_version(cashier_id), cashier_id=cashier_id,
+        v=REPRICED_REFUND if discounts_reversed else body_version(cashier_id),
+        cashier_id=cashier_id, discounts_reversed=discounts_reversed,
         refund_id=refund_id, sale_id=sale_id, terminal_id=terminal_id, member_id=member_id,
         currency=sale["currency"], lines=out_lines, amount=total,
         tenders=back or [Tender(kind="external", amount=0)],

@@ -371,7 +371,7 @@ MIGRATIONS: list[tuple[int, str, str]] = [
     ),
     (
         11,
-        "card states, payment PINs, who changed a member and where, consents",
+        "card states, payment PINs, who changed a member and where, consents, pricing bases",
         """
         -- A card's state merges last-writer-wins by HLC with the hub's (edge.directory):
         -- state_hlc is the stamp of the state held, this store's own change or the hub's.
@@ -407,6 +407,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             hlc          INTEGER NOT NULL,
             PRIMARY KEY (member_id, channel, purpose)
         ) WITHOUT ROWID;
+        -- What a sale was priced with (edge.pricing_basis), so a partial refund reprices
+        -- what is kept; NULL for sales made before: refunded in proportion, as then.
+        ALTER TABLE sales ADD COLUMN pricing_basis TEXT;
         """,
     ),
 ]

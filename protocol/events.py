@@ -44,6 +44,9 @@ class _Body(BaseModel):
 # of this release takes both.
 StaffId = Id
 WHO_SOLD_IT = 2
+# A refund that took back a promotion the kept items no longer reach (``discounts_reversed``)
+# is version 3 of ``refund.completed``: a hub older than this refuses it by version.
+REPRICED_REFUND = 3
 
 
 # --- members ---------------------------------------------------------------------------------
@@ -243,7 +246,7 @@ class RefundLine(_Body):
 
 class RefundCompleted(_Body):
     type: Literal["refund.completed"] = "refund.completed"
-    v: Literal[1, 2] = 1
+    v: Literal[1, 2, 3] = 1
     refund_id: Id
     sale_id: Id
     terminal_id: Id
@@ -257,6 +260,10 @@ class RefundCompleted(_Body):
     points_shortfall: Points  # what could not be taken back: recorded as the member's debt
     points_returned: Points  # redeemed points given back to their lots
     coupon_reopened: Id | None = None
+    # v3: promotions the kept items no longer reach, taken back from this refund (a 满减
+    # threshold or a coupon's minimum spend missed once these lines are returned); below zero,
+    # what an earlier refund took back given back. ``amount`` = the lines' amounts less it.
+    discounts_reversed: SignedAmount = 0
 
 
 # --- points ledger ---------------------------------------------------------------------------
@@ -432,8 +439,7 @@ BODY_TYPES: dict[str, type[_Body]] = {
 }
 # The schema versions this build understands, per event type.
 SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
-    t: frozenset({1, WHO_SOLD_IT} if "v" in cls.model_fields
-                 and 2 in get_args(cls.model_fields["v"].annotation) else {1})
+    t: frozenset(get_args(cls.model_fields["v"].annotation) or {1})
     for t, cls in BODY_TYPES.items()}
 
 

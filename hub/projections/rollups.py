@@ -15,7 +15,7 @@ from typing import Any
 from hub.core.db import Tx
 from hub.core.projections import Logged
 from hub.projections.places import Places, local_time
-from hub.projections.sales import REFUND, SALE, refund_lines
+from hub.projections.sales import REFUND, SALE, refund_lines, refunded_per_line
 
 _SUMS = ("sales", "items", "gross", "discount", "amount", "member_amount", "refunds",
          "refund_items", "refund_amount")
@@ -66,7 +66,7 @@ class DailyRollups:
                     if member:
                         row[5] += ln.net
             else:
-                for ln in b.lines:
+                for ln, amount in zip(b.lines, refunded_per_line(b), strict=True):
                     category = lines.get((b.sale_id, ln.line_no), (None, None))[1] or ""
                     row = sums.get((e.store_id, day, category))
                     if row is None:
@@ -75,5 +75,5 @@ class DailyRollups:
                         row[_LAST] = b
                         row[6] += 1
                     row[7] += ln.qty
-                    row[8] += ln.amount
+                    row[8] += amount
         tx.executemany(_UPSERT, [(*k, regions[k[0]], *v[:_LAST]) for k, v in sums.items()])

@@ -16,6 +16,7 @@ from typing import Any
 from hub.core.db import Tx, in_chunks
 from hub.core.projections import Logged
 from hub.projections.places import Places, local_time
+from protocol.money import allocate
 
 SALE, REFUND = "sale.finalized", "refund.completed"
 
@@ -38,6 +39,16 @@ def sale_lines(tx: Tx, sale_ids: Iterable[str]) -> dict[LineKey, tuple[str | Non
                 f" WHERE kind = 'line' AND doc_id IN ({marks})", chunk):
             found.setdefault((str(sale_id), int(n)), (sku, category))
     return found
+
+
+def refunded_per_line(body: Any) -> list[int]:
+    """What a refund gave back per line: its amounts, less its share of the promotions it took
+    back (``discounts_reversed``, v3), so the lines add up to the refund's amount."""
+    taken = getattr(body, "discounts_reversed", 0)
+    amounts = [ln.amount for ln in body.lines]
+    if not taken:
+        return amounts
+    return [a - s for a, s in zip(amounts, allocate(taken, amounts), strict=True)]
 
 
 def refund_lines(tx: Tx, events: Sequence[Logged]
@@ -105,11 +116,11 @@ def fact_rows(tx: Tx, events: Sequence[Logged], places: Places) -> list[tuple[An
             head = (b.refund_id, b.sale_id, e.pos, e.store_id, region, b.terminal_id, cashier,
                     guide, b.member_id, e.hlc, day, hour)
             items = 0
-            for ln in b.lines:
+            for ln, amount in zip(b.lines, refunded_per_line(b), strict=True):
                 items += ln.qty
                 sku, category = lines.get((b.sale_id, ln.line_no), (None, None))
                 add((*head, "refund_line", ln.line_no, sku, category, None, None, -ln.qty, 0, 0,
-                            -ln.amount, -ln.points_reversed))
+                            -amount, -ln.points_reversed))
             add((*head, "refund", 0, None, None, b.currency, None, -items, 0, 0, -b.amount,
                         -b.points_reversed))
             for i, t in enumerate(b.tenders, 1):

@@ -364,3 +364,30 @@ async def test_card_states_pins_and_gifts_merge_last_writer_wins(hub_db: HubData
         assert (await hub_db.transaction(audit.compare))["mismatches"] == []
     finally:
         await a.close()
+
+
+async def test_a_repriced_refund_adds_up_in_the_projections(hub_db: HubDatabase,
+                                                            tmp_path: Path) -> None:
+    """A refund that took back a lost 满减 (v3): the refund's lines in the sales facts and the
+    day's rollup add up to the money that went back, not to the lines' shares."""
+    from hub.core.projections import ProjectionRunner
+    from hub.projections.catalog import projections
+
+    a = await _store(tmp_path, "S001", 1)
+    try:
+        sale = await sell(a, [("A", "grocery", 1, 25_000), ("B", "grocery", 1, 6_000)])
+        r = await a.refund(terminal_id="POS-1", idem_key="r1", sale_id=sale["sale_id"],
+                           lines=[(2, 1)])
+        assert (r["amount"], r["discounts_reversed"]) == (3_000, 2_419)
+        for batch in batches(a.config.database.path, "S001", 100):
+            await _apply(hub_db, batch)
+    finally:
+        await a.close()
+    await ProjectionRunner(hub_db, projections("Asia/Shanghai")).catch_up()
+    lines, doc = await hub_db.read(lambda tx: (
+        tx.scalar("SELECT sum(amount) FROM sales_facts WHERE kind = 'refund_line'"),
+        tx.scalar("SELECT sum(amount) FROM sales_facts WHERE kind = 'refund'")))
+    assert lines == doc == -3_000
+    refunded = await hub_db.read(lambda tx: tx.scalar(
+        "SELECT sum(refund_amount) FROM daily_rollups"))
+    assert refunded == 3_000
