@@ -218,8 +218,13 @@ def _still_erased(tx: Tx, member_id: str) -> None:
         erasure.erase(tx, member_id)
 
 
+# A card new to the hub, or one unbound from its member and now registered with another (a
+# store lets an unbound card be used again); a card someone holds stays theirs.
 _INSERT_CARD = ("INSERT INTO cards(card_uid, member_id, stamp_hlc, stamp_store)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")
+                " VALUES (?, ?, ?, ?) ON CONFLICT(card_uid) DO UPDATE SET"
+                " member_id = excluded.member_id, state = 'active', reason = '',"
+                " stamp_hlc = excluded.stamp_hlc, stamp_store = excluded.stamp_store"
+                " WHERE cards.state = 'unbound'")
 
 
 def _on_card_state(tx: Tx, f: Fact, store: str, touched: set[str],

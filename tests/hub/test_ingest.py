@@ -307,6 +307,7 @@ async def test_card_states_pins_and_gifts_merge_last_writer_wins(hub_db: HubData
         CardStateChanged,
         Event,
         EventBody,
+        MemberRegistered,
         PaymentPinLocked,
         PaymentPinSet,
     )
@@ -347,6 +348,13 @@ async def test_card_states_pins_and_gifts_merge_last_writer_wins(hub_db: HubData
         assert (await entry()).card_states == []
         taken = await hub_db.transaction(lambda tx: directory.entry(tx, other))
         assert taken is not None and taken.cards == ["04AA0001"]
+        # Unbound again, then registered with a new member: the card is theirs.
+        await send("S003", base + 85, CardStateChanged(member_id=other, card_uid="04AA0001",
+                                                       state="unbound"))
+        await send("S003", base + 86, MemberRegistered(
+            member_id="new1", member_code="000300000017", card_uid="04AA0001"))
+        newcomer = await hub_db.transaction(lambda tx: directory.entry(tx, "new1"))
+        assert newcomer is not None and newcomer.cards == ["04AA0001"]
 
         h = "$argon2id$v=19$m=1024,t=1,p=1$c2FsdHNhbHQ$aGFzaGhhc2g"
         await send("S002", base + 100, PaymentPinSet(member_id=mid, pin_hash=h))
