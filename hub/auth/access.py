@@ -23,9 +23,11 @@ class Access:
     remote: str | None
 
     async def read(self, fn: Callable[[Tx, Scope], T]) -> T:
-        """``fn(tx, scope)`` on a reader connection."""
+        """``fn(tx, scope)`` on a reader connection; on PostgreSQL bound by row-level security
+        to the scope as well (the second lock: a query that forgot the scope still sees only
+        what the caller may)."""
         scope = self.scope
-        return await self.db.read(lambda tx: fn(tx, scope))
+        return await self.db.read(lambda tx: fn(tx, scope), row_scope=scope.row_security())
 
     async def write(self, fn: Callable[[Tx, Scope], T]) -> T:
         """``fn(tx, scope)`` in a transaction on the writer (user management, audited reads)."""

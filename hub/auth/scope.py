@@ -90,6 +90,17 @@ class Scope:
                     tuple(user.regions))
         return "1 = 0", ()
 
+    def row_security(self) -> dict[str, str]:
+        """The settings PostgreSQL's row-level security reads (hub schema 13)."""
+        user, kind = self.principal.user, self.role.scope
+        if kind == "guide":
+            return {"membergate.scope": "guide", "membergate.guide": user.guide_id or ""}
+        if kind == "stores":
+            return {"membergate.scope": "stores", "membergate.stores": ",".join(user.stores)}
+        if kind == "regions":
+            return {"membergate.scope": "regions", "membergate.regions": ",".join(user.regions)}
+        return {"membergate.scope": kind}  # "all", or "none": nothing
+
     def sees_member(self, tx: Tx, member_id: str) -> bool:
         if self.role.scope == "all":
             return True

@@ -155,6 +155,23 @@ def _connect_postgres(url: str) -> Any:
         raise DatabaseUnavailable(f"cannot connect to {redact_url(url)}: {why}") from None
 
 
+# The PostgreSQL role HQ's reads run as (row-level security, hub schema 13), and the scope a
+# read of the hub's own (a directory page, the status) runs with until an HQ user's narrows it.
+READER_ROLE = "membergate_hq"
+SYSTEM_SCOPE = {"membergate.scope": "all"}
+_SCOPE_SETTINGS = ("membergate.scope", "membergate.stores", "membergate.regions",
+                   "membergate.guide")
+
+
+def _set_scope(tx: Tx, settings: dict[str, str]) -> None:
+    """The row-level security settings for the rest of this transaction, in one statement."""
+    unknown = set(settings) - set(_SCOPE_SETTINGS)
+    if unknown:
+        raise ValueError(f"not a scope setting: {sorted(unknown)}")
+    tx.execute("SELECT " + ", ".join("set_config(?, ?, true)" for _ in _SCOPE_SETTINGS),
+               [v for name in _SCOPE_SETTINGS for v in (name, settings.get(name, ""))])
+
+
 class HubDatabase:
     """``sqlite:///path`` (or a bare path) or ``postgresql://...``."""
 
@@ -233,6 +250,11 @@ class HubDatabase:
                 import psycopg
 
                 conn = psycopg.connect(self.url, autocommit=True, row_factory=_named_rows)
+                # Reads run as the role that owns nothing and that row-level security binds
+                # (hub schema 13), once the schema has it.
+                if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",
+                                (READER_ROLE,)).fetchone() is not None:
+                    conn.execute(f"SET ROLE {READER_ROLE}")
             else:
                 conn = sqlite3.connect(self._path, isolation_level=None,
                                        check_same_thread=False)
@@ -244,20 +266,27 @@ class HubDatabase:
                 self._reader_conns.append(conn)
         return conn
 
-    def _read_sync(self, fn: Callable[[Tx], T]) -> T:
+    def _read_sync(self, fn: Callable[[Tx], T], row_scope: dict[str, str]) -> T:
         conn = self._reader()
         # One snapshot for the whole function: a report's figures agree with each other.
         conn.execute("BEGIN READ ONLY ISOLATION LEVEL REPEATABLE READ"
                      if self.dialect == "postgres" else "BEGIN")
         try:
-            return fn(Tx(conn, self.dialect))
+            tx = Tx(conn, self.dialect)
+            if self.dialect == "postgres":
+                _set_scope(tx, row_scope)
+            return fn(tx)
         finally:
             conn.execute("ROLLBACK")
 
-    async def read(self, fn: Callable[[Tx], T], *, give_way: bool = True) -> T:
+    async def read(self, fn: Callable[[Tx], T], *, give_way: bool = True,
+                   row_scope: dict[str, str] | None = None) -> T:
         """Run ``fn`` in a read-only transaction on a reader connection (never the writer).
         ``give_way``: wait at the ``read_gate`` first (HQ's reads; the store link's own reads,
-        which stores wait for, pass straight on)."""
+        which stores wait for, pass straight on). ``row_scope``: on PostgreSQL, what
+        row-level security lets the read see (``hub.auth.scope.Scope.row_security``); the
+        hub's own reads see everything."""
+        scope = row_scope if row_scope is not None else SYSTEM_SCOPE
         if give_way and self.read_gate is not None:
             await self.read_gate()
         if self.dialect == "sqlite" and self._path == ":memory:":
@@ -266,7 +295,7 @@ class HubDatabase:
             self._read_pool = ThreadPoolExecutor(max_workers=self.readers,
                                                  thread_name_prefix="hub-read")
         return await asyncio.get_running_loop().run_in_executor(
-            self._read_pool, lambda: self._read_sync(fn))
+            self._read_pool, lambda: self._read_sync(fn, scope))
 
     def _close_readers(self) -> None:
         if self._read_pool is not None:

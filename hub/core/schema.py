@@ -35,6 +35,37 @@ def _clustered(table: str, columns: str) -> list[SqliteOnly]:
             SqliteOnly(f"ALTER TABLE {table}_clustered RENAME TO {table}")]
 
 
+# Row-level security (schema 13): what the membergate_hq role may read of a table, from the
+# scope the read set (hub.core.db, ``row_scope``): "all"; "stores" (membergate.stores, comma
+# separated); "regions" (membergate.regions: the stores of those regions); "guide"
+# (membergate.guide); anything else, "none" included: nothing.
+_SCOPE = "current_setting('membergate.scope', true)"
+_STORES = "string_to_array(current_setting('membergate.stores', true), ',')"
+_REGIONS = "string_to_array(current_setting('membergate.regions', true), ',')"
+_SCOPE_STORES = (f"(SELECT store_id FROM stores WHERE ({_SCOPE} = 'stores' AND store_id ="
+                 f" ANY({_STORES})) OR ({_SCOPE} = 'regions' AND region = ANY({_REGIONS})))")
+_STORE_IN_SCOPE = f"{_SCOPE} = 'all' OR store_id IN {_SCOPE_STORES}"
+_MEMBER_IN_SCOPE = (
+    f"{_SCOPE} = 'all'"
+    f" OR ({_SCOPE} IN ('stores', 'regions') AND (home_store IN {_SCOPE_STORES}"
+    f" OR EXISTS (SELECT 1 FROM member_stores ms WHERE ms.member_id = members.member_id"
+    f" AND ms.store_id IN {_SCOPE_STORES})))"
+    f" OR ({_SCOPE} = 'guide' AND guide_id = current_setting('membergate.guide', true))")
+# Read through members' own policy: a row of a member the scope does not see is not seen.
+_OF_A_MEMBER_IN_SCOPE = f"{_SCOPE} = 'all' OR member_id IN (SELECT member_id FROM members)"
+
+
+def _scoped(table: str, visible: str) -> list[SqliteOnly | PostgresOnly]:
+    return [PostgresOnly(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY"),
+            PostgresOnly(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY"),
+            # Anyone may do what their grants allow (the writer: everything) ...
+            PostgresOnly(f"CREATE POLICY everyone ON {table} AS PERMISSIVE FOR ALL"
+                         " USING (true) WITH CHECK (true)"),
+            # ... and HQ's reads only within their scope.
+            PostgresOnly(f"CREATE POLICY hq_scope ON {table} AS RESTRICTIVE FOR SELECT"
+                         f" TO membergate_hq USING ({visible})")]
+
+
 MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     (1, "event log, ledgers, member directory, stores, campaigns", [
         # Every event applied, once: (store_id, epoch, seq) is the idempotency key, and this
@@ -334,6 +365,29 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             hlc BIGINT NOT NULL, PRIMARY KEY (member_id, channel, purpose))""",
         # A member erased on request: the directory tells every store to forget them.
         "ALTER TABLE members ADD COLUMN erased BIGINT NOT NULL DEFAULT 0",
+    ]),
+    (13, "PostgreSQL row-level security: HQ's reads bound to the caller's scope", [
+        # The second lock (HQ.md principle 6): HQ's reads run as membergate_hq, a role that
+        # owns nothing and may only read; on every table of member or sales data a restrictive
+        # policy binds it to the scope the read set with set_config(..., true) (hub.auth.access;
+        # the hub's own reads set "all"). FORCE: the owner is bound by the policies too (the
+        # permissive one lets the writer through; the restrictive one is for membergate_hq).
+        # No function or view here: nothing can run with other rights.
+        PostgresOnly("""DO $$ BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'membergate_hq') THEN
+                CREATE ROLE membergate_hq NOLOGIN;
+            END IF;
+        END $$"""),
+        PostgresOnly("GRANT USAGE ON SCHEMA public TO membergate_hq"),
+        PostgresOnly("GRANT SELECT ON ALL TABLES IN SCHEMA public TO membergate_hq"),
+        PostgresOnly("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO"
+                     " membergate_hq"),
+        *_scoped("members", _MEMBER_IN_SCOPE),
+        *_scoped("member_stores", _STORE_IN_SCOPE),
+        *_scoped("sales_facts", _STORE_IN_SCOPE),
+        *_scoped("daily_rollups", _STORE_IN_SCOPE),
+        *(sql for t in ("member_activity", "member_months", "cards", "shares", "grants",
+                        "consents") for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -391,3 +391,54 @@ async def test_member_search_and_store_day_stay_inside_the_scope(chain: dict[str
         r = await c.get("/v1/reports/store-day", params={"store_id": store, "date": day},
                         headers=_as(chain, who))
         assert r.status_code == status, (who, store, r.text)
+
+
+@pytest.mark.parametrize("hub_url", ["postgres"], indirect=True)
+async def test_row_level_security_is_the_second_lock_on_postgresql(
+        chain: dict[str, Any]) -> None:
+    """A query that forgets the scope still sees only what the caller may: HQ's reads run as a
+    role that owns nothing, bound by restrictive policies to the scope the read set."""
+    from hub.auth.access import Access
+    from hub.auth.scope import Scope
+    from hub.core.clock import now_ms
+
+    hub: Hub = chain["hub"]
+
+    def access(who: str) -> Access:
+        token = LEGACY if who == "legacy" else chain["tokens"][who]
+        principal = hub.tokens.principal(token, now_ms())
+        assert principal is not None
+        return Access(hub.db, Scope(principal), None)
+
+    def unscoped(sql: str) -> Any:
+        return lambda tx, _scope: tx.scalar(sql)
+
+    members = "SELECT count(*) FROM members"
+    expected = {"boss": 3, "mkt": 3, "east.mgr": 2, "s2.mgr": 2, "guide1": 1, "dpo": 0}
+    for who, count in expected.items():
+        assert await access(who).read(unscoped(members)) == count, who
+    assert await hub.db.read(lambda tx: tx.scalar(members)) == 3  # the hub's own reads
+    rollups = "SELECT count(DISTINCT store_id) FROM daily_rollups"
+    assert await hub.db.read(lambda tx: tx.scalar(rollups)) == 1  # only S001 sold
+    assert await access("east.mgr").read(unscoped(rollups)) == 1
+    assert await access("s2.mgr").read(unscoped(rollups)) == 0
+    cards = "SELECT count(*) FROM cards"  # east's card: its member is outside S002's scope
+    assert await access("s2.mgr").read(unscoped(cards)) == 0
+    assert await access("east.mgr").read(unscoped(cards)) == 1
+
+    def catalogue(tx: Any) -> dict[str, Any]:
+        return {
+            "user": tx.scalar("SELECT current_user"),
+            "owned": tx.scalar("SELECT count(*) FROM pg_class c JOIN pg_roles r"
+                               " ON r.oid = c.relowner WHERE r.rolname = 'membergate_hq'"),
+            "forced": {r[0] for r in tx.all(
+                "SELECT relname FROM pg_class WHERE relforcerowsecurity AND relkind = 'r'")},
+            "definers": tx.scalar("SELECT count(*) FROM pg_proc p JOIN pg_namespace n"
+                                  " ON n.oid = p.pronamespace WHERE n.nspname = 'public'"
+                                  " AND p.prosecdef"),
+        }
+
+    seen = await hub.db.read(catalogue)
+    assert seen["user"] == "membergate_hq" and seen["owned"] == 0 and seen["definers"] == 0
+    assert {"members", "member_stores", "sales_facts", "daily_rollups", "member_activity",
+            "cards", "shares", "consents"} <= seen["forced"]
