@@ -120,7 +120,14 @@ async def test_kill_9_loses_nothing_acknowledged(tmp_path: Path) -> None:
                                          headers={"Authorization": f"Bearer {TOKEN}"}) as http:
                 before = len(acked["sales"]) + len(acked["refunds"])
                 workers = [asyncio.create_task(_drive(http, rng, acked, w)) for w in range(3)]
-                await asyncio.sleep(rng.uniform(0.05, 0.6))
+                # Kill while the tills are writing: once this process has acknowledged a write
+                # (a cold process on a slow machine takes a while to), then a moment later.
+                loop = asyncio.get_running_loop()
+                until = loop.time() + 10
+                while (len(acked["sales"]) + len(acked["refunds"]) == before  # noqa: ASYNC110
+                       and loop.time() < until):
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
                 os.kill(proc.pid, signal.SIGKILL)
                 await asyncio.wait_for(asyncio.gather(*workers), 15)
                 kills_mid_flight += len(acked["sales"]) + len(acked["refunds"]) > before
