@@ -93,8 +93,3 @@ def _change(conn: sqlite3.Connection, ctx: StoreContext, member_id: str, uid: st
     member_changes.record(conn, ctx, member_id, "card", detail, terminal_id=terminal_id,
                           cashier_id=cashier_id)
 
-
-def card_states(conn: sqlite3.Connection, member_id: str) -> list[dict[str, Any]]:
-    return [{"card_uid": r["card_uid"], "state": r["state"], "reason": r["reason"]}
-            for r in conn.execute("SELECT card_uid, state, reason FROM cards WHERE member_id = ?"
-                                  " ORDER BY card_uid", (member_id,))]

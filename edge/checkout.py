@@ -253,9 +253,9 @@ def finalize(
     planned, change = _plan_tenders(conn, ctx, priced, requests, campaigns)
     member = priced.member
     member_id = member["member_id"] if member is not None else None
-    if member_id is not None:
+    if member is not None:
         payment_pin.require(
-            conn, member_id, sum(t.amount for t in planned if t.kind in ("points", "stored_value")),
+            conn, member, sum(t.amount for t in planned if t.kind in ("points", "stored_value")),
             pin_ok=pin_ok, cfg=ctx.config.payment_pin)
     sale_id = cart.sale_id
     earn = q.points_earned if member is not None else 0

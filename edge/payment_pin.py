@@ -108,13 +108,17 @@ def locked_error() -> EdgeError:
                     " the member sets a new PIN at the service desk")
 
 
-def require(conn: sqlite3.Connection, member_id: str, balance_paid: int, *,
+def require(conn: sqlite3.Connection, member: sqlite3.Row, balance_paid: int, *,
             pin_ok: bool | None, cfg: PaymentPinSection) -> None:
     """Inside the sale's write transaction: may ``balance_paid`` (stored value and points'
-    value) be paid? ``pin_ok``: the PIN given was verified (True), or none was given (None)."""
+    value) be paid by ``member`` (the row the sale was priced with)? ``pin_ok``: the PIN given
+    was verified (True), or none was given (None)."""
     if balance_paid <= 0:
         return
-    pin_hash, locked = state(conn, member_id)
+    if member["merged_into"] is None:  # the row at hand is the member: no query on checkout
+        pin_hash, locked = member["pin_hash"], bool(member["pin_locked"])
+    else:  # an id merged since the till identified it: the PIN is the survivor's
+        pin_hash, locked = state(conn, member["member_id"])
     if locked:
         raise locked_error()
     if pin_hash is not None:

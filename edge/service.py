@@ -293,28 +293,38 @@ class EdgeService:
                              card_uid: str, state: cards.Requested, reason: str = "",
                              cashier_id: str | None = None) -> dict[str, Any]:
         """Report a card lost, lift the loss, or unbind it (``edge.cards``)."""
-        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            cards.set_state(conn, ctx, member_id, card_uid, state, reason=reason,
-                            terminal_id=terminal_id, cashier_id=cashier_id)
-            return members.member_view(conn, ctx, members.resolve(conn, member_id))
-
-        result: dict[str, Any] = await self._idempotent(
-            idem_key, terminal_id, "card_state",
-            {"m": member_id, "c": card_uid, "s": state, "r": reason, "by": cashier_id}, tx)
-        return result
+        return await self._member_change(
+            terminal_id, idem_key, "card_state", member_id,
+            {"c": card_uid, "s": state, "r": reason, "by": cashier_id},
+            lambda conn, ctx, mid: cards.set_state(conn, ctx, mid, card_uid, state,
+                                                   reason=reason, terminal_id=terminal_id,
+                                                   cashier_id=cashier_id))
 
     async def replace_card(self, *, terminal_id: str, idem_key: str | None, member_id: str,
                            card_uid: str, new_card_uid: str, reason: str = "",
                            cashier_id: str | None = None) -> dict[str, Any]:
+        return await self._member_change(
+            terminal_id, idem_key, "card_replace", member_id,
+            {"c": card_uid, "n": new_card_uid, "r": reason, "by": cashier_id},
+            lambda conn, ctx, mid: cards.replace(conn, ctx, mid, card_uid, new_card_uid,
+                                                 reason=reason, terminal_id=terminal_id,
+                                                 cashier_id=cashier_id))
+
+    async def _member_change(
+        self, terminal_id: str, idem_key: str | None, operation: str, member_id: str,
+        request: dict[str, Any],
+        change: Callable[[sqlite3.Connection, StoreContext, str], None],
+    ) -> dict[str, Any]:
+        """``change`` the member ``member_id`` is now (404 for none), once per key; answers the
+        member as the till shows them."""
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            cards.replace(conn, ctx, member_id, card_uid, new_card_uid, reason=reason,
-                          terminal_id=terminal_id, cashier_id=cashier_id)
-            return members.member_view(conn, ctx, members.resolve(conn, member_id))
+            mid = members.resolve(conn, member_id)
+            members.get_member(conn, mid)
+            change(conn, ctx, mid)
+            return members.member_view(conn, ctx, mid)
 
         result: dict[str, Any] = await self._idempotent(
-            idem_key, terminal_id, "card_replace",
-            {"m": member_id, "c": card_uid, "n": new_card_uid, "r": reason, "by": cashier_id},
-            tx)
+            idem_key, terminal_id, operation, {"m": member_id, **request}, tx)
         return result
 
     async def set_payment_pin(self, *, terminal_id: str, idem_key: str | None, member_id: str,
@@ -367,17 +377,12 @@ class EdgeService:
                            consents: list[Consent], cashier_id: str | None = None
                            ) -> dict[str, Any]:
         """Consents given or withdrawn at the till (``edge.consents``)."""
-        def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
-            mid = members.resolve(conn, member_id)
-            members.get_member(conn, mid)
-            consent_book.record(conn, ctx, mid, consents, terminal_id=terminal_id,
-                                cashier_id=cashier_id)
-            return members.member_view(conn, ctx, mid)
-
-        result: dict[str, Any] = await self._idempotent(
-            idem_key, terminal_id, "consents",
-            {"m": member_id, "c": [c.__dict__ for c in consents], "by": cashier_id}, tx)
-        return result
+        return await self._member_change(
+            terminal_id, idem_key, "consents", member_id,
+            {"c": [c.__dict__ for c in consents], "by": cashier_id},
+            lambda conn, ctx, mid: consent_book.record(conn, ctx, mid, consents,
+                                                       terminal_id=terminal_id,
+                                                       cashier_id=cashier_id))
 
     async def member_changes(self, member_id: str, *, limit: int,
                              before: int | None) -> dict[str, Any]:

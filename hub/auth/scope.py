@@ -32,10 +32,6 @@ class Scope:
     def role(self) -> Role:
         return self.principal.role
 
-    @property
-    def username(self) -> str:
-        return self.principal.user.username
-
     def require(self, permission: str) -> None:
         if not self.role.allows(permission):
             raise ServiceError("forbidden", f"role {self.role.name} may not {permission}", 403)
@@ -107,9 +103,6 @@ class Scope:
         where, params = self.member_filter("m")
         return tx.scalar(f"SELECT 1 FROM members m WHERE m.member_id = ? AND {where}",
                          (member_id, *params)) is not None
-
-    def masked(self) -> bool:
-        return self.role.masked
 
 
 def mask_phone(phone: str | None) -> str | None:

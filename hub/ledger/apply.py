@@ -200,13 +200,10 @@ def _on_card(tx: Tx, f: Fact, store: str, touched: set[str], result: ApplyResult
     assert f.member_id is not None
     member_id = canonical(tx, f.member_id)
     uid = f.detail["card_uid"]
-    row = tx.one("SELECT member_id, state FROM cards WHERE card_uid = ?", (uid,))
-    if row is None:
-        tx.execute(_INSERT_CARD, (uid, member_id, f.hlc, store))
-    elif row[1] == "unbound":
-        tx.execute("UPDATE cards SET member_id = ?, state = 'active', reason = '', stamp_hlc = ?,"
-                   " stamp_store = ? WHERE card_uid = ?", (member_id, f.hlc, store, uid))
-        touched.add(str(row[0]))  # its entry no longer lists the card
+    held = tx.one("SELECT member_id, state FROM cards WHERE card_uid = ?", (uid,))
+    tx.execute(_INSERT_CARD, (uid, member_id, f.hlc, store))
+    if held is not None and held[1] == "unbound":
+        touched.add(str(held[0]))  # its entry no longer lists the card
     _still_erased(tx, member_id)
     touched.add(member_id)
 

@@ -410,3 +410,19 @@ async def test_consent_given_at_registration_and_withdrawn_later_is_recorded_and
     assert books(service) == before
     changes = (await pos.get(f"/v1/members/{mid}/changes")).json()["changes"]
     assert changes[0]["what"] == "consent" and changes[0]["cashier_id"] == "C02"
+
+
+async def test_a_sale_under_an_id_merged_since_asks_the_survivors_pin(
+        service: EdgeService) -> None:
+    mid = await _member_with_money(service)
+    await service.set_payment_pin(terminal_id="POS-1", idem_key=key(), member_id=mid, pin=PIN)
+    alias = (await register(service, "13700137000"))["member_id"]
+    await service.top_up(terminal_id="POS-1", idem_key=key(), member_id=alias, amount=50_000)
+    m = await service.member(mid)
+    entry = MemberEntry(member_id=mid, member_code=m["member_code"], phone=m["phone"],
+                        home_store="S001", aliases=[alias])
+    await service._write(lambda conn, ctx: apply_entry(conn, ctx, entry))
+    with pytest.raises(EdgeError) as exc:  # the till identified the alias before the merge
+        await sell(service, [("A", "grocery", 1, 1_000)], member_id=alias,
+                   tenders=[TenderRequest(kind="stored_value", amount=1_000)])
+    assert exc.value.code == "pin_required"

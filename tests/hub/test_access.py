@@ -20,7 +20,7 @@ from edge.directory import apply_entry
 from hub import cli
 from hub.api.app import ROUTERS, create_app
 from hub.app import Hub
-from hub.auth import passwords, users
+from hub.auth import passwords, roles, users
 from hub.config import HubConfig
 from hub.ledger.apply import apply_batch
 from hub.stores import registry
@@ -54,6 +54,9 @@ def test_every_route_names_the_permission_it_needs_and_none_reads_the_database(
     missing = [r.path for r in routes if _permission_of(r) is None]
     assert missing == []
     assert [r.path for r in routes if _permission_of(r) == "public"] == ["/v1/auth/sign-in"]
+    # Every permission a route asks for is one roles can be given, and every one is asked for.
+    asked = {_permission_of(r) for r in routes} - {"public", roles.SIGNED_IN}
+    assert asked == roles.PERMISSIONS
     # By construction: a route module never touches the hub's database, only ``Access``.
     for path in ROUTES.glob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))

@@ -15,10 +15,9 @@ from edge.errors import EdgeError
 from edge.service import EdgeService
 from hub.api.app import create_app
 from hub.app import Hub
-from hub.config import HubConfig
 from hub.ledger import audit
 from tests.edge.conftest import register, sell
-from tests.hub.test_sync_e2e import drained, start_store, wait_for
+from tests.hub.test_sync_e2e import drained, hub_config, start_store, wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 TOKEN = "hq-test-token-0004"
@@ -27,10 +26,7 @@ PHONE, NAME = "13700000009", "欧阳娜娜"
 
 @pytest.fixture
 async def hub(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Hub]:
-    cfg = HubConfig.model_validate({
-        "hub": {"database": str(tmp_path / "hub" / "hub.db"), "data_dir": str(tmp_path / "hub")},
-        "broker": {"host": mosquitto.host, "port": mosquitto.port},
-        "api": {"token": TOKEN}})
+    cfg = hub_config(tmp_path, mosquitto, api_token=TOKEN)
     async with Hub(cfg) as h:
         yield h
 

@@ -17,11 +17,10 @@ from edge.gateway import open_gateway
 from edge.service import EdgeService
 from hub.api.app import create_app as hub_app
 from hub.app import Hub
-from hub.config import HubConfig
 from hub.ledger import audit
 from protocol import signing
 from tests.edge.conftest import key, make_config, register, sell
-from tests.hub.test_sync_e2e import drained, wait_for
+from tests.hub.test_sync_e2e import drained, hub_config, wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 HQ_TOKEN = "hq-test-token-0002"
@@ -31,10 +30,7 @@ PIN = "918273"
 
 @pytest.fixture
 async def hub(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Hub]:
-    cfg = HubConfig.model_validate({
-        "hub": {"database": str(tmp_path / "hub" / "hub.db"), "data_dir": str(tmp_path / "hub")},
-        "broker": {"host": mosquitto.host, "port": mosquitto.port},
-        "api": {"token": HQ_TOKEN}})
+    cfg = hub_config(tmp_path, mosquitto, api_token=HQ_TOKEN)
     async with Hub(cfg) as h:
         yield h
 

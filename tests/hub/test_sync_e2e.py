@@ -36,11 +36,13 @@ async def wait_for(check: Callable[[], Awaitable[bool]], what: str, limit_s: flo
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def hub_config(tmp_path: Path, broker: Mosquitto, database: str | None = None) -> HubConfig:
+def hub_config(tmp_path: Path, broker: Mosquitto, database: str | None = None,
+               api_token: str | None = None) -> HubConfig:
     return HubConfig.model_validate({
         "hub": {"database": database or str(tmp_path / "hub" / "hub.db"),
                 "data_dir": str(tmp_path / "hub")},
         "broker": {"host": broker.host, "port": broker.port},
+        **({"api": {"token": api_token}} if api_token else {}),
     })
 
 
