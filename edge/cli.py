@@ -178,6 +178,27 @@ def _bench_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_or_restore(config: EdgeConfig, args: argparse.Namespace) -> int:
+    """Progress on stderr, the result as JSON on stdout; a refusal is one line, exit 2."""
+    from edge import backup
+    from protocol.sqlite_backup import BackupError
+
+    def say(message: str) -> None:
+        print(f"membergate-edge {args.cmd}: {message}", file=sys.stderr, flush=True)
+
+    db = Path(config.database.path)
+    try:
+        if args.cmd == "backup":
+            out = backup.backup(db, Path(args.dest), say)
+        else:
+            out = backup.restore(Path(args.source), db, config.store.store_id, say)
+    except (BackupError, OSError) as exc:
+        say(f"refused: {exc}")
+        return 2
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-edge", description=__doc__)
     parser.add_argument("--config", help="TOML configuration file (defaults run the demo)")
@@ -212,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     bench_dev.add_argument("--workdir", help="where to put the database and pcscd (default: temp)")
 
     sub.add_parser("migrate", help="bring the database schema up to date").add_argument("--db")
+    back = sub.add_parser("backup", help="copy the database while the gateway runs")
+    back.add_argument("--db")
+    back.add_argument("dest", help="the backup file to write (never overwritten)")
+    rest = sub.add_parser("restore", help="put a backup in place of the database (gateway"
+                          " stopped); the box takes a new epoch")
+    rest.add_argument("--db")
+    rest.add_argument("source", help="a file written by membergate-edge backup")
     sub.add_parser("status", help="store, epoch, outbox depth").add_argument("--db")
     sub.add_parser("expire-points", help="expire lots past their date").add_argument("--db")
     member = sub.add_parser("member", help="look a member up")
@@ -250,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "bench-devices":
         return _bench_devices(args)
 
+    if args.cmd in ("backup", "restore"):
+        return _backup_or_restore(config, args)
     if args.cmd == "devices":
         print(json.dumps(asyncio.run(_with_service(config, _devices, devices=True)),
                          ensure_ascii=False, indent=2))

@@ -155,6 +155,9 @@ class SyncSection(_Section):
     directory_page: int = Field(100, ge=1, le=5000)
     directory_page_idle: int = Field(1000, ge=1, le=5000)
     status_interval_s: float = Field(15.0, gt=0)
+    # Events the hub acknowledged are kept this long: a hub restored from a backup younger than
+    # this gets them again and loses nothing (hub.backup). 0: dropped once acknowledged.
+    keep_acked_days: float = Field(7.0, ge=0, le=90)
 
 
 class PrinterSection(_Section):

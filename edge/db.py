@@ -21,6 +21,7 @@ import aiosqlite
 
 from edge.schema import LATEST_VERSION, MIGRATIONS
 from protocol.private_files import create_private
+from protocol.sqlite_backup import run_lock
 
 T = TypeVar("T")
 log = logging.getLogger("membergate.db")
@@ -108,9 +109,12 @@ class Database:
         self._writes = 0  # commits so far; the checkpointer runs only after new ones
         self.checkpoints = 0  # background checkpoints that moved frames (for tests and status)
         self.checkpointed_frames = 0
+        # Held while open: ``membergate-edge restore`` refuses while anything has it open.
+        self._lock = contextlib.ExitStack()
 
     async def open(self) -> Database:
         if str(self.path) != ":memory:":
+            self._lock.enter_context(run_lock(self.path))
             create_private(self.path)  # members' personal data: 0600, -wal/-shm too
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         self._writer.row_factory = sqlite3.Row
@@ -173,6 +177,7 @@ class Database:
             if c is not None:
                 await c.close()
         self._reader = self._writer = None
+        self._lock.close()
 
     async def __aenter__(self) -> Database:
         return await self.open()

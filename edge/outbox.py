@@ -7,6 +7,7 @@ transaction: a rolled-back checkout takes its sequence numbers with it.
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass
 
 from edge.context import StoreContext
@@ -63,6 +64,13 @@ def stats(conn: sqlite3.Connection, epoch: int) -> OutboxStats:
     return OutboxStats(int(row[0]), row[1], row[2])
 
 
+def oldest_epoch(conn: sqlite3.Connection, current: int) -> int:
+    """The epoch to send first: an earlier one with events still unsent (a restored box's
+    backup held them), else ``current``. Older events go up before newer ones."""
+    row = conn.execute("SELECT min(epoch) FROM outbox WHERE epoch < ?", (current,)).fetchone()
+    return int(row[0]) if row[0] is not None else current
+
+
 def pending(conn: sqlite3.Connection, epoch: int, after_seq: int, limit: int) -> list[bytes]:
     rows = conn.execute(
         "SELECT payload FROM outbox WHERE epoch = ? AND seq > ? ORDER BY seq LIMIT ?",
@@ -71,7 +79,34 @@ def pending(conn: sqlite3.Connection, epoch: int, after_seq: int, limit: int) ->
     return [bytes(r[0]) for r in rows]
 
 
-def prune(conn: sqlite3.Connection, epoch: int, acked_seq: int) -> int:
-    """Drop what the hub acknowledged; only ever called with the hub's cumulative ack."""
+_COLUMNS = "epoch, seq, event_id, hlc, type, payload"
+
+
+def prune(conn: sqlite3.Connection, epoch: int, acked_seq: int, *, keep_ms: int = 0) -> int:
+    """Take what the hub acknowledged out of the queue; only ever called with the hub's
+    cumulative ack. With ``keep_ms`` it is kept that long in ``outbox_sent`` (for a hub
+    restored from a backup, ``reopen``); what is older goes for good."""
+    now = int(time.time() * 1000)
+    if keep_ms > 0:
+        conn.execute(f"INSERT OR IGNORE INTO outbox_sent({_COLUMNS}, acked_ms)"
+                     f" SELECT {_COLUMNS}, ? FROM outbox WHERE epoch = ? AND seq <= ?",
+                     (now, epoch, acked_seq))
+    conn.execute("DELETE FROM outbox_sent WHERE acked_ms < ?", (now - keep_ms,))
     cur = conn.execute("DELETE FROM outbox WHERE epoch = ? AND seq <= ?", (epoch, acked_seq))
     return cur.rowcount
+
+
+def reopen(conn: sqlite3.Connection, epoch: int, after_seq: int, upto_seq: int) -> bool:
+    """Put the acknowledged events ``after_seq < seq <= upto_seq`` back in the queue: the hub
+    says it holds only up to ``after_seq`` (restored from a backup). False, and nothing
+    changed, when some of them are no longer kept."""
+    wanted = upto_seq - after_seq
+    kept = conn.execute("SELECT count(*) FROM outbox_sent WHERE epoch = ? AND seq > ?"
+                        " AND seq <= ?", (epoch, after_seq, upto_seq)).fetchone()[0]
+    if kept != wanted:
+        return False
+    conn.execute(f"INSERT INTO outbox({_COLUMNS}) SELECT {_COLUMNS} FROM outbox_sent"
+                 " WHERE epoch = ? AND seq > ? AND seq <= ?", (epoch, after_seq, upto_seq))
+    conn.execute("DELETE FROM outbox_sent WHERE epoch = ? AND seq > ? AND seq <= ?",
+                 (epoch, after_seq, upto_seq))
+    return True

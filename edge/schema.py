@@ -412,6 +412,25 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE sales ADD COLUMN pricing_basis TEXT;
         """,
     ),
+    (
+        12,
+        "events the hub acknowledged, kept a while for a hub restored from a backup",
+        """
+        -- Pruned from the outbox once acknowledged, kept here for [sync] keep_acked_days: a
+        -- hub restored from a backup asks for them again (edge.outbox.reopen).
+        CREATE TABLE outbox_sent (
+            epoch    INTEGER NOT NULL,
+            seq      INTEGER NOT NULL,
+            event_id TEXT NOT NULL,
+            hlc      INTEGER NOT NULL,
+            type     TEXT NOT NULL,
+            payload  BLOB NOT NULL,
+            acked_ms INTEGER NOT NULL,
+            PRIMARY KEY (epoch, seq)
+        ) WITHOUT ROWID;
+        CREATE INDEX outbox_sent_acked ON outbox_sent(acked_ms);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -14,6 +14,7 @@ import sqlite3
 from typing import Any
 
 from edge import outbox
+from edge.backup import RESTORED_KEY
 from edge.campaign_store import ActiveCampaigns
 from edge.context import StoreContext
 
@@ -27,8 +28,10 @@ def record_link(conn: sqlite3.Connection, *, broker: str, connected: bool, since
         {"broker": broker, "connected": connected, "since": since}))
 
 
-def record_ack(conn: sqlite3.Connection, ctx: StoreContext, seq: int) -> None:
-    outbox.meta_set(conn, ACK_KEY.format(epoch=ctx.epoch), seq)
+def record_ack(conn: sqlite3.Connection, ctx: StoreContext, seq: int,
+               epoch: int | None = None) -> None:
+    """The hub's ack of ``epoch`` (default: the current one; an older one after a restore)."""
+    outbox.meta_set(conn, ACK_KEY.format(epoch=ctx.epoch if epoch is None else epoch), seq)
     outbox.meta_set(conn, LAST_ACK_KEY, ctx.now().isoformat())
 
 
@@ -57,5 +60,10 @@ def read(conn: sqlite3.Connection, ctx: StoreContext,
         "campaigns": [c.campaign_id for c in campaigns.current(conn)],
         "campaign_versions": campaign_versions(conn),
         "hub": hub_link(conn, ctx.epoch),
+        # After a restore: the backup's epoch and last seq, and what of it is still unsent.
+        "restored_from": json.loads(restored) if (restored := outbox.meta_get(
+            conn, RESTORED_KEY)) else None,
+        "older_epochs_unsent": conn.execute("SELECT count(*) FROM outbox WHERE epoch < ?",
+                                            (ctx.epoch,)).fetchone()[0],
         "live": None,
     }

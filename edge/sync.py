@@ -52,7 +52,7 @@ class SyncClient:
         self.config = config
         ctx = service.context
         self.store_id = ctx.store_id
-        self.epoch = ctx.epoch
+        self.epoch = ctx.epoch  # the epoch being sent: an older one first after a restore
         self.region = service.config.store.region
         self.public_key = (signing.load_public_b64(config.hub_public_key)
                            if config.hub_public_key else None)
@@ -82,11 +82,9 @@ class SyncClient:
     # -- lifetime ------------------------------------------------------------------------------
 
     async def start(self) -> SyncClient:
-        key = status.ACK_KEY.format(epoch=self.epoch)
         await self._record_link()
-        self.acked, self.checkpoint = await self.service.db.read(
-            lambda c: (int(outbox.meta_get(c, key, "0") or 0), directory.checkpoint(c)))
-        self.cursor = self.acked
+        self.checkpoint = await self.service.db.read(directory.checkpoint)
+        await self._send_epoch()
         self.mqtt.on_connect.append(self._connected)
         self.mqtt.on_disconnect.append(self._disconnected)
         for topic in (topics.ack(self.store_id), topics.directory_page(self.store_id),
@@ -123,6 +121,22 @@ class SyncClient:
         await self.mqtt.close()
         self._link = (False, self.service.context.now().isoformat())
         await self._record_link()
+
+    async def _send_epoch(self) -> None:
+        """Send from the oldest epoch with events unsent: a restored box first finishes what
+        its backup held under the old epoch (the hub takes it once), then goes on with the
+        new one."""
+        current = self.service.context.epoch
+
+        def read(conn: Any) -> tuple[int, int]:
+            epoch = outbox.oldest_epoch(conn, current)
+            key = status.ACK_KEY.format(epoch=epoch)
+            return epoch, int(outbox.meta_get(conn, key, "0") or 0)
+
+        self.epoch, self.acked = await self.service.db.read(read)
+        self.cursor = self.acked
+        if self.epoch != current:
+            log.info("sending epoch %d's unsent events before epoch %d's", self.epoch, current)
 
     @property
     def connected(self) -> bool:
@@ -199,28 +213,60 @@ class SyncClient:
         if ack.store_id != self.store_id or ack.epoch != self.epoch:
             return
         if ack.seq > self.acked:
-            seq = ack.seq
+            seq, epoch = ack.seq, self.epoch
             ctx = self.service.context
+            keep_ms = int(self.config.keep_acked_days * 86_400_000)
+            # An epoch before a restore: the hub may hold more of it than this box wrote (the
+            # lost box's sales after the backup); all of what the backup held is then there.
+            restored = epoch < ctx.epoch
 
-            def prune(conn: Any) -> int:
-                written = int(outbox.meta_get(conn, f"outbox_seq:{self.epoch}", "0") or 0)
-                if seq <= written:  # no hub can hold more than this store ever wrote
-                    status.record_ack(conn, ctx, seq)
-                    outbox.prune(conn, self.epoch, seq)
-                return written
+            def prune(conn: Any) -> tuple[int, int]:
+                written = int(outbox.meta_get(conn, f"outbox_seq:{epoch}", "0") or 0)
+                if seq <= written or restored:  # no hub can hold more than this store wrote
+                    status.record_ack(conn, ctx, min(seq, written), epoch)
+                    outbox.prune(conn, epoch, seq, keep_ms=keep_ms)
+                return written, outbox.stats(conn, epoch).depth
 
-            written = await self.service.db.write(prune)
-            if seq > written:
+            written, left = await self.service.db.write(prune)
+            if seq > written and not restored:
                 # Forged, or a hub that kept another incarnation of this store and epoch:
                 # acting on it would drop unsent events and park the uplink beyond them.
                 self._refuse("ack_ahead", f"ack for seq {seq}; this store wrote {written}")
                 return
-            self.acked = seq
+            self.acked = min(seq, written)
             self._last_progress = time.monotonic()
             self._ack_moved.set()
+            if restored and left == 0:  # the old epoch is all at the hub: on to the next
+                await self._send_epoch()
+                self._wake.set()
+                return
+        elif ack.resend and ack.seq < self.acked:
+            await self._hub_behind(ack.seq)
+            return
         if ack.resend or self.cursor < self.acked:
             self.cursor = max(self.acked, ack.seq)
             self._wake.set()
+
+    async def _hub_behind(self, held: int) -> None:
+        """The hub holds less than it once acknowledged: it was restored from a backup. The
+        events it lost go up again from what this store kept (``keep_acked_days``)."""
+        epoch, upto, ctx = self.epoch, self.acked, self.service.context
+
+        def reopen(conn: Any) -> bool:
+            if not outbox.reopen(conn, epoch, held, upto):
+                return False
+            status.record_ack(conn, ctx, held, epoch)
+            return True
+
+        if not await self.service.db.write(reopen):
+            self._refuse("hub_behind_retention", f"the hub holds epoch {epoch} up to seq {held},"
+                         f" it acknowledged {upto}; this store no longer keeps all between")
+            return
+        log.warning("the hub lost epoch %d's events %d..%d (restored?): sending them again",
+                    epoch, held + 1, upto)
+        self.acked = self.cursor = held
+        self._last_progress = time.monotonic()
+        self._wake.set()
 
     # -- downlink ------------------------------------------------------------------------------
 
@@ -343,17 +389,17 @@ class SyncClient:
     # -- status --------------------------------------------------------------------------------
 
     async def status(self) -> StoreStatus:
-        key = f"outbox_seq:{self.epoch}"
+        epoch = self.service.context.epoch  # the box's own, even while an older one drains
 
-        def read(conn: Any) -> tuple[int, int, dict[str, int]]:
-            depth = outbox.stats(conn, self.epoch).depth
-            last = int(outbox.meta_get(conn, key, "0") or 0)
-            versions = status.campaign_versions(conn)
-            return depth, last, versions
+        def read(conn: Any) -> tuple[int, int, int, dict[str, int]]:
+            depth = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            last = int(outbox.meta_get(conn, f"outbox_seq:{epoch}", "0") or 0)
+            acked = int(outbox.meta_get(conn, status.ACK_KEY.format(epoch=epoch), "0") or 0)
+            return depth, last, acked, status.campaign_versions(conn)
 
-        depth, last, versions = await self.service.db.read(read)
+        depth, last, acked, versions = await self.service.db.read(read)
         return StoreStatus(
-            store_id=self.store_id, epoch=self.epoch, last_seq=last, acked_seq=self.acked,
+            store_id=self.store_id, epoch=epoch, last_seq=last, acked_seq=acked,
             outbox_depth=depth, directory_checkpoint=self.checkpoint,
             campaign_versions=versions, software="membergate-edge", refused=dict(self.refused),
             devices=self.service.device_health(), at_ms=int(time.time() * 1000))

@@ -258,6 +258,26 @@ def _init(cfg: HubConfig, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup_or_restore(cfg: HubConfig, args: argparse.Namespace) -> int:
+    """Progress on stderr, the result as JSON on stdout; a refusal is one line, exit 2."""
+    from hub import backup
+    from protocol.sqlite_backup import BackupError
+
+    def say(message: str) -> None:
+        print(f"membergate-hub {args.command}: {message}", file=sys.stderr, flush=True)
+
+    try:
+        if args.command == "backup":
+            out = backup.backup(cfg.database_url, Path(args.dest), say)
+        else:
+            out = backup.restore(cfg.database_url, Path(args.source), say)
+    except (BackupError, OSError) as exc:
+        say(f"refused: {exc}")
+        return 2
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="membergate-hub", description=__doc__)
     parser.add_argument("--config", help="hub TOML file (default: built-in demo settings)")
@@ -272,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
                       " --password-stdin)")
     init.add_argument("--password-stdin", action="store_true")
     init.add_argument("--database")
+    back = sub.add_parser("backup", help="copy the hub's SQLite database while it runs"
+                          " (PostgreSQL: pg_dump, README)")
+    back.add_argument("dest", help="the backup file to write (never overwritten)")
+    rest = sub.add_parser("restore", help="put a backup in place of the hub's SQLite database"
+                          " (hub stopped); stores resend what it lacks")
+    rest.add_argument("source", help="a file written by membergate-hub backup")
     st = sub.add_parser("status", help="fleet status as a table (or --json)")
     st.add_argument("--json", action="store_true")
     st.add_argument("--database")
@@ -347,6 +373,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
             return 2
     if args.command == "init":
         return _init(cfg, args)
+    if args.command in ("backup", "restore"):
+        return _backup_or_restore(cfg, args)
     if args.command in ("users", "tokens"):
         return users_cli.run(cfg, args)
     if args.command == "status":

@@ -38,7 +38,7 @@ HUB_LAYERS: list[set[str]] = [
     {"sync"},
     {"app"},
     {"api"},
-    {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli"},
+    {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli", "backup"},
 ]
 
 

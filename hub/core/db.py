@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from protocol.private_files import create_private
 from protocol.redact import redact_url
+from protocol.sqlite_backup import run_lock
 
 T = TypeVar("T")
 
@@ -192,6 +193,8 @@ class HubDatabase:
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
         self.checkpoints = 0  # background checkpoints that moved frames (tests and status)
+        # Held while open (SQLite): ``membergate-hub restore`` refuses while anything has it.
+        self._lock = contextlib.ExitStack()
 
     def _open(self) -> None:
         if self.dialect == "postgres":
@@ -199,6 +202,7 @@ class HubDatabase:
         else:
             path = self._path
             if path != ":memory:":
+                self._lock.enter_context(run_lock(Path(path)))
                 create_private(Path(path))  # members' personal data: 0600, -wal/-shm too
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
@@ -315,6 +319,7 @@ class HubDatabase:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._lock.close()
 
     def open_sync(self) -> HubDatabase:
         """Open on the calling thread (tools that run transactions with ``run_sync``)."""

@@ -26,7 +26,7 @@ from hub.config import BrokerSection
 from hub.core.clock import now_ms
 from hub.core.db import HubDatabase, Tx
 from hub.ledger import authority
-from hub.ledger.apply import ApplyResult
+from hub.ledger.apply import ApplyResult, acked_seq
 from hub.members import directory
 from hub.stores import registry
 from hub.stores.refusals import Refusals
@@ -231,8 +231,19 @@ class StoreLink:
         status = await self._accept(store_id, payload, StoreStatus)
         if status is None:
             return
-        await self.db.transaction(
-            lambda tx: registry.record_status(tx, store_id, status.epoch, payload, now_ms()))
+        def record(tx: Tx) -> int:
+            registry.record_status(tx, store_id, status.epoch, payload, now_ms())
+            return acked_seq(tx, store_id, status.epoch)
+
+        held = await self.db.transaction(record)
+        if status.acked_seq > held and self.mqtt is not None:
+            # The store was told more than this hub holds: the hub was restored from a backup.
+            # Ask for the rest now rather than at the store's next sale (hub.backup).
+            log.warning("store %s epoch %d: acknowledged up to %d, held up to %d; asking again",
+                        store_id, status.epoch, status.acked_seq, held)
+            with contextlib.suppress(MqttError):
+                await self.mqtt.publish(topics.ack(store_id), encode(Ack(
+                    store_id=store_id, epoch=status.epoch, seq=held, resend=True)))
 
     async def _notices(self) -> None:
         """Tell the fleet the directory moved, at most a few times a second."""

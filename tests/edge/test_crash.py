@@ -21,7 +21,8 @@ import pytest
 from edge import demo
 from tests.edge import invariants
 
-ROUNDS = int(os.environ.get("MG_CRASH_ROUNDS", "50"))
+# 20 kills hold the guarantee in CI time; MG_CRASH_ROUNDS=200 soaks it for longer.
+ROUNDS = int(os.environ.get("MG_CRASH_ROUNDS", "20"))
 TOKEN = "crash-token-0001"
 
 
