@@ -107,11 +107,19 @@ def consume(
 def give_back(
     conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int, stored_value: int
 ) -> None:
+    count_used(conn, ctx, member_id, -points, -stored_value)
+
+
+def count_used(
+    conn: sqlite3.Connection, ctx: StoreContext, member_id: str, points: int, stored_value: int
+) -> None:
+    """Add to what was spent here (negative: given back) without a check: spending that
+    already happened (``give_back``, or a lost box's, taken back by ``edge.recovery``)."""
     member_id = resolve(conn, member_id)
     _row(conn, ctx, member_id)
     conn.execute(
-        "UPDATE allowances SET points_used = max(0, points_used - ?),"
-        " sv_used = max(0, sv_used - ?) WHERE member_id = ?",
+        "UPDATE allowances SET points_used = max(0, points_used + ?),"
+        " sv_used = max(0, sv_used + ?) WHERE member_id = ?",
         (points, stored_value, member_id),
     )
 

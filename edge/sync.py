@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from edge import directory, outbox, status, uplink
+from edge import directory, outbox, recovery, status, uplink
 from edge.config import SyncSection
 from protocol import signing, topics
 from protocol.codec import CodecError, decode, encode
@@ -30,6 +30,8 @@ from protocol.sync import (
     CampaignManifest,
     DirectoryNotice,
     DirectoryRequest,
+    RecoveryPage,
+    RecoveryRequest,
     RpcReply,
     RpcRequest,
     StoreStatus,
@@ -71,6 +73,8 @@ class SyncClient:
         self._directory_pending: str | None = None
         self._directory_asked = 0.0
         self._rpc_waiting: dict[str, asyncio.Future[RpcReply]] = {}
+        self._recovery_waiting: dict[str, asyncio.Future[RecoveryPage]] = {}
+        self._caught_up = asyncio.Event()  # the directory answered with its last page
         self._head_seen = 0
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = f"{config.broker_host}:{config.broker_port}"
@@ -88,7 +92,7 @@ class SyncClient:
         self.mqtt.on_connect.append(self._connected)
         self.mqtt.on_disconnect.append(self._disconnected)
         for topic in (topics.ack(self.store_id), topics.directory_page(self.store_id),
-                      topics.rpc_reply(self.store_id),
+                      topics.rpc_reply(self.store_id), topics.recovery_page(self.store_id),
                       topics.FLEET_CAMPAIGNS, topics.region_campaigns(self.region),
                       topics.store_campaigns(self.store_id), topics.FLEET_DIRECTORY):
             await self.mqtt.subscribe(topic, qos=1)
@@ -98,7 +102,8 @@ class SyncClient:
                        asyncio.create_task(self._downlink(), name="sync-downlink"),
                        asyncio.create_task(self._status_loop(), name="sync-status"),
                        asyncio.create_task(self._directory_watch(), name="sync-directory"),
-                       asyncio.create_task(self._link_writer(), name="sync-link")]
+                       asyncio.create_task(self._link_writer(), name="sync-link"),
+                       asyncio.create_task(self._recover(), name="sync-recovery")]
         return self
 
     async def __aenter__(self) -> SyncClient:
@@ -291,6 +296,11 @@ class SyncClient:
                 waiter = self._rpc_waiting.pop(reply.request_id, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(reply)
+            elif topic == topics.recovery_page(self.store_id):
+                page = decode(message.payload, RecoveryPage)
+                pending = self._recovery_waiting.pop(page.request_id, None)
+                if pending is not None and not pending.done():
+                    pending.set_result(page)
             elif topic == topics.FLEET_DIRECTORY:
                 notice = decode(message.payload, DirectoryNotice)
                 self._head_seen = max(self._head_seen, notice.head)
@@ -335,6 +345,34 @@ class SyncClient:
         finally:
             self._rpc_waiting.pop(request.request_id, None)
 
+    async def _recover(self) -> None:
+        """After a restore: take back what the lost box did after the backup (``edge.recovery``),
+        once the directory has caught up (it brings the members those events name)."""
+        ctx = self.service.context
+        while (at := await self.service.db.read(recovery.pending)) is not None:
+            await self._caught_up.wait()
+            if not self.mqtt.is_connected:
+                await self.mqtt.connected.wait()
+                continue
+            req = RecoveryRequest(request_id=uuid7(), store_id=self.store_id, epoch=at[0],
+                                  after_seq=at[1])
+            waiter: asyncio.Future[RecoveryPage] = asyncio.get_running_loop().create_future()
+            self._recovery_waiting[req.request_id] = waiter
+            try:
+                async with asyncio.timeout(self.config.ack_timeout_s):
+                    await self.mqtt.publish(topics.recovery_request(self.store_id), encode(req),
+                                            qos=1)
+                    page = await waiter
+            except (TimeoutError, MqttError) as exc:
+                log.info("recovery page not answered (%s); asking again", exc or "timeout")
+                continue
+            finally:
+                self._recovery_waiting.pop(req.request_id, None)
+            replayed = await self.service.db.write(
+                functools.partial(recovery.apply_page, ctx=ctx, page=page))
+            log.info("recovered epoch %d up to seq %d: %d events replayed", page.epoch,
+                     page.upto, replayed)
+
     async def _directory_watch(self) -> None:
         """A request or its answer can be lost with a connection (a broker restart forgets
         sessions): ask again when one has been unanswered too long or the head moved on."""
@@ -358,6 +396,8 @@ class SyncClient:
         self.checkpoint, more = done
         if self._directory_pending == expected:
             self._directory_pending = None
+        if not more:
+            self._caught_up.set()
         # A notice that came while this page was on its way was not acted on: catch up now.
         if (more or self._head_seen > self.checkpoint) and self._directory_pending is None:
             await self._request_directory()

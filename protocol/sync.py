@@ -18,6 +18,7 @@ from protocol.events import (
     Amount,
     CardState,
     CouponKind,
+    Event,
     Id,
     PinHash,
     SignedAmount,
@@ -173,6 +174,31 @@ class DirectoryPage(_Told):
     snapshot: bool = False
     more: bool = False
     members: list[MemberEntry] = Field(default_factory=list, max_length=5000)
+
+
+class RecoveryRequest(_Message):
+    """A box restored from a backup asks for what its lost predecessor did after the backup:
+    ``store_id``'s events of ``epoch`` after ``after_seq``, which the hub holds and the backup
+    does not (``edge.recovery``)."""
+
+    v: Literal[1] = 1
+    request_id: Id
+    store_id: StoreId
+    epoch: Epoch
+    after_seq: Seq
+    limit: Annotated[int, Field(strict=True, ge=1, le=1000)] = 200
+
+
+class RecoveryPage(_Told):
+    """The answer: of the events ``(after_seq, upto]``, those that move a member's points,
+    stored value or coupons, in order. ``more``: ask again with ``after_seq = upto``."""
+
+    v: Literal[1] = 1
+    request_id: Id
+    epoch: Epoch
+    upto: Seq
+    more: bool = False
+    events: list[Event] = Field(default_factory=list, max_length=1000)
 
 
 class DirectoryNotice(_Told):

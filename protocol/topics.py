@@ -39,6 +39,14 @@ def rpc_reply(store_id: str) -> str:
     return f"{_store(store_id)}/down/rpc"
 
 
+def recovery_request(store_id: str) -> str:
+    return f"{_store(store_id)}/up/recovery"
+
+
+def recovery_page(store_id: str) -> str:
+    return f"{_store(store_id)}/down/recovery"
+
+
 def ack(store_id: str) -> str:
     return f"{_store(store_id)}/down/ack"
 

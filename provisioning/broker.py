@@ -360,13 +360,14 @@ def store_rules(store: StoreEntry) -> list[tuple[str, str]]:
 def store_publishes(store_id: str) -> list[str]:
     """Every topic ``edge.sync`` publishes on."""
     return [topics.events(store_id), topics.status(store_id),
-            topics.directory_request(store_id), topics.rpc_request(store_id)]
+            topics.directory_request(store_id), topics.rpc_request(store_id),
+            topics.recovery_request(store_id)]
 
 
 def store_subscribes(store_id: str, region: str) -> list[str]:
     """Every topic ``edge.sync`` subscribes to."""
     return [topics.ack(store_id), topics.directory_page(store_id), topics.rpc_reply(store_id),
-            topics.FLEET_CAMPAIGNS, topics.region_campaigns(region),
+            topics.recovery_page(store_id), topics.FLEET_CAMPAIGNS, topics.region_campaigns(region),
             topics.store_campaigns(store_id), topics.FLEET_DIRECTORY]
 
 

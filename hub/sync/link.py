@@ -25,7 +25,7 @@ from hub.campaigns import bundles
 from hub.config import BrokerSection
 from hub.core.clock import now_ms
 from hub.core.db import HubDatabase, Tx
-from hub.ledger import authority
+from hub.ledger import authority, recovery
 from hub.ledger.apply import ApplyResult, acked_seq
 from hub.members import directory
 from hub.stores import registry
@@ -33,7 +33,14 @@ from hub.stores.refusals import Refusals
 from protocol import topics
 from protocol.codec import CodecError, decode, encode
 from protocol.mqtt import Message, MqttClient, MqttError
-from protocol.sync import Ack, DirectoryNotice, DirectoryRequest, RpcRequest, StoreStatus
+from protocol.sync import (
+    Ack,
+    DirectoryNotice,
+    DirectoryRequest,
+    RecoveryRequest,
+    RpcRequest,
+    StoreStatus,
+)
 
 log = logging.getLogger("membergate.hub.link")
 M = TypeVar("M", bound=BaseModel)
@@ -152,6 +159,8 @@ class StoreLink:
             await self._status(store_id, message.payload)
         elif kind == "rpc":
             await self._rpc(store_id, message.payload)
+        elif kind == "recovery":
+            await self._recovery(store_id, message.payload)
 
     async def _events(self, store_id: str, payload: bytes) -> None:
         if not self.received_batches:
@@ -226,6 +235,14 @@ class StoreLink:
         assert self.mqtt is not None
         # Committed (a grant is on disk) before the store may spend it.
         await self.mqtt.publish(topics.rpc_reply(store_id), encode(reply))
+
+    async def _recovery(self, store_id: str, payload: bytes) -> None:
+        req = await self._accept(store_id, payload, RecoveryRequest)
+        if req is None:
+            return
+        page = await self.db.read(lambda tx: recovery.tail_page(tx, req), give_way=False)
+        assert self.mqtt is not None
+        await self.mqtt.publish(topics.recovery_page(store_id), encode(page))
 
     async def _status(self, store_id: str, payload: bytes) -> None:
         status = await self._accept(store_id, payload, StoreStatus)

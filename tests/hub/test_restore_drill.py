@@ -11,11 +11,12 @@ from typing import Any
 import pytest
 
 from edge import backup
+from edge.checkout import TenderRequest
 from hub import backup as hub_backup
 from hub.app import Hub
 from hub.core.db import Tx
 from hub.ledger import audit
-from tests.edge.conftest import register, sell
+from tests.edge.conftest import key, register, sell
 from tests.hub.test_sync_e2e import drained, hub_config, start_store, wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
@@ -58,9 +59,15 @@ async def test_back_up_keep_selling_lose_the_box_restore_and_drain(
         assert taken["unsent_events"] >= 1 and taken["store_id"] == "S001"
         mosquitto.start()
         await wait_for(lambda: drained(a), "the unsent sale at the hub")
-        # Selling goes on after the backup; the hub gets all of it; then the box is lost.
-        after = [await sell(a, LINE, member_id=mid) for _ in range(2)]
+        # Selling goes on after the backup: a top-up, a sale paid with points (from lots the
+        # backup holds) and stored value, another sale. The hub gets all of it; the box is lost.
+        await a.top_up(terminal_id="POS-1", idem_key=key(), member_id=mid, amount=50_000)
+        after = [await sell(a, [("B", "grocery", 1, 20_000)], member_id=mid, tenders=[
+            TenderRequest(kind="points", points=150),
+            TenderRequest(kind="stored_value", amount=19_850)])]
+        after.append(await sell(a, LINE, member_id=mid))
         await wait_for(lambda: drained(a), "the later sales at the hub")
+        lost = await a.member(mid)
         old_epoch = a.context.epoch
     finally:
         await a.close()
@@ -72,10 +79,19 @@ async def test_back_up_keep_selling_lose_the_box_restore_and_drain(
     a = await start_store(tmp_path, "S001", 1, mosquitto, hub)
     try:
         assert a.context.epoch == restored["epoch"]
+
+        async def recovered() -> bool:  # what the lost box did after the backup, taken back
+            return bool(await a.member(mid) == lost)
+
+        await wait_for(recovered, "the restored store to show the member as the lost box did")
+        lots = await a.db.read(lambda c: c.execute(
+            "SELECT sum(remaining) FROM point_lots WHERE member_id = ?", (mid,)).fetchone()[0])
+        assert lots == lost["points_here"]  # the lots drawn after the backup drawn here too
         # The backup's unsent sale goes up again under its old epoch (the hub has it: once),
         # then the restored box sells under the new one.
         new = await sell(a, LINE, member_id=mid)
         await wait_for(lambda: drained(a), "the restored box drained")
+        shown = await a.member(mid)
         status = await a.sync.status()  # type: ignore[union-attr]
         assert status.epoch == restored["epoch"] and status.outbox_depth == 0
         new_last = status.last_seq
@@ -89,7 +105,9 @@ async def test_back_up_keep_selling_lose_the_box_restore_and_drain(
     check = await hub.db.transaction(audit.compare)
     assert check["mismatches"] == []
     earned = sum(s["points_earned"] for s in (before, unsent, *after, new))
-    assert (await hub.db.transaction(audit.balances))[mid][0] == earned
+    points, principal, bonus = (await hub.db.transaction(audit.balances))[mid]
+    assert points == earned - 150 == shown["points"]
+    assert principal + bonus == shown["stored_value"]["total"] == lost["stored_value"]["total"]
 
     def fleet(tx: Tx) -> tuple[int, int]:
         row = tx.one("SELECT epoch, (SELECT acked_seq FROM store_streams s WHERE s.store_id ="

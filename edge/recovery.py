@@ -1,0 +1,197 @@
+"""A restored box takes back into its own books what its lost predecessor did after the backup.
+
+The hub holds those events (``hub.ledger.recovery``); this store's ledgers do not, and a
+member's balance here is this store's own ledgers plus the other stores' shares, so without
+them the member would be short here of what HQ and every other store show. Each event is
+replayed as the code that first wrote it did — the same lots drawn, the same points taken
+from other stores, the same coupon used — but sends nothing: the hub has it already.
+
+Progress is kept in ``meta`` with each page (``recovery_after``), so a box that restarts
+midway goes on from there and never replays an event twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from edge import allowance
+from edge.backup import RESTORED_KEY
+from edge.context import StoreContext
+from edge.outbox import meta_get, meta_set
+from edge.points import REMOTE_LOT
+from protocol.events import (
+    CouponIssued,
+    CouponRedeemed,
+    CouponReopened,
+    CouponVoided,
+    Event,
+    PointsAdjusted,
+    PointsEarned,
+    PointsExpired,
+    PointsRedeemed,
+    RefundCompleted,
+    SaleFinalized,
+    StoredValueRefunded,
+    StoredValueSpent,
+    StoredValueToppedUp,
+)
+from protocol.hlc import wall_ms
+from protocol.sync import RecoveryPage
+
+AFTER_KEY = "recovery_after"  # the last seq of the old epoch taken back
+DONE_KEY = "recovery_done"  # the old epoch whose events are all taken back
+
+
+def pending(conn: sqlite3.Connection) -> tuple[int, int] | None:
+    """(old epoch, after seq) still to ask the hub for, or None when there is nothing."""
+    raw = meta_get(conn, RESTORED_KEY)
+    if not raw:
+        return None
+    restored: dict[str, Any] = json.loads(raw)
+    epoch = int(restored["epoch"])
+    if int(meta_get(conn, DONE_KEY, "0") or 0) == epoch:
+        return None
+    after = int(meta_get(conn, AFTER_KEY, "0") or 0)
+    return epoch, max(after, int(restored["seq"]))
+
+
+def apply_page(conn: sqlite3.Connection, ctx: StoreContext, page: RecoveryPage) -> int:
+    """Replay ``page`` if it continues from where recovery is; returns events replayed."""
+    at = pending(conn)
+    if at is None or at[0] != page.epoch:
+        return 0
+    done = 0
+    for event in page.events:
+        if event.epoch == page.epoch and event.seq > at[1]:
+            _replay(conn, ctx, event)
+            done += 1
+    meta_set(conn, AFTER_KEY, max(page.upto, at[1]))
+    if not page.more:
+        meta_set(conn, DONE_KEY, page.epoch)
+    return done
+
+
+def _day(ctx: StoreContext, hlc: int) -> str:
+    when = datetime.fromtimestamp(wall_ms(hlc) / 1000, UTC)
+    return when.astimezone(ZoneInfo(ctx.config.store.timezone)).date().isoformat()
+
+
+def _points(conn: sqlite3.Connection, member_id: str, delta: int, reason: str, hlc: int,
+            balance_delta: int, lot_id: str | None = None) -> None:
+    conn.execute("INSERT INTO points_ledger(member_id, delta, reason, lot_id, ref_id, hlc)"
+                 " VALUES (?, ?, ?, ?, 'recovered', ?)", (member_id, delta, reason, lot_id, hlc))
+    conn.execute("UPDATE members SET points_balance = points_balance + ? WHERE member_id = ?",
+                 (balance_delta, member_id))
+
+
+def _move_lots(conn: sqlite3.Connection, member_id: str, draws: list[tuple[str, int]],
+               sign: int) -> int:
+    """Take (``sign`` -1) or give back (+1) ``draws``; returns the part from other stores."""
+    remote = 0
+    for lot_id, points in draws:
+        if lot_id == REMOTE_LOT:
+            conn.execute("UPDATE members SET remote_points_used = remote_points_used - ?"
+                         " WHERE member_id = ?", (sign * points, member_id))
+            remote += points
+        else:
+            # Bounded: the restored box may have drawn a lot the lost box had drawn too.
+            conn.execute("UPDATE point_lots SET remaining = min(points, max(0, remaining + ?))"
+                         " WHERE lot_id = ?", (sign * points, lot_id))
+    return remote
+
+
+def _replay(conn: sqlite3.Connection, ctx: StoreContext, event: Event) -> None:
+    b = event.body
+    hlc = event.hlc
+    if isinstance(b, SaleFinalized):
+        if b.member_id is not None:
+            conn.execute("UPDATE members SET spend_total = spend_total + ?, visits = visits + 1,"
+                         " last_visit = max(coalesce(last_visit, ''), ?) WHERE member_id = ?",
+                         (b.total, _day(ctx, hlc), b.member_id))
+    elif isinstance(b, RefundCompleted):
+        if b.member_id is not None:
+            conn.execute("UPDATE members SET spend_total = max(0, spend_total - ?)"
+                         " WHERE member_id = ?", (b.amount, b.member_id))
+    elif isinstance(b, PointsEarned):
+        conn.execute(
+            "INSERT INTO point_lots(lot_id, member_id, earned_on, expires_on, points, remaining,"
+            " reason, sale_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (b.lot_id, b.member_id, _day(ctx, hlc),
+             b.expires_on.isoformat() if b.expires_on else None, b.points, b.points, b.reason,
+             b.sale_id))
+        _points(conn, b.member_id, b.points, "earned", hlc, b.points, b.lot_id)
+    elif isinstance(b, PointsRedeemed):
+        remote = _move_lots(conn, b.member_id, [(d.lot_id, d.points) for d in b.lots], -1)
+        _points(conn, b.member_id, -b.points, "redeemed", hlc, -(b.points - remote))
+        allowance.count_used(conn, ctx, b.member_id, b.points, 0)  # as the checkout counted
+    elif isinstance(b, PointsExpired):
+        _move_lots(conn, b.member_id, [(b.lot_id, b.points)], -1)
+        _points(conn, b.member_id, -b.points, "expired", hlc, -b.points, b.lot_id)
+    elif isinstance(b, PointsAdjusted):
+        sign = 1 if b.delta > 0 else -1
+        remote = _move_lots(conn, b.member_id, [(d.lot_id, d.points) for d in b.lots], sign)
+        _points(conn, b.member_id, b.delta, b.reason, hlc, b.delta - sign * remote)
+        if b.reason == "refund_return":  # as the refund gave it back
+            allowance.count_used(conn, ctx, b.member_id, -b.delta, 0)
+        debt = b.shortfall if b.reason == "refund_reversal" else (
+            b.delta if b.reason == "debt_repayment" else 0)
+        if debt:
+            conn.execute("UPDATE members SET points_debt = max(0, points_debt + ?)"
+                         " WHERE member_id = ?", (debt, b.member_id))
+    elif isinstance(b, StoredValueToppedUp):
+        _stored_value(conn, b.member_id, b.principal, b.bonus, b.type, hlc)
+    elif isinstance(b, StoredValueRefunded):
+        _stored_value(conn, b.member_id, b.principal, b.bonus, b.type, hlc)
+        allowance.count_used(conn, ctx, b.member_id, 0, -(b.principal + b.bonus))
+    elif isinstance(b, StoredValueSpent):
+        _spend(conn, b.member_id, b.principal, b.bonus, hlc)
+        allowance.count_used(conn, ctx, b.member_id, 0, b.principal + b.bonus)
+    elif isinstance(b, CouponIssued):
+        conn.execute(
+            "INSERT INTO coupons(coupon_code, member_id, campaign_id, kind, value, min_spend,"
+            " categories, expires_on, state, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
+            " 'issued', ?) ON CONFLICT DO NOTHING",
+            (b.coupon_code, b.member_id, b.campaign_id, b.kind, b.value, b.min_spend,
+             json.dumps(list(b.categories)), b.expires_on.isoformat() if b.expires_on else None,
+             hlc))
+    elif isinstance(b, CouponVoided):
+        conn.execute("UPDATE coupons SET state = 'voided', updated_hlc = ? WHERE coupon_code = ?",
+                     (hlc, b.coupon_code))
+    elif isinstance(b, CouponRedeemed):
+        conn.execute("UPDATE coupons SET state = 'redeemed', sale_id = ?, updated_hlc = ?"
+                     " WHERE coupon_code = ? AND updated_hlc <= ?",
+                     (b.sale_id, hlc, b.coupon_code, hlc))
+    elif isinstance(b, CouponReopened):
+        conn.execute("UPDATE coupons SET state = 'issued', sale_id = NULL, updated_hlc = ?"
+                     " WHERE coupon_code = ? AND state = 'redeemed' AND sale_id = ?",
+                     (hlc, b.coupon_code, b.sale_id))
+
+
+def _stored_value(conn: sqlite3.Connection, member_id: str, principal: int, bonus: int,
+                  reason: str, hlc: int) -> None:
+    conn.execute("INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id,"
+                 " hlc) VALUES (?, ?, ?, ?, 'recovered', ?)",
+                 (member_id, principal, bonus, reason, hlc))
+    conn.execute("UPDATE members SET sv_principal = sv_principal + ?, sv_bonus = sv_bonus + ?"
+                 " WHERE member_id = ?", (principal, bonus, member_id))
+
+
+def _spend(conn: sqlite3.Connection, member_id: str, principal: int, bonus: int,
+           hlc: int) -> None:
+    """As ``edge.stored_value.spend``: this store's own balance first, the rest from others."""
+    row = conn.execute("SELECT sv_principal, sv_bonus FROM members WHERE member_id = ?",
+                       (member_id,)).fetchone()
+    local_p, local_b = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+    here_p, here_b = min(principal, max(0, local_p)), min(bonus, max(0, local_b))
+    conn.execute("INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id,"
+                 " hlc) VALUES (?, ?, ?, 'spent', 'recovered', ?)",
+                 (member_id, -principal, -bonus, hlc))
+    conn.execute(
+        "UPDATE members SET sv_principal = sv_principal - ?, sv_bonus = sv_bonus - ?,"
+        " remote_sv_principal_used = remote_sv_principal_used + ?,"
+        " remote_sv_bonus_used = remote_sv_bonus_used + ? WHERE member_id = ?",
+        (here_p, here_b, principal - here_p, bonus - here_b, member_id))
