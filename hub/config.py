@@ -85,8 +85,17 @@ class ApiSection(_Section, ServedOverTls, ConnectionLimits):
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
+class ExportsSection(_Section):
+    """Bulk member exports (``hub.auth.bulk_export``): above ``approval_above`` members an
+    export waits for a second person's approval; ``max_rows`` bounds any one export."""
+
+    approval_above: int = Field(1000, ge=0, le=10_000_000)
+    max_rows: int = Field(200_000, ge=1, le=10_000_000)
+
+
 class HubConfig(_Section):
     hub: HubSection = HubSection()
+    exports: ExportsSection = ExportsSection()
     tiers: TierRules = TierRules()
     # Standing offline allowances per member and store (see hub.ledger.allowances).
     allowance: AllowancePolicy = AllowancePolicy()

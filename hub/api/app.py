@@ -20,6 +20,7 @@ from hub.api.routes import (
     auth,
     campaigns,
     conflicts,
+    exports,
     hq_events,
     members,
     metrics,
@@ -38,7 +39,7 @@ from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
-           auth.router, reports.router)
+           auth.router, reports.router, exports.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

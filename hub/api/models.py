@@ -434,3 +434,31 @@ class StoreDay(BaseModel):
     day: str
     categories: list[CategoryDay]
     totals: dict[str, int]
+
+
+class ExportRequest(_Request):
+    """A bulk export of the members in the caller's scope (``store_id``: one store's)."""
+
+    store_id: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    reason: NonEmptyText
+
+
+class ExportDecision(_Request):
+    reason: NonEmptyText
+
+
+class BulkExport(BaseModel):
+    """An export request: ``pending`` a second person's approval, ``approved``, ``rejected``
+    or ``downloaded`` (once)."""
+
+    export_id: str
+    requested_by: str
+    store_id: str | None
+    rows: int
+    reason: str
+    state: Literal["pending", "approved", "rejected", "downloaded"]
+    created_ms: int
+    decided_by: str | None
+    decided_ms: int | None
+    decision_reason: str | None
+    masked: bool

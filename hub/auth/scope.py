@@ -117,6 +117,11 @@ def mask_name(name: str) -> str:
     return name[:1] + "*" * (len(name) - 1) if len(name) > 1 else ("*" if name else "")
 
 
+def mask_birthday(birthday: str | None) -> str | None:
+    """1990-05-17 -> ****-05-**: the month stays (it decides birthday offers)."""
+    return "****-" + str(birthday)[5:7] + "-**" if birthday else birthday
+
+
 def mask_card(uid: str) -> str:
     return "*" * (len(uid) - 4) + uid[-4:]
 
@@ -128,8 +133,8 @@ def mask_member(view: dict[str, Any], reveal: frozenset[str] = frozenset()) -> d
         out["phone"] = mask_phone(view.get("phone"))
     if "name" not in reveal:
         out["name"] = mask_name(view.get("name") or "")
-    if "birthday" not in reveal and view.get("birthday"):
-        out["birthday"] = "****-" + str(view["birthday"])[5:7] + "-**"  # the month decides gifts
+    if "birthday" not in reveal:
+        out["birthday"] = mask_birthday(view.get("birthday"))
     if "cards" not in reveal:
         out["cards"] = [mask_card(c) for c in view.get("cards", [])]
         out["card_states"] = [{**c, "card_uid": mask_card(c["card_uid"])}

@@ -389,6 +389,24 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         *(sql for t in ("member_activity", "member_months", "cards", "shares", "grants",
                         "consents") for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
     ]),
+    (14, "bulk member exports and their approvals", [
+        # An export is asked for, approved (by the size, or by a second person) and taken
+        # once (hub.auth.bulk_export); the rows are made when it is taken.
+        """CREATE TABLE export_requests (
+            export_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, username TEXT NOT NULL,
+            store_id TEXT, rows_asked BIGINT NOT NULL, reason TEXT NOT NULL,
+            state TEXT NOT NULL, created_ms BIGINT NOT NULL, masked BIGINT NOT NULL,
+            decided_by TEXT, decided_ms BIGINT, decision_reason TEXT, downloaded_ms BIGINT)""",
+        # Who may export members in bulk (their scope, masked as on screen); approving is
+        # hq_admin's ("*"), or any role the chain gives "exports.approve".
+        """UPDATE roles SET permissions = '["members.read", "stores.read", "pii.reveal",'
+           || ' "reports.read", "members.export"]' WHERE role IN ('region_manager',
+           'store_manager') AND permissions = '["members.read", "stores.read", "pii.reveal",'
+           || ' "reports.read"]'""",
+        """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'
+           || ' "reports.read", "members.export"]' WHERE role = 'marketing' AND permissions
+           = '["members.read", "stores.read", "campaigns.push", "reports.read"]'""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

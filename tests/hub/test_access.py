@@ -97,7 +97,8 @@ async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
     cfg = HubConfig.model_validate({
         "hub": {"database": hub_url, "data_dir": str(tmp_path / "hub"),
                 "validate_workers": 0},
-        "broker": {"embedded_port": 0}, "api": {"token": LEGACY}})
+        "broker": {"embedded_port": 0}, "api": {"token": LEGACY},
+        "exports": {"approval_above": 2}})
     async with Hub(cfg) as hub:
         for batch in streams:
             await hub.db.transaction(lambda tx, b=batch: apply_batch(tx, b, 1))  # type: ignore[misc]
@@ -115,6 +116,7 @@ async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
                 ("dpo", "auditor", {}),
                 ("mkt", "marketing", {}),
                 ("boss", "hq_admin", {}),
+                ("boss2", "hq_admin", {}),
             ):
                 users.add(tx, username=username, role=role, password_hash=secret, now_ms=1,
                           **scope)
@@ -123,7 +125,7 @@ async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
         transport = httpx.ASGITransport(app=create_app(hub))
         async with httpx.AsyncClient(transport=transport, base_url="http://hq") as c:
             tokens: dict[str, str] = {}
-            for username in ("east.mgr", "s2.mgr", "guide1", "dpo", "mkt", "boss"):
+            for username in ("east.mgr", "s2.mgr", "guide1", "dpo", "mkt", "boss", "boss2"):
                 r = await c.post(f"/v1/users/{username}/tokens", json={"name": "test"},
                                  headers={"Authorization": f"Bearer {LEGACY}"})
                 assert r.status_code == 201, r.text
@@ -445,3 +447,64 @@ async def test_row_level_security_is_the_second_lock_on_postgresql(
     assert seen["user"] == "membergate_hq" and seen["owned"] == 0 and seen["definers"] == 0
     assert {"members", "member_stores", "sales_facts", "daily_rollups", "member_activity",
             "cards", "shares", "consents"} <= seen["forced"]
+
+
+async def test_bulk_exports_need_a_second_person_above_the_limit(chain: dict[str, Any]) -> None:
+    """Up to ``[exports] approval_above`` members (2 here) an export is approved as it is asked
+    for; above, it waits for another approver — never the one who asked — and is taken once.
+    Scoped and masked as the requester's screen; every step and refusal audited."""
+    c: httpx.AsyncClient = chain["client"]
+    # A region manager: two members in the scope, within the limit: approved at once, masked.
+    r = await c.post("/v1/exports", json={"reason": "east mailing"},
+                     headers=_as(chain, "east.mgr"))
+    assert r.status_code == 201 and r.json()["state"] == "approved" and r.json()["rows"] == 2
+    f = await c.get(f"/v1/exports/{r.json()['export_id']}/file", headers=_as(chain, "east.mgr"))
+    assert f.status_code == 200 and f.headers["content-type"].startswith("text/csv")
+    lines = f.content.decode("utf-8-sig").splitlines()
+    assert lines[0].startswith("member_id,member_code,name,phone")
+    ids = {line.split(",")[0] for line in lines[1:]}
+    assert ids == {chain["east"], chain["both"]}  # the west-only member is not in it
+    assert "138****8001" in f.text and "王*" in f.text and "13800138001" not in f.text
+    again = await c.get(f"/v1/exports/{r.json()['export_id']}/file",
+                        headers=_as(chain, "east.mgr"))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "export_not_available"
+    # A store outside the scope is no store at all; a guide may not export.
+    r = await c.post("/v1/exports", json={"reason": "x", "store_id": "S002"},
+                     headers=_as(chain, "east.mgr"))
+    assert r.status_code == 404
+    assert (await c.post("/v1/exports", json={"reason": "x"},
+                         headers=_as(chain, "guide1"))).status_code == 403
+
+    # HQ: three members, above the limit: pending until a second admin approves it.
+    r = await c.post("/v1/exports", json={"reason": "year-end"}, headers=_as(chain, "boss"))
+    big = r.json()
+    assert r.status_code == 201 and big["state"] == "pending" and big["rows"] == 3
+    url = f"/v1/exports/{big['export_id']}"
+    early = await c.get(f"{url}/file", headers=_as(chain, "boss"))
+    assert early.status_code == 409 and early.json()["error"]["code"] == "approval_required"
+    own = await c.post(f"{url}/approve", json={"reason": "mine"}, headers=_as(chain, "boss"))
+    assert own.status_code == 403 and own.json()["error"]["code"] == "four_eyes_required"
+    assert (await c.post(f"{url}/approve", json={"reason": "ok"},
+                         headers=_as(chain, "east.mgr"))).status_code == 403
+    ok = await c.post(f"{url}/approve", json={"reason": "checked"}, headers=_as(chain, "boss2"))
+    assert ok.status_code == 200 and ok.json()["state"] == "approved"
+    assert ok.json()["decided_by"] == "boss2"
+    # Someone else cannot take it; the requester can, whole (an admin's screen is unmasked).
+    assert (await c.get(f"{url}/file", headers=_as(chain, "boss2"))).status_code == 404
+    f = await c.get(f"{url}/file", headers=_as(chain, "boss"))
+    assert f.status_code == 200 and "13800138001" in f.text and len(f.text.splitlines()) == 4
+    listed = (await c.get("/v1/exports", headers=_as(chain, "east.mgr"))).json()
+    assert {e["requested_by"] for e in listed} == {"east.mgr"}  # their own only
+
+    log = (await c.get("/v1/audit-log", params={"limit": 500},
+                       headers=_as(chain, "dpo"))).json()
+    seen = {(e["username"], e["action"], e["outcome"]) for e in log}
+    assert {("east.mgr", "export.request", "approved"), ("boss", "export.request", "pending"),
+            ("boss", "export.download", "approval_required"),
+            ("boss", "export.approve", "four_eyes_required"),
+            ("boss2", "export.approve", "ok"), ("boss", "export.download", "ok"),
+            ("east.mgr", "export.download", "export_not_available"),
+            ("east.mgr", "export.request", "store_not_found")} <= seen
+    downloaded = next(e for e in log if e["action"] == "export.download"
+                      and e["username"] == "boss" and e["outcome"] == "ok")
+    assert downloaded["fields"] == ["birthday", "name", "phone"]

@@ -4,6 +4,7 @@ events and balances, passes ``rebuild``, and keeps its row-level security."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -63,10 +64,11 @@ async def test_pg_dump_and_pg_restore_bring_the_hub_back_whole(
     assert before["events"] > 0 and before["policies"] and before["forced"]
 
     dump = tmp_path / "hub.dump"
-    subprocess.run(["pg_dump", "--format=custom", f"--file={dump}", pg_url], check=True,
-                   capture_output=True, timeout=120)
-    subprocess.run(["pg_restore", "--exit-on-error", "--no-owner", f"--dbname={second_pg}",
-                    str(dump)], check=True, capture_output=True, timeout=120)
+    for command in (["pg_dump", "--format=custom", f"--file={dump}", pg_url],
+                    ["pg_restore", "--exit-on-error", "--no-owner", f"--dbname={second_pg}",
+                     str(dump)]):
+        await asyncio.to_thread(subprocess.run, command, check=True, capture_output=True,
+                                timeout=120)
 
     async with HubDatabase(second_pg) as db:
         await db.transaction(migrate)  # already at the latest: changes nothing
