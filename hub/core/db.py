@@ -164,13 +164,28 @@ _SCOPE_SETTINGS = ("membergate.scope", "membergate.stores", "membergate.regions"
                    "membergate.guide")
 
 
+# The stores of a region scope, resolved once per read in the statement that sets the scope:
+# the policies then compare a row's store with a list (schema 15) instead of looking the
+# region's stores up again for every row they check.
+_REGION_STORES = ("coalesce((SELECT string_agg(store_id, ',') FROM stores"
+                  " WHERE region = ANY(string_to_array(?, ','))), '')")
+
+
 def _set_scope(tx: Tx, settings: dict[str, str]) -> None:
     """The row-level security settings for the rest of this transaction, in one statement."""
     unknown = set(settings) - set(_SCOPE_SETTINGS)
     if unknown:
         raise ValueError(f"not a scope setting: {sorted(unknown)}")
-    tx.execute("SELECT " + ", ".join("set_config(?, ?, true)" for _ in _SCOPE_SETTINGS),
-               [v for name in _SCOPE_SETTINGS for v in (name, settings.get(name, ""))])
+    regions = settings.get("membergate.regions", "")
+    sets, params = [], []
+    for name in _SCOPE_SETTINGS:
+        if name == "membergate.stores" and regions:
+            sets.append(f"set_config(?, {_REGION_STORES}, true)")
+            params += [name, regions]
+        else:
+            sets.append("set_config(?, ?, true)")
+            params += [name, settings.get(name, "")]
+    tx.execute("SELECT " + ", ".join(sets), params)
 
 
 class HubDatabase:

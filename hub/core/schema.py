@@ -51,8 +51,27 @@ _MEMBER_IN_SCOPE = (
     f" OR EXISTS (SELECT 1 FROM member_stores ms WHERE ms.member_id = members.member_id"
     f" AND ms.store_id IN {_SCOPE_STORES})))"
     f" OR ({_SCOPE} = 'guide' AND guide_id = current_setting('membergate.guide', true))")
+# Schema 15: a region scope's stores are resolved when the scope is set (hub.core.db), into
+# membergate.stores, so the policies compare with a list and no longer look stores up per row.
+_LISTED = f"({_SCOPE} IN ('stores', 'regions') AND {{column}} = ANY({_STORES}))"
+_STORE_LISTED = f"{_SCOPE} = 'all' OR " + _LISTED.format(column="store_id")
+_MEMBER_LISTED = (
+    f"{_SCOPE} = 'all' OR " + _LISTED.format(column="home_store")
+    + f" OR ({_SCOPE} IN ('stores', 'regions') AND EXISTS (SELECT 1 FROM member_stores ms"
+    f" WHERE ms.member_id = members.member_id AND ms.store_id = ANY({_STORES})))"
+    f" OR ({_SCOPE} = 'guide' AND guide_id = current_setting('membergate.guide', true))")
 # Read through members' own policy: a row of a member the scope does not see is not seen.
 _OF_A_MEMBER_IN_SCOPE = f"{_SCOPE} = 'all' OR member_id IN (SELECT member_id FROM members)"
+
+
+def _relisted(policies: tuple[tuple[str, str], ...]) -> list[str | SqliteOnly | PostgresOnly]:
+    """The HQ policy of each table replaced by ``visible`` (PostgreSQL only)."""
+    out: list[str | SqliteOnly | PostgresOnly] = []
+    for table, visible in policies:
+        out += [PostgresOnly(f"DROP POLICY hq_scope ON {table}"),
+                PostgresOnly(f"CREATE POLICY hq_scope ON {table} AS RESTRICTIVE FOR SELECT"
+                             f" TO membergate_hq USING ({visible})")]
+    return out
 
 
 def _scoped(table: str, visible: str) -> list[SqliteOnly | PostgresOnly]:
@@ -407,6 +426,9 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
            || ' "reports.read", "members.export"]' WHERE role = 'marketing' AND permissions
            = '["members.read", "stores.read", "campaigns.push", "reports.read"]'""",
     ]),
+    (15, "row-level security compares with the scope's store list", _relisted((
+        ("members", _MEMBER_LISTED), ("member_stores", _STORE_LISTED),
+        ("sales_facts", _STORE_LISTED), ("daily_rollups", _STORE_LISTED)))),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -32,6 +32,18 @@ async def test_same_phone_in_another_format_is_refused(service: EdgeService, sam
     assert invariants.snapshot(service.config.database.path) == before
 
 
+async def test_a_taken_phone_or_card_tells_nothing_of_whose_it_is(service: EdgeService) -> None:
+    """Uniqueness says "taken" and no more: not the member, their code, name or store (HQ.md
+    principle 6: probing by registering must not find out who or where)."""
+    m = await register(service, "13800138000", card="04C0FFEE", name="王芳")
+    for phone, card in (("13800138000", None), ("13900139000", "04C0FFEE")):
+        with pytest.raises(EdgeError) as exc:
+            await register(service, phone, card=card)
+        told = repr(exc.value.as_dict())
+        for secret in (m["member_id"], m["member_code"], "王芳", service.context.store_id):
+            assert secret not in told, (exc.value.code, secret)
+
+
 async def test_identify_by_card_code_phone_and_qr(service: EdgeService) -> None:
     m = await register(service, "13900139000", card="04:a1:b2:c3")
     mid = m["member_id"]
