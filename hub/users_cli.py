@@ -12,7 +12,7 @@ import json
 import sys
 from typing import Any
 
-from hub.auth import passwords, tokens, users
+from hub.auth import audit_log, passwords, tokens, users
 from hub.config import HubConfig
 from hub.core.clock import now_ms
 from hub.core.db import HubDatabase, Tx
@@ -71,6 +71,12 @@ def read_password(from_stdin: bool) -> str:
     return first
 
 
+def _audit(tx: Tx, action: str, subject: str | None, outcome: str) -> None:
+    """Who ran it: the shell user on the hub's box (``remote`` says it came from the CLI)."""
+    audit_log.append(tx, at_ms=now_ms(), user_id=None, username=f"cli:{getpass.getuser()}",
+                     action=action, subject=subject, remote="cli", outcome=outcome)
+
+
 def run(cfg: HubConfig, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(cfg, args))
@@ -111,7 +117,18 @@ async def _run(cfg: HubConfig, args: argparse.Namespace) -> int:
                 return users.set_password(tx, args.username, digest, now)
             return users.list_all(tx)
 
-        result = await db.transaction(change)
+        if command == "list":
+            result = await db.transaction(change)
+        else:  # a change from the shell is in the audit log too, refused or not
+            action = f"{'token' if args.command == 'tokens' else 'user'}.{command}"
+            subject = getattr(args, "username", None) or getattr(args, "token_id", None)
+            try:
+                result = await db.transaction(change)
+            except ServiceError as exc:
+                refused = exc.code
+                await db.transaction(lambda tx: _audit(tx, action, subject, refused))
+                raise
+            await db.transaction(lambda tx: _audit(tx, action, subject, "ok"))
     if args.command == "tokens" and command == "add":
         token_id, secret = result
         print(json.dumps({"token_id": token_id, "username": args.username, "token": secret},

@@ -261,6 +261,13 @@ async def test_users_and_tokens_are_managed_by_admins_and_take_effect_at_once(
     ):
         r = await c.post("/v1/users", json=body, headers=admin)
         assert (r.status_code // 100, r.json()["error"]["code"]) == (4, code), r.text
+    log = (await c.get("/v1/audit-log", params={"limit": 500},
+                       headers=_as(chain, "dpo"))).json()
+    refused = {(e["username"], e["action"], e["subject"], e["outcome"]) for e in log}
+    assert {("boss", "user.add", "xx1", "unknown_store"),
+            ("boss", "user.add", "xx1", "unknown_region"),
+            ("boss", "user.add", "xx1", "unknown_role"),
+            ("boss", "user.add", "east.mgr", "username_taken")} <= refused
     assert (await c.post("/v1/users", headers=_as(chain, "east.mgr"), json={
         "username": "xx2", "role": "hq_admin", "password": "long enough 1"})).status_code == 403
     r = await c.post("/v1/users", headers=admin, json={
@@ -330,6 +337,14 @@ def test_users_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyP
     listing = capsys.readouterr().out
     assert "root" in listing and "hq_admin" in listing and "disabled" in listing
     assert run("users", "reset", "nobody", "--password-stdin", password="a long password 4") == 2
+    # Every change from the shell, refused ones too, is in the audit log.
+    conn = sqlite3.connect(db)
+    logged = {tuple(r) for r in conn.execute(
+        "SELECT action, subject, outcome, remote FROM audit_log WHERE username LIKE 'cli:%'")}
+    conn.close()
+    assert {("user.add", "eve", "unknown_region", "cli"), ("user.add", "dpo", "ok", "cli"),
+            ("token.add", "dpo", "ok", "cli"), ("user.disable", "dpo", "ok", "cli"),
+            ("user.reset", "nobody", "user_not_found", "cli")} <= logged
 
 
 async def test_console_sign_in_sessions_and_csrf(chain: dict[str, Any]) -> None:

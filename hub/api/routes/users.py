@@ -3,7 +3,8 @@ effect at once: the hub reloads who may call it."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends
 
@@ -19,12 +20,30 @@ from hub.api.models import (
 )
 from hub.auth import passwords, roles, tokens, users
 from hub.auth.access import Access
+from hub.auth.scope import Scope
 from hub.core.clock import now_ms
+from hub.core.db import Tx
+from protocol.errors import ServiceError
 from protocol.http_errors import StrictJsonRoute
+
+T = TypeVar("T")
 
 router = APIRouter(tags=["users"], route_class=StrictJsonRoute)
 Admin = Annotated[Access, Depends(needs("users.manage"))]
 DAY_MS = 86_400_000
+
+
+async def _audited(access: Access, action: str, subject: str,
+                   fn: Callable[[Tx, Scope], T], reason: str = "") -> T:
+    """``fn`` on the writer, and the change in the audit log — a refused one too (an unknown
+    role, region or store, a taken name: nothing changed, the attempt recorded)."""
+    try:
+        done = await access.write(fn)
+    except ServiceError as exc:
+        await access.audit(action, subject=subject, reason=reason, outcome=exc.code)
+        raise
+    await access.audit(action, subject=subject, reason=reason)
+    return done
 
 
 @router.get("/v1/roles", response_model=list[RoleView])
@@ -44,10 +63,10 @@ async def add_user(body: UserIn, hub: HubDep, access: Admin) -> Any:
     """A user with a role and its scope; a region or store the hub does not know is 422."""
     digest = passwords.hash_password(body.password)
     now = now_ms()
-    user = await access.write(lambda tx, _scope: users.add(
+    user = await _audited(access, "user.add", body.username, lambda tx, _scope: users.add(
         tx, username=body.username, role=body.role, password_hash=digest, now_ms=now,
         regions=body.regions, stores=body.stores, guide_id=body.guide_id,
-        display_name=body.display_name))
+        display_name=body.display_name), f"role {body.role}")
     await hub.reload_access()
     return user.public()
 
@@ -67,7 +86,9 @@ async def change_user(username: str, body: UserChange, hub: HubDep, access: Admi
             user = users.set_password(tx, username, digest, now)
         return user
 
-    user = await access.write(change)
+    what = ", ".join(k for k, v in (("disabled", body.disabled), ("password", body.password))
+                     if v is not None)
+    user = await _audited(access, "user.change", username, change, what)
     await hub.reload_access()
     return user.public()
 
@@ -82,8 +103,8 @@ async def issue_token(username: str, body: TokenIn, hub: HubDep, access: Admin) 
     """A token that acts as ``username`` (its role, its scope), for an integration."""
     now = now_ms()
     expires = now + body.expires_in_days * DAY_MS if body.expires_in_days else None
-    token_id, secret = await access.write(
-        lambda tx, _scope: tokens.issue(tx, username, body.name, now, expires))
+    token_id, secret = await _audited(access, "token.issue", username, lambda tx, _scope: (
+        tokens.issue(tx, username, body.name, now, expires)), body.name)
     await hub.reload_access()
     return {"token_id": token_id, "username": username, "name": body.name, "token": secret}
 
@@ -97,6 +118,6 @@ async def revoke_token(token_id: str, hub: HubDep, access: Admin) -> Any:
         tokens.revoke(tx, token_id, now)
         return next(t for t in tokens.listed(tx) if t["token_id"] == token_id)
 
-    revoked = await access.write(revoke)
+    revoked = await _audited(access, "token.revoke", token_id, revoke)
     await hub.reload_access()
     return revoked
