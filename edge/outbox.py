@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from edge.context import StoreContext
 from protocol.codec import encode
 from protocol.events import Event, EventBody
+from protocol.hlc import pack
 from protocol.ids import uuid7
 
 
@@ -82,18 +83,22 @@ def pending(conn: sqlite3.Connection, epoch: int, after_seq: int, limit: int) ->
 _COLUMNS = "epoch, seq, event_id, hlc, type, payload"
 
 
-def prune(conn: sqlite3.Connection, epoch: int, acked_seq: int, *, keep_ms: int = 0) -> int:
+def prune(conn: sqlite3.Connection, epoch: int, acked_seq: int, *, keep: bool = False) -> int:
     """Take what the hub acknowledged out of the queue; only ever called with the hub's
-    cumulative ack. With ``keep_ms`` it is kept that long in ``outbox_sent`` (for a hub
-    restored from a backup, ``reopen``); what is older goes for good."""
-    now = int(time.time() * 1000)
-    if keep_ms > 0:
-        conn.execute(f"INSERT OR IGNORE INTO outbox_sent({_COLUMNS}, acked_ms)"
-                     f" SELECT {_COLUMNS}, ? FROM outbox WHERE epoch = ? AND seq <= ?",
-                     (now, epoch, acked_seq))
-    conn.execute("DELETE FROM outbox_sent WHERE acked_ms < ?", (now - keep_ms,))
+    cumulative ack. ``keep``: into ``outbox_sent``, for a hub restored from a backup
+    (``reopen``) until ``expire_sent`` drops it."""
+    if keep:
+        conn.execute(f"INSERT OR IGNORE INTO outbox_sent({_COLUMNS})"
+                     f" SELECT {_COLUMNS} FROM outbox WHERE epoch = ? AND seq <= ?",
+                     (epoch, acked_seq))
     cur = conn.execute("DELETE FROM outbox WHERE epoch = ? AND seq <= ?", (epoch, acked_seq))
     return cur.rowcount
+
+
+def expire_sent(conn: sqlite3.Connection, keep_ms: int) -> int:
+    """Drop kept events made more than ``keep_ms`` ago (by their HLC's wall clock)."""
+    cutoff = pack(max(0, int(time.time() * 1000) - keep_ms), 0)
+    return conn.execute("DELETE FROM outbox_sent WHERE hlc < ?", (cutoff,)).rowcount
 
 
 def reopen(conn: sqlite3.Connection, epoch: int, after_seq: int, upto_seq: int) -> bool:

@@ -417,7 +417,9 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         "events the hub acknowledged, kept a while for a hub restored from a backup",
         """
         -- Pruned from the outbox once acknowledged, kept here for [sync] keep_acked_days: a
-        -- hub restored from a backup asks for them again (edge.outbox.reopen).
+        -- hub restored from a backup asks for them again (edge.outbox.reopen). No index
+        -- beyond the key: every acknowledged event passes through here, and the rare sweep
+        -- of old ones (edge.outbox.expire_sent) may scan.
         CREATE TABLE outbox_sent (
             epoch    INTEGER NOT NULL,
             seq      INTEGER NOT NULL,
@@ -425,10 +427,8 @@ MIGRATIONS: list[tuple[int, str, str]] = [
             hlc      INTEGER NOT NULL,
             type     TEXT NOT NULL,
             payload  BLOB NOT NULL,
-            acked_ms INTEGER NOT NULL,
             PRIMARY KEY (epoch, seq)
         ) WITHOUT ROWID;
-        CREATE INDEX outbox_sent_acked ON outbox_sent(acked_ms);
         """,
     ),
 ]

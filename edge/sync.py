@@ -43,6 +43,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("membergate.edge.sync")
 SELLING_WINDOW_S = 60.0  # a till wrote this recently: the store is selling (page_size)
+# Kept acknowledged events past keep_acked_days are swept this often, not with every ack.
+SWEEP_EVERY_S = 300.0
 
 
 class SyncClient:
@@ -76,6 +78,7 @@ class SyncClient:
         self._recovery_waiting: dict[str, asyncio.Future[RecoveryPage]] = {}
         self._caught_up = asyncio.Event()  # the directory answered with its last page
         self._head_seen = 0
+        self._swept = float("-inf")  # the last sweep of kept events (monotonic)
         self._tasks: list[asyncio.Task[None]] = []
         self.broker = f"{config.broker_host}:{config.broker_port}"
         # The link as last seen (connected, since when): kept in meta by _link_writer, so a
@@ -221,6 +224,9 @@ class SyncClient:
             seq, epoch = ack.seq, self.epoch
             ctx = self.service.context
             keep_ms = int(self.config.keep_acked_days * 86_400_000)
+            sweep = time.monotonic() - self._swept > SWEEP_EVERY_S
+            if sweep:
+                self._swept = time.monotonic()
             # An epoch before a restore: the hub may hold more of it than this box wrote (the
             # lost box's sales after the backup); all of what the backup held is then there.
             restored = epoch < ctx.epoch
@@ -229,8 +235,11 @@ class SyncClient:
                 written = int(outbox.meta_get(conn, f"outbox_seq:{epoch}", "0") or 0)
                 if seq <= written or restored:  # no hub can hold more than this store wrote
                     status.record_ack(conn, ctx, min(seq, written), epoch)
-                    outbox.prune(conn, epoch, seq, keep_ms=keep_ms)
-                return written, outbox.stats(conn, epoch).depth
+                    outbox.prune(conn, epoch, seq, keep=keep_ms > 0)
+                    if sweep:
+                        outbox.expire_sent(conn, keep_ms)
+                # Counted only for an old epoch (a count of a long outbox costs a scan).
+                return written, outbox.stats(conn, epoch).depth if restored else -1
 
             written, left = await self.service.db.write(prune)
             if seq > written and not restored:
