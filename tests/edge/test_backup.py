@@ -109,3 +109,31 @@ def test_backup_of_something_else_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match="not a membergate store database"):
         backup.backup(plain, tmp_path / "out.db", lambda _m: None)
     assert not (tmp_path / "out.db").exists()
+
+
+async def test_acknowledged_events_are_kept_then_swept_and_reopened_only_whole(
+        service: EdgeService) -> None:
+    """What the hub acknowledged is kept (for a hub restored from a backup) until it is older
+    than ``keep_acked_days``; a reopen gives back all that was asked, or nothing."""
+    from edge import outbox
+
+    await register(service)
+    await sell(service, [("A", "grocery", 1, 1_000)])
+    epoch = service.context.epoch
+
+    def step(conn: sqlite3.Connection) -> tuple[int, int]:
+        last = int(outbox.meta_get(conn, f"outbox_seq:{epoch}") or 0)
+        outbox.prune(conn, epoch, last, keep=True)
+        kept = conn.execute("SELECT count(*) FROM outbox_sent").fetchone()[0]
+        assert outbox.expire_sent(conn, keep_ms=86_400_000) == 0  # a day: all still young
+        return last, int(kept)
+
+    last, kept = await service.db.write(step)
+    assert kept == last >= 2
+    assert await service.db.write(lambda c: outbox.reopen(c, epoch, 1, last)) is True
+    assert await service.db.read(lambda c: outbox.stats(c, epoch).depth) == last - 1
+    await service.db.write(lambda c: outbox.prune(c, epoch, last, keep=True))
+    assert await service.db.write(lambda c: outbox.expire_sent(c, keep_ms=0)) == last
+    # Swept: the hub cannot be given them again, and nothing is half put back.
+    assert await service.db.write(lambda c: outbox.reopen(c, epoch, 0, last)) is False
+    assert await service.db.read(lambda c: outbox.stats(c, epoch).depth) == 0
