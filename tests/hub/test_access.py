@@ -113,7 +113,7 @@ async def chain(tmp_path: Path, hub_url: str) -> AsyncIterator[dict[str, Any]]:
             # and erase members, in its region only; the route matrix holds it to that.
             tx.execute("INSERT INTO roles(role, permissions, scope, masked) VALUES (?, ?, ?, ?)",
                        ("region_editor", '["members.read", "members.write", "pii.erase",'
-                        ' "pii.export", "pii.reveal"]', "regions", 1))
+                        ' "pii.export", "pii.reveal", "status.read"]', "regions", 1))
             for username, role, scope in (
                 ("east.ed", "region_editor", {"regions": ["east"]}),
                 ("east.mgr", "region_manager", {"regions": ["east"]}),
@@ -601,3 +601,11 @@ async def test_every_member_route_for_every_role_inside_and_outside_the_scope(
     after = await hub.db.read(lambda tx: tx.all(
         "SELECT member_id, name, change_no FROM members ORDER BY member_id"))
     assert after == before  # nothing outside a scope, or refused, changed anything
+
+
+async def test_fleet_status_lists_the_stores_of_the_callers_scope(chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    everyone = (await c.get("/v1/status", headers=_as(chain, "boss"))).json()
+    east = (await c.get("/v1/status", headers=_as(chain, "east.ed"))).json()
+    assert {s["store_id"] for s in everyone["stores"]} == {"S001", "S002"}
+    assert {s["store_id"] for s in east["stores"]} == {"S001"}
