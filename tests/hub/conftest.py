@@ -13,10 +13,9 @@ from hub.core.schema import migrate
 PG_ADMIN = "postgresql://postgres@127.0.0.1/postgres"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    name = f"mg_test_{uuid.uuid4().hex[:12]}"
+def fresh_pg(prefix: str = "mg_test") -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards (the body of a fixture)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
@@ -24,6 +23,12 @@ def pg_url() -> Iterator[str]:
     finally:
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    yield from fresh_pg()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from hub.core.db import HubDatabase, Tx
@@ -19,20 +17,14 @@ from hub.core.schema import migrate
 from hub.ledger import audit
 from hub.ledger.apply import apply_batch
 from tests.edge.conftest import register, sell
-from tests.hub.conftest import PG_ADMIN
+from tests.hub.conftest import fresh_pg
 from tests.hub.test_ingest import _store, batches
 
 
 @pytest.fixture
 def second_pg() -> Iterator[str]:
-    name = f"mg_restore_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    """The database the dump is restored into."""
+    yield from fresh_pg("mg_restore")
 
 
 def _held(tx: Tx) -> dict[str, Any]:
