@@ -6,7 +6,7 @@ them the member would be short here of what HQ and every other store show. Each 
 replayed as the code that first wrote it did — the same lots drawn, the same points taken
 from other stores, the same coupon used — but sends nothing: the hub has it already.
 
-Progress is kept in ``meta`` with each page (``recovery_after``), so a box that restarts
+Progress is kept in ``meta`` with each page (``recovery_after:<epoch>``), so a box that restarts
 midway goes on from there and never replays an event twice.
 """
 
@@ -42,7 +42,9 @@ from protocol.events import (
 from protocol.hlc import wall_ms
 from protocol.sync import RecoveryPage
 
-AFTER_KEY = "recovery_after"  # the last seq of the old epoch taken back
+# The last seq of an old epoch taken back, per epoch: a box restored twice (from a backup of a
+# box that had itself been restored) must not read the first recovery's progress as its own.
+AFTER_KEY = "recovery_after:{epoch}"
 DONE_KEY = "recovery_done"  # the old epoch whose events are all taken back
 
 
@@ -55,7 +57,7 @@ def pending(conn: sqlite3.Connection) -> tuple[int, int] | None:
     epoch = int(restored["epoch"])
     if int(meta_get(conn, DONE_KEY, "0") or 0) == epoch:
         return None
-    after = int(meta_get(conn, AFTER_KEY, "0") or 0)
+    after = int(meta_get(conn, AFTER_KEY.format(epoch=epoch), "0") or 0)
     return epoch, max(after, int(restored["seq"]))
 
 
@@ -69,7 +71,7 @@ def apply_page(conn: sqlite3.Connection, ctx: StoreContext, page: RecoveryPage) 
         if event.epoch == page.epoch and event.seq > at[1]:
             _replay(conn, ctx, event)
             done += 1
-    meta_set(conn, AFTER_KEY, max(page.upto, at[1]))
+    meta_set(conn, AFTER_KEY.format(epoch=page.epoch), max(page.upto, at[1]))
     if not page.more:
         meta_set(conn, DONE_KEY, page.epoch)
     return done
