@@ -43,3 +43,31 @@ def test_log_level_in_any_case(tmp_path: Path) -> None:
     assert ran.returncode == 0, ran.stderr
     refused = run_cli("hub.cli", "--log-level", "loud", "status")
     assert refused.returncode == 2 and "invalid choice" in refused_in_one_line(refused)
+
+
+def test_backup_and_restore_of_the_hub_from_the_shell(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A whole copy, a restore refused while the hub has its database open, a PostgreSQL hub
+    sent to pg_dump: one line each, no traceback."""
+    from hub import cli
+    from hub.core.db import HubDatabase
+
+    db = tmp_path / "hub.db"
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndatabase = "{db}"\ndata_dir = "{tmp_path}"\n', encoding="utf-8")
+    assert cli.main(["--config", str(config), "stores", "list"]) == 0
+    assert cli.main(["--config", str(config), "backup", str(tmp_path / "b.db")]) == 0
+    assert '"schema"' in capsys.readouterr().out
+    held = HubDatabase(f"sqlite:///{db}").open_sync()
+    try:
+        assert cli.main(["--config", str(config), "restore", str(tmp_path / "b.db")]) == 2
+        err = capsys.readouterr().err
+        assert "in use" in err and "Traceback" not in err
+    finally:
+        held.close_sync()
+    assert cli.main(["--config", str(config), "restore", str(tmp_path / "b.db")]) == 0
+    pg = tmp_path / "pg.toml"
+    pg.write_text('[hub]\ndatabase = "postgresql://postgres@127.0.0.1/x"\n', encoding="utf-8")
+    assert cli.main(["--config", str(pg), "backup", str(tmp_path / "c.db")]) == 2
+    err = capsys.readouterr().err
+    assert "pg_dump" in err and "Traceback" not in err and not (tmp_path / "c.db").exists()
