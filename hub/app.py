@@ -14,8 +14,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from hub.auth import sessions
 from hub.auth.tokens import Principal, TokenBook
@@ -31,7 +32,7 @@ from hub.core.schema import migrate
 from hub.ledger import allowances, hq_events
 from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
-from hub.members import tiers
+from hub.members import rfm, tiers
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
@@ -98,6 +99,9 @@ class Hub:
                                at_start=False))
         self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
         self.scheduler.add(Job("projections", self.project, interval_s=PROJECTIONS_EVERY_S))
+        if config.rfm.schedule:
+            self.scheduler.add(Job("rfm", self.scheduled_rfm, daily_at=NIGHTLY,
+                                   zone=self.chain_zone, at_start=False))
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Hub:
@@ -238,6 +242,28 @@ class Hub:
         if answer.status < 400 and not answer.replayed:
             self.link.directory_moved()
         return answer
+
+    async def scheduled_rfm(self, today: date | None = None) -> list[str]:
+        """The RFM runs due today (the chain's calendar): monthly on the 1st, quarterly on the
+        1st of January, April, July and October, each as of the day before. Returns their ids."""
+        day = today or datetime.now(ZoneInfo(self.chain_zone)).date()
+        if day.day != 1:
+            return []
+        due = [k for k in self.config.rfm.schedule
+               if k == "monthly" or (k == "quarterly" and day.month in (1, 4, 7, 10))]
+        made = []
+        for kind in due:
+            params = rfm.RfmParams(as_of=day - timedelta(days=1), kind=kind,
+                                   window_days=self.config.rfm.window_days,
+                                   f_measure=self.config.rfm.f_measure)
+            made.append(await self.run_rfm(params))
+        return made
+
+    async def run_rfm(self, params: rfm.RfmParams) -> str:
+        """One RFM run, projections caught up first (its figures come from them)."""
+        await self.project()
+        done = await self.db.transaction(lambda tx: rfm.run(tx, params, now_ms()))
+        return str(done["run_id"])
 
     async def recompute_tiers(self) -> int:
         """Every member's tier from their spend in the window; changes go down to the stores."""

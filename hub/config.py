@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -93,9 +94,19 @@ class ExportsSection(_Section):
     max_rows: int = Field(200_000, ge=1, le=10_000_000)
 
 
+class RfmSection(_Section):
+    """Scheduled RFM runs (``hub.members.rfm``): on the first day of each month ("monthly")
+    and of each quarter ("quarterly"), as of the day before, after the chain's midnight."""
+
+    schedule: list[Literal["monthly", "quarterly"]] = ["monthly", "quarterly"]
+    window_days: int = Field(365, ge=1, le=3660)
+    f_measure: Literal["purchases", "items"] = "purchases"
+
+
 class HubConfig(_Section):
     hub: HubSection = HubSection()
     exports: ExportsSection = ExportsSection()
+    rfm: RfmSection = RfmSection()
     tiers: TierRules = TierRules()
     # Standing offline allowances per member and store (see hub.ledger.allowances).
     allowance: AllowancePolicy = AllowancePolicy()

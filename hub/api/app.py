@@ -25,6 +25,7 @@ from hub.api.routes import (
     members,
     metrics,
     reports,
+    rfm,
     status,
     stores,
     users,
@@ -39,7 +40,7 @@ from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
-           auth.router, reports.router, exports.router)
+           auth.router, reports.router, exports.router, rfm.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

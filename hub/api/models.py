@@ -462,3 +462,66 @@ class BulkExport(BaseModel):
     decided_ms: int | None
     decision_reason: str | None
     masked: bool
+
+
+class RfmRunRequest(_Request):
+    """An RFM run on demand; ``as_of`` defaults to yesterday on the chain's calendar."""
+
+    as_of: Annotated[date, BeforeValidator(iso_date_text)] | None = None
+    window_days: int = Field(365, ge=1, le=3660)
+    f_measure: Literal["purchases", "items"] = "purchases"
+    thresholds: dict[Literal["r", "f", "m"], list[int]] = Field(default_factory=dict)
+    high_from: int = Field(3, ge=2, le=5)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> RfmRunRequest:
+        from hub.members.rfm import check_thresholds
+
+        check_thresholds(self.thresholds)
+        return self
+
+
+class RfmRun(BaseModel):
+    """A kept run: its parameters, per dimension the values each score spans (``cuts``) and
+    group sizes (score 0: no purchase in the window), the named groups, and the movement from
+    the previous run (``movement[dim][before][after]``)."""
+
+    run_id: str
+    as_of: str
+    params: dict[str, Any]
+    created_ms: int
+    members: int
+    previous_run: str | None
+    cuts: dict[str, list[dict[str, int]]]
+    sizes: dict[str, dict[str, int]]
+    groups: dict[str, dict[str, Any]]
+    movement: dict[str, list[list[int]]]
+
+
+class RfmRunListed(BaseModel):
+    run_id: str
+    as_of: str
+    kind: str
+    created_ms: int
+    members: int
+
+
+class RfmMember(BaseModel):
+    member_id: str
+    recency_days: int | None
+    frequency: int | None
+    monetary: int | None
+    r: int
+    f: int
+    m: int
+    group: str
+    group_name: str
+
+
+class RfmHistoryEntry(RfmMember):
+    run_id: str
+    as_of: str
+
+
+class RfmGroupName(_Request):
+    name: NonEmptyText

@@ -429,6 +429,26 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     (15, "row-level security compares with the scope's store list", _relisted((
         ("members", _MEMBER_LISTED), ("member_stores", _STORE_LISTED),
         ("sales_facts", _STORE_LISTED), ("daily_rollups", _STORE_LISTED)))),
+    (16, "RFM runs, their members' scores, the chain's names for the RFM groups", [
+        # hub.members.rfm: a run is kept whole, its parameters, cut values, group sizes and
+        # movement from the previous run in ``summary``; every member's values and scores.
+        """CREATE TABLE rfm_runs (
+            run_id TEXT PRIMARY KEY, as_of TEXT NOT NULL, params TEXT NOT NULL,
+            created_ms BIGINT NOT NULL, members BIGINT NOT NULL, previous_run TEXT,
+            summary TEXT NOT NULL)""",
+        *_keyed("rfm_scores", """(
+            run_id TEXT NOT NULL, member_id TEXT NOT NULL, recency_days BIGINT,
+            frequency BIGINT, monetary BIGINT, r BIGINT NOT NULL, f BIGINT NOT NULL,
+            m BIGINT NOT NULL, grp TEXT NOT NULL, PRIMARY KEY (run_id, member_id))"""),
+        "CREATE INDEX rfm_scores_member ON rfm_scores(member_id)",
+        "CREATE TABLE rfm_group_names (grp TEXT PRIMARY KEY, name TEXT NOT NULL)",
+        *_scoped("rfm_scores", _OF_A_MEMBER_IN_SCOPE),
+        # Running RFM and naming its groups: HQ admins ("*") and marketing.
+        """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'
+           || ' "reports.read", "members.export", "rfm.run"]' WHERE role = 'marketing'
+           AND permissions = '["members.read", "stores.read", "campaigns.push",'
+           || ' "reports.read", "members.export"]'""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -544,6 +544,7 @@ MEMBER_ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, str]
     ("GET", "/v1/members/{member_id}"): (None, None),
     ("POST", "/v1/members/{member_id}/reveal"): ({"fields": ["phone"], "reason": "m"}, None),
     ("GET", "/v1/members/{member_id}/export"): (None, {"reason": "matrix"}),
+    ("GET", "/v1/members/{member_id}/rfm"): (None, None),
     ("POST", "/v1/members/{member_id}/points/adjustments"): (
         {"delta": 1, "reason": "m", "actor": "m"}, None),
     ("POST", "/v1/members/{member_id}/coupons"): ({"kind": "amount_off", "value": 100}, None),
@@ -609,3 +610,57 @@ async def test_fleet_status_lists_the_stores_of_the_callers_scope(chain: dict[st
     east = (await c.get("/v1/status", headers=_as(chain, "east.ed"))).json()
     assert {s["store_id"] for s in everyone["stores"]} == {"S001", "S002"}
     assert {s["store_id"] for s in east["stores"]} == {"S001"}
+
+
+async def test_rfm_runs_through_the_api_and_their_members_inside_the_scope(
+        chain: dict[str, Any]) -> None:
+    c: httpx.AsyncClient = chain["client"]
+    # Marketing runs RFM; a region manager may not; a malformed run is refused, nothing kept.
+    bad = await c.post("/v1/rfm/runs", json={"thresholds": {"f": [5, 3, 2, 1]}},
+                       headers=_as(chain, "mkt"))
+    assert bad.status_code == 422
+    assert (await c.post("/v1/rfm/runs", json={}, headers=_as(chain, "east.mgr"))
+            ).status_code == 403
+    assert (await c.get("/v1/rfm/runs", headers=_as(chain, "mkt"))).json() == []
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the sale's day
+    r = await c.post("/v1/rfm/runs", json={"window_days": 30, "as_of": today},
+                     headers=_as(chain, "mkt"))
+    assert r.status_code == 201, r.text
+    run = r.json()
+    assert run["members"] == 3 and run["params"]["window_days"] == 30
+    assert sum(run["sizes"]["r"].values()) == 3
+    listed = (await c.get("/v1/rfm/runs", headers=_as(chain, "mkt"))).json()
+    assert [x["run_id"] for x in listed] == [run["run_id"]]
+    # A run's members and a member's history: inside the caller's scope only.
+    url = f"/v1/rfm/runs/{run['run_id']}/members"
+    east_sees = {m["member_id"] for m in (await c.get(url, headers=_as(chain, "east.mgr"))
+                                           ).json()}
+    assert east_sees == {chain["east"], chain["both"]}
+    buyer = (await c.get(url, params={"r": 0}, headers=_as(chain, "boss"))).json()
+    assert chain["both"] not in {m["member_id"] for m in buyer}  # it bought in the window
+    hist = await c.get(f"/v1/members/{chain['both']}/rfm", headers=_as(chain, "east.mgr"))
+    assert hist.status_code == 200 and hist.json()[0]["run_id"] == run["run_id"]
+    outside = await c.get(f"/v1/members/{chain['west']}/rfm", headers=_as(chain, "east.mgr"))
+    assert outside.status_code == 404
+    # The chain names its groups.
+    named = await c.put("/v1/rfm/groups/HHH", json={"name": "钻石会员"},
+                        headers=_as(chain, "mkt"))
+    assert named.status_code == 200 and named.json()["HHH"] == "钻石会员"
+    again = (await c.get(f"/v1/rfm/runs/{run['run_id']}", headers=_as(chain, "mkt"))).json()
+    assert again["groups"].get("HHH", {"name": "钻石会员"})["name"] == "钻石会员"
+
+
+async def test_rfm_runs_on_schedule_monthly_and_quarterly(chain: dict[str, Any]) -> None:
+    from datetime import date
+
+    hub: Hub = chain["hub"]
+    assert await hub.scheduled_rfm(date(2027, 2, 2)) == []  # not the first of a month
+    assert len(await hub.scheduled_rfm(date(2027, 2, 1))) == 1
+    made = await hub.scheduled_rfm(date(2027, 1, 1))
+    c: httpx.AsyncClient = chain["client"]
+    listed = (await c.get("/v1/rfm/runs", headers=_as(chain, "boss"))).json()
+    assert [(x["kind"], x["as_of"]) for x in listed if x["run_id"] in made] == [
+        ("quarterly", "2026-12-31"), ("monthly", "2026-12-31")]
