@@ -345,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1/postgres",
                        help="admin URL; a throwaway database mg_bench_* is made and dropped")
     bench.add_argument("--no-postgres", action="store_true")
+    bench.add_argument("--rfm-members", type=int, default=1_000_000,
+                       help="members for the RFM run figures (rfm_run_*), a year of sales"
+                            " each; 0: skip")
     bench.add_argument("--scope-members", type=int, default=1_000_000,
                        help="members for the scope figures (scoped_vs_unscoped_*); 0: skip")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
@@ -398,7 +401,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 drain_events=args.drain_events,
                                 postgres_url=None if args.no_postgres else args.postgres_url,
                                 workdir=args.workdir, breakdown=args.breakdown,
-                                scope_members=args.scope_members)
+                                scope_members=args.scope_members,
+                                rfm_members=args.rfm_members)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

@@ -38,7 +38,8 @@ HUB_LAYERS: list[set[str]] = [
     {"sync"},
     {"app"},
     {"api"},
-    {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli", "backup"},
+    {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli", "backup",
+     "bench_rfm"},
 ]
 
 

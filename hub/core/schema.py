@@ -442,6 +442,8 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             m BIGINT NOT NULL, grp TEXT NOT NULL, PRIMARY KEY (run_id, member_id))"""),
         "CREATE INDEX rfm_scores_member ON rfm_scores(member_id)",
         "CREATE TABLE rfm_group_names (grp TEXT PRIMARY KEY, name TEXT NOT NULL)",
+        # The merged ids and the member each now is, written by a run for its own SQL.
+        "CREATE TABLE rfm_aliases (alias TEXT PRIMARY KEY, member_id TEXT NOT NULL)",
         *_scoped("rfm_scores", _OF_A_MEMBER_IN_SCOPE),
         # Running RFM and naming its groups: HQ admins ("*") and marketing.
         """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'

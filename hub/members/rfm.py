@@ -162,59 +162,115 @@ def score(values: dict[str, Values], params: RfmParams) -> dict[str, dict[str, A
     return out
 
 
-def _cuts(scored: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, int]]]:
-    """Per dimension and score: the values it spans and how many members it holds."""
+def _days(tx: Tx) -> str:
+    """SQL: whole days from the column ``last`` to the parameter (as of)."""
+    if tx.dialect == "sqlite":
+        return "CAST(julianday(?) - julianday(last) AS INTEGER)"
+    return "(CAST(? AS date) - CAST(last AS date))"
+
+
+def _not_ranked(tx: Tx) -> str:
+    """SQL: member ``m`` is not in ``ranked``. SQLite plans NOT IN with an index of the list;
+    PostgreSQL plans NOT EXISTS as a hash anti-join (its NOT IN over a million rows is not)."""
+    if tx.dialect == "sqlite":
+        return "m.member_id NOT IN (SELECT member_id FROM ranked)"
+    return "NOT EXISTS (SELECT 1 FROM ranked k WHERE k.member_id = m.member_id)"
+
+
+def _score_sql(dim: str, column: str, params: RfmParams) -> str:
+    """SQL: the score of ``column`` for ``dim``: by thresholds, or by the tie rule — RANK()
+    over worst-first order is 1 + the members strictly worse, so ``1 + 5 * (rank - 1) / n``
+    (integer division) is the module's rule exactly."""
+    bounds = params.thresholds.get(dim)  # type: ignore[call-overload]
+    if bounds is not None:
+        if dim == "r":
+            return "5 - (" + " + ".join(
+                f"CASE WHEN {column} > {int(b)} THEN 1 ELSE 0 END" for b in bounds) + ")"
+        return "1 + " + " + ".join(
+            f"CASE WHEN {column} >= {int(b)} THEN 1 ELSE 0 END" for b in bounds)
+    order = f"{column} DESC" if dim == "r" else column
+    return f"1 + (5 * (RANK() OVER (ORDER BY {order}) - 1)) / n.n"
+
+
+def _insert_scores(tx: Tx, run_id: str, params: RfmParams) -> None:
+    """Every live member's values and scores in one statement (the database ranks)."""
+    start, end = window(params)
+    tx.execute("DELETE FROM rfm_aliases")
+    aliases = [(str(a),) for (a,) in tx.all(
+        "SELECT member_id FROM members WHERE merged_into IS NOT NULL")]
+    tx.executemany("INSERT INTO rfm_aliases(alias, member_id) VALUES (?, ?)",
+                   [(a, canonical(tx, a)) for (a,) in aliases])
+    f_value = "purchases" if params.f_measure == "purchases" else "items"
+    high = int(params.high_from)
+    grp = " || ".join(f"CASE WHEN {d} >= {high} THEN 'H' ELSE 'L' END" for d in DIMENSIONS)
+    tx.execute(f"""
+        INSERT INTO rfm_scores(run_id, member_id, recency_days, frequency, monetary, r, f, m,
+                               grp)
+        WITH agg AS (
+            SELECT coalesce(a.member_id, s.member_id) AS member_id,
+                   max(CASE WHEN s.kind = 'sale' THEN s.local_date END) AS last,
+                   sum(CASE WHEN s.kind = 'sale' THEN 1 ELSE 0 END) AS purchases,
+                   sum(s.qty) AS items, sum(s.amount) AS spend
+            FROM sales_facts s LEFT JOIN rfm_aliases a ON a.alias = s.member_id
+            WHERE s.kind IN ('sale', 'refund') AND s.member_id IS NOT NULL
+              AND s.local_date >= ? AND s.local_date <= ?
+            GROUP BY coalesce(a.member_id, s.member_id)),
+        ranked AS (
+            SELECT g.member_id, {_days(tx)} AS rd, {f_value} AS fv, spend AS mv
+            FROM agg g JOIN members m ON m.member_id = g.member_id
+            WHERE m.merged_into IS NULL AND g.last IS NOT NULL),
+        n AS (SELECT count(*) AS n FROM ranked),
+        scored AS (
+            SELECT member_id, rd, fv, mv, {_score_sql("r", "rd", params)} AS r,
+                   {_score_sql("f", "fv", params)} AS f, {_score_sql("m", "mv", params)} AS m
+            FROM ranked, n)
+        SELECT ?, member_id, rd, fv, mv, r, f, m, {grp} FROM scored
+        UNION ALL
+        SELECT ?, member_id, NULL, NULL, NULL, 0, 0, 0, '{NO_PURCHASE}'
+        FROM members m WHERE merged_into IS NULL AND {_not_ranked(tx)}""",
+               (start, end, params.as_of.isoformat(), run_id, run_id))
+
+
+def _summary(tx: Tx, run_id: str, previous: str | None) -> dict[str, Any]:
     field_of = {"r": "recency_days", "f": "frequency", "m": "monetary"}
-    cuts: dict[str, list[dict[str, int]]] = {}
-    for dim in DIMENSIONS:
-        spans: dict[int, list[int]] = {}
-        for row in scored.values():
-            if row[dim]:
-                v = row[field_of[dim]]
-                lo_hi = spans.setdefault(row[dim], [v, v, 0])
-                lo_hi[0], lo_hi[1], lo_hi[2] = min(lo_hi[0], v), max(lo_hi[1], v), lo_hi[2] + 1
-        cuts[dim] = [{"score": s, "min": spans[s][0], "max": spans[s][1], "members": spans[s][2]}
-                     for s in sorted(spans, reverse=True)]
-    return cuts
-
-
-def _movement(tx: Tx, previous: str | None, scored: dict[str, dict[str, Any]]
-              ) -> dict[str, list[list[int]]]:
-    """Per dimension, a 6 x 6 matrix: [before][after] members (0: none)."""
-    before: dict[str, tuple[int, int, int]] = {}
-    if previous is not None:
-        before = {str(m): (int(r), int(f), int(mm)) for m, r, f, mm in tx.all(
-            "SELECT member_id, r, f, m FROM rfm_scores WHERE run_id = ?", (previous,))}
-    matrix = {d: [[0] * 6 for _ in range(6)] for d in DIMENSIONS}
-    for m, row in scored.items():
-        was = before.get(m, (0, 0, 0))
-        for i, d in enumerate(DIMENSIONS):
-            matrix[d][was[i]][row[d]] += 1
-    return matrix
+    sizes, cuts, movement = {}, {}, {}
+    for d in DIMENSIONS:
+        sizes[d] = {str(s): 0 for s in range(6)}
+        for s, n in tx.all(f"SELECT {d}, count(*) FROM rfm_scores WHERE run_id = ?"
+                           f" GROUP BY {d}", (run_id,)):
+            sizes[d][str(int(s))] = int(n)
+        cuts[d] = [{"score": int(s), "min": int(lo), "max": int(hi), "members": int(n)}
+                   for s, lo, hi, n in tx.all(
+            f"SELECT {d}, min({field_of[d]}), max({field_of[d]}), count(*) FROM rfm_scores"
+            f" WHERE run_id = ? AND {d} > 0 GROUP BY {d} ORDER BY {d} DESC", (run_id,))]
+        matrix = [[0] * 6 for _ in range(6)]
+        for was, now, n in tx.all(
+                f"SELECT coalesce(p.{d}, 0), c.{d}, count(*) FROM rfm_scores c"
+                f" LEFT JOIN rfm_scores p ON p.run_id = ? AND p.member_id = c.member_id"
+                f" WHERE c.run_id = ? GROUP BY coalesce(p.{d}, 0), c.{d}",
+                (previous or "", run_id)):
+            matrix[int(was)][int(now)] = int(n)
+        movement[d] = matrix
+    groups = {str(g): int(n) for g, n in tx.all(
+        "SELECT grp, count(*) FROM rfm_scores WHERE run_id = ? GROUP BY grp ORDER BY grp",
+        (run_id,))}
+    return {"cuts": cuts, "sizes": sizes, "groups": groups, "movement": movement}
 
 
 def run(tx: Tx, params: RfmParams, now_ms: int) -> dict[str, Any]:
-    """Compute and keep a run (on the writer: one transaction, the run whole or not at all)."""
-    scored = score(aggregate(tx, params), params)
+    """Compute and keep a run (on the writer: one transaction, the run whole or not at all).
+    The database computes it (``_insert_scores``); ``score`` is the same rule in Python, the
+    reference the tests hold it to."""
     previous = tx.scalar("SELECT run_id FROM rfm_runs ORDER BY created_ms DESC, run_id DESC"
                          " LIMIT 1")
     run_id = uuid7()
-    sizes = {d: {str(s): sum(1 for r in scored.values() if r[d] == s) for s in range(6)}
-             for d in DIMENSIONS}
-    groups: dict[str, int] = defaultdict(int)
-    for row in scored.values():
-        groups[row["group"]] += 1
-    summary = {"cuts": _cuts(scored), "sizes": sizes, "groups": dict(sorted(groups.items())),
-               "movement": _movement(tx, previous, scored)}
+    _insert_scores(tx, run_id, params)
+    summary = _summary(tx, run_id, previous)
+    members = sum(summary["sizes"]["r"].values())
     tx.execute("INSERT INTO rfm_runs(run_id, as_of, params, created_ms, members, previous_run,"
                " summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
-               (run_id, params.as_of.isoformat(), params.model_dump_json(), now_ms,
-                len(scored), previous, json.dumps(summary, sort_keys=True)))
-    tx.executemany(
-        "INSERT INTO rfm_scores(run_id, member_id, recency_days, frequency, monetary, r, f, m,"
-        " grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(run_id, m, r["recency_days"], r["frequency"], r["monetary"], r["r"], r["f"], r["m"],
-          r["group"]) for m, r in sorted(scored.items())])
+               (run_id, params.as_of.isoformat(), params.model_dump_json(), now_ms, members,
+                previous, json.dumps(summary, sort_keys=True)))
     return get(tx, run_id)
 
 

@@ -48,7 +48,8 @@ def test_bench_prints_one_json_object_with_every_figure(
     if not os.access(MOSQUITTO, os.X_OK):
         pytest.skip(f"{MOSQUITTO} not installed")
     rc = main(["bench", "--json", "--stores", "2", "--events", "2000", "--drain-events", "2000",
-               "--workdir", str(tmp_path), "--scope-members", "3000"])
+               "--workdir", str(tmp_path), "--scope-members", "3000",
+               "--rfm-members", "2000"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -64,12 +65,16 @@ def test_bench_prints_one_json_object_with_every_figure(
                 "scoped_vs_unscoped_store_postgres", "scoped_vs_unscoped_region_postgres"):
         assert isinstance(result[key], float) and result[key] > 0, key
     assert result["scope_members"] == result["scope_members_postgres"] == 3000
+    assert result["rfm_members"] == result["rfm_members_postgres"] == 2000
+    assert result["rfm_run_s"] >= 0 and result["rfm_run_vs_floor"] > 0
+    assert result["rfm_ranked"] > 0
 
 
 def test_breakdown_says_where_the_apply_time_goes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--json", "--stores", "3", "--events", "3000", "--drain-events", "0",
-               "--no-postgres", "--breakdown", "--workdir", str(tmp_path)])
+               "--no-postgres", "--breakdown", "--workdir", str(tmp_path),
+               "--rfm-members", "1000"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres

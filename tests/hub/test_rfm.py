@@ -151,3 +151,24 @@ async def test_a_run_is_kept_reproducible_and_moves_from_the_previous(
         "SELECT frequency, f FROM rfm_scores WHERE run_id = ? AND member_id = ?",
         (third["run_id"], ids["big"])))
     assert tuple(big) == (3, 3)
+
+
+@pytest.mark.parametrize("thresholds", [{}, {"f": [2, 3, 5, 10], "r": [30, 90, 180, 270]}])
+async def test_the_database_scores_as_the_rule_says(hub_db: HubDatabase,
+                                                    thresholds: dict[str, list[int]]) -> None:
+    """The run is computed in SQL (RANK, thresholds as CASE); ``rfm.score`` is the rule in
+    Python. On the bench's generated year of sales (many ties), both agree member for member."""
+    from hub import bench_rfm
+
+    await hub_db.transaction(lambda tx: bench_rfm._load(tx, 500))
+    params = rfm.RfmParams(as_of=bench_rfm.AS_OF, window_days=200,
+                           thresholds=thresholds)  # type: ignore[arg-type]
+    made = await hub_db.transaction(lambda tx: rfm.run(tx, params, 1))
+    expected = await hub_db.read(lambda tx: rfm.score(rfm.aggregate(tx, params), params))
+    got = await hub_db.read(lambda tx: {r[0]: {
+        "recency_days": r[1], "frequency": r[2], "monetary": r[3], "r": r[4], "f": r[5],
+        "m": r[6], "group": r[7]} for r in tx.all(
+        "SELECT member_id, recency_days, frequency, monetary, r, f, m, grp FROM rfm_scores"
+        " WHERE run_id = ?", (made["run_id"],))})
+    assert got == expected
+    assert 0 < made["sizes"]["r"]["0"] < 500  # some bought in the window, some did not
