@@ -5,11 +5,10 @@ aggregates and NTILE(5) over the same sales facts in the same run."""
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import date
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
+from hub.bench_scope import throwaway_postgres
 from hub.core.db import HubDatabase, Tx
 from hub.core.schema import migrate
 from hub.members import rfm
@@ -89,15 +88,5 @@ def measure_rfm(url: str, members: int = 1_000_000) -> dict[str, Any]:
 
 def measure_rfm_postgres(admin_url: str, members: int = 1_000_000) -> dict[str, Any]:
     """``rfm_run_s_postgres`` in a throwaway database, dropped after."""
-    import psycopg
-
-    name = f"mg_rfm_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(f"CREATE DATABASE {name}")
-    try:
-        parts = urlsplit(admin_url)
-        url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    with throwaway_postgres(admin_url, "mg_rfm") as url:
         return {f"{k}_postgres": v for k, v in _measure(url, members).items()}
-    finally:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -6,10 +6,11 @@ the reader connection, through ``hub.reports`` with the caller's ``Scope``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -145,18 +146,25 @@ def measure_scope(url: str, members: int = 1_000_000, seed: int = 1,
         f"scope_members{suffix}": members}
 
 
-def measure_scope_postgres(admin_url: str, members: int = 1_000_000, seed: int = 1
-                           ) -> dict[str, Any]:
-    """The same on PostgreSQL, in a throwaway database ``mg_scope_<random>``, dropped after."""
+@contextlib.contextmanager
+def throwaway_postgres(admin_url: str, prefix: str) -> Iterator[str]:
+    """The URL of a new database ``<prefix>_<random>`` on ``admin_url``'s server, dropped
+    after (the bench's PostgreSQL parts)."""
     import psycopg
 
-    name = f"mg_scope_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
         admin.execute(f"CREATE DATABASE {name}")
     try:
         parts = urlsplit(admin_url)
-        url = urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
-        return measure_scope(url, members, seed, suffix="_postgres")
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def measure_scope_postgres(admin_url: str, members: int = 1_000_000, seed: int = 1
+                           ) -> dict[str, Any]:
+    """The same on PostgreSQL, in a throwaway database ``mg_scope_<random>``, dropped after."""
+    with throwaway_postgres(admin_url, "mg_scope") as url:
+        return measure_scope(url, members, seed, suffix="_postgres")
