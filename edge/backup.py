@@ -22,15 +22,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.outbox import meta_get, meta_set
 from edge.schema import LATEST_VERSION
-from protocol.sqlite_backup import BackupError, check, online_copy, run_lock, swap_in
+from protocol import sqlite_backup
+from protocol.sqlite_backup import BackupError, check, online_copy
 
 RESTORED_KEY = "restored_from"  # meta: JSON {epoch, seq, at, backup} of the last restore
-
-
-def _meta(conn: sqlite3.Connection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-    return None if row is None else str(row[0])
 
 
 def describe(path: Path) -> dict[str, Any]:
@@ -38,15 +35,15 @@ def describe(path: Path) -> dict[str, Any]:
     conn = check(path)
     try:
         try:
-            store = _meta(conn, "store_id")
-            epoch = int(_meta(conn, "epoch") or 0)
+            store = meta_get(conn, "store_id")
+            epoch = int(meta_get(conn, "epoch") or 0)
             version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError:
             store = None
         if store is None:
             raise BackupError(f"{path} is not a membergate store database")
         return {"store_id": store, "epoch": epoch, "schema": version,
-                "last_seq": int(_meta(conn, f"outbox_seq:{epoch}") or 0),
+                "last_seq": int(meta_get(conn, f"outbox_seq:{epoch}") or 0),
                 "unsent_events": int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])}
     finally:
         conn.close()
@@ -77,15 +74,10 @@ def restore(source: Path, db: Path, store_id: str, say: Callable[[str], None]) -
               "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "backup": source.name}
 
     def start_epoch(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'epoch'", (str(epoch),))
-        conn.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE"
-                     " SET value = excluded.value", (RESTORED_KEY, json.dumps(record)))
+        meta_set(conn, "epoch", epoch)
+        meta_set(conn, RESTORED_KEY, json.dumps(record))
 
-    copy = db.with_name(db.name + ".restoring")
-    copy.unlink(missing_ok=True)
-    with run_lock(db, exclusive=True):
-        online_copy(source, copy, say=say, prepare=start_epoch)
-        moved = swap_in(copy, db)
+    moved = sqlite_backup.restore(source, db, say=say, prepare=start_epoch)
     say(f"restored {db} from {source}: epoch {held['epoch']} -> {epoch}")
     return {"restored": str(db), "from": str(source), "store_id": store_id,
             "old_epoch": held["epoch"], "epoch": epoch, "backup_seq": held["last_seq"],

@@ -18,7 +18,7 @@ from protocol.events import LotDraw, PointsAdjusted, PointsEarned, PointsExpired
 from protocol.ids import uuid7
 
 
-def _ledger(
+def ledger_entry(
     conn: sqlite3.Connection, member_id: str, delta: int, reason: str, lot_id: str | None,
     ref_id: str | None, hlc: int, balance_delta: int | None = None,
 ) -> None:
@@ -79,7 +79,7 @@ def earn(
         " reason, sale_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (lot_id, member_id, today.isoformat(), expires, points, points, reason, sale_id),
     )
-    _ledger(conn, member_id, points, "earned", lot_id, sale_id, ev.hlc)
+    ledger_entry(conn, member_id, points, "earned", lot_id, sale_id, ev.hlc)
     debt = int(conn.execute("SELECT points_debt FROM members WHERE member_id = ?",
                             (member_id,)).fetchone()[0])
     repay = min(debt, points)
@@ -93,7 +93,7 @@ def earn(
                      (repay, lot_id))
         conn.execute("UPDATE members SET points_debt = points_debt - ? WHERE member_id = ?",
                      (repay, member_id))
-        _ledger(conn, member_id, -repay, "debt_repayment", lot_id, sale_id, ev.hlc)
+        ledger_entry(conn, member_id, -repay, "debt_repayment", lot_id, sale_id, ev.hlc)
     return lot_id
 
 
@@ -150,7 +150,7 @@ def redeem(
     )
     # The ledger takes the whole redemption; the local balance only what local lots gave.
     remote_part = sum(p for lot, p in draws if lot == REMOTE_LOT)
-    _ledger(conn, member_id, -points, "redeemed", None, sale_id, ev.hlc,
+    ledger_entry(conn, member_id, -points, "redeemed", None, sale_id, ev.hlc,
             balance_delta=-(points - remote_part))
     return draws
 
@@ -199,7 +199,7 @@ def return_redeemed(
         conn.execute("UPDATE redemption_draws SET returned = returned + ? WHERE sale_id = ?"
                      " AND lot_id = ?", (give, sale_id, lot_id))
     remote_part = sum(g for lot, g in back if lot == REMOTE_LOT)
-    _ledger(conn, member_id, points, "refund_return", None, refund_id, ev.hlc,
+    ledger_entry(conn, member_id, points, "refund_return", None, refund_id, ev.hlc,
             balance_delta=points - remote_part)
 
 
@@ -226,7 +226,7 @@ def reverse_earned(
                        shortfall=shortfall, sale_id=sale_id, refund_id=refund_id),
     )
     if take:
-        _ledger(conn, member_id, -take, "refund_reversal", None, refund_id, ev.hlc)
+        ledger_entry(conn, member_id, -take, "refund_reversal", None, refund_id, ev.hlc)
     if shortfall:
         conn.execute("UPDATE members SET points_debt = points_debt + ? WHERE member_id = ?",
                      (shortfall, member_id))
@@ -247,6 +247,6 @@ def expire_due(conn: sqlite3.Connection, ctx: StoreContext, limit: int = 5000) -
             conn, ctx, PointsExpired(member_id=member_id, lot_id=lot_id, points=remaining)
         )
         conn.execute("UPDATE point_lots SET remaining = 0 WHERE lot_id = ?", (lot_id,))
-        _ledger(conn, member_id, -int(remaining), "expired", lot_id, None, ev.hlc)
+        ledger_entry(conn, member_id, -int(remaining), "expired", lot_id, None, ev.hlc)
         total += int(remaining)
     return total

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge import allowance
+from edge import allowance, stored_value
 from edge.backup import RESTORED_KEY
 from edge.context import StoreContext
 from edge.outbox import meta_get, meta_set
-from edge.points import REMOTE_LOT
+from edge.points import REMOTE_LOT, ledger_entry
 from protocol.events import (
     CouponIssued,
     CouponRedeemed,
@@ -46,6 +46,7 @@ from protocol.sync import RecoveryPage
 # box that had itself been restored) must not read the first recovery's progress as its own.
 AFTER_KEY = "recovery_after:{epoch}"
 DONE_KEY = "recovery_done"  # the old epoch whose events are all taken back
+RECOVERED = "recovered"  # the ledger rows' ref_id: taken back from the hub after a restore
 
 
 def pending(conn: sqlite3.Connection) -> tuple[int, int] | None:
@@ -80,14 +81,6 @@ def apply_page(conn: sqlite3.Connection, ctx: StoreContext, page: RecoveryPage) 
 def _day(ctx: StoreContext, hlc: int) -> str:
     when = datetime.fromtimestamp(wall_ms(hlc) / 1000, UTC)
     return when.astimezone(ZoneInfo(ctx.config.store.timezone)).date().isoformat()
-
-
-def _points(conn: sqlite3.Connection, member_id: str, delta: int, reason: str, hlc: int,
-            balance_delta: int, lot_id: str | None = None) -> None:
-    conn.execute("INSERT INTO points_ledger(member_id, delta, reason, lot_id, ref_id, hlc)"
-                 " VALUES (?, ?, ?, ?, 'recovered', ?)", (member_id, delta, reason, lot_id, hlc))
-    conn.execute("UPDATE members SET points_balance = points_balance + ? WHERE member_id = ?",
-                 (balance_delta, member_id))
 
 
 def _move_lots(conn: sqlite3.Connection, member_id: str, draws: list[tuple[str, int]],
@@ -125,18 +118,20 @@ def _replay(conn: sqlite3.Connection, ctx: StoreContext, event: Event) -> None:
             (b.lot_id, b.member_id, _day(ctx, hlc),
              b.expires_on.isoformat() if b.expires_on else None, b.points, b.points, b.reason,
              b.sale_id))
-        _points(conn, b.member_id, b.points, "earned", hlc, b.points, b.lot_id)
+        ledger_entry(conn, b.member_id, b.points, "earned", b.lot_id, RECOVERED, hlc)
     elif isinstance(b, PointsRedeemed):
         remote = _move_lots(conn, b.member_id, [(d.lot_id, d.points) for d in b.lots], -1)
-        _points(conn, b.member_id, -b.points, "redeemed", hlc, -(b.points - remote))
+        ledger_entry(conn, b.member_id, -b.points, "redeemed", None, RECOVERED, hlc,
+                     balance_delta=-(b.points - remote))
         allowance.count_used(conn, ctx, b.member_id, b.points, 0)  # as the checkout counted
     elif isinstance(b, PointsExpired):
         _move_lots(conn, b.member_id, [(b.lot_id, b.points)], -1)
-        _points(conn, b.member_id, -b.points, "expired", hlc, -b.points, b.lot_id)
+        ledger_entry(conn, b.member_id, -b.points, "expired", b.lot_id, RECOVERED, hlc)
     elif isinstance(b, PointsAdjusted):
         sign = 1 if b.delta > 0 else -1
         remote = _move_lots(conn, b.member_id, [(d.lot_id, d.points) for d in b.lots], sign)
-        _points(conn, b.member_id, b.delta, b.reason, hlc, b.delta - sign * remote)
+        ledger_entry(conn, b.member_id, b.delta, b.reason, None, RECOVERED, hlc,
+                     balance_delta=b.delta - sign * remote)
         if b.reason == "refund_return":  # as the refund gave it back
             allowance.count_used(conn, ctx, b.member_id, -b.delta, 0)
         debt = b.shortfall if b.reason == "refund_reversal" else (
@@ -145,12 +140,17 @@ def _replay(conn: sqlite3.Connection, ctx: StoreContext, event: Event) -> None:
             conn.execute("UPDATE members SET points_debt = max(0, points_debt + ?)"
                          " WHERE member_id = ?", (debt, b.member_id))
     elif isinstance(b, StoredValueToppedUp):
-        _stored_value(conn, b.member_id, b.principal, b.bonus, b.type, hlc)
+        stored_value.ledger_entry(conn, b.member_id, b.principal, b.bonus, "topup", RECOVERED,
+                                  hlc)
     elif isinstance(b, StoredValueRefunded):
-        _stored_value(conn, b.member_id, b.principal, b.bonus, b.type, hlc)
+        stored_value.ledger_entry(conn, b.member_id, b.principal, b.bonus, "refunded",
+                                  RECOVERED, hlc)
         allowance.count_used(conn, ctx, b.member_id, 0, -(b.principal + b.bonus))
     elif isinstance(b, StoredValueSpent):
-        _spend(conn, b.member_id, b.principal, b.bonus, hlc)
+        local_p, local_b = conn.execute("SELECT sv_principal, sv_bonus FROM members"
+                                        " WHERE member_id = ?", (b.member_id,)).fetchone() or (0, 0)
+        stored_value.take(conn, b.member_id, RECOVERED, b.principal, b.bonus, hlc,
+                          int(local_p), int(local_b))
         allowance.count_used(conn, ctx, b.member_id, 0, b.principal + b.bonus)
     elif isinstance(b, CouponIssued):
         conn.execute(
@@ -171,29 +171,3 @@ def _replay(conn: sqlite3.Connection, ctx: StoreContext, event: Event) -> None:
         conn.execute("UPDATE coupons SET state = 'issued', sale_id = NULL, updated_hlc = ?"
                      " WHERE coupon_code = ? AND state = 'redeemed' AND sale_id = ?",
                      (hlc, b.coupon_code, b.sale_id))
-
-
-def _stored_value(conn: sqlite3.Connection, member_id: str, principal: int, bonus: int,
-                  reason: str, hlc: int) -> None:
-    conn.execute("INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id,"
-                 " hlc) VALUES (?, ?, ?, ?, 'recovered', ?)",
-                 (member_id, principal, bonus, reason, hlc))
-    conn.execute("UPDATE members SET sv_principal = sv_principal + ?, sv_bonus = sv_bonus + ?"
-                 " WHERE member_id = ?", (principal, bonus, member_id))
-
-
-def _spend(conn: sqlite3.Connection, member_id: str, principal: int, bonus: int,
-           hlc: int) -> None:
-    """As ``edge.stored_value.spend``: this store's own balance first, the rest from others."""
-    row = conn.execute("SELECT sv_principal, sv_bonus FROM members WHERE member_id = ?",
-                       (member_id,)).fetchone()
-    local_p, local_b = (int(row[0]), int(row[1])) if row is not None else (0, 0)
-    here_p, here_b = min(principal, max(0, local_p)), min(bonus, max(0, local_b))
-    conn.execute("INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id,"
-                 " hlc) VALUES (?, ?, ?, 'spent', 'recovered', ?)",
-                 (member_id, -principal, -bonus, hlc))
-    conn.execute(
-        "UPDATE members SET sv_principal = sv_principal - ?, sv_bonus = sv_bonus - ?,"
-        " remote_sv_principal_used = remote_sv_principal_used + ?,"
-        " remote_sv_bonus_used = remote_sv_bonus_used + ? WHERE member_id = ?",
-        (here_p, here_b, principal - here_p, bonus - here_b, member_id))

@@ -18,7 +18,7 @@ from protocol.money import allocate
 SpendOrder = Literal["principal_first", "bonus_first", "proportional"]
 
 
-def _ledger(
+def ledger_entry(
     conn: sqlite3.Connection, member_id: str, principal: int, bonus: int, reason: str,
     ref_id: str, hlc: int,
 ) -> None:
@@ -83,7 +83,7 @@ def top_up(
         (topup_id, member_id, terminal_id, principal, bonus, campaign_id, paid_by,
          ctx.now().isoformat()),
     )
-    _ledger(conn, member_id, principal, bonus, "topup", topup_id, ev.hlc)
+    ledger_entry(conn, member_id, principal, bonus, "topup", topup_id, ev.hlc)
 
 
 def spend(
@@ -98,11 +98,18 @@ def spend(
         StoredValueSpent(member_id=member_id, sale_id=sale_id, currency=ctx.currency,
                          principal=principal, bonus=bonus),
     )
-    # This store's own balance first; the rest was topped up elsewhere (the hub moves it).
-    here_p, here_b = min(principal, local_p), min(bonus, local_b)
+    take(conn, member_id, sale_id, principal, bonus, ev.hlc, local_p, local_b)
+
+
+def take(conn: sqlite3.Connection, member_id: str, ref_id: str, principal: int, bonus: int,
+         hlc: int, local_p: int, local_b: int) -> None:
+    """Record a spend of (``principal``, ``bonus``): this store's own balance (``local_*``)
+    first; the rest was topped up elsewhere (the hub moves it). Also a lost box's spend,
+    taken back after a restore (``edge.recovery``)."""
+    here_p, here_b = min(principal, max(0, local_p)), min(bonus, max(0, local_b))
     conn.execute(
         "INSERT INTO sv_ledger(member_id, principal_delta, bonus_delta, reason, ref_id, hlc)"
-        " VALUES (?, ?, ?, 'spent', ?, ?)", (member_id, -principal, -bonus, sale_id, ev.hlc))
+        " VALUES (?, ?, ?, 'spent', ?, ?)", (member_id, -principal, -bonus, ref_id, hlc))
     conn.execute(
         "UPDATE members SET sv_principal = sv_principal - ?, sv_bonus = sv_bonus - ?,"
         " remote_sv_principal_used = remote_sv_principal_used + ?,"
@@ -121,4 +128,4 @@ def refund(
         StoredValueRefunded(member_id=member_id, sale_id=sale_id, refund_id=refund_id,
                             currency=ctx.currency, principal=principal, bonus=bonus),
     )
-    _ledger(conn, member_id, principal, bonus, "refunded", refund_id, ev.hlc)
+    ledger_entry(conn, member_id, principal, bonus, "refunded", refund_id, ev.hlc)

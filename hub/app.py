@@ -244,13 +244,16 @@ class Hub:
         return answer
 
     async def scheduled_rfm(self, today: date | None = None) -> list[str]:
-        """The RFM runs due today (the chain's calendar): monthly on the 1st, quarterly on the
-        1st of January, April, July and October, each as of the day before. Returns their ids."""
+        """The RFM run due today (the chain's calendar), as of the day before: on the 1st of
+        January, April, July and October the quarterly one, on the 1st of the other months the
+        monthly one. A quarter's first day has one run, not two identical ones: the quarterly
+        run is that month's run as well. Returns its id (none due: empty)."""
         day = today or datetime.now(ZoneInfo(self.chain_zone)).date()
         if day.day != 1:
             return []
-        due = [k for k in self.config.rfm.schedule
-               if k == "monthly" or (k == "quarterly" and day.month in (1, 4, 7, 10))]
+        schedule = self.config.rfm.schedule
+        quarter = day.month in (1, 4, 7, 10) and "quarterly" in schedule
+        due = ["quarterly"] if quarter else [k for k in schedule if k == "monthly"]
         made = []
         for kind in due:
             params = rfm.RfmParams(as_of=day - timedelta(days=1), kind=kind,

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hub.core.schema import LATEST
-from protocol.sqlite_backup import BackupError, check, online_copy, run_lock, swap_in
+from protocol import sqlite_backup
+from protocol.sqlite_backup import BackupError, check, online_copy
 
 
 def sqlite_path(url: str) -> Path:
@@ -55,10 +56,6 @@ def restore(url: str, source: Path, say: Callable[[str], None]) -> dict[str, Any
     if held["schema"] > LATEST:
         raise BackupError(f"{source} has hub schema {held['schema']}, newer than this build"
                           f" ({LATEST}): restore it with the release that made it")
-    copy = db.with_name(db.name + ".restoring")
-    copy.unlink(missing_ok=True)
-    with run_lock(db, exclusive=True):
-        online_copy(source, copy, say=say)
-        moved = swap_in(copy, db)
+    moved = sqlite_backup.restore(source, db, say=say)
     say(f"restored {db} from {source}; stores resend what it lacks when they reconnect")
     return {"restored": str(db), "from": str(source), **held, "moved_aside": moved}

@@ -95,8 +95,9 @@ class ExportsSection(_Section):
 
 
 class RfmSection(_Section):
-    """Scheduled RFM runs (``hub.members.rfm``): on the first day of each month ("monthly")
-    and of each quarter ("quarterly"), as of the day before, after the chain's midnight."""
+    """Scheduled RFM runs (``hub.members.rfm``): on the first day of each month ("monthly"),
+    the quarterly one instead on a quarter's first day, as of the day before, after the
+    chain's midnight."""
 
     schedule: list[Literal["monthly", "quarterly"]] = ["monthly", "quarterly"]
     window_days: int = Field(365, ge=1, le=3660)

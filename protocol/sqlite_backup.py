@@ -67,10 +67,11 @@ def check(path: Path) -> sqlite3.Connection:
     """Open ``path`` and check it is a whole SQLite database; the caller closes it."""
     if not path.is_file():
         raise BackupError(f"{path}: no such file")
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         result = conn.execute("PRAGMA integrity_check").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise BackupError(f"{path} is not a usable SQLite database: {exc}") from None
     if result != "ok":
         conn.close()
@@ -136,3 +137,14 @@ def swap_in(copy: Path, db: Path) -> list[str]:
     os.rename(copy, db)
     _fsync_dir(db.parent)
     return moved
+
+
+def restore(source: Path, db: Path, *, say: Callable[[str], None],
+            prepare: Callable[[sqlite3.Connection], None] | None = None) -> list[str]:
+    """Put a copy of the checked backup ``source`` (changed by ``prepare``) in ``db``'s place,
+    refused while anything has ``db`` open; returns the files moved aside."""
+    copy = db.with_name(db.name + ".restoring")
+    copy.unlink(missing_ok=True)
+    with run_lock(db, exclusive=True):
+        online_copy(source, copy, say=say, prepare=prepare)
+        return swap_in(copy, db)

@@ -64,16 +64,22 @@ def create(tx: Tx, scope: Scope, *, store_id: str | None, rows: int, reason: str
     return get(tx, export_id)
 
 
-def get(tx: Tx, export_id: str) -> dict[str, Any]:
-    row = tx.one("SELECT export_id, username, store_id, rows_asked, reason, state, created_ms,"
-                 " decided_by, decided_ms, decision_reason, masked, user_id"
-                 " FROM export_requests WHERE export_id = ?", (export_id,))
-    if row is None:
-        raise ServiceError("export_not_found", "no export with this id", 404)
+_SELECT = ("SELECT export_id, username, store_id, rows_asked, reason, state, created_ms,"
+           " decided_by, decided_ms, decision_reason, masked, user_id FROM export_requests")
+
+
+def _request(row: Any) -> dict[str, Any]:
     return {"export_id": row[0], "requested_by": row[1], "store_id": row[2],
             "rows": int(row[3]), "reason": row[4], "state": row[5], "created_ms": int(row[6]),
             "decided_by": row[7], "decided_ms": None if row[8] is None else int(row[8]),
             "decision_reason": row[9], "masked": bool(row[10]), "user_id": row[11]}
+
+
+def get(tx: Tx, export_id: str) -> dict[str, Any]:
+    row = tx.one(f"{_SELECT} WHERE export_id = ?", (export_id,))
+    if row is None:
+        raise ServiceError("export_not_found", "no export with this id", 404)
+    return _request(row)
 
 
 def _visible(scope: Scope, request: dict[str, Any]) -> bool:
@@ -83,9 +89,8 @@ def _visible(scope: Scope, request: dict[str, Any]) -> bool:
 
 
 def listing(tx: Tx, scope: Scope, *, limit: int = 200) -> list[dict[str, Any]]:
-    ids = [r[0] for r in tx.all("SELECT export_id FROM export_requests"
-                                " ORDER BY created_ms DESC, export_id DESC LIMIT ?", (limit,))]
-    return [r for r in (get(tx, i) for i in ids) if _visible(scope, r)]
+    rows = tx.all(f"{_SELECT} ORDER BY created_ms DESC, export_id DESC LIMIT ?", (limit,))
+    return [r for r in map(_request, rows) if _visible(scope, r)]
 
 
 def decide(tx: Tx, scope: Scope, export_id: str, *, approve: bool, reason: str,

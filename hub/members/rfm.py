@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any, Literal
 
@@ -78,7 +78,6 @@ class Values:
     purchases: int = 0
     items: int = 0
     spend: int = 0
-    ids: set[str] = field(default_factory=set)
 
 
 def window(params: RfmParams) -> tuple[str, str]:
