@@ -5,7 +5,8 @@ floor measured in the same run (plain sqlite3 for the lookup) so a reader can ju
 
 Checkouts are also timed while the store catches up the member directory (``catchup``): pages
 of members registered elsewhere, encoded as the hub sends them, applied back to back the way
-the sync client applies them (``edge.directory.apply_page_payload`` on the database thread),
+the sync client applies them (``edge.directory.apply_in_steps``: checked, then a few entries a
+transaction),
 once in pages of ``[sync] directory_page`` (what a selling store asks for) and once in pages of
 ``directory_page_idle`` (what a quiet one asks for); the finalize figures of the same run without
 a catch-up are the baseline.
@@ -110,11 +111,8 @@ async def _checkout_during_catchup(svc: EdgeService, rng: random.Random, members
     ctx = svc.context
 
     async def catch_up() -> None:
-        for request_id, payload in pages:
-            def apply(conn: Any, p: bytes = payload, r: str = request_id) -> Any:
-                return directory.apply_page_payload(conn, ctx, p, r)
-
-            if await svc.db.write(apply) is None:
+        for request_id, payload in pages:  # as the store link applies them
+            if await directory.apply_in_steps(svc.db, ctx, payload, request_id) is None:
                 raise RuntimeError("a bench directory page was not applied")
 
     latencies: list[float] = []

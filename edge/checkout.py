@@ -23,7 +23,7 @@ from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid
 from edge.stored_value import SpendOrder
 from protocol import pricing
-from protocol.campaigns import Campaign
+from protocol.campaigns import Campaign, Targeting
 from protocol.events import (
     BirthdayGiftGiven,
     SaleDiscount,
@@ -68,7 +68,16 @@ def member_context(row: sqlite3.Row | None) -> MemberContext | None:
     if row is None:
         return None
     bday = date.fromisoformat(row["birthday"]) if row["birthday"] else None
-    return MemberContext(tier=row["tier"], birthday=bday)
+    return MemberContext(tier=row["tier"], birthday=bday, targeting=targeting(row))
+
+
+def targeting(row: sqlite3.Row) -> Targeting:
+    """What campaigns with an audience see of the member: every tag (the store's, HQ's, the
+    rules'), the till segments, the RFM group and the stage the directory brought."""
+    return Targeting(
+        tags=frozenset(json.loads(row["tags"])) | frozenset(json.loads(row["hq_tags"])),
+        segments=frozenset(s["segment_id"] for s in json.loads(row["till_segments"])),
+        rfm_group=row["rfm_group"], stage=row["stage"])
 
 
 def price(

@@ -317,4 +317,8 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "guide_id": m["guide_id"],
         "visits": m["visits"],
         "spend_total": m["spend_total"],
+        "hq_tags": json.loads(m["hq_tags"]),
+        "segments": json.loads(m["till_segments"]),
+        "rfm_group": m["rfm_group"],
+        "stage": m["stage"],
     }

@@ -1,6 +1,7 @@
 """What a sale was priced with, kept with it, so that a partial refund can price what the
-customer keeps: the store-local day, the member's tier and birthday, the campaigns that gave a
-discount and the coupons applied (``protocol.pricing.evaluate``'s inputs).
+customer keeps: the store-local day, the member's tier, birthday and targeting (what campaigns
+with an audience saw of them), the campaigns that gave a discount and the coupons applied
+(``protocol.pricing.evaluate``'s inputs).
 
 Only the campaigns that gave a discount are kept. A rule that gave none on the whole basket
 gives none on part of it: a 满减 threshold (``spend_threshold_off``) the basket did not reach is
@@ -17,7 +18,7 @@ from datetime import date
 from typing import Any
 
 from protocol import pricing
-from protocol.campaigns import Campaign
+from protocol.campaigns import Campaign, Targeting
 from protocol.pricing import BasketLine, CouponSpec, MemberContext, Quote
 
 
@@ -37,7 +38,11 @@ def dumps(quote: Quote, campaigns: list[Campaign], member: MemberContext | None,
         "day": day.isoformat(),
         "member": None if member is None else {
             "tier": member.tier,
-            "birthday": member.birthday.isoformat() if member.birthday else None},
+            "birthday": member.birthday.isoformat() if member.birthday else None,
+            "targeting": {"tags": sorted(member.targeting.tags),
+                          "segments": sorted(member.targeting.segments),
+                          "rfm_group": member.targeting.rfm_group,
+                          "stage": member.targeting.stage}},
         "campaigns": [c.model_dump(mode="json") for c in campaigns if c.campaign_id in used],
         "coupons": [{**asdict(s), "categories": list(s.categories)} for s in specs
                     if s.code in codes],
@@ -48,8 +53,12 @@ def dumps(quote: Quote, campaigns: list[Campaign], member: MemberContext | None,
 def loads(text: str) -> Basis:
     data = json.loads(text)
     m = data["member"]
+    t = (m or {}).get("targeting") or {}  # a sale priced before audiences has none
     member = None if m is None else MemberContext(
-        tier=m["tier"], birthday=date.fromisoformat(m["birthday"]) if m["birthday"] else None)
+        tier=m["tier"], birthday=date.fromisoformat(m["birthday"]) if m["birthday"] else None,
+        targeting=Targeting(tags=frozenset(t.get("tags", ())),
+                            segments=frozenset(t.get("segments", ())),
+                            rfm_group=t.get("rfm_group"), stage=t.get("stage")))
     return Basis(day=date.fromisoformat(data["day"]), member=member,
                  campaigns=[Campaign.model_validate(c) for c in data["campaigns"]],
                  coupons=[CouponSpec(**{**c, "categories": tuple(c["categories"])})

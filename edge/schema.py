@@ -431,6 +431,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        13,
+        "what HQ knows of a member that promotions may target: tags, segments, RFM, stage",
+        """
+        -- From the member directory (edge.directory): tags HQ set and rule tags (JSON list),
+        -- the segments marked for the tills the member is in (JSON list of {segment_id,
+        -- name}), the latest RFM run's group and the lifecycle stage.
+        ALTER TABLE members ADD COLUMN hq_tags TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE members ADD COLUMN till_segments TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE members ADD COLUMN rfm_group TEXT;
+        ALTER TABLE members ADD COLUMN stage TEXT;
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -398,8 +398,9 @@ class SyncClient:
     async def _on_page(self, payload: bytes) -> None:
         expected = self._directory_pending  # None: nothing asked for; still checked below
         ctx = self.service.context
-        done = await self.service.db.write(  # a malformed page: CodecError, refused
-            lambda conn: directory.apply_page_payload(conn, ctx, payload, expected))
+        # A malformed page: CodecError, refused. A well-formed one is applied a step at a time,
+        # the tills served between steps.
+        done = await directory.apply_in_steps(self.service.db, ctx, payload, expected)
         if done is None:
             return  # an answer to a request we gave up on, or a duplicate
         self.checkpoint, more = done

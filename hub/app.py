@@ -28,11 +28,12 @@ from hub.core.db import HubDatabase, Tx
 from hub.core.idempotency import Answer
 from hub.core.projections import ProjectionRunner
 from hub.core.scheduler import Job, Scheduler
-from hub.core.schema import migrate
+from hub.core.schema import counter, migrate
 from hub.ledger import allowances, hq_events
 from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
-from hub.members import rfm, tiers
+from hub.members import rfm, segments, tiers
+from hub.members.segment_keeper import SegmentKeeper
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
@@ -51,7 +52,10 @@ PROJECTIONS_EVERY_S = 5.0
 PROJECTION_YIELD_S = 2.0  # the longest a projection page waits for ingest to go quiet
 INGEST_QUIET_S = 0.3  # ingest counts as quiet this long after its last group
 READ_YIELD_S = 0.1  # the longest an HQ read waits for the queued batches
-ACCESS_EVERY_S = 5.0  # a token revoked with the CLI beside a running hub stops working by then
+ACCESS_EVERY_S = 5.0
+# Segments and lifecycle stages follow the merged data: a pass after the projections catch up
+# (``project`` wakes it) and, in case a wake-up was missed, this often anyway.
+SEGMENTS_EVERY_S = 10.0  # a token revoked with the CLI beside a running hub stops working by then
 
 
 class Hub:
@@ -99,6 +103,11 @@ class Hub:
                                at_start=False))
         self.projections = ProjectionRunner(self.db, projections(config.hub.timezone))
         self.scheduler.add(Job("projections", self.project, interval_s=PROJECTIONS_EVERY_S))
+        self.keeper = SegmentKeeper(self.db, self.chain_zone, config.lifecycle)
+        self.scheduler.add(Job("segments", self.keep_segments, interval_s=SEGMENTS_EVERY_S))
+        # Time alone moves members to sleeping and date-relative segments: after midnight.
+        self.scheduler.add(Job("segments_nightly", self.nightly_segments, daily_at=NIGHTLY,
+                               zone=self.chain_zone))
         if config.rfm.schedule:
             self.scheduler.add(Job("rfm", self.scheduled_rfm, daily_at=NIGHTLY,
                                    zone=self.chain_zone, at_start=False))
@@ -162,8 +171,29 @@ class Hub:
         while uplink batches are queued or were just applied (a store draining its backlog),
         for at most ``PROJECTION_YIELD_S``, so projections do not slow a drain down and still
         move on (a page every two seconds) under load that never lets up."""
-        return await self.projections.catch_up(before_page=functools.partial(
+        read = await self.projections.catch_up(before_page=functools.partial(
             self.pipeline.give_way, PROJECTION_YIELD_S, INGEST_QUIET_S))
+        if read:
+            self.scheduler.wake("segments")
+        return read
+
+    async def keep_segments(self) -> dict[str, int]:
+        """One round of the segment keeper (``hub.members.segment_keeper``)."""
+        return await self.keeper.run()
+
+    async def nightly_segments(self) -> dict[str, int]:
+        """Every member's lifecycle stage and the date-relative segments, once a day (at the
+        start too, when today's has not run: a hub down over midnight catches up)."""
+        today = self.keeper.today()
+        stamp = today.year * 10_000 + today.month * 100 + today.day
+        done = await self.db.read(lambda tx: counter(tx, "segments_nightly_day"))
+        if done >= stamp:
+            return await self.keeper.run()
+        out = await self.keeper.nightly()
+        await self.db.transaction(lambda tx: tx.execute(
+            "INSERT INTO counters(name, value) VALUES ('segments_nightly_day', ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (stamp,)))
+        return out
 
     async def _applied(self, results: list[Any]) -> None:
         await self.link.acked(results)
@@ -266,6 +296,9 @@ class Hub:
         """One RFM run, projections caught up first (its figures come from them)."""
         await self.project()
         done = await self.db.transaction(lambda tx: rfm.run(tx, params, now_ms()))
+        # Segments on RFM scores read the latest run: evaluated whole again.
+        await self.db.transaction(lambda tx: segments.mark_due(tx, reads=["rfm"]))
+        self.scheduler.wake("segments")
         return str(done["run_id"])
 
     async def recompute_tiers(self) -> int:

@@ -53,6 +53,7 @@ from hub import extensions
 from hub.app import READ_YIELD_S
 from hub.bench_rfm import measure_rfm, measure_rfm_postgres
 from hub.bench_scope import measure_scope, measure_scope_postgres
+from hub.bench_segments import measure_segments
 from hub.config import HubConfig
 from hub.core.db import CACHE_KIB, WRITER_AUTOCHECKPOINT_PAGES, Cursor, HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
@@ -601,7 +602,8 @@ def failed(result: dict[str, Any]) -> list[str]:
 def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 100_000,
               postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
               workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False,
-              scope_members: int = 1_000_000, rfm_members: int = 1_000_000) -> dict[str, Any]:
+              scope_members: int = 1_000_000, rfm_members: int = 1_000_000,
+              segment_members: int = 100_000) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -703,6 +705,14 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                     result.update(measure_rfm_postgres(postgres_url, rfm_members))
                 except Exception as exc:
                     result["rfm_postgres"] = f"failed: {_why(exc)}"
+
+        # What 1,000 active segments cost the keeper (``hub.bench_segments``).
+        if segment_members > 0:
+            try:
+                result.update(measure_segments(f"sqlite:///{tmp / 'segments.db'}",
+                                               segment_members))
+            except Exception as exc:
+                result["segments"] = f"failed: {_why(exc)}"
 
         # A part that breaks is reported as "failed: ..." (and the command exits 1) rather
         # than losing the figures measured before it.

@@ -1,17 +1,26 @@
 """What an RFM run costs (issue 16's ``rfm_run_s``, ``rfm_run_vs_floor``): a run over every
 member with a year of sales, against the floor of one bare SQL statement that computes the same
-aggregates and NTILE(5) over the same sales facts in the same run."""
+aggregates and NTILE(5) over the same sales facts in the same run. The timed run follows last
+month's, so it includes what a monthly run does beyond scoring: the members whose RFM group
+changed get new directory change numbers (``rfm_directory_churn``: the entries every store
+catches up on after the run).
+
+And what a segment preview costs on the same members (``segment_preview_p95_s``,
+``segment_preview_vs_floor``): the count of a four-condition segment (tier, days since the
+last purchase, the latest run's M score, SMS consent) compiled by ``hub.members.conditions``,
+against the hand-written join that counts the same members, alternated, ``PREVIEWS`` times
+each."""
 
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from hub.bench_scope import throwaway_postgres
 from hub.core.db import HubDatabase, Tx
 from hub.core.schema import migrate
-from hub.members import rfm
+from hub.members import rfm, segments
 
 AS_OF = date(2026, 11, 30)
 SALES_PER_MEMBER = 3  # on average, over the year (every member buys 0..6 times)
@@ -62,6 +71,67 @@ SELECT count(*), sum(r + f + m) FROM (
          NTILE(5) OVER (ORDER BY spend) AS m FROM v) AS t"""
 
 
+PREVIEWS = 7
+SEGMENT = {"all": [{"field": "tier", "in": ["gold", "silver"]},
+                   {"field": "days_since_purchase", "gte": 30},
+                   {"field": "rfm_m", "gte": 4}, {"field": "consent", "in": ["sms"]}]}
+_SEGMENT_FLOOR = """
+SELECT count(*) FROM members m
+JOIN member_activity a ON a.member_id = m.member_id
+JOIN rfm_scores s ON s.run_id = ? AND s.member_id = m.member_id
+JOIN consents k ON k.member_id = m.member_id AND k.channel = 'sms'
+  AND k.purpose = 'marketing' AND k.granted = 1
+WHERE m.merged_into IS NULL AND m.erased = 0 AND m.tier IN ('gold', 'silver')
+  AND a.last_date <= ? AND s.m >= 4"""
+
+
+def _segment_inputs(tx: Tx) -> None:
+    """Tiers (2 in 5 silver or gold), the activity projection's rows from the sales, and SMS
+    consent for 3 members in 5."""
+    tx.execute("UPDATE members SET tier = CASE substr(member_id, length(member_id), 1)"
+               " WHEN '0' THEN 'gold' WHEN '1' THEN 'silver' WHEN '2' THEN 'gold'"
+               " WHEN '3' THEN 'silver' ELSE 'standard' END")
+    tx.execute("INSERT INTO member_activity(member_id, first_hlc, first_store, first_date,"
+               " last_hlc, last_store, last_date, purchases, refunds, spend, items)"
+               " SELECT member_id, min(hlc), 'S001', min(local_date), max(hlc), 'S001',"
+               " max(local_date), count(*), 0, sum(amount), sum(qty) FROM sales_facts"
+               " WHERE kind = 'sale' GROUP BY member_id")
+    tx.execute("INSERT INTO consents(member_id, channel, purpose, granted, text_version,"
+               " store_id, hlc) SELECT member_id, 'sms', 'marketing', 1, 'v1', 'S001', 0"
+               " FROM members WHERE substr(member_id, length(member_id), 1) IN ('1', '2', '4',"
+               " '6', '8', '9')")
+    tx.execute("ANALYZE")
+
+
+def _p95(samples: list[float]) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def _measure_preview(db: HubDatabase, run_id: str) -> dict[str, float]:
+    db.run_sync(_segment_inputs)
+    cond = segments.parse(SEGMENT)
+    last = (AS_OF - timedelta(days=30)).isoformat()
+    preview_s: list[float] = []
+    floor_s: list[float] = []
+    counts: set[int] = set()
+    for _ in range(PREVIEWS):
+        t = time.perf_counter()
+        floor = db.run_sync(lambda tx: int(tx.scalar(_SEGMENT_FLOOR, (run_id, last))))
+        floor_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        shown = db.run_sync(lambda tx: segments.preview(tx, cond, AS_OF, "Asia/Shanghai",
+                                                        "1 = 1", (), sample=0))
+        preview_s.append(time.perf_counter() - t)
+        counts |= {floor, int(shown["count"])}
+    if len(counts) != 1:  # the two must count the same members, or the figure means nothing
+        raise RuntimeError(f"segment preview and its floor disagree: {sorted(counts)}")
+    p95, floor_p95 = _p95(preview_s), _p95(floor_s)
+    return {"segment_preview_p95_s": round(p95, 3), "segment_floor_p95_s": round(floor_p95, 3),
+            "segment_preview_vs_floor": round(floor_p95 / p95, 3),
+            "segment_preview_count": counts.pop()}
+
+
 def _measure(url: str, members: int) -> dict[str, float]:
     db = HubDatabase(url).open_sync()
     try:
@@ -71,13 +141,19 @@ def _measure(url: str, members: int) -> dict[str, float]:
         t = time.perf_counter()
         ranked = db.run_sync(lambda tx: tx.one(_FLOOR, (start, end)))
         floor_s = time.perf_counter() - t
+        # Last month's run first: the timed one moves members from it, and the members whose
+        # group changed are sent to the stores again (``rfm_directory_churn``).
+        before = rfm.RfmParams(as_of=AS_OF - timedelta(days=30), window_days=365,
+                               kind="monthly")
+        db.run_sync(lambda tx: rfm.run(tx, before, 0))
         t = time.perf_counter()
-        done = db.run_sync(lambda tx: rfm.run(tx, params, 0))
+        done = db.run_sync(lambda tx: rfm.run(tx, params, 1))
         run_s = time.perf_counter() - t
         assert int(ranked[0]) <= done["members"]
         return {"rfm_run_s": round(run_s, 3), "rfm_floor_s": round(floor_s, 3),
                 "rfm_run_vs_floor": round(floor_s / run_s, 3), "rfm_members": members,
-                "rfm_ranked": int(ranked[0])}
+                "rfm_ranked": int(ranked[0]), "rfm_directory_churn": done["directory_churn"],
+                **_measure_preview(db, str(done["run_id"]))}
     finally:
         db.close_sync()
 

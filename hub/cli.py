@@ -402,7 +402,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 postgres_url=None if args.no_postgres else args.postgres_url,
                                 workdir=args.workdir, breakdown=args.breakdown,
                                 scope_members=args.scope_members,
-                                rfm_members=args.rfm_members)
+                                rfm_members=args.rfm_members,
+                                segment_members=args.segment_members)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

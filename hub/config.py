@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.ledger.allowances import AllowancePolicy
+from hub.members.lifecycle import LifecycleRules
 from hub.members.tiers import TierRules
 from protocol.http_guard import ConnectionLimits
 from protocol.tls import ServedOverTls, TlsSettings
@@ -108,6 +109,7 @@ class HubConfig(_Section):
     hub: HubSection = HubSection()
     exports: ExportsSection = ExportsSection()
     rfm: RfmSection = RfmSection()
+    lifecycle: LifecycleRules = LifecycleRules()
     tiers: TierRules = TierRules()
     # Standing offline allowances per member and store (see hub.ledger.allowances).
     allowance: AllowancePolicy = AllowancePolicy()

@@ -12,6 +12,11 @@ Conventions:
 * Dates are inclusive: a campaign with ``starts_on = ends_on = 2026-03-08`` runs that one day.
 * ``tiers = None`` means every member tier (and, if ``members_only`` is false, non-members too);
   a list limits the campaign to members of those tiers.
+* ``audience`` narrows a campaign to members HQ picked out: in one of ``segments`` (marked for
+  the tills), with one of ``tags`` (set at a store, by HQ or by a rule), in one of
+  ``rfm_groups`` (the latest run's, e.g. ``HHH``) and at one of ``stages`` (lifecycle); each
+  list given must match, and the member directory brings each member's values to the store,
+  so the store decides offline exactly as the hub's data says.
 * ``members_only`` defaults to true: a promotion that also applies to walk-in customers (a 满减
   or a category sale, typically) must say ``members_only = false``.
 
@@ -26,6 +31,7 @@ active ``birthday_gift`` gives its gift; ``topup_bonus`` gives the bonus of the 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -60,6 +66,10 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Label = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Category = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 Tier = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# A member's lifecycle stage and RFM group as the hub computes them (hub.members.lifecycle,
+# hub.members.rfm; "none": no purchase in the run's window).
+LifecycleStage = Literal["new", "active", "sleeping", "lost", "reactivated"]
+RfmGroup = Annotated[str, StringConstraints(pattern=r"^([HL]{3}|none)$")]
 
 # (points, per_amount): ``points`` points for every ``per_amount`` minor units of net spend.
 EarnRate = tuple[Points, PositiveAmount]
@@ -260,6 +270,38 @@ ORDER_RULES = ("spend_threshold_off",)
 # --- campaigns and bundles -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Targeting:
+    """What an ``Audience`` looks at of a member (the directory's ``hq_tags``, ``segments``,
+    ``rfm_group``, ``stage``, with the store's own tags)."""
+
+    tags: frozenset[str] = frozenset()
+    segments: frozenset[str] = frozenset()
+    rfm_group: str | None = None
+    stage: str | None = None
+
+
+class Audience(_Model):
+    """Members HQ picked out; every list given must match (a member in any of its values)."""
+
+    segments: list[Name] | None = Field(None, min_length=1, max_length=100)
+    tags: list[Label] | None = Field(None, min_length=1, max_length=100)
+    rfm_groups: list[RfmGroup] | None = Field(None, min_length=1, max_length=9)
+    stages: list[LifecycleStage] | None = Field(None, min_length=1, max_length=5)
+
+    @model_validator(mode="after")
+    def _something(self) -> Audience:
+        if all(v is None for v in (self.segments, self.tags, self.rfm_groups, self.stages)):
+            raise ValueError("an audience names segments, tags, rfm_groups or stages")
+        return self
+
+    def holds(self, who: Targeting) -> bool:
+        return ((self.segments is None or not who.segments.isdisjoint(self.segments))
+                and (self.tags is None or not who.tags.isdisjoint(self.tags))
+                and (self.rfm_groups is None or who.rfm_group in self.rfm_groups)
+                and (self.stages is None or who.stage in self.stages))
+
+
 class Campaign(_Model):
     campaign_id: Name
     name: Label
@@ -268,6 +310,7 @@ class Campaign(_Model):
     ends_on: date | None = None
     tiers: list[Tier] | None = None
     members_only: bool = True
+    audience: Audience | None = None
     rule: Rule
 
     @model_validator(mode="after")
@@ -287,16 +330,26 @@ class Campaign(_Model):
         _no_duplicates(self.tiers, "tiers")
         return self
 
+    @model_serializer(mode="wrap")
+    def _without_audience(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("audience") is None:
+            data.pop("audience", None)  # bundles signed before audiences verify as they were
+        return data
+
     def active_on(self, day: date) -> bool:
         """Whether ``day`` lies within the campaign's dates (both ends inclusive)."""
         if self.starts_on is not None and day < self.starts_on:
             return False
         return self.ends_on is None or day <= self.ends_on
 
-    def eligible(self, tier: str | None) -> bool:
-        """Whether a customer of ``tier`` (None: not a member) may benefit."""
+    def eligible(self, tier: str | None, who: Targeting | None = None) -> bool:
+        """Whether a customer of ``tier`` (None: not a member) may benefit; with an
+        ``audience``, only a member it holds (``who``)."""
         if tier is None:
-            return not self.members_only and self.tiers is None
+            return not self.members_only and self.tiers is None and self.audience is None
+        if self.audience is not None and not self.audience.holds(who or Targeting()):
+            return False
         return self.tiers is None or tier in self.tiers
 
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from math import gcd
 
@@ -46,6 +46,7 @@ from protocol.campaigns import (
     EarnPoints,
     PointsRedemption,
     SpendThresholdOff,
+    Targeting,
     TierDiscount,
     TopupBonus,
 )
@@ -67,6 +68,8 @@ class BasketLine:
 class MemberContext:
     tier: str
     birthday: date | None
+    # What campaigns with an ``audience`` look at (the directory's view of the member).
+    targeting: Targeting = field(default_factory=Targeting)
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,8 @@ def _applicable(
             raise ValueError(f"campaign {c.campaign_id!r} is given twice")
         ids.add(c.campaign_id)
     tier = member.tier if member is not None else None
-    chosen = [c for c in campaigns if c.active_on(today) and c.eligible(tier)]
+    who = member.targeting if member is not None else None
+    chosen = [c for c in campaigns if c.active_on(today) and c.eligible(tier, who)]
     return sorted(chosen, key=lambda c: (c.priority, c.campaign_id))
 
 

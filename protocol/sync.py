@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.campaigns import CampaignBundle
+from protocol.campaigns import CampaignBundle, LifecycleStage, RfmGroup
 from protocol.events import (
     MAX_POINTS,
     Amount,
@@ -109,6 +109,14 @@ class MemberCoupon(_Told):
     expires_on: date | None = None
 
 
+class TillSegment(_Told):
+    """A segment HQ marked for the tills that the member is in: promotions name its id, the POS
+    shows its name."""
+
+    segment_id: Id
+    name: Text
+
+
 class MemberEntry(_Told):
     """A member as the hub knows it after merging every store.
 
@@ -147,6 +155,13 @@ class MemberEntry(_Told):
     birthday_gift_year: Annotated[int, Field(strict=True, ge=0, le=9999)] = 0  # 0: never
     # Erased on the member's request: a store forgets their name, phone, birthday and cards.
     erased: bool = False
+    # What HQ knows of the member that the till may use (issue 16): tags HQ set and rule
+    # tags (a store's own stay in ``tags``), segments marked for the tills, the RFM group of
+    # the latest run, the lifecycle stage.
+    hq_tags: list[Text] = Field(default_factory=list, max_length=200)
+    segments: list[TillSegment] = Field(default_factory=list, max_length=200)
+    rfm_group: RfmGroup | None = None
+    stage: LifecycleStage | None = None
 
 
 class DirectoryRequest(_Message):

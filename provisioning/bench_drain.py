@@ -34,6 +34,9 @@ from edge.status import ACK_KEY
 from hub.app import Hub
 from hub.bench import store_bodies
 from hub.config import HubConfig
+from hub.core.clock import now_ms
+from hub.core.schema import counter
+from hub.members import segments
 from protocol.events import EventBody
 from protocol.mqtt import MqttClient
 
@@ -217,6 +220,13 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
     async with Hub(hub_cfg) as hub:
         assert hub.link.mqtt is not None
         await hub.link.mqtt.wait_connected(10)  # subscribed: nothing sent is lost
+        # A segment of every member who bought: how long after a batch's commit its members
+        # are in it (``segment_freshness_p95_s``), with the drain going on.
+        segment = await hub.db.transaction(lambda tx: segments.create(
+            tx, name="buyers", definition=FRESHNESS_SEGMENT, for_tills=False, tag=None,
+            by="bench", now_ms=now_ms(), today=hub.keeper.today(), zone=hub.chain_zone))
+        visible: list[tuple[int, int]] = []  # (wall ms, the log's head then)
+        sampler = asyncio.create_task(_sample_head(hub, visible))
         log_file = (edge_dir / "edge.log").open("w", encoding="utf-8")
         store = await asyncio.to_thread(
             subprocess.Popen,
@@ -244,6 +254,7 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
             log_file.close()
         if hub.pipeline.applied_events != events:
             raise RuntimeError(f"drain: hub applied {hub.pipeline.applied_events} of {events}")
+        out.update(await _freshness(hub, str(segment["segment_id"]), visible, sampler))
         out.update({
             "drain_events_per_s": round(events / drain_s, 1),
             "drain_s": round(drain_s, 2),
@@ -256,6 +267,52 @@ async def _drain(events: int, root: Path, broker: PrivateMosquitto, seed: int,
             "drain_store": "separate process (membergate-edge run)",
         })
     return out
+
+
+FRESHNESS_SEGMENT = {"field": "purchases", "gte": 1}
+SAMPLE_S = 0.1
+FRESHNESS_WAIT_S = 300.0
+
+
+async def _sample_head(hub: Hub, visible: list[tuple[int, int]]) -> None:
+    """When each position of the log became visible (to within ``SAMPLE_S``)."""
+    while True:
+        head = await hub.db.read(lambda tx: int(tx.scalar("SELECT max(pos) FROM events",
+                                                          default=0) or 0), give_way=False)
+        visible.append((now_ms(), head))
+        await asyncio.sleep(SAMPLE_S)
+
+
+async def _freshness(hub: Hub, segment_id: str, visible: list[tuple[int, int]],
+                     sampler: asyncio.Task[None]) -> dict[str, Any]:
+    """Once the keeper has read the whole log: per member of the segment, from when the batch
+    with their first purchase was visible to when they entered it."""
+    head = visible[-1][1] if visible else 0
+    deadline = time.perf_counter() + FRESHNESS_WAIT_S
+    while await hub.db.read(lambda tx: counter(tx, "segments_pos"), give_way=False) < head:
+        if time.perf_counter() > deadline:
+            sampler.cancel()
+            return {"segment_freshness": f"not caught up in {FRESHNESS_WAIT_S:.0f} s"}
+        await asyncio.sleep(0.2)
+    sampler.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sampler
+    rows = await hub.db.read(lambda tx: tx.all(
+        "SELECT g.since_ms, min(e.pos) FROM segment_members g JOIN events e ON e.member_id"
+        " = g.member_id AND e.type = 'sale.finalized' WHERE g.segment_id = ?"
+        " GROUP BY g.member_id, g.since_ms", (segment_id,)), give_way=False)
+    lags: list[float] = []
+    for since_ms, pos in rows:
+        seen = next((at for at, top in visible if top >= int(pos)), None)
+        if seen is not None:
+            lags.append(max(0, int(since_ms) - seen) / 1000)
+    if not lags:
+        return {"segment_freshness": "no member entered the segment"}
+    lags.sort()
+    return {"segment_freshness_p95_s": round(lags[min(len(lags) - 1,
+                                                        round(0.95 * (len(lags) - 1)))], 2),
+            "segment_freshness_max_s": round(lags[-1], 2), "segment_freshness_members": len(lags),
+            "segment_keeper_passes": hub.keeper.passes}
 
 
 def drain_part(events: int, workdir: Path, seed: int) -> dict[str, Any]:

@@ -118,6 +118,18 @@ class Member(_Open):
     payment_pin: PaymentPinView
     birthday_gift_year: int | None
     consents: list[ConsentView]
+    # HQ's view, from the member directory: what the cashier sees on identification and
+    # promotions may target (tags HQ or a rule set, segments marked for the tills, the latest
+    # RFM group, the lifecycle stage).
+    hq_tags: list[str] = []
+    segments: list[TillSegmentView] = []
+    rfm_group: str | None = None
+    stage: str | None = None
+
+
+class TillSegmentView(BaseModel):
+    segment_id: str
+    name: str
 
 
 class ConsentView(BaseModel):

@@ -26,6 +26,7 @@ from hub.api.routes import (
     metrics,
     reports,
     rfm,
+    segments,
     status,
     stores,
     users,
@@ -40,7 +41,8 @@ from protocol.metrics import RequestTimer
 
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
-           auth.router, reports.router, exports.router, rfm.router)
+           auth.router, reports.router, exports.router, rfm.router,
+           segments.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

@@ -525,3 +525,150 @@ class RfmHistoryEntry(RfmMember):
 
 class RfmGroupName(_Request):
     name: NonEmptyText
+
+
+# --- segments, tags, lifecycle, the member 360 card -------------------------------------------
+
+SegmentName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+TagName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class SegmentCreate(_Request):
+    """A segment: ``definition`` is a condition tree (``hub.members.conditions``). ``tag``
+    makes it a rule-based tag (the tag must be in the catalogue); ``for_tills`` sends its
+    membership to the stores."""
+
+    name: SegmentName
+    definition: dict[str, Any]
+    for_tills: bool = False
+    tag: TagName | None = None
+
+
+class SegmentUpdate(_Request):
+    name: SegmentName | None = None
+    definition: dict[str, Any] | None = None
+    for_tills: bool | None = None
+
+
+class SegmentPreviewRequest(_Request):
+    definition: dict[str, Any]
+    sample: int = Field(20, ge=0, le=100)
+
+
+class SegmentPreview(BaseModel):
+    """How many members the definition holds inside the caller's scope, the first few by id,
+    and how long the count took."""
+
+    count: int
+    sample: list[str]
+    took_ms: int
+
+
+class Segment(BaseModel):
+    segment_id: str
+    name: str
+    definition: dict[str, Any]
+    version: int
+    state: str
+    for_tills: bool
+    tag: str | None
+    relative: bool
+    members: int
+    evaluated_ms: int | None
+    due: bool
+    created_by: str
+    created_ms: int
+    updated_ms: int
+
+
+class SegmentVersion(BaseModel):
+    version: int
+    definition: dict[str, Any]
+    created_by: str
+    created_ms: int
+
+
+class SegmentEvaluation(BaseModel):
+    version: int
+    at_ms: int
+    kind: Literal["whole", "members"]
+    members: int
+    added: int
+    removed: int
+    took_ms: int
+
+
+class SegmentMember(BaseModel):
+    member_id: str
+    member_code: str
+    since_ms: int
+
+
+class TagDefinition(_Request):
+    group: Annotated[str, StringConstraints(max_length=100)] = ""
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class CatalogTag(BaseModel):
+    tag: str
+    group: str
+    description: str
+    created_by: str
+    created_ms: int
+    rule_segment: str | None
+    hq_members: int
+
+
+class MemberTagsRequest(_Request):
+    """HQ's tags set on (``add``) or taken off (``remove``) the members named."""
+
+    members: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(
+        min_length=1, max_length=10_000)
+    add: list[TagName] = Field(default_factory=list, max_length=50)
+    remove: list[TagName] = Field(default_factory=list, max_length=50)
+
+    @model_validator(mode="after")
+    def _something(self) -> MemberTagsRequest:
+        if not self.add and not self.remove:
+            raise ValueError("name tags to add or to remove")
+        if set(self.add) & set(self.remove):
+            raise ValueError("a tag cannot be added and removed at once")
+        return self
+
+
+class MemberTag(BaseModel):
+    tag: str
+    source: Literal["store", "hq", "rule"]
+    set_by: str | None
+    set_ms: int | None
+
+
+class LifecycleChange(BaseModel):
+    day: str
+    from_stage: str | None
+    to_stage: str
+
+
+class MemberLifecycle(BaseModel):
+    stage: str | None
+    since: str | None
+    changes: list[LifecycleChange]
+
+
+class Member360(BaseModel):
+    """The member 360 card (``hub.reports.member360``)."""
+
+    member: MemberView
+    tier: dict[str, Any]
+    points: dict[str, Any]
+    stored_value: dict[str, int]
+    coupons: list[dict[str, Any]]
+    tags: list[MemberTag]
+    segments: list[dict[str, Any]]
+    rfm: list[RfmHistoryEntry]
+    lifecycle: MemberLifecycle
+    visits: dict[str, Any]
+    favourite_categories: list[dict[str, Any]]
+    favourite_products: list[dict[str, Any]]
+    recent: list[dict[str, Any]]
+    guide_id: str | None

@@ -20,7 +20,7 @@ PERMISSIONS = frozenset({
     "status.read", "stores.read", "stores.write", "members.read", "members.write",
     "pii.reveal", "campaigns.push", "conflicts.read", "books.check", "metrics.read",
     "users.manage", "auditlog.read", "pii.export", "pii.erase", "reports.read",
-    "members.export", "exports.approve", "rfm.run",
+    "members.export", "exports.approve", "rfm.run", "segments.write",
 })
 
 

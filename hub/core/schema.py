@@ -451,6 +451,80 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
            AND permissions = '["members.read", "stores.read", "campaigns.push",'
            || ' "reports.read", "members.export"]'""",
     ]),
+    (17, "tags, segments, lifecycle stages; spend per member and day; points lots", [
+        # hub.projections.activity: per member (as the member now is) and store-local day,
+        # purchases, spend and items net of refunds (a refund on its own day): what a
+        # segment's "in the last N days" conditions sum, a range of one member's rows.
+        *_keyed("member_days", """(
+            member_id TEXT NOT NULL, day TEXT NOT NULL, purchases BIGINT NOT NULL,
+            spend BIGINT NOT NULL, items BIGINT NOT NULL, PRIMARY KEY (member_id, day))"""),
+        # hub.projections.lots: every points lot, what is left of it and when it expires
+        # (sums of the earning, draws, expiry and returns, so any order of stores gives it).
+        """CREATE TABLE point_lots (
+            lot_id TEXT PRIMARY KEY, member_id TEXT, store_id TEXT, earned BIGINT NOT NULL,
+            remaining BIGINT NOT NULL, expires_on TEXT)""",
+        "CREATE INDEX point_lots_member ON point_lots(member_id)",
+        # A member's sales and refunds (the 360 card's recent ones, favourite products): only
+        # the rows with a member (a condition every "member_id IN (..)" implies, so SQLite
+        # uses it).
+        "CREATE INDEX sales_facts_member ON sales_facts(member_id, hlc)"
+        " WHERE member_id IS NOT NULL",
+        # hub.members.tags: the chain's catalogue of tags, in groups; HQ's tags on members
+        # (a store's own tags stay in members.tags; a rule's are its segment's members).
+        """CREATE TABLE tag_catalog (
+            tag TEXT PRIMARY KEY, grp TEXT NOT NULL DEFAULT '', description TEXT NOT NULL
+            DEFAULT '', created_by TEXT NOT NULL, created_ms BIGINT NOT NULL)""",
+        *_keyed("hq_member_tags", """(
+            member_id TEXT NOT NULL, tag TEXT NOT NULL, set_by TEXT NOT NULL,
+            set_ms BIGINT NOT NULL, PRIMARY KEY (member_id, tag))"""),
+        "CREATE INDEX hq_member_tags_tag ON hq_member_tags(tag)",
+        # hub.members.segments: a segment's current definition and state; every version kept;
+        # its members (materialised); every evaluation (when, version, count).
+        """CREATE TABLE segments (
+            segment_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
+            version BIGINT NOT NULL, state TEXT NOT NULL, for_tills BIGINT NOT NULL,
+            tag TEXT UNIQUE, relative BIGINT NOT NULL, needs TEXT NOT NULL,
+            members BIGINT NOT NULL DEFAULT 0, evaluated_ms BIGINT,
+            due BIGINT NOT NULL DEFAULT 1, created_by TEXT NOT NULL,
+            created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+        """CREATE TABLE segment_versions (
+            segment_id TEXT NOT NULL, version BIGINT NOT NULL, definition TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_ms BIGINT NOT NULL,
+            PRIMARY KEY (segment_id, version))""",
+        *_keyed("segment_members", """(
+            segment_id TEXT NOT NULL, member_id TEXT NOT NULL, since_ms BIGINT NOT NULL,
+            PRIMARY KEY (segment_id, member_id))"""),
+        "CREATE INDEX segment_members_member ON segment_members(member_id)",
+        """CREATE TABLE segment_evaluations (
+            segment_id TEXT NOT NULL, version BIGINT NOT NULL, at_ms BIGINT NOT NULL,
+            kind TEXT NOT NULL, members BIGINT NOT NULL, added BIGINT NOT NULL,
+            removed BIGINT NOT NULL, took_ms BIGINT NOT NULL)""",
+        "CREATE INDEX segment_evaluations_at ON segment_evaluations(segment_id, at_ms)",
+        # Members whose segments must be looked at again for a reason the log does not show
+        # (an HQ tag, a lifecycle stage): the next pass takes them.
+        """CREATE TABLE segment_dirty (
+            member_id TEXT PRIMARY KEY, at_ms BIGINT NOT NULL)""",
+        # hub.members.lifecycle: each member's stage since when, and every change of stage.
+        *_keyed("member_lifecycle", """(
+            member_id TEXT NOT NULL PRIMARY KEY, stage TEXT NOT NULL, since TEXT NOT NULL)"""),
+        "CREATE INDEX member_lifecycle_stage ON member_lifecycle(stage)",
+        """CREATE TABLE lifecycle_changes (
+            member_id TEXT NOT NULL, day TEXT NOT NULL, from_stage TEXT,
+            to_stage TEXT NOT NULL, seq BIGINT NOT NULL,
+            PRIMARY KEY (member_id, day, to_stage))""",
+        "CREATE INDEX lifecycle_changes_day ON lifecycle_changes(day, to_stage)",
+        *(sql for t in ("member_days", "point_lots", "hq_member_tags", "segment_members",
+                        "member_lifecycle", "lifecycle_changes")
+          for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
+        # Tags and segments: HQ admins ("*") and marketing.
+        """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'
+           || ' "reports.read", "members.export", "rfm.run", "segments.write"]'
+           WHERE role = 'marketing' AND permissions = '["members.read", "stores.read",'
+           || ' "campaigns.push", "reports.read", "members.export", "rfm.run"]'""",
+        # The activity projection reads the log again to fill member_days.
+        "DELETE FROM member_activity", "DELETE FROM member_months", "DELETE FROM member_stores",
+        "DELETE FROM projection_checkpoints WHERE name = 'member_activity'",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

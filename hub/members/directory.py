@@ -14,13 +14,31 @@ from typing import Any
 import msgpack
 
 from hub.core.db import Tx, in_chunks
-from hub.core.schema import counter
+from hub.core.schema import counter, next_counter
 from hub.stores.registry import VIRTUAL_STORES
 from protocol.sync import DirectoryPage, MemberEntry
 
 
 def head(tx: Tx) -> int:
     return counter(tx, "member_change")
+
+
+def touch(tx: Tx, member_ids: list[str] | set[str], *, segments_know: bool = False) -> int:
+    """``member_ids`` changed in a way their entries show (HQ tags, till segments, RFM group,
+    stage): each takes a new change number, so stores catching up get them again.
+    ``segments_know``: the segment keeper was told otherwise (the RFM segments made due, the
+    members marked), so when it had seen every change before these, it need not look at
+    these numbers again (after a monthly RFM run, a million of them)."""
+    ids = sorted(set(member_ids))
+    if not ids:
+        return 0
+    before = int(tx.scalar("SELECT max(change_no) FROM members", default=0) or 0)
+    last = next_counter(tx, "member_change", len(ids))
+    tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
+                   [(last - len(ids) + i, m) for i, m in enumerate(ids, 1)])
+    if segments_know and counter(tx, "segments_change_no") == before:
+        tx.execute("UPDATE counters SET value = ? WHERE name = 'segments_change_no'", (last,))
+    return len(ids)
 
 
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
@@ -73,6 +91,11 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     aliases: dict[str, list[str]] = defaultdict(list)
     grants: dict[str, list[dict[str, Any]]] = defaultdict(list)
     coupons: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    hq_tags: dict[str, list[str]] = defaultdict(list)
+    segments: dict[str, list[dict[str, str]]] = defaultdict(list)
+    rfm_group: dict[str, str] = {}
+    stage: dict[str, str] = {}
+    run = tx.scalar("SELECT run_id FROM rfm_runs ORDER BY created_ms DESC, run_id DESC LIMIT 1")
     issuers = sorted(VIRTUAL_STORES)
     for chunk, marks in in_chunks(ids):
         for uid, mid, state, reason, hlc in tx.all(
@@ -106,6 +129,26 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
             coupons[mid].append({"coupon_code": code, "campaign_id": campaign, "kind": kind,
                                  "value": int(value), "min_spend": int(min_spend),
                                  "categories": json.loads(categories), "expires_on": expires})
+        # What promotions at the till may target: HQ's and the rules' tags, the segments
+        # marked for the tills, the latest RFM group, the lifecycle stage.
+        for mid, tag in tx.all(
+                f"SELECT member_id, tag FROM hq_member_tags WHERE member_id IN ({marks})"
+                " UNION SELECT g.member_id, s.tag FROM segment_members g JOIN segments s"
+                f" ON s.segment_id = g.segment_id WHERE g.member_id IN ({marks})"
+                " AND s.tag IS NOT NULL AND s.state = 'active' ORDER BY 1, 2", [*chunk, *chunk]):
+            hq_tags[mid].append(tag)
+        for mid, sid, name in tx.all(
+                "SELECT g.member_id, s.segment_id, s.name FROM segment_members g JOIN segments s"
+                f" ON s.segment_id = g.segment_id WHERE g.member_id IN ({marks})"
+                " AND s.for_tills = 1 AND s.state = 'active' ORDER BY s.segment_id", chunk):
+            segments[mid].append({"segment_id": sid, "name": name})
+        if run is not None:
+            rfm_group.update((str(m), str(g)) for m, g in tx.all(
+                f"SELECT member_id, grp FROM rfm_scores WHERE run_id = ? AND member_id IN"
+                f" ({marks})", [run, *chunk]))
+        stage.update((str(m), str(g)) for m, g in tx.all(
+            f"SELECT member_id, stage FROM member_lifecycle WHERE member_id IN ({marks})",
+            chunk))
     return [
         {"member_id": r[0], "member_code": r[1], "phone": r[2], "name": r[3],
          "birthday": r[4], "tier": r[5], "tags": json.loads(r[6]), "cards": cards[r[0]],
@@ -113,6 +156,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "shares": shares[r[0]], "grants": grants[r[0]], "coupons": coupons[r[0]],
          "guide_id": r[10], "card_states": card_states[r[0]], "pin_hash": r[11],
          "pin_locked": bool(r[12]), "pin_hlc": int(r[13]), "birthday_gift_year": int(r[14]),
-         "erased": bool(r[15])}
+         "erased": bool(r[15]), "hq_tags": hq_tags[r[0]], "segments": segments[r[0]],
+         "rfm_group": rfm_group.get(r[0]), "stage": stage.get(r[0])}
         for r in rows
     ]

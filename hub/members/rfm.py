@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.core.db import Tx
+from hub.members import directory
 from hub.members.identity import canonical
 from protocol.errors import ServiceError
 from protocol.ids import uuid7
@@ -265,6 +266,13 @@ def run(tx: Tx, params: RfmParams, now_ms: int) -> dict[str, Any]:
     run_id = uuid7()
     _insert_scores(tx, run_id, params)
     summary = _summary(tx, run_id, previous)
+    # The stores get each member whose group changed (promotions may target groups): the
+    # directory churn of a run.
+    moved = [str(m) for (m,) in tx.all(
+        "SELECT c.member_id FROM rfm_scores c LEFT JOIN rfm_scores p ON p.run_id = ?"
+        " AND p.member_id = c.member_id WHERE c.run_id = ? AND (p.grp IS NULL OR p.grp"
+        " <> c.grp)", (previous or "", run_id))]
+    summary["directory_churn"] = directory.touch(tx, moved, segments_know=True)
     members = sum(summary["sizes"]["r"].values())
     tx.execute("INSERT INTO rfm_runs(run_id, as_of, params, created_ms, members, previous_run,"
                " summary) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -1,5 +1,6 @@
 """Member activity: per member, first and last purchase, purchases, refunds, spend and items
-(net of refunds); spend and items per store-local month and category; the stores visited.
+(net of refunds); spend and items per store-local month and category; purchases, spend and
+items per store-local day (what a segment's "in the last N days" sums); the stores visited.
 
 Rows are kept under the member each id now is (``hub.members.identity``). A merge is always
 made by a registration: the one that names a phone another live member already holds. When
@@ -54,6 +55,11 @@ _UPSERT_MONTHS = (
     "INSERT INTO member_months(member_id, month, category, spend, items) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(member_id, month, category) DO UPDATE SET"
     " spend = member_months.spend + excluded.spend, items = member_months.items + excluded.items")
+_UPSERT_DAYS = (
+    "INSERT INTO member_days(member_id, day, purchases, spend, items) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT(member_id, day) DO UPDATE SET"
+    " purchases = member_days.purchases + excluded.purchases,"
+    " spend = member_days.spend + excluded.spend, items = member_days.items + excluded.items")
 _UPSERT_STORES = (
     "INSERT INTO member_stores(member_id, store_id, purchases, spend, last_hlc, last_date)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(member_id, store_id) DO UPDATE SET"
@@ -77,6 +83,7 @@ class Deltas:
     def __init__(self) -> None:
         self.activity: dict[str, Activity] = {}
         self.months: dict[tuple[str, str, str], list[int]] = {}
+        self.days: dict[tuple[str, str], list[int]] = {}
         self.stores: dict[tuple[str, str], list[Any]] = {}
 
     def add_activity(self, member: str, row: Sequence[Any]) -> None:
@@ -99,6 +106,15 @@ class Deltas:
             held[0] += spend
             held[1] += items
 
+    def add_day(self, member: str, day: str, purchases: int, spend: int, items: int) -> None:
+        held = self.days.get((member, day))
+        if held is None:
+            self.days[(member, day)] = [purchases, spend, items]
+        else:
+            held[0] += purchases
+            held[1] += spend
+            held[2] += items
+
     def add_store(self, member: str, store: str, purchases: int, spend: int,
                   last_hlc: int | None, last_date: str | None) -> None:
         held = self.stores.get((member, store))
@@ -113,6 +129,7 @@ class Deltas:
     def write(self, tx: Tx) -> None:
         tx.executemany(_UPSERT_ACTIVITY, [(m, *a) for m, a in self.activity.items()])
         tx.executemany(_UPSERT_MONTHS, [(*k, *v) for k, v in self.months.items()])
+        tx.executemany(_UPSERT_DAYS, [(*k, *v) for k, v in self.days.items()])
         tx.executemany(_UPSERT_STORES, [(*k, *v) for k, v in self.stores.items()])
 
 
@@ -129,7 +146,8 @@ def members_now(tx: Tx, member_ids: Iterable[str]) -> dict[str, str]:
 
 class MemberActivity:
     name = "member_activity"
-    tables: tuple[str, ...] = ("member_activity", "member_months", "member_stores")
+    tables: tuple[str, ...] = ("member_activity", "member_months", "member_days",
+                               "member_stores")
     types = frozenset({SALE, REFUND, REGISTERED})
     after: tuple[str, ...] = ("sales_facts",)  # a refund line's category is its sale line's
 
@@ -162,6 +180,7 @@ class MemberActivity:
                 d.add_activity(member, (e.hlc, e.store_id, day, e.hlc, e.store_id, day, 1, 0,
                                         b.total, items))
                 d.add_store(member, e.store_id, 1, b.total, e.hlc, day)
+                d.add_day(member, day, 1, b.total, items)
             else:
                 items = 0
                 for ln in b.lines:
@@ -171,6 +190,7 @@ class MemberActivity:
                 d.add_activity(member, (None, None, None, None, None, None, 0, 1, -b.amount,
                                         -items))
                 d.add_store(member, e.store_id, 0, -b.amount, None, None)
+                d.add_day(member, day, 0, -b.amount, -items)
         if registered:
             fold_merged(tx, registered, d)
         d.write(tx)
@@ -196,6 +216,10 @@ def fold_merged(tx: Tx, members: set[str], d: Deltas) -> None:
                 "SELECT member_id, month, category, spend, items FROM member_months"
                 f" WHERE member_id IN ({marks})", chunk):
             d.add_month(into[str(mid)], month, category, int(spend), int(items))
+        for mid, day, purchases, spend, items in tx.all(
+                "SELECT member_id, day, purchases, spend, items FROM member_days"
+                f" WHERE member_id IN ({marks})", chunk):
+            d.add_day(into[str(mid)], day, int(purchases), int(spend), int(items))
         for mid, store, purchases, spend, last_hlc, last_date in tx.all(
                 "SELECT member_id, store_id, purchases, spend, last_hlc, last_date"
                 f" FROM member_stores WHERE member_id IN ({marks})", chunk):

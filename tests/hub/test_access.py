@@ -545,6 +545,9 @@ MEMBER_ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, str]
     ("POST", "/v1/members/{member_id}/reveal"): ({"fields": ["phone"], "reason": "m"}, None),
     ("GET", "/v1/members/{member_id}/export"): (None, {"reason": "matrix"}),
     ("GET", "/v1/members/{member_id}/rfm"): (None, None),
+    ("GET", "/v1/members/{member_id}/tags"): (None, None),
+    ("GET", "/v1/members/{member_id}/lifecycle"): (None, None),
+    ("GET", "/v1/members/{member_id}/360"): (None, None),
     ("POST", "/v1/members/{member_id}/points/adjustments"): (
         {"delta": 1, "reason": "m", "actor": "m"}, None),
     ("POST", "/v1/members/{member_id}/coupons"): ({"kind": "amount_off", "value": 100}, None),
@@ -665,3 +668,97 @@ async def test_rfm_runs_on_schedule_monthly_and_quarterly(chain: dict[str, Any])
     # A quarter's first day: the quarterly run, which is that month's as well (not two).
     assert [(x["kind"], x["as_of"]) for x in listed if x["run_id"] in made] == [
         ("quarterly", "2026-12-31")]
+
+
+async def test_segments_tags_and_the_member_card_through_the_api(chain: dict[str, Any]) -> None:
+    """Marketing defines tags and segments; what a region manager previews, lists, exports or
+    reads of a member is cut to their region; a guide may not define; a bad definition is a
+    422 naming the part and saves nothing; every change and export is audited."""
+    c: httpx.AsyncClient = chain["client"]
+    hub: Hub = chain["hub"]
+    east, west, both = chain["east"], chain["west"], chain["both"]
+    mkt, mgr = _as(chain, "mkt"), _as(chain, "east.mgr")
+    r = await c.put("/v1/tags/vip", json={"group": "value", "description": "贵宾"}, headers=mkt)
+    assert r.status_code == 200 and r.json()[0]["tag"] == "vip"
+    r = await c.post("/v1/members/tags", json={"members": [east, west], "add": ["vip"]},
+                     headers=mkt)
+    assert r.status_code == 200 and sorted(r.json()) == sorted([east, west])
+    tree = {"all": [{"field": "tag", "any": ["vip"]}, {"field": "consent", "in": ["sms"]}]}
+    r = await c.post("/v1/segments", json={"name": "vip sms", "definition": tree,
+                                           "for_tills": True}, headers=mkt)
+    assert r.status_code == 201, r.text
+    seg = r.json()["segment_id"]
+    anyone = await c.post("/v1/segments", json={"name": "vips",
+                                                "definition": {"field": "tag", "any": ["vip"]}},
+                          headers=mkt)
+    vips = anyone.json()["segment_id"]
+    await hub.keeper.run()
+    assert (await c.get(f"/v1/segments/{seg}", headers=mgr)).json()["members"] == 1
+
+    # Preview and listing: the chain's count for marketing, the region's for its manager.
+    body = {"definition": {"field": "tag", "any": ["vip"]}}
+    chain_wide = (await c.post("/v1/segments/preview", json=body, headers=mkt)).json()
+    region = (await c.post("/v1/segments/preview", json=body, headers=mgr)).json()
+    assert (chain_wide["count"], sorted(chain_wide["sample"])) == (2, sorted([east, west]))
+    assert (region["count"], region["sample"]) == (1, [east])
+    listed = (await c.get(f"/v1/segments/{vips}/members", headers=mgr)).json()
+    assert [m["member_id"] for m in listed] == [east]
+    r = await c.get(f"/v1/segments/{vips}/members.csv", headers=mgr)
+    assert r.status_code == 200 and r.text.startswith("\ufeffmember_id,member_code,since")
+    assert east in r.text and west not in r.text
+    assert (await c.get(f"/v1/segments/{vips}/members.csv",
+                        headers=_as(chain, "guide1"))).status_code == 403
+
+    # A guide may read but not define; a bad definition names its part and saves nothing.
+    r = await c.post("/v1/segments", json={"name": "x", "definition": tree},
+                     headers=_as(chain, "guide1"))
+    assert r.status_code == 403
+    r = await c.post("/v1/segments", json={"name": "bad", "definition": {"all": [
+        {"field": "tier", "in": ["gold"]}, {"field": "spend", "window_days": 0, "gte": 1}]}},
+                     headers=mkt)
+    assert r.status_code == 422 and "all[1].window_days" in r.text
+    r = await c.post("/v1/segments", json={"name": "loop", "definition": {
+        "field": "segment", "in": ["no-such"]}}, headers=mkt)
+    assert r.status_code == 422 and "unknown segment 'no-such'" in r.text
+    names = [s["name"] for s in (await c.get("/v1/segments", headers=mkt)).json()]
+    assert names == ["vip sms", "vips"]
+
+    # A new version, evaluated whole again; the old one kept.
+    r = await c.put(f"/v1/segments/{seg}", json={"definition": {"field": "tag",
+                                                                "any": ["vip"]}}, headers=mkt)
+    assert r.json()["version"] == 2 and r.json()["due"] is True
+    await hub.keeper.run()
+    got = (await c.get(f"/v1/segments/{seg}", headers=mkt)).json()
+    assert (got["members"], got["due"]) == (2, False)
+    versions = (await c.get(f"/v1/segments/{seg}/versions", headers=mkt)).json()
+    assert [v["definition"] for v in versions] == [tree, {"field": "tag", "any": ["vip"]}]
+    evals = (await c.get(f"/v1/segments/{seg}/evaluations", headers=mkt)).json()
+    assert [(e["version"], e["kind"], e["members"]) for e in evals] == [
+        (2, "whole", 2), (1, "whole", 1)]
+
+    # The member card: inside the scope, masked for the region manager; outside, 404.
+    card = (await c.get(f"/v1/members/{east}/360", headers=mgr)).json()
+    assert card["member"]["name"] == "王*"
+    assert {t["tag"]: t["source"] for t in card["tags"]} == {"vip": "hq"}
+    assert {s["name"] for s in card["segments"]} == {"vip sms", "vips"}
+    assert card["tier"]["next_tier"] == "silver" and card["tier"]["spend_needed"] == 100_000
+    bought = (await c.get(f"/v1/members/{both}/360", headers=mgr)).json()
+    assert [(x["kind"], x["amount"], x["store_id"]) for x in bought["recent"]] == [
+        ("sale", 1_000, "S001")]
+    assert bought["favourite_categories"][0]["category"] == "grocery"
+    assert bought["visits"]["purchases"] == 1
+    assert (await c.get(f"/v1/members/{west}/360", headers=mgr)).status_code == 404
+    tags_of = (await c.get(f"/v1/members/{west}/tags", headers=mkt)).json()
+    assert [(t["tag"], t["source"], t["set_by"]) for t in tags_of] == [("vip", "hq", "mkt")]
+
+    # Archiving is refused while used; the tag cannot be dropped while a segment names it.
+    assert (await c.delete("/v1/tags/vip", headers=mkt)).status_code == 409
+    r = await c.post(f"/v1/segments/{vips}/archive", headers=mkt)
+    assert r.status_code == 200 and r.json()["state"] == "archived"
+    actions = await hub.db.read(lambda tx: [str(a) for (a,) in tx.all(
+        "SELECT action FROM audit_log WHERE username = 'mkt' ORDER BY at_ms")])
+    for action in ("tag.define", "member.tags", "segment.create", "segment.change",
+                   "segment.archive"):
+        assert action in actions
+    assert "segment.export" in await hub.db.read(lambda tx: [str(a) for (a,) in tx.all(
+        "SELECT action FROM audit_log WHERE username = 'east.mgr'")])

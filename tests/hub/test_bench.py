@@ -68,6 +68,12 @@ def test_bench_prints_one_json_object_with_every_figure(
     assert result["rfm_members"] == result["rfm_members_postgres"] == 2000
     assert result["rfm_run_s"] >= 0 and result["rfm_run_vs_floor"] > 0
     assert result["rfm_ranked"] > 0
+    # Segments: a preview counts what the hand-written join counts; a monthly run's churn;
+    # members of a segment within seconds of their batch, under the drain.
+    assert result["segment_preview_count"] > 0 and result["segment_preview_vs_floor"] > 0
+    assert 0 < result["rfm_directory_churn"] <= 2000
+    assert result["segment_freshness_members"] > 0
+    assert 0 <= result["segment_freshness_p95_s"] <= result["segment_freshness_max_s"]
 
 
 def test_breakdown_says_where_the_apply_time_goes(

@@ -43,7 +43,8 @@ from tests.hub.test_sync_e2e import hub_config, wait_for
 from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 ZONE = "Asia/Shanghai"
-TABLES = ("sales_facts", "member_activity", "member_months", "member_stores", "daily_rollups")
+TABLES = ("sales_facts", "member_activity", "member_months", "member_days", "member_stores",
+          "daily_rollups", "point_lots")
 _ids = itertools.count(1)
 
 
@@ -209,10 +210,11 @@ async def test_lag_is_what_is_left_to_read_and_a_rebuild_starts_from_zero(
     await runner.catch_up()
     after = await runner.status()
     assert [(p["lag_events"], p["lag_s"], p["pos"] == p["head"]) for p in after] == \
-        [(0, 0.0, True)] * 3
+        [(0, 0.0, True)] * len(runner.names)
     runner.clock = lambda: 25_000  # a new batch, not read yet: stale for 15 s at most
     await hub_db.transaction(lambda tx: apply_batch(tx, history()[3], 1))
-    assert [(p["lag_events"], p["lag_s"]) for p in await runner.status()] == [(4, 15.0)] * 3
+    assert [(p["lag_events"], p["lag_s"]) for p in await runner.status()] == \
+        [(4, 15.0)] * len(runner.names)
 
     await runner.catch_up()
     kept = await snapshot(hub_db)
@@ -288,7 +290,8 @@ async def test_the_running_hub_projects_after_the_acks_and_a_failing_projection_
         status = HubStatus.model_validate(await hub.status())
         assert status.jobs["projections"].last_error is not None
         assert {p.name: p.lag_events for p in status.projections} == {
-            "sales_facts": 3, "member_activity": 3, "daily_rollups": 3}  # one transaction
+            "sales_facts": 3, "member_activity": 3, "daily_rollups": 3,
+            "point_lots": 3}  # one transaction
         assert status.applied_events == 4
 
 
@@ -308,7 +311,7 @@ async def test_the_command_line_shows_the_lag_and_rebuilds_with_a_progress_bar(
     assert await asyncio.to_thread(main, ["projections", "status", "--json", *db_arg]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["lag_events"]) for r in rows] == [
-        ("sales_facts", 1), ("member_activity", 1), ("daily_rollups", 1)]
+        ("sales_facts", 1), ("member_activity", 1), ("daily_rollups", 1), ("point_lots", 1)]
     assert await asyncio.to_thread(main, ["projections", "status", *db_arg]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "pos", "head", "lag_events", "lag_s"]
