@@ -603,7 +603,7 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
               postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
               workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False,
               scope_members: int = 1_000_000, rfm_members: int = 1_000_000,
-              segment_members: int = 100_000) -> dict[str, Any]:
+              segment_members: int = 100_000, segment_count: int = 1000) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -707,10 +707,10 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                     result["rfm_postgres"] = f"failed: {_why(exc)}"
 
         # What 1,000 active segments cost the keeper (``hub.bench_segments``).
-        if segment_members > 0:
+        if segment_members > 0 and segment_count > 0:
             try:
                 result.update(measure_segments(f"sqlite:///{tmp / 'segments.db'}",
-                                               segment_members))
+                                               segment_members, segment_count))
             except Exception as exc:
                 result["segments"] = f"failed: {_why(exc)}"
 

@@ -348,6 +348,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--rfm-members", type=int, default=1_000_000,
                        help="members for the RFM run figures (rfm_run_*), a year of sales"
                             " each; 0: skip")
+    bench.add_argument("--segment-members", type=int, default=100_000,
+                       help="members for the 1,000-segment figures (segments_*: the keeper"
+                            " evaluating them whole, then a pass over 2,000 changed members);"
+                            " 0: skip")
+    bench.add_argument("--segments", type=int, default=1000,
+                       help="how many segments the segment figures keep (1,000)")
     bench.add_argument("--scope-members", type=int, default=1_000_000,
                        help="members for the scope figures (scoped_vs_unscoped_*); 0: skip")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
@@ -403,7 +409,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 workdir=args.workdir, breakdown=args.breakdown,
                                 scope_members=args.scope_members,
                                 rfm_members=args.rfm_members,
-                                segment_members=args.segment_members)
+                                segment_members=args.segment_members,
+                                segment_count=args.segments)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -193,6 +195,19 @@ class SegmentKeeper:
             return []
         changed_in: dict[str, set[str]] = {}
         diffs: list[Diff] = []
+        # The changed members as one parameter (a JSON array on SQLite, an array on
+        # PostgreSQL): one query a segment, however many they are; and what they are in now,
+        # read once for every segment.
+        listed: object = sorted(plan.members)
+        among = "= ANY(?)"
+        if tx.dialect == "sqlite":
+            among, listed = "IN (SELECT value FROM json_each(?))", json.dumps(listed)
+        held_by: dict[str, set[str]] = defaultdict(set)
+        if plan.members:
+            for sid, mid in tx.all(
+                    f"SELECT segment_id, member_id FROM segment_members WHERE member_id {among}",
+                    (listed,)):
+                held_by[str(sid)].add(str(mid))
         for seg in order:
             if any(changed_in.get(used) for used in seg.uses(ctx)):
                 # It reads a segment this pass changed, whose rows this snapshot does not
@@ -200,6 +215,8 @@ class SegmentKeeper:
                 plan.more = True
                 plan.deferred = plan.members.union(*changed_in.values())
                 break
+            if not seg.due and not plan.members:
+                continue
             started = time.monotonic()
             where, params = compile_condition(seg.condition, ctx)
             if seg.due:
@@ -210,17 +227,10 @@ class SegmentKeeper:
                     (seg.segment_id,))}
                 total = len(now_in)
             else:
-                look = set(plan.members)
-                for used in seg.uses(ctx):
-                    look |= changed_in.get(used, set())
-                now_in, held = set(), set()
-                for chunk, marks in in_chunks(sorted(look)):
-                    now_in.update(str(r[0]) for r in tx.all(
-                        f"SELECT m.member_id FROM members m WHERE m.member_id IN ({marks})"
-                        f" AND {where}", (*chunk, *params)))
-                    held.update(str(r[0]) for r in tx.all(
-                        "SELECT member_id FROM segment_members WHERE segment_id = ? AND"
-                        f" member_id IN ({marks})", (seg.segment_id, *chunk)))
+                now_in = {str(r[0]) for r in tx.all(
+                    f"SELECT m.member_id FROM members m WHERE m.member_id {among} AND {where}",
+                    (listed, *params))}
+                held = held_by.get(seg.segment_id, set())
                 total = -1  # counted when written
             d = Diff(seg, seg.due, total, sorted(now_in - held), sorted(held - now_in))
             d.took_ms = int((time.monotonic() - started) * 1000)

@@ -49,7 +49,8 @@ def test_bench_prints_one_json_object_with_every_figure(
         pytest.skip(f"{MOSQUITTO} not installed")
     rc = main(["bench", "--json", "--stores", "2", "--events", "2000", "--drain-events", "2000",
                "--workdir", str(tmp_path), "--scope-members", "3000",
-               "--rfm-members", "2000"])
+               "--rfm-members", "2000", "--segment-members", "2000",
+               "--segments", "30"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -74,13 +75,15 @@ def test_bench_prints_one_json_object_with_every_figure(
     assert 0 < result["rfm_directory_churn"] <= 2000
     assert result["segment_freshness_members"] > 0
     assert 0 <= result["segment_freshness_p95_s"] <= result["segment_freshness_max_s"]
+    assert result["segments_active"] == result["segments_whole_evaluated"] == 30
+    assert result["segments_whole_rows"] > 0 and result["segments_pass_members"] == 2000
 
 
 def test_breakdown_says_where_the_apply_time_goes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--json", "--stores", "3", "--events", "3000", "--drain-events", "0",
                "--no-postgres", "--breakdown", "--workdir", str(tmp_path),
-               "--rfm-members", "1000"])
+               "--rfm-members", "1000", "--segment-members", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres

@@ -18,6 +18,7 @@ from edge.service import EdgeService
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.ledger import audit
+from hub.members import directory
 from protocol import signing, topics
 from protocol.codec import CodecError, decode, encode
 from protocol.events import Event, EventBatch, MemberProfileChanged
@@ -186,6 +187,15 @@ async def test_a_store_catches_up_in_its_page_size_and_refuses_a_malformed_page(
                 assert len(pages) >= 3 and all(len(p.members) <= 3 for p in pages)
 
                 assert a.sync is not None
+                # Quiet first: the hub's keeper gives members their lifecycle stage (a new
+                # change each), and store A takes those pages too.
+                await hub.keeper.run()
+                head = await hub.db.read(directory.head)
+
+                async def a_at_head() -> bool:
+                    return a.sync is not None and a.sync.checkpoint >= head
+
+                await wait_for(a_at_head, "store A at the directory's head")
                 checkpoint = a.sync.checkpoint
                 await watch.publish(topics.directory_page("S001"), b"\x81\xa1v\x01")
                 await watch.publish(topics.directory_page("S001"), b"\xc1garbage")
