@@ -84,10 +84,11 @@ def check_entries(raw: list[Any], start: int) -> list[MemberEntry]:
 
 
 async def apply_in_steps(db: Database, ctx: StoreContext, payload: bytes,
-                         request_id: str | None) -> tuple[int, bool] | None:
-    """Check a page as received, then apply it a step at a time (module doc); returns the
-    checkpoint after it and whether more follow (None: it answers another request or none).
-    Raises ``CodecError`` for a malformed page, before anything is written."""
+                         request_id: str | None, step: int = STEP) -> tuple[int, bool] | None:
+    """Check a page as received, then apply it ``step`` entries at a time (module doc; a
+    quiet store takes a page in one step: no till waits); returns the checkpoint after it and
+    whether more follow (None: it answers another request or none). Raises ``CodecError``
+    for a malformed page, before anything is written."""
     opened = open_page(payload, request_id)
     if opened is None:
         return None
@@ -101,13 +102,12 @@ async def apply_in_steps(db: Database, ctx: StoreContext, payload: bytes,
         return upto, header.more
     at = 0
     while at < len(entries):
-        step = entries[at:at + STEP]
-        last = at + STEP >= len(entries)
+        last = at + step >= len(entries)
         done: int | None = await db.write(functools.partial(
-            _apply_step, ctx=ctx, page=header, entries=step, last=last))
+            _apply_step, ctx=ctx, page=header, entries=entries[at:at + step], last=last))
         if done is not None:  # a stale page, or the last step: the checkpoint now
             return done, header.more
-        at += STEP
+        at += step
     raise AssertionError("the last step returns the checkpoint")  # pragma: no cover
 
 

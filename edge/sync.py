@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("membergate.edge.sync")
 SELLING_WINDOW_S = 60.0  # a till wrote this recently: the store is selling (page_size)
+# A quiet store applies a directory page in one transaction (no till waits behind it); a
+# selling one in steps of ``edge.directory.STEP`` entries.
+MAX_STEP = 5000
 # Kept acknowledged events past keep_acked_days are swept this often, not with every ack.
 SWEEP_EVERY_S = 300.0
 
@@ -400,7 +403,9 @@ class SyncClient:
         ctx = self.service.context
         # A malformed page: CodecError, refused. A well-formed one is applied a step at a time,
         # the tills served between steps.
-        done = await directory.apply_in_steps(self.service.db, ctx, payload, expected)
+        selling = time.monotonic() - self.service.last_till_write < SELLING_WINDOW_S
+        done = await directory.apply_in_steps(self.service.db, ctx, payload, expected,
+                                              directory.STEP if selling else MAX_STEP)
         if done is None:
             return  # an answer to a request we gave up on, or a duplicate
         self.checkpoint, more = done
