@@ -394,6 +394,10 @@ class Compiler:
         if f in ("rfm_r", "rfm_f", "rfm_m"):
             if ctx.rfm_run is None:  # no run yet: every member scores 0
                 return _number("0", leaf)
+            if not _holds_zero(leaf):  # as a semi-join: PostgreSQL plans it as one
+                sql, params = _number(f"s.{f[-1]}", leaf)
+                return (f"EXISTS (SELECT 1 FROM rfm_scores s WHERE s.run_id = ? AND"
+                        f" s.member_id = m.member_id AND {sql})", [ctx.rfm_run, *params])
             sql, params = _number(f"coalesce((SELECT s.{f[-1]} FROM rfm_scores s WHERE"
                                   " s.run_id = ? AND s.member_id = m.member_id), 0)", leaf)
             return sql, _per_use(ctx.rfm_run, params)
@@ -418,6 +422,10 @@ class Compiler:
                 _REGION_STORES.format(_marks(values))
             return f"{top} IN {where}", values
         if f in ("purchases", "spend", "items"):
+            if w is None and not _holds_zero(leaf):
+                sql, params = _number(f"a.{f}", leaf)
+                return (f"EXISTS (SELECT 1 FROM member_activity a WHERE a.member_id"
+                        f" = m.member_id AND {sql})", params)
             if w is None:
                 return _number(f"coalesce((SELECT a.{f} FROM member_activity a"
                                " WHERE a.member_id = m.member_id), 0)", leaf)
@@ -517,6 +525,13 @@ class Compiler:
                          f" = m.member_id AND g.segment_id IN ({_marks(rules)}))")
             params += rules
         return "(" + " OR ".join(parts) + ")", params
+
+
+def _holds_zero(leaf: Leaf) -> bool:
+    """Whether 0 is within the leaf's bounds: a member without the row (no run score, no
+    activity) counts as 0, so then the lookup needs its ``coalesce``; otherwise the row must
+    exist, and ``EXISTS`` says the same and plans as a semi-join."""
+    return (leaf.gte is None or leaf.gte <= 0) and (leaf.lte is None or leaf.lte >= 0)
 
 
 def _per_use(first: Any, params: list[Any]) -> list[Any]:
