@@ -374,16 +374,13 @@ class Compiler:
         if f == "registered_region":
             return f"m.home_store IN {_REGION_STORES.format(_marks(values))}", values
         if f == "registration_channel":
-            special = [*ONLINE_STORES, *HQ_STORES]
-            if "store" in values:
-                parts.append(f"m.home_store NOT IN ({_marks(special)})")
-                params += special
-            if "online" in values:
-                parts.append(f"m.home_store IN ({_marks(list(ONLINE_STORES))})")
-                params += ONLINE_STORES
-            if "hq" in values:
-                parts.append(f"m.home_store IN ({_marks(list(HQ_STORES))})")
-                params += HQ_STORES
+            # a store: any home store but the virtual ones; online, HQ: theirs
+            virtual = {"online": ONLINE_STORES, "hq": HQ_STORES}
+            for v in values:
+                listed = list(virtual.get(v, (*ONLINE_STORES, *HQ_STORES)))
+                parts.append(f"m.home_store {'NOT IN' if v == 'store' else 'IN'}"
+                             f" ({_marks(listed)})")
+                params += listed
             return "(" + " OR ".join(parts) + ")", params
         if f == "tier":
             return f"m.tier IN ({_marks(values)})", values

@@ -323,6 +323,8 @@ def test_date_relative_conditions_compile_on_the_chain_calendar() -> None:
         "02-26", "02-27", "02-28", "02-29", "03-01"]
     assert params({"field": "age", "gte": 18, "lte": 30}) == ["2009-02-26", "1996-02-26"]
     assert params({"field": "days_since_purchase", "gte": 30}) == ["2027-01-27"]
+    assert params({"field": "registration_channel", "in": ["store", "online"]}) == [
+        "ONLINE", "HQ", "ONLINE"]  # not a virtual store, or the online one
     assert Condition.parse({"field": "tier", "in": ["gold"]}).relative is False
     assert Condition.parse({"field": "spend", "window_days": 7, "gte": 1}).relative is True
 
