@@ -68,6 +68,9 @@ class Diff:
     add: list[str] = field(default_factory=list)
     remove: list[str] = field(default_factory=list)
     took_ms: int = 0
+    # How many were added and let go (the lists are emptied as pages are written).
+    added: int = 0
+    removed: int = 0
 
 
 class SegmentKeeper:
@@ -118,8 +121,8 @@ class SegmentKeeper:
                     functools.partial(self._write_page, d=d, plan=plan))
         await self.db.transaction(lambda tx: self._finish(tx, plan, diffs))
         self.passes += 1
-        return {"segments": len(diffs), "added": sum(len(d.add) for d in diffs),
-                "removed": sum(len(d.remove) for d in diffs),
+        return {"segments": len(diffs), "added": sum(d.added for d in diffs),
+                "removed": sum(d.removed for d in diffs),
                 "more": int(plan.more)}, plan.members
 
     async def nightly(self) -> dict[str, int]:
@@ -233,6 +236,7 @@ class SegmentKeeper:
                 held = held_by.get(seg.segment_id, set())
                 total = -1  # counted when written
             d = Diff(seg, seg.due, total, sorted(now_in - held), sorted(held - now_in))
+            d.added, d.removed = len(d.add), len(d.remove)
             d.took_ms = int((time.monotonic() - started) * 1000)
             changed_in[seg.segment_id] = set(d.add) | set(d.remove)
             if d.whole or d.add or d.remove:
@@ -270,7 +274,7 @@ class SegmentKeeper:
             tx.execute("INSERT INTO segment_evaluations(segment_id, version, at_ms, kind,"
                        " members, added, removed, took_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (sid, d.segment.version, now, "whole" if d.whole else "members", count,
-                        len(d.add), len(d.remove), d.took_ms))
+                        d.added, d.removed, d.took_ms))
         for name, value in (("segments_pos", plan.pos), ("segments_change_no", plan.change_no)):
             tx.execute("INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name)"
                        " DO UPDATE SET value = excluded.value", (name, value))

@@ -370,3 +370,16 @@ async def test_what_the_tills_need_travels_in_the_directory(
     assert second["directory_churn"] == 0
     assert (await shop.keeper.run())["members"] == 0  # RFM reads no segment here
     del big
+
+
+async def test_a_big_difference_is_written_in_pages_and_counted_whole(
+        shop: Shop, hub_db: HubDatabase, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hub.members import segment_keeper
+
+    monkeypatch.setattr(segment_keeper, "WRITE_PAGE", 2)
+    everyone = await _create(hub_db, "everyone", {"field": "purchases", "gte": 0})
+    done = await shop.keeper.run()
+    assert done["added"] == 5
+    assert await _members(hub_db, everyone, shop) == set(shop.ids)
+    evals = await hub_db.read(lambda tx: segments.evaluations(tx, everyone))
+    assert [(e["members"], e["added"]) for e in evals] == [(5, 5)]
