@@ -12,10 +12,10 @@ acks (``on_applied``), jobs and HQ commands tell the link when the directory mov
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from hub.auth import sessions
@@ -32,7 +32,7 @@ from hub.core.schema import counter, migrate
 from hub.ledger import allowances, hq_events
 from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
-from hub.members import rfm, segments, tiers
+from hub.members import directory, rfm, segments, tiers
 from hub.members.segment_keeper import SegmentKeeper
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
@@ -43,6 +43,8 @@ from protocol.errors import ServiceError
 from protocol.events import CouponKind
 from protocol.hlc import HybridClock
 from protocol.tls import client_context
+
+T = TypeVar("T")
 
 NIGHTLY = (0, 5)  # the daily jobs' local time: just after the chain's midnight
 REGISTRY_EVERY_S = 60.0
@@ -178,8 +180,17 @@ class Hub:
         return read
 
     async def keep_segments(self) -> dict[str, int]:
-        """One round of the segment keeper (``hub.members.segment_keeper``)."""
-        return await self.keeper.run()
+        """One round of the segment keeper (``hub.members.segment_keeper``); the stores are
+        told when it changed what their directory holds (stages, till segments, rule tags)."""
+        return await self._telling_stores(self.keeper.run())
+
+    async def _telling_stores(self, work: Awaitable[T]) -> T:
+        """``work``, then a directory notice to the fleet if it gave members new entries."""
+        before = await self.db.read(directory.head, give_way=False)
+        done = await work
+        if await self.db.read(directory.head, give_way=False) != before:
+            self.link.directory_moved()
+        return done
 
     async def nightly_segments(self) -> dict[str, int]:
         """Every member's lifecycle stage and the date-relative segments, once a day (at the
@@ -188,8 +199,8 @@ class Hub:
         stamp = today.year * 10_000 + today.month * 100 + today.day
         done = await self.db.read(lambda tx: counter(tx, "segments_nightly_day"))
         if done >= stamp:
-            return await self.keeper.run()
-        out = await self.keeper.nightly()
+            return await self.keep_segments()
+        out = await self._telling_stores(self.keeper.nightly())
         await self.db.transaction(lambda tx: tx.execute(
             "INSERT INTO counters(name, value) VALUES ('segments_nightly_day', ?)"
             " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (stamp,)))
@@ -296,6 +307,8 @@ class Hub:
         """One RFM run, projections caught up first (its figures come from them)."""
         await self.project()
         done = await self.db.transaction(lambda tx: rfm.run(tx, params, now_ms()))
+        if done["directory_churn"]:  # the members whose group moved go to the stores
+            self.link.directory_moved()
         # Segments on RFM scores read the latest run: evaluated whole again.
         await self.db.transaction(lambda tx: segments.mark_due(tx, reads=["rfm"]))
         self.scheduler.wake("segments")

@@ -188,8 +188,8 @@ async def test_a_store_catches_up_in_its_page_size_and_refuses_a_malformed_page(
 
                 assert a.sync is not None
                 # Quiet first: the hub's keeper gives members their lifecycle stage (a new
-                # change each), and store A takes those pages too.
-                await hub.keeper.run()
+                # change each, the stores told), and store A takes those pages too.
+                await hub.keep_segments()
                 head = await hub.db.read(directory.head)
 
                 async def a_at_head() -> bool:

@@ -108,6 +108,7 @@ async def change(segment_id: str, body: SegmentUpdate, hub: HubDep, access: Writ
         by=_who(access), now_ms=now_ms(), today=_today(hub), zone=hub.chain_zone))
     await access.audit("segment.change", subject=segment_id,
                        reason=f"version {done['version']}")
+    hub.link.directory_moved()  # a till segment renamed or (un)marked: its members go again
     hub.scheduler.wake("segments")
     return done
 
@@ -118,6 +119,7 @@ async def archive(segment_id: str, hub: HubDep, access: Writer) -> Any:
     done = await access.write(lambda tx, _s: segments.archive(
         tx, segment_id, now_ms=now_ms(), today=_today(hub), zone=hub.chain_zone))
     await access.audit("segment.archive", subject=segment_id)
+    hub.link.directory_moved()
     return done
 
 
@@ -200,6 +202,7 @@ async def drop(tag: str, hub: HubDep, access: Writer) -> Any:
     segment names it)."""
     await access.write(lambda tx, _s: tags.drop(tx, tag, now_ms()))
     await access.audit("tag.drop", subject=tag)
+    hub.link.directory_moved()
     hub.scheduler.wake("segments")
     return await access.read(lambda tx, _s: tags.catalogue(tx))
 
@@ -216,6 +219,7 @@ async def tag_members(body: MemberTagsRequest, hub: HubDep, access: Writer) -> A
     done = await access.write(run)
     await access.audit("member.tags", subject=",".join(done[:20]),
                        reason=f"+{body.add} -{body.remove} on {len(done)} members")
+    hub.link.directory_moved()  # HQ's tags travel to the stores
     hub.scheduler.wake("segments")
     return done
 
