@@ -311,6 +311,8 @@ def _marks(values: list[str]) -> str:
 _IDS = "(SELECT m.member_id UNION ALL SELECT x.member_id FROM members x WHERE x.merged_into" \
        " = m.member_id)"
 _REGION_STORES = "(SELECT store_id FROM stores WHERE region IN ({}))"
+# The list fields that are a column of the member row.
+_COLUMN_OF = {"registered_store": "m.home_store", "tier": "m.tier", "guide": "m.guide_id"}
 
 
 class Compiler:
@@ -369,8 +371,8 @@ class Compiler:
                 parts.append("m.registered_hlc >= ?")
                 params.append(hlc_of(leaf.lte))
             return "(" + " AND ".join(parts) + ")", params
-        if f == "registered_store":
-            return f"m.home_store IN ({_marks(values)})", values
+        if f in _COLUMN_OF:
+            return f"{_COLUMN_OF[f]} IN ({_marks(values)})", values
         if f == "registered_region":
             return f"m.home_store IN {_REGION_STORES.format(_marks(values))}", values
         if f == "registration_channel":
@@ -382,10 +384,6 @@ class Compiler:
                              f" ({_marks(listed)})")
                 params += listed
             return "(" + " OR ".join(parts) + ")", params
-        if f == "tier":
-            return f"m.tier IN ({_marks(values)})", values
-        if f == "guide":
-            return f"m.guide_id IN ({_marks(values)})", values
         if f == "tag":
             return self._tags(leaf)
         if f in ("rfm_r", "rfm_f", "rfm_m"):

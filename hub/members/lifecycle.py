@@ -148,9 +148,3 @@ def history(tx: Tx, member_id: str) -> list[dict[str, Any]]:
         "SELECT day, from_stage, to_stage FROM lifecycle_changes WHERE member_id = ?"
         " ORDER BY seq", (member_id,))]
 
-
-def sizes(tx: Tx) -> dict[str, int]:
-    out = dict.fromkeys(STAGES, 0)
-    out.update({str(s): int(n) for s, n in tx.all(
-        "SELECT stage, count(*) FROM member_lifecycle GROUP BY stage")})
-    return out

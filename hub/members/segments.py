@@ -245,12 +245,11 @@ def mark_due(tx: Tx, *, reads: Iterable[str] = (), relative: bool = False) -> in
     return len(ids)
 
 
-def get(tx: Tx, segment_id: str) -> dict[str, Any]:
-    row = tx.one("SELECT segment_id, name, definition, version, state, for_tills, tag,"
-                 " relative, members, evaluated_ms, due, created_by, created_ms, updated_ms"
-                 " FROM segments WHERE segment_id = ?", (segment_id,))
-    if row is None:
-        raise ServiceError("segment_not_found", "no segment with this id", 404)
+_SHOWN = ("SELECT segment_id, name, definition, version, state, for_tills, tag, relative,"
+          " members, evaluated_ms, due, created_by, created_ms, updated_ms FROM segments")
+
+
+def _shown(row: Any) -> dict[str, Any]:
     return {"segment_id": row[0], "name": row[1], "definition": json.loads(row[2]),
             "version": int(row[3]), "state": row[4], "for_tills": bool(row[5]), "tag": row[6],
             "relative": bool(row[7]), "members": int(row[8]), "evaluated_ms": row[9],
@@ -258,11 +257,16 @@ def get(tx: Tx, segment_id: str) -> dict[str, Any]:
             "updated_ms": int(row[13])}
 
 
+def get(tx: Tx, segment_id: str) -> dict[str, Any]:
+    row = tx.one(f"{_SHOWN} WHERE segment_id = ?", (segment_id,))
+    if row is None:
+        raise ServiceError("segment_not_found", "no segment with this id", 404)
+    return _shown(row)
+
+
 def listing(tx: Tx, state: str | None = None) -> list[dict[str, Any]]:
-    ids = [str(r[0]) for r in tx.all(
-        "SELECT segment_id FROM segments WHERE ? = '' OR state = ? ORDER BY name",
-        (state or "", state or ""))]
-    return [get(tx, s) for s in ids]
+    return [_shown(r) for r in tx.all(f"{_SHOWN} WHERE ? = '' OR state = ? ORDER BY name",
+                                      (state or "", state or ""))]
 
 
 def versions(tx: Tx, segment_id: str) -> list[dict[str, Any]]:

@@ -39,9 +39,9 @@ from hub.auth.access import Access
 from hub.auth.scope import Scope, in_scope
 from hub.core.clock import now_ms
 from hub.core.db import Tx
-from hub.members import lifecycle, segments, tags
+from hub.members import segments, tags
 from hub.members.identity import canonical
-from hub.reports import member360
+from hub.reports import member360, segment_reads
 from protocol.errors import ServiceError
 from protocol.http_errors import StrictJsonRoute
 
@@ -135,22 +135,13 @@ async def evaluations(segment_id: str, access: Reader,
     return await access.read(lambda tx, _s: segments.evaluations(tx, segment_id, limit))
 
 
-def _members(tx: Tx, scope: Scope, segment_id: str, after: str,
-             limit: int) -> list[dict[str, Any]]:
-    segments.load(tx, segment_id)  # 404 for no such segment
-    where, params = scope.member_filter("m")
-    return [{"member_id": r[0], "member_code": r[1], "since_ms": int(r[2])} for r in tx.all(
-        "SELECT g.member_id, m.member_code, g.since_ms FROM segment_members g JOIN members m"
-        f" ON m.member_id = g.member_id WHERE g.segment_id = ? AND g.member_id > ? AND {where}"
-        " ORDER BY g.member_id LIMIT ?", (segment_id, after, *params, limit))]
-
-
 @router.get("/v1/segments/{segment_id}/members", response_model=list[SegmentMember])
 async def members(segment_id: str, access: Reader,
                   after: Annotated[str, Query(max_length=64)] = "",
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
     """The segment's members inside the caller's scope, by id (``after`` pages on)."""
-    return await access.read(lambda tx, scope: _members(tx, scope, segment_id, after, limit))
+    return await access.read(
+        lambda tx, scope: segment_reads.members(tx, scope, segment_id, after, limit))
 
 
 @router.get("/v1/segments/{segment_id}/members.csv", response_class=Response,
@@ -160,7 +151,8 @@ async def members_csv(segment_id: str, hub: HubDep, access: Exporter) -> Respons
     """The segment's members in the caller's scope as CSV (ids and member codes, no personal
     data), at most ``[exports] max_rows``; written to the audit log."""
     cap = hub.config.exports.max_rows
-    rows = await access.read(lambda tx, scope: _members(tx, scope, segment_id, "", cap + 1))
+    rows = await access.read(lambda tx, scope: segment_reads.members(
+        tx, scope, segment_id, "", cap + 1))
     if len(rows) > cap:
         raise ServiceError("export_too_large", f"the segment holds more than {cap} members"
                            " in your scope; ask for a bulk export", 413)
@@ -227,25 +219,14 @@ async def tag_members(body: MemberTagsRequest, hub: HubDep, access: Writer) -> A
 @router.get("/v1/members/{member_id}/tags", response_model=list[MemberTag])
 async def member_tags(member_id: str, access: Reader) -> Any:
     """The member's tags with their source (store, hq, rule), who set them and when."""
-    def read(tx: Tx, scope: Scope) -> list[dict[str, Any]]:
-        mid = canonical(tx, member_id)
-        in_scope(scope, tx, mid)
-        return tags.of_member(tx, mid)
-
-    return await access.read(read)
+    return await access.read(lambda tx, scope: segment_reads.member_tags(tx, scope, member_id))
 
 
 @router.get("/v1/members/{member_id}/lifecycle", response_model=MemberLifecycle)
 async def member_lifecycle(member_id: str, access: Reader) -> Any:
     """The member's stage, since when, and every change of stage."""
-    def read(tx: Tx, scope: Scope) -> dict[str, Any]:
-        mid = canonical(tx, member_id)
-        in_scope(scope, tx, mid)
-        row = tx.one("SELECT stage, since FROM member_lifecycle WHERE member_id = ?", (mid,))
-        return {"stage": row[0] if row else None, "since": row[1] if row else None,
-                "changes": lifecycle.history(tx, mid)}
-
-    return await access.read(read)
+    return await access.read(
+        lambda tx, scope: segment_reads.member_lifecycle(tx, scope, member_id))
 
 
 @router.get("/v1/members/{member_id}/360", response_model=Member360)
