@@ -20,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 from hub.auth import sessions
 from hub.auth.tokens import Principal, TokenBook
+from hub.automation import journeys
+from hub.automation.engine import JourneyEngine
 from hub.campaigns import bundles, coupons
 from hub.config import HubConfig
 from hub.core import idempotency
@@ -34,6 +36,10 @@ from hub.ledger.hq_events import Merge
 from hub.ledger.pipeline import IngestPipeline, Validators
 from hub.members import directory, rfm, segments, tiers
 from hub.members.segment_keeper import SegmentKeeper
+from hub.notify import outbox
+from hub.notify.channel import Channel
+from hub.notify.channels.webhook import WebhookChannel
+from hub.notify.dispatcher import Dispatcher
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
@@ -113,6 +119,16 @@ class Hub:
         if config.rfm.schedule:
             self.scheduler.add(Job("rfm", self.scheduled_rfm, daily_at=NIGHTLY,
                                    zone=self.chain_zone, at_start=False))
+        # Journeys (``hub.automation``) after the segments and stages they wait on; their
+        # messages leave through the outbox, one loop per configured channel.
+        self.journeys = JourneyEngine(self.db, self.chain_zone, lambda: self.zones,
+                                      self._merge, now_ms=now_ms,
+                                      control_percent=config.automation.control_percent)
+        self.scheduler.add(Job("journeys", self.run_journeys,
+                               interval_s=config.automation.every_s))
+        self.channels = channels(config)
+        self.dispatcher = Dispatcher(self.db, self.channels, config.notify, self.chain_zone,
+                                     lambda: self.zones, now_ms)
         self._stack = AsyncExitStack()
 
     async def __aenter__(self) -> Hub:
@@ -127,6 +143,7 @@ class Hub:
             await stack.enter_async_context(self.validators)
             await stack.enter_async_context(self.pipeline)
             await stack.enter_async_context(self.link)
+            await stack.enter_async_context(self.dispatcher)
             await stack.enter_async_context(self.scheduler)
             self._stack = stack.pop_all()  # what started is stopped if a later part fails
         return self
@@ -182,7 +199,57 @@ class Hub:
     async def keep_segments(self) -> dict[str, int]:
         """One round of the segment keeper (``hub.members.segment_keeper``); the stores are
         told when it changed what their directory holds (stages, till segments, rule tags)."""
-        return await self._telling_stores(self.keeper.run())
+        done = await self._telling_stores(self.keeper.run())
+        self.scheduler.wake("journeys")  # members entered segments and stages
+        return done
+
+    def _merge(self, now: int) -> Merge:
+        return Merge(self.clock, now, self.config.tiers, self.config.allowance,
+                     zone=self.chain_zone)
+
+    async def run_journeys(self) -> dict[str, int]:
+        """One pass of the journey engine; the stores hear of the coupons and points it gave,
+        the channels of the messages it queued."""
+        done = await self._telling_stores(self.journeys.run())
+        if done["effects"]:
+            self.dispatcher.wake()
+        return done
+
+    def check_message(self, channel: str, purpose: str, text: str) -> None:
+        """A journey's message fits ``channel`` (configured, and the provider takes it)."""
+        if channel not in self.channels:
+            configured = ", ".join(sorted(self.channels)) or "none"
+            raise ValueError(f"channel {channel!r} is not configured (configured: {configured})")
+        check = getattr(self.channels[channel], "check", None)
+        if check is not None:
+            check(purpose, text)
+
+    async def create_journey(self, definition: Any, by: str) -> dict[str, Any]:
+        now = now_ms()
+        return await self.db.transaction(lambda tx: journeys.create(
+            tx, definition, by=by, now_ms=now, today=self.keeper.today(), zone=self.chain_zone,
+            check_message=self.check_message))
+
+    async def update_journey(self, journey_id: str, definition: Any, by: str
+                             ) -> dict[str, Any]:
+        now = now_ms()
+        return await self.db.transaction(lambda tx: journeys.update(
+            tx, journey_id, definition, by=by, now_ms=now, today=self.keeper.today(),
+            zone=self.chain_zone, check_message=self.check_message))
+
+    async def set_journey_state(self, journey_id: str, state: str) -> dict[str, Any]:
+        now = now_ms()
+        return await self.db.transaction(
+            lambda tx: journeys.set_state(tx, journey_id, state, now_ms=now))
+
+    async def resend(self, *, message_id: str | None = None, channel: str | None = None
+                     ) -> int:
+        """Dead messages out again (``hub.notify.outbox.resend``)."""
+        now = now_ms()
+        count = await self.db.transaction(
+            lambda tx: outbox.resend(tx, message_id=message_id, channel=channel, now_ms=now))
+        self.dispatcher.wake(channel)
+        return count
 
     async def _telling_stores(self, work: Awaitable[T]) -> T:
         """``work``, then a directory notice to the fleet if it gave members new entries."""
@@ -273,8 +340,7 @@ class Hub:
         (``hub.core.idempotency``); the stores hear of the members it changed."""
         digest = idempotency.request_hash(operation, target, request)
         now = now_ms()
-        merge = Merge(self.clock, now, self.config.tiers, self.config.allowance,
-                      zone=self.chain_zone)
+        merge = self._merge(now)
 
         def run(tx: Tx) -> Answer:
             return idempotency.once(tx, key, digest, now, lambda t: write(t, merge=merge))
@@ -356,4 +422,13 @@ class Hub:
                     "batches_per_commit": round(sum(sizes) / max(1, len(sizes)), 2)},
                 "projections": await self.projections.status(),
                 "jobs": self.scheduler.status(),
+                "messages": await self.db.read(outbox.counts, give_way=False),
                 "broker": {"port": self.link.broker_port, "connected": self.link.is_connected}}
+
+
+def channels(config: HubConfig) -> dict[str, Channel]:
+    """The channels ``[channels]`` configures, by name."""
+    out: dict[str, Channel] = {}
+    if config.channels.webhook is not None:
+        out["webhook"] = WebhookChannel(config.channels.webhook)
+    return out

@@ -9,9 +9,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.automation.settings import AutomationSettings
 from hub.ledger.allowances import AllowancePolicy
 from hub.members.lifecycle import LifecycleRules
 from hub.members.tiers import TierRules
+from hub.notify.channels.webhook import WebhookSettings
+from hub.notify.dispatcher import NotifySettings
 from protocol.http_guard import ConnectionLimits
 from protocol.tls import ServedOverTls, TlsSettings
 from protocol.zones import Zone
@@ -105,11 +108,21 @@ class RfmSection(_Section):
     f_measure: Literal["purchases", "items"] = "purchases"
 
 
+class ChannelsSection(_Section):
+    """The providers messages leave through; a channel not configured here is not offered
+    (a journey that names it is refused)."""
+
+    webhook: WebhookSettings | None = None
+
+
 class HubConfig(_Section):
     hub: HubSection = HubSection()
     exports: ExportsSection = ExportsSection()
     rfm: RfmSection = RfmSection()
     lifecycle: LifecycleRules = LifecycleRules()
+    automation: AutomationSettings = AutomationSettings()
+    notify: NotifySettings = NotifySettings()
+    channels: ChannelsSection = ChannelsSection()
     tiers: TierRules = TierRules()
     # Standing offline allowances per member and store (see hub.ledger.allowances).
     allowance: AllowancePolicy = AllowancePolicy()

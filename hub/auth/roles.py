@@ -21,6 +21,7 @@ PERMISSIONS = frozenset({
     "pii.reveal", "campaigns.push", "conflicts.read", "books.check", "metrics.read",
     "users.manage", "auditlog.read", "pii.export", "pii.erase", "reports.read",
     "members.export", "exports.approve", "rfm.run", "segments.write",
+    "journeys.write", "messages.manage",
 })
 
 

@@ -525,6 +525,64 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "DELETE FROM member_activity", "DELETE FROM member_months", "DELETE FROM member_stores",
         "DELETE FROM projection_checkpoints WHERE name = 'member_activity'",
     ]),
+    (18, "journeys, their entries and actions, once each; the message outbox", [
+        # hub.automation.journeys: a journey's current definition and state; every version.
+        # ``cursor``: how far an event-driven journey has read its source (the log's ``pos``,
+        # a lifecycle change's or a segment entry's ``seq``); it starts at the head when the
+        # journey is made, so a journey acts on what happens from then on.
+        """CREATE TABLE journeys (
+            journey_id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, definition TEXT NOT NULL,
+            version BIGINT NOT NULL, state TEXT NOT NULL, trigger TEXT NOT NULL,
+            cursor BIGINT NOT NULL DEFAULT 0, scanned TEXT NOT NULL DEFAULT '',
+            created_by TEXT NOT NULL, created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL)""",
+        """CREATE TABLE journey_versions (
+            journey_id TEXT NOT NULL, version BIGINT NOT NULL, definition TEXT NOT NULL,
+            created_by TEXT NOT NULL, created_ms BIGINT NOT NULL,
+            PRIMARY KEY (journey_id, version))""",
+        # One row per (journey, member, occasion): the key that makes a journey act once. Its
+        # next step and when it is due; ``held_out`` members are recorded and get nothing.
+        *_keyed("journey_entries", """(
+            journey_id TEXT NOT NULL, member_id TEXT NOT NULL, occasion TEXT NOT NULL,
+            version BIGINT NOT NULL, entered_ms BIGINT NOT NULL, held_out BIGINT NOT NULL,
+            step BIGINT NOT NULL, due_ms BIGINT NOT NULL, state TEXT NOT NULL,
+            context TEXT NOT NULL DEFAULT '{}',
+            PRIMARY KEY (journey_id, member_id, occasion))"""),
+        "CREATE INDEX journey_entries_due ON journey_entries(state, due_ms)",
+        "CREATE INDEX journey_entries_member ON journey_entries(member_id)",
+        # Each action taken, written in the transaction of its effect (a coupon's event, a
+        # message in the outbox, a tag): an entry's step is never taken twice.
+        *_keyed("journey_actions", """(
+            journey_id TEXT NOT NULL, member_id TEXT NOT NULL, occasion TEXT NOT NULL,
+            step BIGINT NOT NULL, kind TEXT NOT NULL, at_ms BIGINT NOT NULL,
+            outcome TEXT NOT NULL, PRIMARY KEY (journey_id, member_id, occasion, step))"""),
+        "CREATE INDEX journey_actions_member ON journey_actions(member_id)",
+        "CREATE INDEX lifecycle_changes_seq ON lifecycle_changes(seq)",
+        # Entries into the segments a journey waits on (``watched``), in order.
+        "ALTER TABLE segments ADD COLUMN watched BIGINT NOT NULL DEFAULT 0",
+        """CREATE TABLE segment_joins (
+            seq BIGINT PRIMARY KEY, segment_id TEXT NOT NULL, member_id TEXT NOT NULL,
+            at_ms BIGINT NOT NULL)""",
+        # hub.notify.outbox: every message once (``key``), its state and attempts.
+        """CREATE TABLE outbox (
+            message_id TEXT PRIMARY KEY, key TEXT NOT NULL UNIQUE, member_id TEXT NOT NULL,
+            channel TEXT NOT NULL, purpose TEXT NOT NULL, template TEXT NOT NULL,
+            params TEXT NOT NULL, text TEXT NOT NULL, journey_id TEXT,
+            state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', attempts BIGINT NOT NULL
+            DEFAULT 0, next_ms BIGINT NOT NULL, created_ms BIGINT NOT NULL, sent_ms BIGINT,
+            done_ms BIGINT, provider_id TEXT, error TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX outbox_due ON outbox(channel, state, next_ms)",
+        "CREATE INDEX outbox_member ON outbox(member_id, sent_ms)",
+        "CREATE INDEX outbox_provider ON outbox(provider_id)",
+        *(sql for t in ("journey_entries", "journey_actions", "outbox")
+          for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
+        # Journeys: HQ admins ("*") and marketing.
+        """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'
+           || ' "reports.read", "members.export", "rfm.run", "segments.write",'
+           || ' "journeys.write"]'
+           WHERE role = 'marketing' AND permissions = '["members.read", "stores.read",'
+           || ' "campaigns.push", "reports.read", "members.export", "rfm.run",'
+           || ' "segments.write"]'""",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -303,6 +303,14 @@ def _apply(tx: Tx, segment_id: str, add: list[str], remove: list[str], now: int)
     tx.executemany("INSERT INTO segment_members(segment_id, member_id, since_ms) VALUES"
                    " (?, ?, ?) ON CONFLICT(segment_id, member_id) DO NOTHING",
                    [(segment_id, m, now) for m in add])
+    # A journey waits on members entering this segment (``hub.automation``): each entry in
+    # order, in the transaction that made it.
+    if add and tx.scalar("SELECT watched FROM segments WHERE segment_id = ?", (segment_id,)):
+        last = next_counter(tx, "segment_join_seq", len(add))
+        tx.executemany("INSERT INTO segment_joins(seq, segment_id, member_id, at_ms)"
+                       " VALUES (?, ?, ?, ?)",
+                       [(last - len(add) + i, segment_id, m, now)
+                        for i, m in enumerate(add, 1)])
 
 
 def mark(tx: Tx, members: list[str] | set[str]) -> None:

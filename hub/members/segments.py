@@ -220,6 +220,9 @@ def archive(tx: Tx, segment_id: str, *, now_ms: int, today: date, zone: str) -> 
     if users:
         raise ServiceError("segment_in_use", f"segment {seg.name!r} is used by {users[0]!r}",
                            409)
+    if tx.scalar("SELECT watched FROM segments WHERE segment_id = ?", (segment_id,)):
+        raise ServiceError("segment_in_use", f"segment {seg.name!r} is used by a journey:"
+                           " archive the journey first", 409)
     if seg.for_tills or seg.tag is not None:
         _touch_members(tx, segment_id)
     tx.execute("UPDATE segments SET state = 'archived', members = 0, tag = NULL,"
