@@ -248,7 +248,7 @@ class Dispatcher:
         """When the oldest message counted in the channel's window leaves it."""
         since = now - quota.days * DAY_MS
         oldest = tx.scalar("SELECT min(sent_ms) FROM outbox WHERE member_id = ? AND channel = ?"
-                           f" AND sent_ms >= ? AND state IN {outbox.COUNTED}",
+                           f" AND sent_ms > ? AND state IN {outbox.COUNTED}",
                            (member, name, since))
         return int(oldest or now) + quota.days * DAY_MS
 

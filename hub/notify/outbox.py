@@ -87,7 +87,7 @@ def next_due_ms(tx: Tx, channel: str) -> int | None:
 
 def sent_since(tx: Tx, member_ids: list[str], since_ms: int, *,
                purpose: str | None = "marketing", channel: str | None = None) -> dict[str, int]:
-    """How many messages (of ``purpose``; None: any) each member was sent since ``since_ms``
+    """How many messages (of ``purpose``; None: any) each member was sent after ``since_ms``
     (all channels, or one): what the budget and a channel's quota count."""
     out: dict[str, int] = {}
     extra, params = "", []
@@ -98,7 +98,7 @@ def sent_since(tx: Tx, member_ids: list[str], since_ms: int, *,
     for chunk, marks in in_chunks(member_ids):
         for member, n in tx.all(
                 f"SELECT member_id, count(*) FROM outbox WHERE member_id IN ({marks})"
-                f" AND sent_ms >= ? AND state IN {COUNTED}{extra} GROUP BY member_id",
+                f" AND sent_ms > ? AND state IN {COUNTED}{extra} GROUP BY member_id",
                 (*chunk, since_ms, *params)):
             out[str(member)] = int(n)
     return out
