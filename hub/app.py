@@ -43,10 +43,11 @@ from hub.notify.dispatcher import Dispatcher
 from hub.projections.catalog import projections
 from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
+from hub.stores.registry import HQ
 from hub.sync.link import StoreLink
 from protocol.campaigns import CampaignBundle
 from protocol.errors import ServiceError
-from protocol.events import CouponKind
+from protocol.events import ConsentChanged, CouponKind, EventBody
 from protocol.hlc import HybridClock
 from protocol.tls import client_context
 
@@ -241,6 +242,29 @@ class Hub:
         now = now_ms()
         return await self.db.transaction(
             lambda tx: journeys.set_state(tx, journey_id, state, now_ms=now))
+
+    async def record_consents(self, member_id: str, consents: list[dict[str, Any]],
+                              actor: str) -> tuple[str, int]:
+        """Consents given or withdrawn through HQ: a ``member.consent`` of the HQ stream for
+        each that differs from what the hub holds; (the member, how many changed)."""
+        now = now_ms()
+
+        def record(tx: Tx) -> tuple[str, int]:
+            member = hq_events.live_member(tx, member_id)
+            held = {(str(c), str(p)): (bool(g), str(v)) for c, p, g, v in tx.all(
+                "SELECT channel, purpose, granted, text_version FROM consents"
+                " WHERE member_id = ?", (member,))}
+            bodies: list[EventBody] = [
+                ConsentChanged(member_id=member, actor=actor, **c) for c in consents
+                if held.get((c["channel"], c["purpose"])) != (c["granted"], c["text_version"])]
+            if bodies:
+                hq_events.append(tx, HQ, bodies, self._merge(now))
+            return member, len(bodies)
+
+        done = await self.db.transaction(record)
+        if done[1]:
+            self.link.directory_moved()
+        return done
 
     async def resend(self, *, message_id: str | None = None, channel: str | None = None
                      ) -> int:

@@ -22,6 +22,7 @@ from hub.api.routes import (
     conflicts,
     exports,
     hq_events,
+    journeys,
     members,
     metrics,
     reports,
@@ -42,7 +43,7 @@ from protocol.metrics import RequestTimer
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
            auth.router, reports.router, exports.router, rfm.router,
-           segments.router)
+           segments.router, journeys.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

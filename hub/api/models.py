@@ -672,3 +672,5 @@ class Member360(BaseModel):
     favourite_products: list[dict[str, Any]]
     recent: list[dict[str, Any]]
     guide_id: str | None
+    journeys: list[dict[str, Any]]  # entered (held out too), newest first
+    messages: list[dict[str, Any]]  # sent, waiting or suppressed, newest first

@@ -3,9 +3,8 @@ may see it — the profile (masked below HQ admin, per ``hub.auth.member_view``)
 spend still needed for the next, balances (per store only of the caller's stores), points lots
 by expiry date, stored value principal and bonus, open and past coupons, tags with their
 source, segments, RFM history, lifecycle stage and its changes, visits and stores, favourite
-categories and products, recent sales and refunds, the assigned guide.
-
-Messages the member received join it with the automation work (issue 17).
+categories and products, recent sales and refunds, the assigned guide, the journeys they
+entered and the messages sent to them (``hub.automation``, ``hub.notify``).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from hub.auth.scope import Scope, per_store
 from hub.core.db import Tx
 from hub.members import lifecycle, tags, tiers
 from hub.members.identity import canonical
+from hub.notify import outbox
 from hub.reports import rfm_members
 
 RECENT = 20
@@ -109,4 +109,14 @@ def card(tx: Tx, scope: Scope, member_id: str, *, rules: tiers.TierRules, now_ms
         "favourite_products": products,
         "recent": recent,
         "guide_id": view.get("guide_id"),
+        "journeys": [{"journey_id": j, "name": n, "occasion": o, "entered_ms": int(at),
+                      "held_out": bool(h), "state": st} for j, n, o, at, h, st in tx.all(
+            "SELECT e.journey_id, j.name, e.occasion, e.entered_ms, e.held_out, e.state FROM"
+            f" journey_entries e JOIN journeys j ON j.journey_id = e.journey_id WHERE"
+            f" e.member_id IN ({marks}) ORDER BY e.entered_ms DESC LIMIT ?", (*ids, RECENT))],
+        # A message's text may name the member: below HQ admin it is left out.
+        "messages": [{k: m[k] for k in ("channel", "purpose", "state", "reason", "created_ms",
+                                        "sent_ms", "journey_id")}
+                     | ({} if scope.role.masked else {"text": m["text"]})
+                     for m in outbox.listing(tx, member_id=mid, limit=RECENT)],
     }

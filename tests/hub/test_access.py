@@ -555,6 +555,10 @@ MEMBER_ROUTES: dict[tuple[str, str], tuple[dict[str, Any] | None, dict[str, str]
     ("PUT", "/v1/members/{member_id}/cards/{card_uid}/state"): (
         {"state": "lost", "actor": "m"}, None),
     ("POST", "/v1/members/{member_id}/erasure"): ({"actor": "m", "reason": "m"}, None),
+    ("GET", "/v1/members/{member_id}/journeys"): (None, None),
+    ("POST", "/v1/members/{member_id}/consents"): (
+        {"consents": [{"channel": "sms", "granted": True, "text_version": "v1"}],
+         "actor": "m"}, None),
 }
 
 
@@ -762,3 +766,72 @@ async def test_segments_tags_and_the_member_card_through_the_api(chain: dict[str
         assert action in actions
     assert "segment.export" in await hub.db.read(lambda tx: [str(a) for (a,) in tx.all(
         "SELECT action FROM audit_log WHERE username = 'east.mgr'")])
+
+
+async def test_journeys_messages_and_consents_through_the_api(chain: dict[str, Any]) -> None:
+    """Marketing makes journeys (a guide may not); a bad one is a 422 naming the part, nothing
+    saved; a care plan reaches a segment's members once; a region manager reads only their
+    members' journeys; consents taken by HQ become HQ-stream events, a repeat changes nothing;
+    the outbox is for who runs the channels."""
+    c: httpx.AsyncClient = chain["client"]
+    hub: Hub = chain["hub"]
+    east, west = chain["east"], chain["west"]
+    mkt, mgr, boss = _as(chain, "mkt"), _as(chain, "east.mgr"), _as(chain, "boss")
+    await c.put("/v1/tags/vip", json={"group": "value"}, headers=mkt)
+    await c.post("/v1/members/tags", json={"members": [east, west], "add": ["vip"]},
+                 headers=mkt)
+    seg = (await c.post("/v1/segments", json={
+        "name": "vips", "definition": {"field": "tag", "any": ["vip"]}},
+        headers=mkt)).json()["segment_id"]
+    await hub.keeper.run()
+    plan = {"name": "关怀", "trigger": {"kind": "scheduled", "segment_id": seg,
+                                        "at": "2026-01-01T10:00:00+08:00"},
+            "actions": [{"kind": "points", "points": 88}]}
+    assert (await c.post("/v1/journeys", json=plan, headers=_as(chain, "guide1"))
+            ).status_code == 403
+    for bad, says in (
+            ({**plan, "actions": [{"kind": "message", "channel": "webhook", "text": "hi"}]},
+             "channel 'webhook' is not configured"),
+            ({**plan, "trigger": {"kind": "scheduled", "segment_id": seg,
+                                  "at": "2026-01-01T10:00:00"}}, "time zone offset")):
+        r = await c.post("/v1/journeys", json=bad, headers=mkt)
+        assert r.status_code == 422 and says in r.text, r.text
+    assert (await c.get("/v1/journeys", headers=mkt)).json() == []
+    r = await c.post("/v1/journeys", json=plan, headers=mkt)
+    assert r.status_code == 201, r.text
+    journey = r.json()["journey_id"]
+    await hub.run_journeys()
+    await hub.run_journeys()  # once: nobody twice
+    got = (await c.get(f"/v1/journeys/{journey}", headers=mkt)).json()
+    assert got["entries"] == {"done": 2}
+    mine = (await c.get(f"/v1/members/{east}/journeys", headers=mgr)).json()
+    assert [(j["name"], [a["kind"] for a in j["actions"]]) for j in mine] == [
+        ("关怀", ["points"])]
+    assert (await c.get(f"/v1/members/{west}/journeys", headers=mgr)).status_code == 404
+    card = (await c.get(f"/v1/members/{east}/360", headers=mgr)).json()
+    assert [j["name"] for j in card["journeys"]] == ["关怀"]
+    assert card["points"]["balance"] >= 88
+    r = await c.post(f"/v1/journeys/{journey}/state", json={"state": "paused"}, headers=mkt)
+    assert r.json()["state"] == "paused"
+
+    # Consents through HQ: an HQ-stream event each, a repeat changes nothing.
+    body = {"consents": [{"channel": "email", "granted": True, "text_version": "2026-12"},
+                         {"channel": "sms", "granted": False, "text_version": "2026-12"}],
+            "actor": "hotline 7"}
+    r = await c.post(f"/v1/members/{east}/consents", json=body, headers=boss)
+    assert r.json() == {"member_id": east, "recorded": 2}
+    assert (await c.post(f"/v1/members/{east}/consents", json=body,
+                         headers=boss)).json()["recorded"] == 0
+    held = await hub.db.read(lambda tx: tx.all(
+        "SELECT channel, granted, store_id FROM consents WHERE member_id = ? ORDER BY channel",
+        (east,)))
+    assert [tuple(h) for h in held] == [("email", 1, "HQ"), ("sms", 0, "HQ")]
+    # The outbox: who runs the channels.
+    assert (await c.get("/v1/messages", headers=mkt)).status_code == 403
+    assert (await c.get("/v1/messages", headers=boss)).json() == []
+    r = await c.post("/v1/messages/nope/resend", headers=boss)
+    assert r.status_code == 404
+    audit = await hub.db.read(lambda tx: [str(a) for (a,) in tx.all(
+        "SELECT action FROM audit_log WHERE action IN (?, ?, ?) ORDER BY at_ms",
+        ("journey.create", "journey.state", "member.consent"))])
+    assert audit == ["journey.create", "journey.state", "member.consent", "member.consent"]
