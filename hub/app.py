@@ -38,6 +38,8 @@ from hub.members import directory, rfm, segments, tiers
 from hub.members.segment_keeper import SegmentKeeper
 from hub.notify import outbox
 from hub.notify.channel import Channel
+from hub.notify.channels.email import EmailChannel
+from hub.notify.channels.sms import SmsChannel
 from hub.notify.channels.webhook import WebhookChannel
 from hub.notify.dispatcher import Dispatcher
 from hub.projections.catalog import projections
@@ -453,6 +455,11 @@ class Hub:
 def channels(config: HubConfig) -> dict[str, Channel]:
     """The channels ``[channels]`` configures, by name."""
     out: dict[str, Channel] = {}
-    if config.channels.webhook is not None:
-        out["webhook"] = WebhookChannel(config.channels.webhook)
+    c = config.channels
+    if c.webhook is not None:
+        out["webhook"] = WebhookChannel(c.webhook)
+    if c.sms is not None:
+        out["sms"] = SmsChannel(c.sms)
+    if c.email is not None:
+        out["email"] = EmailChannel(c.email)
     return out

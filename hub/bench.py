@@ -51,6 +51,7 @@ import msgpack
 
 from hub import extensions
 from hub.app import READ_YIELD_S
+from hub.bench_journeys import measure_journeys
 from hub.bench_rfm import measure_rfm, measure_rfm_postgres
 from hub.bench_scope import measure_scope, measure_scope_postgres
 from hub.bench_segments import measure_segments
@@ -596,14 +597,17 @@ def _why(exc: BaseException) -> str:
 def failed(result: dict[str, Any]) -> list[str]:
     """The parts of a ``run_bench`` result that broke (empty when every part ran or was
     skipped or unavailable)."""
-    return [k for k in ("postgres", "drain") if str(result.get(k, "")).startswith("failed")]
+    return [k for k in ("postgres", "drain", "journeys")
+            if str(result.get(k, "")).startswith("failed")]
 
 
 def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 100_000,
               postgres_url: str | None = PG_ADMIN, batch_events: int = BATCH_EVENTS,
               workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False,
               scope_members: int = 1_000_000, rfm_members: int = 1_000_000,
-              segment_members: int = 100_000, segment_count: int = 1000) -> dict[str, Any]:
+              segment_members: int = 100_000, segment_count: int = 1000,
+              journey_members: int = 1_000_000, dispatch_messages: int = 5000
+              ) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -713,6 +717,13 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                                                segment_members, segment_count))
             except Exception as exc:
                 result["segments"] = f"failed: {_why(exc)}"
+
+        # A birthday journey's pass and the outbox's dispatch (``hub.bench_journeys``).
+        if journey_members > 0 or dispatch_messages > 0:
+            try:
+                result.update(measure_journeys(tmp, journey_members, dispatch_messages))
+            except Exception as exc:
+                result["journeys"] = f"failed: {_why(exc)}"
 
         # A part that breaks is reported as "failed: ..." (and the command exits 1) rather
         # than losing the figures measured before it.

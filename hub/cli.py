@@ -354,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                             " 0: skip")
     bench.add_argument("--segments", type=int, default=1000,
                        help="how many segments the segment figures keep (1,000)")
+    bench.add_argument("--journey-members", type=int, default=1_000_000,
+                       help="members for the birthday pass (birthday_pass_vs_floor); 0: skip")
+    bench.add_argument("--dispatch-messages", type=int, default=5000,
+                       help="messages for dispatch_vs_floor and the outage (outage_lost,"
+                            " outage_duplicated); 0: skip")
     bench.add_argument("--scope-members", type=int, default=1_000_000,
                        help="members for the scope figures (scoped_vs_unscoped_*); 0: skip")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
@@ -410,7 +415,9 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 scope_members=args.scope_members,
                                 rfm_members=args.rfm_members,
                                 segment_members=args.segment_members,
-                                segment_count=args.segments)
+                                segment_count=args.segments,
+                                journey_members=args.journey_members,
+                                dispatch_messages=args.dispatch_messages)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

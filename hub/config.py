@@ -13,6 +13,8 @@ from hub.automation.settings import AutomationSettings
 from hub.ledger.allowances import AllowancePolicy
 from hub.members.lifecycle import LifecycleRules
 from hub.members.tiers import TierRules
+from hub.notify.channels.email import EmailSettings
+from hub.notify.channels.sms import SmsSettings
 from hub.notify.channels.webhook import WebhookSettings
 from hub.notify.dispatcher import NotifySettings
 from protocol.http_guard import ConnectionLimits
@@ -113,6 +115,8 @@ class ChannelsSection(_Section):
     (a journey that names it is refused)."""
 
     webhook: WebhookSettings | None = None
+    sms: SmsSettings | None = None  # Alibaba Cloud SMS
+    email: EmailSettings | None = None  # SMTP with STARTTLS
 
 
 class HubConfig(_Section):

@@ -214,11 +214,11 @@ class JourneyEngine:
         others = sorted({z for z in zones.values() if z != self.chain_zone})
         out = []
         own = sorted(s for s, z in zones.items() if z != self.chain_zone)
-        out.append((self.chain_zone, f"m.home_store NOT IN ({_marks(own)})" if own else "1 = 1",
+        out.append((self.chain_zone, f"m.home_store NOT IN ({marks(own)})" if own else "1 = 1",
                     own))
         for zone in others:
             stores = sorted(s for s, z in zones.items() if z == zone)
-            out.append((zone, f"m.home_store IN ({_marks(stores)})", stores))
+            out.append((zone, f"m.home_store IN ({marks(stores)})", stores))
         return out
 
     def candidates(self, tx: Tx, j: Journey, now: int) -> list[Entry]:
@@ -239,11 +239,11 @@ class JourneyEngine:
             today = moment.astimezone(ZoneInfo(zone)).date()
             if isinstance(trigger, Birthday):
                 days = trigger.days_before
-                by_md = _birthdays(today, days)
-                marks = _marks(sorted(by_md))
+                by_md = birthdays_within(today, days)
                 for member, birthday in tx.all(
                         "SELECT m.member_id, m.birthday FROM members m WHERE"
-                        f" substr(m.birthday, 6, 5) IN ({marks}) AND {store_sql} AND {cond_sql}",
+                        f" substr(m.birthday, 6, 5) IN ({marks(sorted(by_md))})"
+                        f" AND {store_sql} AND {cond_sql}",
                         (*sorted(by_md), *store_params, *cond_params)):
                     day = by_md[str(birthday)[5:10]]
                     out.append(Entry(str(member), f"birthday:{day.isoformat()}", now,
@@ -453,7 +453,7 @@ def _still_active(tx: Tx, journey_id: str) -> bool:
     return bool(state == "active")
 
 
-def _birthdays(today: date, days: int) -> dict[str, date]:
+def birthdays_within(today: date, days: int) -> dict[str, date]:
     """Month-day of a birthday -> the day it falls on within ``days`` of ``today``; a 29
     February birthday falls on the 28th in a year without one."""
     out: dict[str, date] = {}
@@ -480,5 +480,5 @@ def _names(text: str) -> list[str]:
     return sorted({f for _l, f, _s, _c in string.Formatter().parse(text) if f})
 
 
-def _marks(values: list[str]) -> str:
+def marks(values: list[str]) -> str:
     return ", ".join("?" * len(values))

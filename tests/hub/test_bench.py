@@ -50,7 +50,8 @@ def test_bench_prints_one_json_object_with_every_figure(
     rc = main(["bench", "--json", "--stores", "2", "--events", "2000", "--drain-events", "2000",
                "--workdir", str(tmp_path), "--scope-members", "3000",
                "--rfm-members", "2000", "--segment-members", "2000",
-               "--segments", "30"])
+               "--segments", "30", "--journey-members", "3000",
+               "--dispatch-messages", "200"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -77,6 +78,11 @@ def test_bench_prints_one_json_object_with_every_figure(
     assert 0 <= result["segment_freshness_p95_s"] <= result["segment_freshness_max_s"]
     assert result["segments_active"] == result["segments_whole_evaluated"] == 30
     assert result["segments_whole_rows"] > 0 and result["segments_pass_members"] == 2000
+    # Journeys: the pass enters whom the bare select selects; the outage loses and repeats
+    # nothing.
+    assert result["birthday_entered"] == result["birthday_selected"] > 0
+    assert result["birthday_pass_vs_floor"] > 0 and result["dispatch_vs_floor"] > 0
+    assert result["outage_lost"] == 0 and result["outage_duplicated"] == 0
 
 
 def test_breakdown_says_where_the_apply_time_goes(
