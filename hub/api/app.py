@@ -22,6 +22,7 @@ from hub.api.routes import (
     conflicts,
     exports,
     hq_events,
+    journey_effect,
     journeys,
     members,
     metrics,
@@ -43,7 +44,7 @@ from protocol.metrics import RequestTimer
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
            auth.router, reports.router, exports.router, rfm.router,
-           segments.router, journeys.router)
+           segments.router, journeys.router, journey_effect.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

@@ -98,3 +98,94 @@ class ConsentsRequest(_In):
 class ConsentsRecorded(BaseModel):
     member_id: str
     recorded: int  # consents that changed (a repeat changes nothing)
+
+
+# --- a journey's effect (``hub.reports.journey_effect``) -------------------------------------
+
+
+class EffectGroup(BaseModel):
+    """A group's members whose window has ended (``open``: still running, not compared)."""
+
+    members: int
+    open: int
+    visitors: int  # at least one purchase in the window
+    visit_rate: float | None
+    spend: int  # minor units, net of refunds in the window
+    spend_per_member: float | None  # the average, minor units, not rounded
+
+
+class EffectGroups(BaseModel):
+    treated: EffectGroup
+    held_out: EffectGroup  # the journey's holdout and the chain's control group together
+
+
+class EffectDifference(BaseModel):
+    """Treated minus held out, with its 95 % interval (null: too few members to tell)."""
+
+    difference: float | None
+    ci_low: float | None
+    ci_high: float | None
+    significant: bool | None  # the interval leaves 0 out
+    method: str
+    df: float | None = None  # Welch's degrees of freedom (spend only)
+
+
+class EffectUplift(BaseModel):
+    visit_rate: EffectDifference
+    spend_per_member: EffectDifference
+    note: str | None  # why an interval is missing or not to be trusted
+
+
+class EffectRoi(BaseModel):
+    """Minor units, rounded towards zero; ``roi`` = (incremental margin - costs) / costs."""
+
+    margin_percent: int
+    incremental_spend: int | None
+    incremental_margin: int | None
+    coupon_cost: int  # discounts the compared treated members' journey coupons gave
+    messages_sent: int
+    message_cost: int
+    costs: int
+    roi: float | None
+    note: str | None
+
+
+class EffectStore(BaseModel):
+    store_id: str
+    merged_to_ms: int | None  # wall time of the newest event merged from the store
+    lag_events: int  # events the store last reported that the hub has not merged
+
+
+class EffectCompleteness(BaseModel):
+    stores: list[EffectStore]
+    sales_facts_behind: int  # log events the sales facts have yet to read
+    windows_end_ms: int | None  # the latest end of a compared window
+
+
+class JourneyEffect(BaseModel):
+    """What a journey did, measured against its held-out members (see
+    ``hub.reports.journey_effect`` for every figure's meaning)."""
+
+    journey_id: str
+    name: str
+    holdout_percent: int
+    window_days: int
+    now_ms: int
+    entries: int
+    entered: int  # members, each once as they now are
+    treated: int
+    held_out: int
+    held_out_by_kind: dict[str, int]  # journey (its own holdout), control (the chain's)
+    open: int  # members whose window has not ended yet
+    messages: dict[str, int]  # the journey's messages by outbox state
+    sent: int
+    delivered: int
+    suppressed: dict[str, int]  # by reason
+    coupons_issued: int
+    coupons_redeemed: int
+    redemption_rate: float | None
+    groups: EffectGroups
+    uplift: EffectUplift
+    roi: EffectRoi
+    completeness: EffectCompleteness
+    notes: list[str]
