@@ -30,6 +30,7 @@ from protocol.events import (
     SaleFinalized,
     SaleLine,
     Tender,
+    TillMessageShown,
     body_version,
 )
 from protocol.ids import member_qr
@@ -354,6 +355,15 @@ def finalize(
             " last_visit = ? WHERE member_id = ?",
             (q.total, ctx.today().isoformat(), member_id),
         )
+        # Messages HQ left for the member print on this receipt; the hub hears they were
+        # shown (and takes them out of the member's entry for every other till).
+        for (key,) in conn.execute("SELECT key FROM till_messages WHERE member_id = ? AND"
+                                   " shown_sale IS NULL ORDER BY key", (member_id,)).fetchall():
+            conn.execute("UPDATE till_messages SET shown_sale = ? WHERE member_id = ? AND"
+                         " key = ?", (sale_id, member_id, key))
+            outbox.append(conn, ctx, TillMessageShown(member_id=member_id, key=key,
+                                                      terminal_id=cart.terminal_id,
+                                                      sale_id=sale_id))
     receipt = receipt_view(conn, ctx, sale_id)
     receipt["change"] = change
     receipt["coupons_issued"] = issued
@@ -406,4 +416,7 @@ def receipt_view(conn: sqlite3.Connection, ctx: StoreContext, sale_id: str) -> d
             "points_balance": points_now, "points_debt": m["points_debt"],
             "stored_value": principal + bonus,
         }
+    out["messages"] = [{"text": r["text"], "coupon_code": r["coupon_code"]}
+                       for r in conn.execute("SELECT text, coupon_code FROM till_messages"
+                                             " WHERE shown_sale = ? ORDER BY key", (sale_id,))]
     return out

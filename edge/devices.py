@@ -311,7 +311,10 @@ class DeviceManager:
         if member_id is None or lane.display is None:
             return
         m = await self.service.member(member_id)
-        await self.show(lane, f"欢迎 {m['name']}"[:20], f"{m['tier']} 积分 {m['points']}")
+        # A message HQ left for the member takes the second line (the receipt prints it whole).
+        second = (m["messages"][0]["text"] if m.get("messages")
+                  else f"{m['tier']} 积分 {m['points']}")
+        await self.show(lane, f"欢迎 {m['name']}"[:20], second[:20])
 
     def _print_event(self, event: dict[str, Any]) -> None:
         printer_id = event.get("printer_id")

@@ -202,6 +202,8 @@ def apply_entry(conn: sqlite3.Connection, ctx: StoreContext, e: MemberEntry) -> 
             (json.dumps(e.hq_tags, ensure_ascii=False),
              json.dumps([s.model_dump() for s in e.segments], ensure_ascii=False),
              e.rfm_group, e.stage, e.member_id))
+    if "messages" in e.model_fields_set:
+        _apply_messages(conn, e)
     if "card_states" in e.model_fields_set:
         _apply_cards(conn, e)
     else:  # a hub older than card states: its list is the active cards
@@ -286,3 +288,15 @@ def apply_authorization(conn: sqlite3.Connection, ctx: StoreContext, member_id: 
         apply_entry(conn, ctx, reply.member)
     allowance.grant(conn, ctx, member_id, reply.granted_points, reply.granted_stored_value,
                     points_total=reply.points_granted_total, sv_total=reply.sv_granted_total)
+
+
+def _apply_messages(conn: sqlite3.Connection, e: MemberEntry) -> None:
+    """The messages HQ leaves for the member now: new ones kept to show, ones HQ took back
+    (printed at another till) dropped; those printed here stay with their sale (reprints)."""
+    keys = [m.key for m in e.messages]
+    marks = ", ".join("?" * len(keys))
+    conn.execute(f"DELETE FROM till_messages WHERE member_id = ? AND shown_sale IS NULL"
+                 f" AND key NOT IN ({marks})", (e.member_id, *keys))
+    conn.executemany("INSERT INTO till_messages(member_id, key, text, coupon_code)"
+                     " VALUES (?, ?, ?, ?) ON CONFLICT(member_id, key) DO NOTHING",
+                     [(e.member_id, m.key, m.text, m.coupon_code) for m in e.messages])

@@ -321,4 +321,9 @@ def member_view(conn: sqlite3.Connection, ctx: StoreContext, member_id: str) -> 
         "segments": json.loads(m["till_segments"]),
         "rfm_group": m["rfm_group"],
         "stage": m["stage"],
+        # What HQ left for the member at the tills, to show now and print on their receipt.
+        "messages": [{"key": r["key"], "text": r["text"], "coupon_code": r["coupon_code"]}
+                     for r in conn.execute("SELECT key, text, coupon_code FROM till_messages"
+                                           " WHERE member_id = ? AND shown_sale IS NULL"
+                                           " ORDER BY key", (member_id,))],
     }

@@ -98,9 +98,19 @@ def _member_block(r: Receipt, view: dict[str, Any], money: Callable[[int], str])
         r.row("储值余额 Stored value", money(member["stored_value"]))
     for code in coupons:
         r.row("赠券 Coupon", code)
-    # One QR only: a coupon just issued is what the customer needs next; else the member card.
+    messages = view.get("messages") or []
+    for message in messages:  # what HQ left for the member (a journey's in-store message)
+        r.divider()
+        r.text(str(message["text"]))
+        if message.get("coupon_code"):
+            r.row("券码 Coupon", str(message["coupon_code"]))
+    gifts = [str(m["coupon_code"]) for m in messages if m.get("coupon_code")]
+    # One QR only: a coupon just issued is what the customer needs next, then a coupon HQ
+    # sent them, else the member card.
     if coupons:
         r.qr(coupon_qr(coupons[0]))
+    elif gifts:
+        r.qr(coupon_qr(gifts[0]))
     elif member:
         r.qr(str(member["qr"]))
 

@@ -444,6 +444,24 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         ALTER TABLE members ADD COLUMN stage TEXT;
         """,
     ),
+    (
+        14,
+        "messages HQ left for members at the tills (a journey's in-store message)",
+        """
+        -- From the member directory (edge.directory): shown on the pole display when the
+        -- member is identified, printed on the receipt of their next sale (``shown_sale``,
+        -- so a reprint prints it again), then reported to the hub (member.message_shown).
+        CREATE TABLE till_messages (
+            member_id   TEXT NOT NULL,
+            key         TEXT NOT NULL,
+            text        TEXT NOT NULL,
+            coupon_code TEXT,
+            shown_sale  TEXT,
+            PRIMARY KEY (member_id, key)
+        ) WITHOUT ROWID;
+        CREATE INDEX till_messages_sale ON till_messages(shown_sale);
+        """,
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -40,6 +40,7 @@ from hub.notify import outbox
 from hub.notify.channel import Channel
 from hub.notify.channels.email import EmailChannel
 from hub.notify.channels.sms import SmsChannel
+from hub.notify.channels.store import StoreChannel
 from hub.notify.channels.webhook import WebhookChannel
 from hub.notify.dispatcher import Dispatcher
 from hub.projections.catalog import projections
@@ -130,6 +131,9 @@ class Hub:
         self.scheduler.add(Job("journeys", self.run_journeys,
                                interval_s=config.automation.every_s))
         self.channels = channels(config)
+        # The store's own display and receipt: always there (hub.notify.channels.store).
+        self.channels["store"] = StoreChannel(self.db, now_ms,
+                                              lambda: self.link.directory_moved())
         self.dispatcher = Dispatcher(self.db, self.channels, config.notify, self.chain_zone,
                                      lambda: self.zones, now_ms)
         self._stack = AsyncExitStack()

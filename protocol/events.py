@@ -163,6 +163,19 @@ class ConsentChanged(_Body):
     actor: Text | None = None
 
 
+class TillMessageShown(_Body):
+    """A message HQ left for the member at the tills (a journey's in-store message,
+    ``protocol.sync.TillMessage``) was printed on their receipt at ``terminal_id``: delivered,
+    and no other till prints it again once the directory says so."""
+
+    type: Literal["member.message_shown"] = "member.message_shown"
+    v: Literal[1] = 1
+    member_id: Id
+    key: NonEmptyText  # the message's key in the hub's outbox
+    terminal_id: Id
+    sale_id: Id | None = None
+
+
 class MemberErased(_Body):
     """HQ erased the member's personal data on their request (PIPL): name, phone, birthday,
     tags and cards are gone from the hub, its log and every store; the account, its balances
@@ -408,6 +421,7 @@ EventBody = Annotated[
     | PaymentPinSet
     | PaymentPinLocked
     | BirthdayGiftGiven
+    | TillMessageShown
     | MemberErased
     | ConsentChanged
     | SaleFinalized
@@ -430,7 +444,8 @@ BODY_TYPES: dict[str, type[_Body]] = {
     cls.model_fields["type"].default: cls
     for cls in (
         MemberRegistered, MemberProfileChanged, CardBound, CardStateChanged, PaymentPinSet,
-        PaymentPinLocked, BirthdayGiftGiven, MemberErased, ConsentChanged, SaleFinalized,
+        PaymentPinLocked, BirthdayGiftGiven, TillMessageShown, MemberErased, ConsentChanged,
+        SaleFinalized,
         RefundCompleted,
         PointsEarned, PointsRedeemed, PointsExpired, PointsAdjusted, StoredValueToppedUp,
         StoredValueSpent, StoredValueRefunded, CouponIssued, CouponRedeemed, CouponVoided,

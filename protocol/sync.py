@@ -117,6 +117,16 @@ class TillSegment(_Told):
     name: Text
 
 
+class TillMessage(_Told):
+    """A message HQ leaves for the member at every till (a journey's in-store message): the
+    pole display shows its start when the member is identified, the receipt prints it whole
+    with its coupon's QR; then the store reports it shown (``member.message_shown``)."""
+
+    key: Annotated[str, Field(min_length=1, max_length=200)]
+    text: Annotated[str, Field(min_length=1, max_length=500)]
+    coupon_code: Id | None = None
+
+
 class MemberEntry(_Told):
     """A member as the hub knows it after merging every store.
 
@@ -162,6 +172,8 @@ class MemberEntry(_Told):
     segments: list[TillSegment] = Field(default_factory=list, max_length=200)
     rfm_group: RfmGroup | None = None
     stage: LifecycleStage | None = None
+    # Messages HQ left for the member at the tills, oldest first (issue 17).
+    messages: list[TillMessage] = Field(default_factory=list, max_length=20)
 
 
 class DirectoryRequest(_Message):

@@ -125,6 +125,7 @@ class Member(_Open):
     segments: list[TillSegmentView] = []
     rfm_group: str | None = None
     stage: str | None = None
+    messages: list[dict[str, Any]] = []  # HQ's messages to show and print: key, text, coupon
 
 
 class TillSegmentView(BaseModel):
@@ -306,6 +307,7 @@ class Receipt(_Open):
     member: ReceiptMember | None
     change: int | None = None
     coupons_issued: list[dict[str, Any]] | None = None
+    messages: list[dict[str, Any]] = []  # HQ's messages printed on it: text, coupon_code
 
 
 class RefundLine(_Open):

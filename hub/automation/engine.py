@@ -387,7 +387,9 @@ class JourneyEngine:
                     messages.append(outbox.Message(
                         key=key, member_id=member, channel=action.channel,
                         purpose=action.purpose, template=action.template.format_map(values),
-                        params={k: values[k] for k in _names(action.text)},
+                        # The coupon goes with the message (a till prints its QR).
+                        params={k: values[k] for k in {*_names(action.text), "coupon_code"}
+                                if k in values},
                         text=action.text.format_map(values), journey_id=journey_id))
                     outcome = {"channel": action.channel, "key": key}
                 actions.append((journey_id, member, occasion, step, action.kind, now,

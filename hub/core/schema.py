@@ -573,7 +573,12 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "CREATE INDEX outbox_due ON outbox(channel, state, next_ms)",
         "CREATE INDEX outbox_member ON outbox(member_id, sent_ms)",
         "CREATE INDEX outbox_provider ON outbox(provider_id)",
-        *(sql for t in ("journey_entries", "journey_actions", "outbox")
+        # hub.notify.channels.store: messages left for members at every till, in their
+        # directory entries until a store reports one printed (``member.message_shown``).
+        *_keyed("till_messages", """(
+            member_id TEXT NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL, coupon_code TEXT,
+            created_ms BIGINT NOT NULL, PRIMARY KEY (member_id, key))"""),
+        *(sql for t in ("journey_entries", "journey_actions", "outbox", "till_messages")
           for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
         # Journeys: HQ admins ("*") and marketing.
         """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'

@@ -23,6 +23,7 @@ from hub.members.tiers import ADD_SPEND, DEFAULT_ZONE, TierRules, window_start
 from hub.stores.registry import is_virtual
 from protocol.codec import encode
 from protocol.events import EventBatch
+from protocol.hlc import wall_ms
 from protocol.sync import Ack
 
 PROFILE_FIELDS = ("name", "birthday", "phone", "tags", "guide_id")
@@ -272,6 +273,22 @@ def _on_birthday_gift(tx: Tx, f: Fact, store: str, touched: set[str],
         touched.add(member_id)  # no other store gives it again this year
 
 
+def _on_message_shown(tx: Tx, f: Fact, store: str, touched: set[str],
+                      result: ApplyResult) -> None:
+    """A till printed a message HQ left for the member: delivered (the outbox's row, written
+    here as SQL: the ledger stands below ``hub.notify``), and gone from the member's entry so
+    no other till prints it again."""
+    assert f.member_id is not None
+    member_id = canonical(tx, f.member_id)
+    key = f.detail["key"]
+    if tx.execute("DELETE FROM till_messages WHERE member_id = ? AND key = ?",
+                  (member_id, key)).rowcount:
+        touched.add(member_id)
+    tx.execute("UPDATE outbox SET state = 'delivered', done_ms = ?, provider_id = ? WHERE"
+               " key = ? AND channel = 'store' AND state IN ('sending', 'sent')",
+               (wall_ms(f.hlc), f"{store}/{f.detail['terminal_id']}", key))
+
+
 def _on_coupon_issued(tx: Tx, f: Fact, store: str, touched: set[str],
                       result: ApplyResult) -> None:
     d = f.detail
@@ -352,6 +369,7 @@ _HANDLERS: dict[str, Handler] = {
     "member.pin_set": _on_pin,
     "member.pin_locked": _on_pin,
     "member.birthday_gift": _on_birthday_gift,
+    "member.message_shown": _on_message_shown,
     "member.erased": _on_erased,
     "member.consent": _on_consent,
     "coupon.redeemed": _on_coupon_redeemed,
@@ -457,6 +475,8 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
                " FROM consents c WHERE c.member_id = ? AND c.channel = consents.channel"
                " AND c.purpose = consents.purpose)", (survivor, alias, survivor))
     tx.execute("DELETE FROM consents WHERE member_id = ?", (alias,))
+    tx.execute("UPDATE till_messages SET member_id = ? WHERE member_id = ? AND key NOT IN"
+               " (SELECT key FROM till_messages WHERE member_id = ?)", (survivor, alias, survivor))
     # Coupons issued to the old id are the member's: its entry carries the open ones.
     tx.execute("UPDATE coupons SET member_id = ? WHERE member_id = ?", (survivor, alias))
 

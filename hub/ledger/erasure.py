@@ -43,6 +43,12 @@ def erase(tx: Tx, member_id: str) -> int:
         tx.execute(f"UPDATE members SET phone = NULL, name = '', birthday = NULL, tags = '[]',"
                    f" erased = 1 WHERE member_id IN ({marks})", chunk)
         tx.execute(f"DELETE FROM cards WHERE member_id IN ({marks})", chunk)
+        # Messages may name the member; a journey's occasion data may hold their birthday.
+        tx.execute(f"DELETE FROM till_messages WHERE member_id IN ({marks})", chunk)
+        tx.execute(f"UPDATE outbox SET text = '', params = '{{}}' WHERE member_id IN ({marks})",
+                   chunk)
+        tx.execute(f"UPDATE journey_entries SET context = '{{}}' WHERE member_id IN ({marks})",
+                   chunk)
         for mid in chunk:  # HQ's answers kept for retries may show the member whole: emptied
             for key, text in tx.all("SELECT idem_key, response FROM hq_requests"
                                     " WHERE response LIKE ?", (f"%{mid}%",)):

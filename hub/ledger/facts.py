@@ -68,6 +68,7 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "member.pin_set": lambda b: {"pin_hash": b.pin_hash},
     "member.pin_locked": lambda b: {},
     "member.birthday_gift": lambda b: {"year": b.year},
+    "member.message_shown": lambda b: {"key": b.key, "terminal_id": b.terminal_id},
     "member.erased": lambda b: {},
     "member.consent": lambda b: {"channel": b.channel, "purpose": b.purpose,
                                  "granted": b.granted, "text_version": b.text_version},

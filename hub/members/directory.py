@@ -18,6 +18,9 @@ from hub.core.schema import counter, next_counter
 from hub.stores.registry import VIRTUAL_STORES
 from protocol.sync import DirectoryPage, MemberEntry
 
+# The most messages an entry carries (``protocol.sync.MemberEntry.messages``): older first.
+MAX_TILL_MESSAGES = 20
+
 
 def head(tx: Tx) -> int:
     return counter(tx, "member_change")
@@ -95,6 +98,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     segments: dict[str, list[dict[str, str]]] = defaultdict(list)
     rfm_group: dict[str, str] = {}
     stage: dict[str, str] = {}
+    messages: dict[str, list[dict[str, Any]]] = defaultdict(list)
     run = tx.scalar("SELECT run_id FROM rfm_runs ORDER BY created_ms DESC, run_id DESC LIMIT 1")
     issuers = sorted(VIRTUAL_STORES)
     for chunk, marks in in_chunks(ids):
@@ -149,6 +153,12 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
         stage.update((str(m), str(g)) for m, g in tx.all(
             f"SELECT member_id, stage FROM member_lifecycle WHERE member_id IN ({marks})",
             chunk))
+        # Messages HQ left at the tills (``hub.notify.channels.store``), oldest first.
+        for mid, key, text, code in tx.all(
+                f"SELECT member_id, key, text, coupon_code FROM till_messages WHERE member_id"
+                f" IN ({marks}) ORDER BY created_ms, key", chunk):
+            if len(messages[mid]) < MAX_TILL_MESSAGES:
+                messages[mid].append({"key": key, "text": text, "coupon_code": code})
     return [
         {"member_id": r[0], "member_code": r[1], "phone": r[2], "name": r[3],
          "birthday": r[4], "tier": r[5], "tags": json.loads(r[6]), "cards": cards[r[0]],
@@ -157,6 +167,7 @@ def _entry_dicts(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
          "guide_id": r[10], "card_states": card_states[r[0]], "pin_hash": r[11],
          "pin_locked": bool(r[12]), "pin_hlc": int(r[13]), "birthday_gift_year": int(r[14]),
          "erased": bool(r[15]), "hq_tags": hq_tags[r[0]], "segments": segments[r[0]],
-         "rfm_group": rfm_group.get(r[0]), "stage": stage.get(r[0])}
+         "rfm_group": rfm_group.get(r[0]), "stage": stage.get(r[0]),
+         "messages": messages[r[0]]}
         for r in rows
     ]

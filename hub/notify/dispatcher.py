@@ -6,7 +6,8 @@ A round, in three steps:
 1. **Gates** (one writer transaction), checked at send time (HQ.md, principle 8): an erased or
    merged member, or one without an address on the channel, gets nothing (``suppressed``); a
    marketing message needs the member's consent on the channel (``no_consent``), waits out the
-   quiet hours of the member's home store (held, not dropped), counts against one frequency
+   quiet hours of the member's home store (held, not dropped; not for the store's own
+   channel, which only leaves it for the next visit), counts against one frequency
    budget across every channel and journey (``budget``), and against a channel's own quota
    (held until it frees). Transactional messages pass consent, quiet hours and the budget.
    What passes is marked ``sending`` — and counts for the budget from then on.
@@ -191,7 +192,8 @@ class Dispatcher:
                 updates.append(("suppressed", "no_address", now, None, r["message_id"]))
             elif marketing and member not in granted:
                 updates.append(("suppressed", "no_consent", now, None, r["message_id"]))
-            elif marketing and (until := self._quiet_until(now, str(m["home_store"]))):
+            elif marketing and name != "store" and (
+                    until := self._quiet_until(now, str(m["home_store"]))):
                 updates.append(("pending", "quiet_hours", until, None, r["message_id"]))
             elif marketing and budget_used.get(member, 0) >= s.budget_messages:
                 updates.append(("suppressed", "budget", now, None, r["message_id"]))

@@ -14,10 +14,12 @@ import httpx
 import pytest
 
 from edge import demo
+from edge import directory as edge_directory
 from edge.api import create_app
 from edge.gateway import StoreGateway
 from edge.service import EdgeService
 from protocol.ids import member_qr
+from protocol.sync import MemberEntry, TillMessage
 from tests.edge.conftest import TOKEN, make_config, register, sell
 
 
@@ -86,6 +88,28 @@ async def test_card_tap_identifies_on_the_lane_and_greets(lane_service: EdgeServ
     await asyncio.sleep(0.2)
     shown = await asyncio.to_thread(_read_display, master)
     assert "欢迎 李雷".encode("gb2312") in shown and b"\x1bQA" in shown
+
+
+async def test_a_message_hq_left_greets_the_member_on_the_display(
+        lane_service: EdgeService, pty_port: tuple[int, str]) -> None:
+    """A journey's in-store message (in the member's directory entry) takes the display's
+    second line when the member taps their card."""
+    svc = lane_service
+    master, _ = pty_port
+    m = await register(svc, "13600000002", card="04D00D02", name="韩梅")
+    entry = MemberEntry(member_id=m["member_id"], member_code=m["member_code"],
+                        phone=m["phone"], name="韩梅", home_store="S001",
+                        messages=[TillMessage(key="j:m:o:1", text="生日快乐送您礼券")])
+    await svc._write(lambda conn, ctx: edge_directory.apply_entry(conn, ctx, entry))
+    assert svc.devices is not None
+    lane = svc.devices.by_terminal["POS-1"]
+    assert lane.sim_reader is not None
+    await asyncio.to_thread(_read_display, master)  # what was shown before
+    await lane.sim_reader.tap("04D00D02")
+    await asyncio.sleep(0.5)
+    shown = await asyncio.to_thread(_read_display, master)
+    assert "欢迎 韩梅".encode("gb2312") in shown
+    assert "生日快乐送您礼券".encode("gb2312") in shown
 
 
 async def test_unknown_card_and_bad_scans_are_events_not_crashes(

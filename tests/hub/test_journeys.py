@@ -15,6 +15,7 @@ from hub.automation import holdout, journeys
 from hub.automation.engine import JourneyEngine
 from hub.core.db import HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
+from hub.ledger import hq_events
 from hub.ledger.apply import apply_batch
 from hub.ledger.hq_events import Merge
 from hub.members import tags
@@ -307,3 +308,27 @@ async def test_versions_and_archive(hub_db: HubDatabase) -> None:
         "SELECT count(*) FROM journey_entries WHERE state = 'active'")) == 0
     assert await hub_db.read(lambda tx: tx.scalar(
         "SELECT count(*) FROM journey_entries WHERE state = 'exited'")) > 0
+
+
+async def test_erasure_scrubs_what_journeys_kept_of_the_member(hub_db: HubDatabase) -> None:
+    """A message names the member and a birthday journey's occasion data holds the birthday:
+    the member's erasure empties both, and a message left at the tills goes."""
+    await seed(hub_db)
+    await _tag(hub_db)
+    await create(hub_db, {**BIRTHDAY, "holdout_percent": 0})
+    await engine(hub_db, [NOW]).run()
+    await hub_db.transaction(lambda tx: tx.execute(
+        "INSERT INTO till_messages(member_id, key, text, coupon_code, created_ms)"
+        " VALUES ('m001', 'k', '会员1，生日快乐', NULL, 1)"))
+    clock = HybridClock()
+    await hub_db.transaction(lambda tx: hq_events.erase_member(
+        tx, "m001", "dpo", "PIPL request", Merge(clock, NOW, zone=ZONE)))
+    kept = await hub_db.read(lambda tx: _rows(
+        tx, "SELECT o.text, o.params, e.context FROM outbox o JOIN journey_entries e"
+            " ON e.member_id = o.member_id WHERE o.member_id = 'm001'"))
+    assert kept == [("", "{}", "{}")]
+    assert await hub_db.read(lambda tx: tx.scalar(
+        "SELECT count(*) FROM till_messages WHERE member_id = 'm001'")) == 0
+    others = await hub_db.read(lambda tx: tx.scalar(
+        "SELECT text FROM outbox WHERE member_id = 'm002'"))
+    assert others.startswith("会员2，生日快乐")

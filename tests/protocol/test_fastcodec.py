@@ -374,6 +374,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
                        "terminal_id": "POS-1", "cashier_id": "C9", "actor": "hq"},
     "member.pin_locked": {"member_id": "m1", "failures": 5, "terminal_id": "POS-1"},
     "member.birthday_gift": {"member_id": "m1", "year": 2026, "sale_id": "s1"},
+    "member.message_shown": {"member_id": "m1", "key": "j1:m1:birthday:2026-12-05:1",
+                             "terminal_id": "POS-1", "sale_id": "s1"},
     "member.erased": {"member_id": "m1", "actor": "dpo@hq", "reason": "PIPL request 17"},
     "member.consent": {"member_id": "m1", "channel": "sms", "purpose": "marketing",
                        "granted": True, "text_version": "2026-01", "terminal_id": "POS-1",
