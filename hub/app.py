@@ -18,6 +18,8 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
+import phonenumbers
+
 from hub.auth import sessions
 from hub.auth.tokens import Principal, TokenBook
 from hub.automation import journeys
@@ -272,6 +274,36 @@ class Hub:
             self.link.directory_moved()
         return done
 
+    async def delivery_reports(self, reports: list[tuple[str, str, bool, str]]) -> int:
+        """A provider's receipts (key, provider id, delivered, error): the messages found
+        become delivered or failed; returns how many were found."""
+        now = now_ms()
+
+        def record(tx: Tx) -> int:
+            return sum(outbox.receipt(tx, key, pid, ok, error, now)
+                       for key, pid, ok, error in reports)
+
+        return await self.db.transaction(record)
+
+    async def sms_opt_outs(self, phones: list[str]) -> int:
+        """Members who replied to opt out (回T退订): SMS marketing consent withdrawn for every
+        live member with that number; returns how many consents changed."""
+        changed = 0
+        numbers = sorted({p for p in (_e164(raw) for raw in phones) if p})
+
+        def holders(tx: Tx) -> list[str]:
+            return [str(m) for n in numbers for (m,) in tx.all(
+                "SELECT member_id FROM members WHERE phone = ? AND merged_into IS NULL"
+                " AND erased = 0", (n,))]
+
+        if numbers:
+            for member in await self.db.read(holders, give_way=False):
+                _m, n = await self.record_consents(
+                    member, [{"channel": "sms", "purpose": "marketing", "granted": False,
+                              "text_version": "sms-reply"}], actor="sms:reply")
+                changed += n
+        return changed
+
     async def resend(self, *, message_id: str | None = None, channel: str | None = None
                      ) -> int:
         """Dead messages out again (``hub.notify.outbox.resend``)."""
@@ -467,3 +499,12 @@ def channels(config: HubConfig) -> dict[str, Channel]:
     if c.email is not None:
         out["email"] = EmailChannel(c.email)
     return out
+
+
+def _e164(raw: str) -> str | None:
+    """A number as a provider gives it (``13800138000``) as the hub keeps it (E.164)."""
+    try:
+        number = phonenumbers.parse(raw, "CN")
+    except phonenumbers.NumberParseException:
+        return None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

@@ -26,6 +26,7 @@ from hub.api.routes import (
     journeys,
     members,
     metrics,
+    providers,
     reports,
     rfm,
     segments,
@@ -44,7 +45,7 @@ from protocol.metrics import RequestTimer
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
            auth.router, reports.router, exports.router, rfm.router,
-           segments.router, journeys.router, journey_effect.router)
+           segments.router, journeys.router, providers.router, journey_effect.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -55,7 +56,8 @@ def create_app(hub: Hub) -> FastAPI:
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
     guard(app, token_valid=lambda given: token_valid(hub, given),
           session=(sessions.COOKIE, lambda cookie: session_valid(hub, cookie)),
-          open_paths={SIGN_IN},
+          # Sign-in, and the providers' pushes (their own secret: hub.api.routes.providers).
+          open_paths={SIGN_IN, providers.RECEIPTS, providers.REPLIES},
           max_body_bytes=hub.config.api.max_request_bytes, token_message=UNAUTHORIZED)
     app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
     app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")

@@ -3,6 +3,8 @@ journey's effect report (``hub.reports.journey_effect``) prices its results with
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -18,4 +20,5 @@ class AutomationSettings(BaseModel):
     margin_percent: int = Field(30, ge=0, le=100)
     # What one message costs, in minor units, by channel ("sms" = 5: five fen a text); a channel
     # not named costs 0. The effect report's costs.
-    message_cost: dict[str, int] = Field(default_factory=dict)
+    message_cost: dict[str, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict)

@@ -92,6 +92,9 @@ class SmsSettings(BaseModel, extra="forbid"):
     timeout_s: float = Field(10.0, gt=0, le=120)
     ca_file: Path | None = None  # an extra CA to trust besides the system's (the tests')
     max_chars: int = Field(500, ge=1)  # a long SMS's limit, signature included
+    # The secret in the URLs given to Aliyun for its pushes (delivery reports, replies):
+    # ``/v1/providers/sms/receipts?token=…``; None: the hub takes no pushes.
+    callback_token: SecretStr | None = None
 
     @field_validator("endpoint")
     @classmethod
