@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from pydantic import ValidationError
 
-from hub import extensions, users_cli
+from hub import extensions, messages_cli, users_cli
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.core.db import DatabaseUnavailable
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                       " [api] token)")
     push.add_argument("--ca-file", help="CA to trust for an https:// HQ API (the fleet's)")
     users_cli.add_arguments(sub)
+    messages_cli.add_arguments(sub)
     plugged = extensions.commands()  # the demo fleet, from provisioning
     for name, command in plugged.items():
         command.add_arguments(sub.add_parser(name, help=command.help))
@@ -391,6 +392,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
         return _backup_or_restore(cfg, args)
     if args.command in ("users", "tokens"):
         return users_cli.run(cfg, args)
+    if args.command == "messages":
+        return messages_cli.run(cfg, args)
     if args.command == "status":
         return asyncio.run(_status(cfg, args.json))
     if args.command == "rebuild":

@@ -248,3 +248,40 @@ async def test_a_stuck_channel_holds_back_no_other(hub_db: HubDatabase, bridge: 
     assert (await hub_db.read(states))["s1"] == ("sending", "")
     # The hub stopped while it was being sent: at the next start it goes out again.
     assert await hub_db.transaction(outbox.recover) == 1
+
+
+def test_messages_from_the_shell(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """``membergate-hub messages``: counts, a list of the dead, resending them (audited); a
+    message that is not dead is refused in one line, no traceback."""
+    import sqlite3
+
+    from hub.cli import main
+
+    db = str(tmp_path / "hub.db")
+
+    async def seed() -> None:
+        async with HubDatabase(f"sqlite:///{db}") as hub_db:
+            from hub.core.schema import migrate
+            await hub_db.transaction(migrate)
+            await hub_db.transaction(lambda tx: outbox.enqueue(tx, [
+                message("m1", "d1"), message("m1", "d2"), message("m2", "p1")], NOON))
+            await hub_db.transaction(lambda tx: tx.execute(
+                "UPDATE outbox SET state = 'dead', reason = 'gave_up' WHERE key LIKE 'd%'"))
+
+    asyncio.run(seed())
+    assert main(["messages", "counts", "--database", db]) == 0
+    assert json.loads(capsys.readouterr().out) == {"webhook": {"dead": 2, "pending": 1}}
+    assert main(["messages", "list", "--state", "dead", "--database", db]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert sorted(m["key"] for m in listed) == ["d1", "d2"]
+    pending = sqlite3.connect(db).execute(
+        "SELECT message_id FROM outbox WHERE key = 'p1'").fetchone()[0]
+    assert main(["messages", "resend", "--id", pending, "--database", db]) == 2
+    err = capsys.readouterr().err
+    assert "only a dead or failed" in err and "Traceback" not in err
+    assert main(["messages", "resend", "--channel", "webhook", "--database", db]) == 0
+    assert json.loads(capsys.readouterr().out) == {"resent": 2}
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone() == (3,)
+    assert conn.execute("SELECT count(*) FROM audit_log WHERE action = 'message.resend'"
+                        " AND remote = 'cli'").fetchone() == (1,)
