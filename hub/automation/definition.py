@@ -14,9 +14,9 @@ of actions with waits between them — a pydantic model, validated whole before 
 Triggers (each names its **occasion**, the third part of the once-key with journey and
 member): a birthday in N days (the member's next birthday, by the calendar of their home store;
 one occasion a year), N hours after a purchase (the sale), registration, a stored-value top-up
-(the top-up), entering a lifecycle stage (the change), entering a segment (the entry), points
-expiring within N days (the expiry date), and a one-off to a segment at a set time (a care plan:
-one occasion). Tier changes are not a trigger yet (README).
+(the top-up), entering a lifecycle stage (the change), entering a segment (the entry), a tier
+going up or down (the change), points expiring within N days (the expiry date), and a one-off
+to a segment at a set time (a care plan: one occasion).
 
 Messages name their placeholders (``PLACEHOLDERS``); an unknown one is refused when the journey
 is saved, not when a member would have got a broken text.
@@ -39,7 +39,7 @@ MAX_COUPON_VALUE = 100_000_000  # minor units: a million in the chain's currency
 # What a message's text may say about the member and what the journey gave them.
 PLACEHOLDERS = frozenset({"name", "member_code", "coupon_code", "coupon_qr", "coupon_value",
                           "coupon_expires", "points", "points_expiring", "expiring_on",
-                          "birthday", "stage", "tier"})
+                          "birthday", "stage", "tier", "from_tier"})
 Stage = Literal["new", "active", "sleeping", "lost", "reactivated"]
 
 
@@ -75,6 +75,14 @@ class SegmentEntered(_Strict):
     segment_id: str = Field(min_length=1, max_length=64)
 
 
+class TierChanged(_Strict):
+    """A member's tier went ``up`` or ``down`` (or either: ``any``), into ``tier`` if named."""
+
+    kind: Literal["tier"]
+    direction: Literal["up", "down", "any"] = "up"
+    tier: str | None = Field(None, min_length=1, max_length=64)
+
+
 class PointsExpiring(_Strict):
     kind: Literal["points_expiring"]
     days: int = Field(ge=1, le=365)
@@ -96,10 +104,11 @@ class Scheduled(_Strict):
 
 
 Trigger = Annotated[Birthday | AfterPurchase | Registered | ToppedUp | StageEntered
-                    | SegmentEntered | PointsExpiring | Scheduled, Field(discriminator="kind")]
+                    | SegmentEntered | TierChanged | PointsExpiring | Scheduled,
+                    Field(discriminator="kind")]
 # Triggers that follow a source in order (a cursor) rather than a daily look at everyone.
 FOLLOWED = {"after_purchase": "events", "registered": "events", "topped_up": "events",
-            "stage": "lifecycle", "segment": "segment"}
+            "stage": "lifecycle", "segment": "segment", "tier": "tier"}
 
 
 class IssueCoupon(_Strict):
@@ -189,7 +198,9 @@ class JourneyDefinition(_Strict):
         # A placeholder the journey cannot fill by the time the message leaves.
         given = set(PLACEHOLDERS) - {"coupon_code", "coupon_qr", "coupon_value",
                                      "coupon_expires", "points", "points_expiring",
-                                     "expiring_on"}
+                                     "expiring_on", "from_tier"}
+        if self.trigger.kind == "tier":
+            given.add("from_tier")
         if self.trigger.kind == "points_expiring":
             given |= {"points_expiring", "expiring_on"}
         for i, action in enumerate(self.actions):

@@ -166,6 +166,16 @@ class JourneyEngine:
             for seq, member, day in rows:
                 entries.append(Entry(str(member), f"stage:{day}", now, {"day": str(day)}))
                 cursor = int(seq)
+        elif source == "tier":
+            rows = tx.all("SELECT seq, member_id, from_tier, to_tier, direction FROM"
+                          " tier_changes WHERE seq > ? ORDER BY seq LIMIT ?",
+                          (cursor, ENTER_PAGE))
+            direction, into = getattr(trigger, "direction", "up"), getattr(trigger, "tier", None)
+            for seq, member, old, new, way in rows:
+                cursor = int(seq)
+                if direction in ("any", way) and into in (None, new):
+                    entries.append(Entry(str(member), f"tier:{seq}", now,
+                                         {"from_tier": str(old)}))
         else:
             rows = tx.all("SELECT seq, member_id FROM segment_joins WHERE seq > ?"
                           " AND segment_id = ? ORDER BY seq LIMIT ?",

@@ -67,7 +67,8 @@ def head(tx: Tx, source: str) -> int:
     """Where a journey following ``source`` starts: its current end."""
     sql = {"events": "SELECT max(pos) FROM events",
            "lifecycle": "SELECT max(seq) FROM lifecycle_changes",
-           "segment": "SELECT max(seq) FROM segment_joins"}[source]
+           "segment": "SELECT max(seq) FROM segment_joins",
+           "tier": "SELECT max(seq) FROM tier_changes"}[source]
     return int(tx.scalar(sql, default=0) or 0)
 
 

@@ -557,6 +557,10 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             outcome TEXT NOT NULL, PRIMARY KEY (journey_id, member_id, occasion, step))"""),
         "CREATE INDEX journey_actions_member ON journey_actions(member_id)",
         "CREATE INDEX lifecycle_changes_seq ON lifecycle_changes(seq)",
+        # hub.members.tiers: every change of a member's tier, in order (a journey's trigger).
+        """CREATE TABLE tier_changes (
+            seq BIGINT PRIMARY KEY, member_id TEXT NOT NULL, from_tier TEXT NOT NULL,
+            to_tier TEXT NOT NULL, direction TEXT NOT NULL, at_ms BIGINT NOT NULL)""",
         # Entries into the segments a journey waits on (``watched``), in order.
         "ALTER TABLE segments ADD COLUMN watched BIGINT NOT NULL DEFAULT 0",
         """CREATE TABLE segment_joins (
@@ -578,7 +582,8 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         *_keyed("till_messages", """(
             member_id TEXT NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL, coupon_code TEXT,
             created_ms BIGINT NOT NULL, PRIMARY KEY (member_id, key))"""),
-        *(sql for t in ("journey_entries", "journey_actions", "outbox", "till_messages")
+        *(sql for t in ("journey_entries", "journey_actions", "outbox", "till_messages",
+                        "tier_changes")
           for sql in _scoped(t, _OF_A_MEMBER_IN_SCOPE)),
         # Journeys: HQ admins ("*") and marketing.
         """UPDATE roles SET permissions = '["members.read", "stores.read", "campaigns.push",'

@@ -20,6 +20,7 @@ from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.members.identity import canonical
 from hub.members.tiers import ADD_SPEND, DEFAULT_ZONE, TierRules, window_start
+from hub.members.tiers import record as tier_history
 from hub.stores.registry import is_virtual
 from protocol.codec import encode
 from protocol.events import EventBatch
@@ -139,6 +140,8 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
             if held.tier is not None and tier != held.tier:  # a member the hub knows
                 tier_of[member] = tier
         touched.update(tier_of)
+        tier_history(tx, tiers, [(m, str(books[m].tier), t) for m, t in sorted(tier_of.items())],
+                     now_ms)
     # A new directory change number for every member whose entry changed (stores catch up
     # from it), with the new tier where it changed: one row update each. A member this batch
     # inserted has one already: any number taken in this transaction is above every

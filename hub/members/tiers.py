@@ -78,8 +78,35 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
     """Set each member's tier from their spend in the window; returns the members whose tier
     changed (the caller moves them in the directory)."""
     changed = tier_changes(tx, rules, now_ms, member_ids, zone)
+    old: dict[str, str] = {}
+    for chunk, marks in in_chunks([m for _t, m in changed]):
+        old.update((str(m), str(t)) for m, t in tx.all(
+            f"SELECT member_id, tier FROM members WHERE member_id IN ({marks})", chunk))
     tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
+    record(tx, rules, [(m, old[m], t) for t, m in changed], now_ms)
     return [m for _t, m in changed]
+
+
+def rank(rules: TierRules, tier: str) -> int:
+    """0 for the base tier, then 1, 2, ... by the spend each needs; -1 for a tier the rules no
+    longer name (one kept from older rules)."""
+    order = [rules.base, *(name for _need, name in sorted(
+        (need, name) for name, need in rules.thresholds.items()))]
+    return order.index(tier) if tier in order else -1
+
+
+def record(tx: Tx, rules: TierRules, changes: list[tuple[str, str, str]], now_ms: int) -> None:
+    """Keep each (member, from, to) change of tier, in order, with its direction (up or down
+    by ``rank``): journeys that wait on a tier change follow them."""
+    if not changes:
+        return
+    last = next_counter(tx, "tier_change_seq", len(changes))
+    tx.executemany(
+        "INSERT INTO tier_changes(seq, member_id, from_tier, to_tier, direction, at_ms)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(last - len(changes) + i, m, old, new,
+          "up" if rank(rules, new) > rank(rules, old) else "down", now_ms)
+         for i, (m, old, new) in enumerate(changes, 1)])
 
 
 def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | None = None,

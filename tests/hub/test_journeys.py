@@ -18,7 +18,8 @@ from hub.core.projections import ProjectionRunner
 from hub.ledger import hq_events
 from hub.ledger.apply import apply_batch
 from hub.ledger.hq_events import Merge
-from hub.members import tags
+from hub.members import tags, tiers
+from hub.members.tiers import TierRules
 from hub.projections.catalog import projections
 from protocol.errors import ServiceError
 from protocol.events import (
@@ -51,14 +52,16 @@ class Fleet:
     def __init__(self, db: HubDatabase) -> None:
         self.db, self.seq = db, 0
 
-    async def send(self, bodies: list[EventBody], at_ms: int = NOW - 3_600_000) -> None:
+    async def send(self, bodies: list[EventBody], at_ms: int = NOW - 3_600_000,
+                   rules: TierRules | None = None) -> None:
         events = []
         for body in bodies:
             self.seq += 1
             events.append(Event(event_id=f"ev{self.seq}", store_id="S001", epoch=1,
                                 seq=self.seq, hlc=pack(at_ms, self.seq), body=body))
         batch = EventBatch(store_id="S001", epoch=1, events=events)
-        await self.db.transaction(lambda tx: apply_batch(tx, batch, NOW))
+        await self.db.transaction(lambda tx: apply_batch(tx, batch, NOW, rules, zone=ZONE,
+                                                         chain_zone=ZONE))
 
 
 def birthday(i: int) -> date:
@@ -332,3 +335,49 @@ async def test_erasure_scrubs_what_journeys_kept_of_the_member(hub_db: HubDataba
     others = await hub_db.read(lambda tx: tx.scalar(
         "SELECT text FROM outbox WHERE member_id = 'm002'"))
     assert others.startswith("会员2，生日快乐")
+
+
+def _sale(sale_id: str, member: str, total: int) -> SaleFinalized:
+    return SaleFinalized(sale_id=sale_id, member_id=member, terminal_id="T1", currency="CNY",
+                         lines=[SaleLine(line_no=1, sku="A", name="a", category="x", qty=1,
+                                         unit_price=total, gross=total, discount=0, net=total,
+                                         points=0)],
+                         tenders=[Tender(kind="cash", amount=total)], subtotal=total,
+                         discount_total=0, total=total, points_earned=0)
+
+
+async def test_a_tier_going_up_or_down_is_a_trigger(hub_db: HubDatabase) -> None:
+    """Up into gold by a batch's spend (the merge's path), down by the daily recompute when
+    old months leave the window; each change once, by direction and tier."""
+    fleet = await seed(hub_db)
+    rules = TierRules()
+    up = await create(hub_db, {"name": "升金卡", "trigger": {"kind": "tier", "tier": "gold"},
+                               "actions": [{"kind": "points", "points": 100},
+                                           {"kind": "message", "channel": "webhook",
+                                            "purpose": "transactional",
+                                            "text": "{from_tier} → {tier}"}]})
+    down = await create(hub_db, {"name": "降级关怀", "trigger": {"kind": "tier",
+                                                               "direction": "down"},
+                                 "actions": [{"kind": "points", "points": 1}]})
+    await fleet.send([_sale("s1", "m001", 600_000), _sale("s2", "m002", 150_000)], rules=rules)
+    e = engine(hub_db, [NOW])
+    await e.run()
+    entered = await hub_db.read(lambda tx: _rows(
+        tx, "SELECT journey_id, member_id, state FROM journey_entries ORDER BY member_id"))
+    assert entered == [(up, "m001", "done")]  # m002 went up to silver: not this journey's
+    texts = await hub_db.read(lambda tx: _rows(tx, "SELECT member_id, text FROM outbox"))
+    assert texts == [("m001", "standard → gold")]
+    # A year on, the spend leaves the window: the daily recompute moves both down.
+    later = NOW + 400 * 86_400_000
+    moved = await hub_db.transaction(lambda tx: tiers.recompute_all(tx, rules, later, ZONE))
+    assert moved == 2
+    await engine(hub_db, [later]).run()
+    downs = await hub_db.read(lambda tx: _rows(
+        tx, "SELECT member_id, occasion FROM journey_entries WHERE journey_id = ?"
+            " ORDER BY member_id", (down,)))
+    assert [d[0] for d in downs] == ["m001", "m002"]
+    history = await hub_db.read(lambda tx: _rows(
+        tx, "SELECT member_id, from_tier, to_tier, direction FROM tier_changes ORDER BY seq"))
+    assert history == [("m001", "standard", "gold", "up"), ("m002", "standard", "silver", "up"),
+                       ("m001", "gold", "standard", "down"),
+                       ("m002", "silver", "standard", "down")]
