@@ -43,6 +43,11 @@ class _Body(BaseModel):
 # (a clear error) rather than by an unknown field; a body without them stays ``v`` 1 and a hub
 # of this release takes both.
 StaffId = Id
+# An e-mail address as a member gives it (its shape only: one @, no space, a dot after the @;
+# a pattern ``protocol.fastcodec`` compiles as pydantic reads it).
+Email = Annotated[str, StringConstraints(max_length=254,
+                                         pattern=r"^[^@ ]+@[^@ ]+[.][^@ ]+$")]
+EMAIL_VERSION = 3  # member.profile_changed carrying an e-mail address
 WHO_SOLD_IT = 2
 # A refund that took back a promotion the kept items no longer reach (``discounts_reversed``)
 # is version 3 of ``refund.completed``: a hub older than this refuses it by version.
@@ -72,14 +77,15 @@ class MemberProfileChanged(_Body):
     from its own stream with ``actor``."""
 
     type: Literal["member.profile_changed"] = "member.profile_changed"
-    v: Literal[1, 2] = 1
+    v: Literal[1, 2, 3] = 1
     member_id: Id
     name: Text | None = None
     birthday: date | None = None
     phone: Text | None = None
     tags: list[Text] | None = Field(default=None, max_length=50)
     guide_id: StaffId | None = None  # v2; named in ``changed`` with null: no guide any more
-    changed: list[Literal["name", "birthday", "phone", "tags", "guide_id"]]
+    email: Email | None = None  # v3; named in ``changed`` with null: no address any more
+    changed: list[Literal["name", "birthday", "phone", "tags", "guide_id", "email"]]
     terminal_id: Id | None = None  # v2
     cashier_id: StaffId | None = None  # v2
     actor: Text | None = None  # v2: who at HQ

@@ -16,7 +16,7 @@ from pydantic import (
 
 from hub.campaigns.coupons import MAX_PERCENT_OFF
 from protocol.errors import iso_date_text
-from protocol.events import MAX_POINTS, Amount, CouponKind, Id, NonEmptyText
+from protocol.events import MAX_POINTS, Amount, CouponKind, Email, Id, NonEmptyText
 from protocol.money import MAX_AMOUNT
 from protocol.sync import MemberCoupon, StoreGrant, StoreShare
 
@@ -135,6 +135,7 @@ class MemberView(BaseModel):
     points: int
     stored_value: int
     consents: list[dict[str, Any]]  # channel, purpose, granted, text_version, store_id, hlc
+    email: str | None = None  # "w***@example.cn" masked
     unmasked: list[str]
 
 
@@ -194,10 +195,12 @@ class PointsAdjustment(WrittenEvent):
 
 
 class ProfileChangeRequest(_Request):
-    """HQ's change of a member's name or birthday (a birthday once set changes only here)."""
+    """HQ's change of a member's name, birthday (a birthday once set changes only here) or
+    e-mail address (null: none any more)."""
 
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     birthday: Annotated[date, BeforeValidator(iso_date_text)] | None = None
+    email: Email | None = None
     actor: NonEmptyText
 
 
@@ -205,6 +208,7 @@ class ProfileChanged(WrittenEvent):
     member_id: str
     name: str
     birthday: str | None
+    email: str | None = None
     actor: str
 
 

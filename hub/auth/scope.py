@@ -21,7 +21,7 @@ from hub.auth.tokens import Principal
 from hub.core.db import Tx, in_chunks
 from protocol.errors import ServiceError
 
-PERSONAL = ("phone", "name", "birthday", "cards")
+PERSONAL = ("phone", "name", "birthday", "cards", "email")
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,14 @@ class Scope:
                          (member_id, *params)) is not None
 
 
+def mask_email(email: str | None) -> str | None:
+    """wang.fang@example.cn -> w***@example.cn: the first letter and the domain."""
+    if not email or "@" not in email:
+        return email
+    local, domain = email.rsplit("@", 1)
+    return f"{local[:1]}***@{domain}"
+
+
 def mask_phone(phone: str | None) -> str | None:
     """+8613800138000 -> +86138****8000: the country code, three digits, the last four."""
     if not phone:
@@ -131,6 +139,8 @@ def mask_member(view: dict[str, Any], reveal: frozenset[str] = frozenset()) -> d
     out = dict(view)
     if "phone" not in reveal:
         out["phone"] = mask_phone(view.get("phone"))
+    if "email" not in reveal and "email" in view:
+        out["email"] = mask_email(view.get("email"))
     if "name" not in reveal:
         out["name"] = mask_name(view.get("name") or "")
     if "birthday" not in reveal:

@@ -557,6 +557,8 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
             outcome TEXT NOT NULL, PRIMARY KEY (journey_id, member_id, occasion, step))"""),
         "CREATE INDEX journey_actions_member ON journey_actions(member_id)",
         "CREATE INDEX lifecycle_changes_seq ON lifecycle_changes(seq)",
+        # The member's e-mail address (HQ's member.profile_changed v3): the e-mail channel's.
+        "ALTER TABLE members ADD COLUMN email TEXT",
         # hub.members.tiers: every change of a member's tier, in order (a journey's trigger).
         """CREATE TABLE tier_changes (
             seq BIGINT PRIMARY KEY, member_id TEXT NOT NULL, from_tier TEXT NOT NULL,

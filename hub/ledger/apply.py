@@ -27,7 +27,7 @@ from protocol.events import EventBatch
 from protocol.hlc import wall_ms
 from protocol.sync import Ack
 
-PROFILE_FIELDS = ("name", "birthday", "phone", "tags", "guide_id")
+PROFILE_FIELDS = ("name", "birthday", "phone", "tags", "guide_id", "email")
 # Where the HLC goes in a new member's stamps template: "0.5" cannot be in a store id (no dots).
 _HLC = 0.5
 

@@ -61,7 +61,8 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
         "tags": list(b.tags), "guide_id": getattr(b, "guide_id", None)},
     "member.profile_changed": lambda b: {
         "changed": list(b.changed), "name": b.name, "birthday": _iso(b.birthday),
-        "phone": b.phone, "tags": list(b.tags or []), "guide_id": getattr(b, "guide_id", None)},
+        "phone": b.phone, "tags": list(b.tags or []), "guide_id": getattr(b, "guide_id", None),
+        "email": getattr(b, "email", None)},
     "member.card_bound": lambda b: {"card_uid": b.card_uid},
     "member.card_state": lambda b: {"card_uid": b.card_uid, "state": b.state,
                                     "reason": b.reason},

@@ -29,6 +29,7 @@ from hub.stores.registry import HQ, is_virtual
 from protocol.codec import encode
 from protocol.errors import ServiceError
 from protocol.events import (
+    EMAIL_VERSION,
     MAX_POINTS,
     WHO_SOLD_IT,
     CardStateChanged,
@@ -104,22 +105,24 @@ def adjust_points(tx: Tx, member_id: str, delta: int, reason: str, actor: str, m
 
 def change_profile(tx: Tx, member_id: str, changes: dict[str, Any], actor: str, merge: Merge
                    ) -> dict[str, object]:
-    """HQ's change of a member's name or birthday: a ``member.profile_changed`` of the HQ
-    stream, merged last-writer-wins like a store's. A birthday, once set, changes only here
-    (stores set it once): stores take it from the directory."""
+    """HQ's change of a member's name, birthday or e-mail address: a
+    ``member.profile_changed`` of the HQ stream, merged last-writer-wins like a store's. A
+    birthday, once set, changes only here (stores set it once): stores take it from the
+    directory. The e-mail address stays at the hub (the e-mail channel's; no till needs it)."""
     if not changes:
-        raise ServiceError("nothing_to_change", "give a name or a birthday", 422)
+        raise ServiceError("nothing_to_change", "give a name, a birthday or an e-mail", 422)
     birthday = changes.get("birthday")
     today = datetime.fromtimestamp(merge.now_ms / 1000, ZoneInfo(merge.zone)).date()
     if birthday is not None and not date(1900, 1, 1) <= birthday <= today:
         raise ServiceError("invalid_birthday", "birthday must be a past date after 1900", 422)
     member = live_member(tx, member_id)
     events, _result = append(tx, HQ, [MemberProfileChanged(
-        v=WHO_SOLD_IT, member_id=member, changed=sorted(changes), actor=actor, **changes)],
-        merge)
-    name, held = tx.one("SELECT name, birthday FROM members WHERE member_id = ?", (member,))
-    return {"member_id": member, "name": name, "birthday": held, "actor": actor,
-            **envelope(events[0])}
+        v=EMAIL_VERSION if "email" in changes else WHO_SOLD_IT, member_id=member,
+        changed=sorted(changes), actor=actor, **changes)], merge)
+    name, held, email = tx.one("SELECT name, birthday, email FROM members WHERE member_id = ?",
+                               (member,))
+    return {"member_id": member, "name": name, "birthday": held, "email": email,
+            "actor": actor, **envelope(events[0])}
 
 
 def set_card_state(tx: Tx, member_id: str, card_uid: str, state: str, reason: str, actor: str,

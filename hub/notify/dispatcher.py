@@ -216,7 +216,7 @@ class Dispatcher:
 
     def _members(self, tx: Tx, members: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        names = ("member_id", "phone", "home_store", "merged_into", "erased")
+        names = ("member_id", "phone", "home_store", "merged_into", "erased", "email")
         for chunk, marks in in_chunks(members):
             for r in tx.all(f"SELECT {', '.join(names)} FROM members"
                             f" WHERE member_id IN ({marks})", chunk):
@@ -286,7 +286,7 @@ def _address(channel: str, member: str, row: Any) -> str | None:
     if channel == "sms":
         return str(row["phone"]) if row["phone"] else None
     if channel == "email":
-        return None  # the profile carries no e-mail address yet (README: messaging)
+        return str(row["email"]) if row["email"] else None
     return member  # the bridge and the store's till know the member by id
 
 

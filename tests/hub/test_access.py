@@ -210,7 +210,7 @@ async def test_personal_data_is_masked_below_hq_admin_and_revealing_is_audited(
                for e in log]
     assert ("east.mgr", "member.reveal", east, ["phone"], "member asked for a callback",
             "ok") in entries
-    assert ("boss", "member.view", east, ["birthday", "cards", "name", "phone"], "",
+    assert ("boss", "member.view", east, ["birthday", "cards", "email", "name", "phone"], "",
             "ok") in entries
     assert ("mkt", "pii.reveal", None, [], "", "forbidden") in entries
     assert not any(e[0] == "east.mgr" and e[2] == chain["west"] for e in entries)

@@ -295,3 +295,48 @@ def test_check(server: Server) -> None:
         bare.check("marketing", "周末双倍积分")
     with pytest.raises(ValueError, match="empty"):
         configured.check("transactional", " \n")
+
+
+async def test_an_address_hq_keeps_reaches_the_member_through_the_outbox(
+        hub_db: Any, server: Server) -> None:
+    """HQ sets a member's e-mail address (member.profile_changed v3 of the HQ stream); the
+    outbox's e-mail loop sends there, a member without one is suppressed (no_address), and
+    erasure takes the address out of the member and out of the log."""
+    from hub.core.db import HubDatabase
+    from hub.ledger import hq_events
+    from hub.ledger.hq_events import Merge
+    from hub.notify import outbox
+    from hub.notify.dispatcher import Dispatcher, NotifySettings
+    from protocol.codec import decode
+    from protocol.events import ConsentChanged, Event, MemberRegistered
+    from protocol.hlc import HybridClock
+    from tests.hub.test_journeys import NOW, Fleet
+
+    db: HubDatabase = hub_db
+    await Fleet(db).send([
+        MemberRegistered(member_id="m1", member_code="C1", name="王芳"),
+        MemberRegistered(member_id="m2", member_code="C2"),
+        *(ConsentChanged(member_id=m, channel="email", purpose="marketing", granted=True,
+                         text_version="v1") for m in ("m1", "m2"))])
+    merge = Merge(HybridClock(), NOW)
+    changed = await db.transaction(lambda tx: hq_events.change_profile(
+        tx, "m1", {"email": "wang.fang@example.cn"}, "hotline 3", merge))
+    assert changed["email"] == "wang.fang@example.cn"
+    await db.transaction(lambda tx: outbox.enqueue(tx, [
+        outbox.Message(key=f"k-{m}", member_id=m, channel="email", purpose="marketing",
+                       template="会员日", params={}, text="本周六会员日，全场九折")
+        for m in ("m1", "m2")], NOW))
+    d = Dispatcher(db, {"email": EmailChannel(settings_for(server))}, NotifySettings(),
+                   "Asia/Shanghai", dict, lambda: NOW)
+    await d.round("email")
+    states = await db.read(lambda tx: sorted(tuple(r) for r in tx.all(
+        "SELECT member_id, state, reason FROM outbox")))
+    assert states == [("m1", "sent", ""), ("m2", "suppressed", "no_address")]
+    assert [m.rcpt_tos for m in server.inbox.mails] == [["wang.fang@example.cn"]]
+    assert server.inbox.mails[0].message["Subject"] == "会员日"
+    await db.transaction(lambda tx: hq_events.erase_member(tx, "m1", "dpo", "PIPL", merge))
+    assert await db.read(lambda tx: tx.scalar(
+        "SELECT email FROM members WHERE member_id = 'm1'")) is None
+    payloads = await db.read(lambda tx: [bytes(p) for (p,) in tx.all(
+        "SELECT payload FROM events WHERE type = 'member.profile_changed'")])
+    assert [decode(p, Event).body.email for p in payloads] == [None]  # type: ignore[union-attr]

@@ -104,8 +104,8 @@ async def set_card_state(member_id: str, card_uid: str, request: CardStateReques
 async def erase(member_id: str, request: ErasureRequest, hub: HubDep, key: IdempotencyKey,
                 response: Response,
                 access: Annotated[Access, Depends(needs("pii.erase"))]) -> Erased:
-    """Erase the member's personal data on their request (PIPL): name, phone, birthday, tags
-    and cards, at the hub, in its log and, through the directory, at every store. The account
+    """Erase the member's personal data on their request (PIPL): name, phone, birthday, e-mail,
+    tags and cards, at the hub, in its log and, through the directory, at every store. The account
     and its balances stay (statutory records). Written to the audit log."""
     await _in_scope(access, member_id)
     answer = await hub.erase_member(member_id, actor=request.actor, reason=request.reason,
@@ -114,5 +114,5 @@ async def erase(member_id: str, request: ErasureRequest, hub: HubDep, key: Idemp
     erased = Erased.model_validate(raise_refusal(answer))
     if not answer.replayed:
         await access.audit("member.erase", subject=erased.member_id, fields=["birthday",
-                           "cards", "name", "phone", "tags"], reason=request.reason)
+                           "cards", "email", "name", "phone", "tags"], reason=request.reason)
     return erased
