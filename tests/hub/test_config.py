@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,3 +65,14 @@ def test_the_chain_time_zone_is_an_iana_name() -> None:
     for bad in ("Mars/Olympus", "../etc/passwd", ""):
         with pytest.raises(ValidationError, match="unknown time zone"):
             HubConfig.model_validate({"hub": {"timezone": bad}})
+
+
+def test_the_readme_messaging_settings_load_as_written() -> None:
+    """The marketing section's ``hub.toml`` block is a configuration the hub takes."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"loads this block as written\):\n\n```toml\n(.*?)```", readme, re.S)
+    assert block is not None
+    cfg = HubConfig.model_validate(tomllib.loads(block.group(1)))
+    assert cfg.notify.quotas["webhook"].messages == 1
+    assert cfg.channels.sms is not None and cfg.channels.sms.callback_token is not None
+    assert cfg.channels.email is not None and cfg.automation.message_cost == {"sms": 5}
