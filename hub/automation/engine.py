@@ -46,10 +46,12 @@ from hub.automation.definition import (
     SetTags,
     Wait,
 )
+from hub.automation.journeys import head
 from hub.core.db import HubDatabase, Tx, in_chunks
 from hub.ledger import hq_events
 from hub.ledger.hq_events import Merge
 from hub.members import segments, tags
+from hub.members.identity import canonical
 from hub.notify import outbox
 from hub.stores.registry import HQ
 from protocol.events import CouponIssued, EventBody, PointsEarned
@@ -148,11 +150,15 @@ class JourneyEngine:
             return 0, False
         cursor = int(state[1])
         source = FOLLOWED[trigger.kind]
+        # Read up to the source's end as it is now; a page that ends short moves the cursor
+        # there, so a journey waiting for something rare does not read the same rows again
+        # and again.
+        end = head(tx, source)
         entries: list[Entry] = []
         if source == "events":
             rows = tx.all("SELECT pos, member_id, event_id, hlc FROM events WHERE pos > ?"
-                          " AND type = ? AND member_id IS NOT NULL ORDER BY pos LIMIT ?",
-                          (cursor, EVENT_TYPES[trigger.kind], ENTER_PAGE))
+                          " AND pos <= ? AND type = ? AND member_id IS NOT NULL ORDER BY pos"
+                          " LIMIT ?", (cursor, end, EVENT_TYPES[trigger.kind], ENTER_PAGE))
             hours = getattr(trigger, "hours", 0)
             for pos, member, event_id, hlc in rows:
                 occasion = "registered" if trigger.kind == "registered" else f"e:{event_id}"
@@ -161,15 +167,15 @@ class JourneyEngine:
                 cursor = int(pos)
         elif source == "lifecycle":
             rows = tx.all("SELECT seq, member_id, day FROM lifecycle_changes WHERE seq > ?"
-                          " AND to_stage = ? ORDER BY seq LIMIT ?",
-                          (cursor, getattr(trigger, "stage", ""), ENTER_PAGE))
+                          " AND seq <= ? AND to_stage = ? ORDER BY seq LIMIT ?",
+                          (cursor, end, getattr(trigger, "stage", ""), ENTER_PAGE))
             for seq, member, day in rows:
                 entries.append(Entry(str(member), f"stage:{day}", now, {"day": str(day)}))
                 cursor = int(seq)
         elif source == "tier":
             rows = tx.all("SELECT seq, member_id, from_tier, to_tier, direction FROM"
-                          " tier_changes WHERE seq > ? ORDER BY seq LIMIT ?",
-                          (cursor, ENTER_PAGE))
+                          " tier_changes WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
+                          (cursor, end, ENTER_PAGE))
             direction, into = getattr(trigger, "direction", "up"), getattr(trigger, "tier", None)
             for seq, member, old, new, way in rows:
                 cursor = int(seq)
@@ -178,16 +184,23 @@ class JourneyEngine:
                                          {"from_tier": str(old)}))
         else:
             rows = tx.all("SELECT seq, member_id FROM segment_joins WHERE seq > ?"
-                          " AND segment_id = ? ORDER BY seq LIMIT ?",
-                          (cursor, getattr(trigger, "segment_id", ""), ENTER_PAGE))
+                          " AND seq <= ? AND segment_id = ? ORDER BY seq LIMIT ?",
+                          (cursor, end, getattr(trigger, "segment_id", ""), ENTER_PAGE))
             for seq, member in rows:
                 entries.append(Entry(str(member), f"segment:{seq}", now))
                 cursor = int(seq)
-        if not rows:
-            return 0, False
+        # An id merged into another since it was logged is that member now (a date-driven
+        # journey reads live members only: nothing to follow there).
+        now_is = {m: canonical(tx, m) for m in {e.member_id for e in entries}}
+        entries = [Entry(now_is[e.member_id], e.occasion, e.due_ms, e.context) for e in entries]
+        more = len(rows) == ENTER_PAGE
+        if not more:
+            cursor = max(cursor, end)
         written = self._write_entries(tx, j, entries, now)
-        tx.execute("UPDATE journeys SET cursor = ? WHERE journey_id = ?", (cursor, j.journey_id))
-        return written, len(rows) == ENTER_PAGE
+        if cursor != int(state[1]):
+            tx.execute("UPDATE journeys SET cursor = ? WHERE journey_id = ?",
+                       (cursor, j.journey_id))
+        return written, more
 
     async def _scan(self, j: Journey) -> int:
         """A date-driven journey looks at everyone once a day (per the calendars in use); a

@@ -261,6 +261,17 @@ async def test_pausing_stops_entries_and_resumes_from_now(hub_db: HubDatabase) -
     await e.run()
     assert await hub_db.read(lambda tx: _rows(
         tx, "SELECT member_id FROM journey_entries")) == [("n2",)]
+    # A journey waiting for something that has not happened (a top-up) reads the log once:
+    # its cursor moves to the end, not stays where it was made.
+    topup = await create(hub_db, {"name": "充值礼", "trigger": {"kind": "topped_up"},
+                                  "actions": [{"kind": "points", "points": 5}]})
+    await fleet.send([MemberRegistered(member_id="n3", member_code="N3")])
+    await e.run()
+    await e.run()  # the first pass's points for n3 are an event after what it read
+    cursor, end = await hub_db.read(lambda tx: (
+        tx.scalar("SELECT cursor FROM journeys WHERE journey_id = ?", (topup,)),
+        tx.scalar("SELECT max(pos) FROM events")))
+    assert cursor == end
 
 
 @pytest.mark.parametrize(("change", "error"), [
