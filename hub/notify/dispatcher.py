@@ -44,9 +44,14 @@ DAY_MS = 86_400_000
 
 
 class Quota(BaseModel):
+    """At most ``messages`` a member on the channel: per ``days`` (held until the window
+    frees), or per consent given (``per_consent``: a WeChat one-time subscription allows one
+    message each time the member subscribes; suppressed until they give it again)."""
+
     model_config = ConfigDict(extra="forbid")
     messages: int = Field(ge=1, le=1000)
-    days: int = Field(ge=1, le=365)
+    days: int = Field(1, ge=1, le=365)
+    per_consent: bool = False
 
 
 class NotifySettings(BaseModel):
@@ -178,8 +183,7 @@ class Dispatcher:
         since = now - s.budget_days * DAY_MS
         budget_used = outbox.sent_since(tx, members, since)
         quota = s.quotas.get(name)
-        quota_used = (outbox.sent_since(tx, members, now - quota.days * DAY_MS, purpose=None,
-                                        channel=name) if quota else {})
+        quota_used = self._quota_used(tx, name, members, quota, now) if quota else {}
         claimed: list[_Claimed] = []
         updates: list[tuple[Any, ...]] = []  # state, reason, next_ms, sent_ms, message_id
         for r in rows:
@@ -197,6 +201,8 @@ class Dispatcher:
                 updates.append(("pending", "quiet_hours", until, None, r["message_id"]))
             elif marketing and budget_used.get(member, 0) >= s.budget_messages:
                 updates.append(("suppressed", "budget", now, None, r["message_id"]))
+            elif quota and quota.per_consent and quota_used.get(member, 0) >= quota.messages:
+                updates.append(("suppressed", "consent_used", now, None, r["message_id"]))
             elif quota and quota_used.get(member, 0) >= quota.messages:
                 later = self._quota_frees(tx, name, member, quota, now)
                 updates.append(("pending", "channel_quota", later, None, r["message_id"]))
@@ -245,6 +251,25 @@ class Dispatcher:
             return None
         day = local.date() if t < end else local.date() + timedelta(days=1)
         return int(datetime.combine(day, end, zone).timestamp() * 1000)
+
+    def _quota_used(self, tx: Tx, name: str, members: list[str], quota: Quota,
+                    now: int) -> dict[str, int]:
+        """What each member's quota on the channel has used: messages in the window, or since
+        the consent on the channel was last given."""
+        if not quota.per_consent:
+            return outbox.sent_since(tx, members, now - quota.days * DAY_MS, purpose=None,
+                                     channel=name)
+        consent = CONSENT_OF.get(name)
+        out: dict[str, int] = {}
+        for chunk, marks in in_chunks(members):
+            for member, n in tx.all(
+                    "SELECT o.member_id, count(*) FROM outbox o JOIN consents c ON"
+                    " c.member_id = o.member_id AND c.channel = ? AND c.purpose = 'marketing'"
+                    f" WHERE o.member_id IN ({marks}) AND o.channel = ? AND o.state IN"
+                    f" {outbox.COUNTED} AND o.sent_ms >= c.hlc / 65536 GROUP BY o.member_id",
+                    (consent, *chunk, name)):
+                out[str(member)] = int(n)
+        return out
 
     def _quota_frees(self, tx: Tx, name: str, member: str, quota: Quota, now: int) -> int:
         """When the oldest message counted in the channel's window leaves it."""

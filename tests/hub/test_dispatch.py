@@ -285,3 +285,33 @@ def test_messages_from_the_shell(tmp_path: Any, capsys: pytest.CaptureFixture[st
     assert conn.execute("SELECT count(*) FROM outbox WHERE state = 'pending'").fetchone() == (3,)
     assert conn.execute("SELECT count(*) FROM audit_log WHERE action = 'message.resend'"
                         " AND remote = 'cli'").fetchone() == (1,)
+
+
+async def test_a_one_time_subscription_allows_one_message_per_consent(
+        hub_db: HubDatabase, bridge: Bridge) -> None:
+    """``per_consent``: each time the member subscribes (gives WeChat consent again), one
+    message; more are suppressed until they do."""
+    await members(hub_db, 1, consent={0})
+    now = [NOON]
+    settings = NotifySettings(budget_messages=10,
+                              quotas={"webhook": Quota(messages=1, per_consent=True)})
+    d = Dispatcher(hub_db, {"webhook": webhook(bridge.url)}, settings, "Asia/Shanghai", dict,
+                   lambda: now[0])
+    await hub_db.transaction(lambda tx: outbox.enqueue(
+        tx, [message("m0", "o1"), message("m0", "o2")], now[0]))
+    await d.round("webhook")
+    assert await hub_db.read(states) == {"o1": ("sent", ""), "o2": ("suppressed", "consent_used")}
+    # The member subscribes again (a later consent): one more message may go.
+    now[0] += 3_600_000
+    fleet = Fleet(hub_db)
+    fleet.seq = await hub_db.read(lambda tx: int(tx.scalar(
+        "SELECT max(seq) FROM events WHERE store_id = 'S001'")))
+    await fleet.send([ConsentChanged(member_id="m0", channel="wechat", purpose="marketing",
+                                     granted=True, text_version="v2")], at_ms=now[0] - 1000)
+    await hub_db.transaction(lambda tx: outbox.enqueue(
+        tx, [message("m0", "o3"), message("m0", "o4")], now[0]))
+    await d.round("webhook")
+    got = await hub_db.read(states)
+    assert (got["o3"], got["o4"]) == (("sent", ""), ("suppressed", "consent_used"))
+    assert sorted(bridge.got) == ["o1", "o3"]
+    await d.channels["webhook"].aclose()
