@@ -39,7 +39,14 @@ MAX_COUPON_VALUE = 100_000_000  # minor units: a million in the chain's currency
 # What a message's text may say about the member and what the journey gave them.
 PLACEHOLDERS = frozenset({"name", "member_code", "coupon_code", "coupon_qr", "coupon_value",
                           "coupon_expires", "points", "points_expiring", "expiring_on",
-                          "birthday", "stage", "tier", "from_tier"})
+                          "birthday", "stage", "tier", "from_tier", "sale_total",
+                          "points_earned", "topup_amount", "topup_bonus"})
+# What every message may say about the member.
+MEMBER_GIVES = frozenset({"name", "member_code", "birthday", "stage", "tier"})
+# What each trigger tells a message about the occasion (besides the member's own fields).
+TRIGGER_GIVES = {"tier": {"from_tier"}, "points_expiring": {"points_expiring", "expiring_on"},
+                 "after_purchase": {"sale_total", "points_earned"},
+                 "topped_up": {"topup_amount", "topup_bonus"}}
 Stage = Literal["new", "active", "sleeping", "lost", "reactivated"]
 
 
@@ -196,20 +203,14 @@ class JourneyDefinition(_Strict):
         if self.conditions is not None:
             Condition.parse(self.conditions)  # its errors name the part
         # A placeholder the journey cannot fill by the time the message leaves.
-        given = set(PLACEHOLDERS) - {"coupon_code", "coupon_qr", "coupon_value",
-                                     "coupon_expires", "points", "points_expiring",
-                                     "expiring_on", "from_tier"}
-        if self.trigger.kind == "tier":
-            given.add("from_tier")
-        if self.trigger.kind == "points_expiring":
-            given |= {"points_expiring", "expiring_on"}
+        given = set(MEMBER_GIVES) | TRIGGER_GIVES.get(self.trigger.kind, set())
         for i, action in enumerate(self.actions):
             if isinstance(action, SendMessage):
                 missing = sorted(_placeholders(action.text) - given)
                 if missing:
                     raise ValueError(f"actions[{i}]: {{{missing[0]}}} has no value here (a coupon"
                                      " or points action before it gives coupon_* or points;"
-                                     " the points_expiring trigger gives points_expiring)")
+                                     " each trigger gives its own: README)")
             elif isinstance(action, IssueCoupon):
                 given |= {"coupon_code", "coupon_qr", "coupon_value", "coupon_expires"}
             elif isinstance(action, GrantPoints):

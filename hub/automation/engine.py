@@ -54,7 +54,15 @@ from hub.members import segments, tags
 from hub.members.identity import canonical
 from hub.notify import outbox
 from hub.stores.registry import HQ
-from protocol.events import CouponIssued, EventBody, PointsEarned
+from protocol.codec import decode
+from protocol.events import (
+    CouponIssued,
+    Event,
+    EventBody,
+    PointsEarned,
+    SaleFinalized,
+    StoredValueToppedUp,
+)
 from protocol.hlc import wall_ms
 from protocol.ids import coupon_code, coupon_qr, uuid7
 
@@ -156,14 +164,15 @@ class JourneyEngine:
         end = head(tx, source)
         entries: list[Entry] = []
         if source == "events":
-            rows = tx.all("SELECT pos, member_id, event_id, hlc FROM events WHERE pos > ?"
-                          " AND pos <= ? AND type = ? AND member_id IS NOT NULL ORDER BY pos"
-                          " LIMIT ?", (cursor, end, EVENT_TYPES[trigger.kind], ENTER_PAGE))
+            rows = tx.all("SELECT pos, member_id, event_id, hlc, payload FROM events WHERE"
+                          " pos > ? AND pos <= ? AND type = ? AND member_id IS NOT NULL"
+                          " ORDER BY pos LIMIT ?",
+                          (cursor, end, EVENT_TYPES[trigger.kind], ENTER_PAGE))
             hours = getattr(trigger, "hours", 0)
-            for pos, member, event_id, hlc in rows:
+            for pos, member, event_id, hlc, payload in rows:
                 occasion = "registered" if trigger.kind == "registered" else f"e:{event_id}"
                 entries.append(Entry(str(member), occasion, wall_ms(int(hlc)) + hours * HOUR_MS,
-                                     {"event_id": str(event_id)}))
+                                     {"event_id": str(event_id), **_what_happened(payload)}))
                 cursor = int(pos)
         elif source == "lifecycle":
             rows = tx.all("SELECT seq, member_id, day FROM lifecycle_changes WHERE seq > ?"
@@ -498,7 +507,22 @@ def _value(action: IssueCoupon) -> str:
     """The coupon's value as a member reads it: yuan for an amount, percent for a share."""
     if action.coupon_kind == "percent_off":
         return f"{action.value / 100:g}%"
-    return f"{action.value // 100}" + (f".{action.value % 100:02d}" if action.value % 100 else "")
+    return _yuan(action.value)
+
+
+def _yuan(minor: int) -> str:
+    """Minor units as a member reads them: 2000 -> "20", 1250 -> "12.50"."""
+    return f"{minor // 100}" + (f".{minor % 100:02d}" if minor % 100 else "")
+
+
+def _what_happened(payload: bytes) -> dict[str, str]:
+    """What a purchase's or a top-up's message may tell the member (consumption details)."""
+    body = decode(bytes(payload), Event).body
+    if isinstance(body, SaleFinalized):
+        return {"sale_total": _yuan(body.total), "points_earned": str(body.points_earned)}
+    if isinstance(body, StoredValueToppedUp):
+        return {"topup_amount": _yuan(body.principal), "topup_bonus": _yuan(body.bonus)}
+    return {}
 
 
 def _names(text: str) -> list[str]:

@@ -189,7 +189,8 @@ async def test_after_purchase_stage_and_points_expiring(hub_db: HubDatabase) -> 
         "name": "回购券", "trigger": {"kind": "after_purchase", "hours": 24},
         "actions": [{"kind": "coupon", "coupon_kind": "percent_off", "value": 1000},
                     {"kind": "message", "channel": "sms", "template": "SMS_1",
-                     "text": "谢谢惠顾，{coupon_value}折扣券 {coupon_code}。回T退订"}]})
+                     "text": "消费{sale_total}元，谢谢惠顾，{coupon_value}折扣券 {coupon_code}。"
+                             "回T退订"}]})
     expiring = await create(hub_db, {
         "name": "积分到期", "trigger": {"kind": "points_expiring", "days": 30},
         "actions": [{"kind": "message", "channel": "sms", "purpose": "transactional",
@@ -227,7 +228,7 @@ async def test_after_purchase_stage_and_points_expiring(hub_db: HubDatabase) -> 
         tx, "SELECT member_id, purpose, text FROM outbox ORDER BY member_id"))
     code = await hub_db.read(lambda tx: tx.scalar(
         "SELECT coupon_code FROM coupons WHERE campaign_id = ?", (after,)))
-    assert texts == [("m001", "marketing", f"谢谢惠顾，10%折扣券 {code}。回T退订"),
+    assert texts == [("m001", "marketing", f"消费10元，谢谢惠顾，10%折扣券 {code}。回T退订"),
                      ("m002", "transactional", "500积分将于2026-12-15到期")]
     # A lifecycle stage entered after the journey was made.
     stage = await create(hub_db, {"name": "唤醒", "trigger": {"kind": "stage",
@@ -280,6 +281,8 @@ async def test_pausing_stops_entries_and_resumes_from_now(hub_db: HubDatabase) -
      "unknown placeholder 'nickname'"),
     ({"actions": [{"kind": "message", "channel": "webhook", "text": "券 {coupon_code}"}]},
      "{coupon_code} has no value here"),
+    ({"actions": [{"kind": "message", "channel": "webhook", "text": "消费 {sale_total}"}]},
+     "{sale_total} has no value here"),
     ({"actions": [{"kind": "coupon", "coupon_kind": "percent_off", "value": 20_000}]},
      "at most 10000"),
     ({"actions": [{"kind": "coupon", "coupon_kind": "amount_off", "value": 5000,
