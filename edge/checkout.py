@@ -78,7 +78,7 @@ def targeting(row: sqlite3.Row) -> Targeting:
     return Targeting(
         tags=frozenset(json.loads(row["tags"])) | frozenset(json.loads(row["hq_tags"])),
         segments=frozenset(s["segment_id"] for s in json.loads(row["till_segments"])),
-        rfm_group=row["rfm_group"], stage=row["stage"])
+        rfm_group=row["rfm_group"], stage=row["stage"], member_id=row["member_id"])
 
 
 def price(

@@ -42,7 +42,8 @@ def dumps(quote: Quote, campaigns: list[Campaign], member: MemberContext | None,
             "targeting": {"tags": sorted(member.targeting.tags),
                           "segments": sorted(member.targeting.segments),
                           "rfm_group": member.targeting.rfm_group,
-                          "stage": member.targeting.stage}},
+                          "stage": member.targeting.stage,
+                          "member_id": member.targeting.member_id}},
         "campaigns": [c.model_dump(mode="json") for c in campaigns if c.campaign_id in used],
         "coupons": [{**asdict(s), "categories": list(s.categories)} for s in specs
                     if s.code in codes],
@@ -58,7 +59,8 @@ def loads(text: str) -> Basis:
         tier=m["tier"], birthday=date.fromisoformat(m["birthday"]) if m["birthday"] else None,
         targeting=Targeting(tags=frozenset(t.get("tags", ())),
                             segments=frozenset(t.get("segments", ())),
-                            rfm_group=t.get("rfm_group"), stage=t.get("stage")))
+                            rfm_group=t.get("rfm_group"), stage=t.get("stage"),
+                            member_id=t.get("member_id")))
     return Basis(day=date.fromisoformat(data["day"]), member=member,
                  campaigns=[Campaign.model_validate(c) for c in data["campaigns"]],
                  coupons=[CouponSpec(**{**c, "categories": tuple(c["categories"])})

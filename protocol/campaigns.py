@@ -48,6 +48,7 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.holdout import held_out
 from protocol.money import MAX_AMOUNT, Rounding
 
 MAX_POINTS = 1_000_000_000
@@ -279,6 +280,7 @@ class Targeting:
     segments: frozenset[str] = frozenset()
     rfm_group: str | None = None
     stage: str | None = None
+    member_id: str | None = None  # whom a campaign's holdout draws
 
 
 class Audience(_Model):
@@ -311,6 +313,9 @@ class Campaign(_Model):
     tiers: list[Tier] | None = None
     members_only: bool = True
     audience: Audience | None = None
+    # A share of the members it would reach that it holds out (``protocol.holdout``: the hub
+    # draws the same members when it measures the campaign's effect).
+    holdout_percent: Annotated[int, Field(strict=True, ge=0, le=50)] = 0
     rule: Rule
 
     @model_validator(mode="after")
@@ -335,6 +340,8 @@ class Campaign(_Model):
         data: dict[str, Any] = handler(self)
         if data.get("audience") is None:
             data.pop("audience", None)  # bundles signed before audiences verify as they were
+        if not data.get("holdout_percent"):
+            data.pop("holdout_percent", None)  # and before holdouts
         return data
 
     def active_on(self, day: date) -> bool:
@@ -348,8 +355,12 @@ class Campaign(_Model):
         ``audience``, only a member it holds (``who``)."""
         if tier is None:
             return not self.members_only and self.tiers is None and self.audience is None
-        if self.audience is not None and not self.audience.holds(who or Targeting()):
+        who = who or Targeting()
+        if self.audience is not None and not self.audience.holds(who):
             return False
+        if who.member_id is not None and held_out(self.campaign_id, who.member_id,
+                                                  self.holdout_percent):
+            return False  # held out: measured against, not given the offer
         return self.tiers is None or tier in self.tiers
 
 

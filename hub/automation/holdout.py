@@ -9,20 +9,16 @@ so it is the same members for every journey: the chain can measure all its marke
 
 from __future__ import annotations
 
-import hashlib
+from protocol.holdout import draw
 
 JOURNEY = 1  # held out by the journey's own share
 CONTROL = 2  # in the chain's control group
 
 
-def _draw(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 10_000
-
-
 def held_out(journey_id: str, member_id: str, percent: int, control_percent: int = 0) -> int:
-    """0 (treated), ``JOURNEY`` or ``CONTROL``."""
-    if control_percent and _draw(f"membergate-control:{member_id}") < control_percent * 100:
+    """0 (treated), ``JOURNEY`` or ``CONTROL`` (``protocol.holdout``: the tills draw alike)."""
+    if control_percent and draw(f"membergate-control:{member_id}") < control_percent * 100:
         return CONTROL
-    if percent and _draw(f"{journey_id}:{member_id}") < percent * 100:
+    if percent and draw(f"{journey_id}:{member_id}") < percent * 100:
         return JOURNEY
     return 0

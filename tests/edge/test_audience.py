@@ -94,3 +94,32 @@ def test_an_audience_holds_only_members_matching_every_list() -> None:
     plain = Campaign.model_validate({"campaign_id": "c", "name": "n", "rule": {
         "kind": "spend_threshold_off", "threshold": 100, "off": 10}})
     assert "audience" not in plain.model_dump(mode="json")
+
+
+async def test_a_campaign_holds_out_the_members_the_hub_draws(service: EdgeService) -> None:
+    """A campaign's ``holdout_percent``: the till draws who is held out exactly as the hub
+    does (``protocol.holdout``), offline; held-out members pay full price, the rest get the
+    offer; a refund reprices on the same draw."""
+    from protocol.holdout import held_out
+
+    data = demo.demo_bundle().model_dump(mode="json")
+    data["version"] = 3
+    data["campaigns"].append({
+        "campaign_id": "half-out", "name": "五折 with a holdout", "priority": 50,
+        "holdout_percent": 50,
+        "rule": {"kind": "category_percent_off", "categories": ["grocery"],
+                 "percent_bp": 5_000}})
+    assert await service.apply_bundle(CampaignBundle.model_validate(data)) == "applied"
+    paid: dict[bool, set[int]] = {True: set(), False: set()}
+    for i in range(12):
+        m = await register(service, f"139000010{i:02d}")
+        sold = await sell(service, [("A", "grocery", 1, 10_000)], member_id=m["member_id"])
+        paid[held_out("half-out", m["member_id"], 50)].add(sold["total"])
+    assert paid[True] and paid[False]  # 12 members: both groups drawn (p = 1 - 2/4096)
+    assert max(paid[False]) < min(paid[True])  # the treated got the offer, the held out not
+    # The campaign as signed before holdouts: no field, the same bytes.
+    plain = Campaign.model_validate({"campaign_id": "c", "name": "n", "rule": {
+        "kind": "category_percent_off", "categories": ["grocery"], "percent_bp": 100}})
+    assert "holdout_percent" not in plain.model_dump(mode="json")
+    with pytest.raises(ValidationError):
+        Campaign.model_validate({**plain.model_dump(mode="json"), "holdout_percent": 60})
