@@ -76,3 +76,18 @@ def test_the_readme_messaging_settings_load_as_written() -> None:
     assert cfg.notify.quotas["webhook"].messages == 1
     assert cfg.channels.sms is not None and cfg.channels.sms.callback_token is not None
     assert cfg.channels.email is not None and cfg.automation.message_cost == {"sms": 5}
+
+
+@pytest.mark.parametrize(("channel", "says"), [
+    ({"webhook": {"url": "http://bridge.example.cn/hook", "secret": "s"}}, "must be https"),
+    ({"webhook": {"url": "http://bridge.example.cn/hook", "secret": "s",
+                  "allow_http_loopback": True}}, "must be https"),
+    ({"sms": {"access_key_id": "a", "access_key_secret": "s", "sign_name": "【店】"}},
+     "without 【】"),
+    ({"email": {"host": "smtp.example.cn", "sender": "m@example.cn", "starttls": False,
+                "username": "u", "password": "p"}}, "needs starttls"),
+])
+def test_a_channel_set_up_unsafely_is_refused_at_load(channel: dict[str, object],
+                                                      says: str) -> None:
+    with pytest.raises(ValidationError, match=says):
+        HubConfig.model_validate({"channels": channel})

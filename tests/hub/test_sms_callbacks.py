@@ -13,6 +13,8 @@ import httpx
 from hub.api.app import create_app
 from hub.app import Hub
 from hub.config import HubConfig
+from hub.core.db import HubDatabase
+from hub.core.schema import migrate
 from hub.ledger.apply import apply_batch
 from hub.notify import outbox
 from protocol.events import ConsentChanged, Event, EventBatch, MemberRegistered
@@ -27,7 +29,10 @@ async def test_reports_and_opt_out_replies(tmp_path: Path) -> None:
         "broker": {"embedded_port": 0}, "api": {"token": "hq-token-000001"},
         "channels": {"sms": {"access_key_id": "id", "access_key_secret": "secret",
                              "sign_name": "会员中心", "callback_token": TOKEN}}})
-    async with Hub(cfg) as hub:
+    # Seeded before the hub starts: its SMS loop must never see these as due (the provider
+    # is not reachable from here); they were sent, the provider reports on them.
+    async with HubDatabase(cfg.database_url) as db:
+        await db.transaction(migrate)
         batch = EventBatch(store_id="S001", epoch=1, events=[Event(
             event_id=f"e{i}", store_id="S001", epoch=1, seq=i, hlc=1_000 + i, body=body)
             for i, body in enumerate((
@@ -37,13 +42,14 @@ async def test_reports_and_opt_out_replies(tmp_path: Path) -> None:
                                granted=True, text_version="v1"),
                 ConsentChanged(member_id="m2", channel="sms", purpose="marketing",
                                granted=True, text_version="v1")), 1)])
-        await hub.db.transaction(lambda tx: apply_batch(tx, batch, 1))
-        await hub.db.transaction(lambda tx: outbox.enqueue(tx, [
+        await db.transaction(lambda tx: apply_batch(tx, batch, 1))
+        await db.transaction(lambda tx: outbox.enqueue(tx, [
             outbox.Message(key=k, member_id="m1", channel="sms", purpose="marketing",
                            template="SMS_1", params={}, text="hi 回T退订")
             for k in ("k1", "k2")], 1))
-        await hub.db.transaction(lambda tx: tx.execute(
+        await db.transaction(lambda tx: tx.execute(
             "UPDATE outbox SET state = 'sent', sent_ms = 1, provider_id = 'biz-' || key"))
+    async with Hub(cfg) as hub:
         transport = httpx.ASGITransport(app=create_app(hub))
         async with httpx.AsyncClient(transport=transport, base_url="http://hq") as c:
             reports = json.dumps([
@@ -86,3 +92,12 @@ async def test_reports_and_opt_out_replies(tmp_path: Path) -> None:
             held = await hub.db.read(lambda tx: sorted(tuple(x) for x in tx.all(
                 "SELECT member_id, granted, store_id, text_version FROM consents")))
             assert held == [("m1", 0, "HQ", "sms-reply"), ("m2", 1, "S001", "v1")]
+            # A journey whose SMS the provider would not take is refused, nothing saved.
+            hq = {"Authorization": "Bearer hq-token-000001"}
+            for text, says in (("会员日全场九折", "退订"), ("长" * 495 + "回T退订", "500")):
+                r = await c.post("/v1/journeys", headers=hq, json={
+                    "name": "会员日", "trigger": {"kind": "registered"},
+                    "actions": [{"kind": "message", "channel": "sms", "template": "SMS_9",
+                                 "text": text}]})
+                assert r.status_code == 422 and says in r.text, r.text
+            assert (await c.get("/v1/journeys", headers=hq)).json() == []

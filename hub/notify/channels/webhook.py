@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from hub.notify.channel import Outgoing, Refused, Retry, Sent
 
@@ -39,13 +39,14 @@ class WebhookSettings(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _https(cls, url: str) -> str:
+    def _http(cls, url: str) -> str:
         parsed = urlparse(url)
         if parsed.scheme not in ("https", "http") or not parsed.hostname:
             raise ValueError(f"{url!r} is not an http(s) URL")
         return url
 
-    def checked(self) -> WebhookSettings:
+    @model_validator(mode="after")
+    def _https(self) -> WebhookSettings:
         parsed = urlparse(self.url)
         loopback = parsed.hostname in ("127.0.0.1", "localhost", "::1")
         if parsed.scheme != "https" and not (self.allow_http_loopback and loopback):
@@ -71,7 +72,7 @@ class WebhookChannel:
     name = "webhook"
 
     def __init__(self, settings: WebhookSettings) -> None:
-        self.settings = settings.checked()
+        self.settings = settings
         verify: bool | str = str(settings.ca_file) if settings.ca_file else True
         self._client = httpx.AsyncClient(timeout=settings.timeout_s, verify=verify,
                                          limits=httpx.Limits(max_connections=16))
