@@ -341,7 +341,9 @@ async def test_effect_of_a_journey_with_a_holdout(hub_db: HubDatabase) -> None:
         "journey": sum(1 for k in w.kinds.values() if k == 1),
         "control": sum(1 for k in w.kinds.values() if k == 2)}
     assert got["held_out_by_kind"]["control"] > 0 and got["held_out_by_kind"]["journey"] > 0
-    assert 80 < len(w.treated) < 120  # a 50 % holdout of what the control group leaves
+    # A 50 % holdout of what the 10 % control group leaves: 90 expected, sd 7 (each run draws
+    # for a new journey id); the bounds are 5 sd out, so the check never flakes.
+    assert 55 < len(w.treated) < 125
     late_treated = [m for m in w.late if w.kinds[m] == 0]
     assert got["coupons_issued"] == len(w.treated) + len(late_treated)
     assert got["coupons_redeemed"] == 3 + (1 if late_treated else 0)

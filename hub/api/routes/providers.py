@@ -14,6 +14,7 @@ import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 
 from hub.api.deps import HubDep
 from hub.notify.channels.sms import inbound, receipts
@@ -24,6 +25,13 @@ router = APIRouter(tags=["providers"], route_class=StrictJsonRoute)
 RECEIPTS = "/v1/providers/sms/receipts"
 REPLIES = "/v1/providers/sms/replies"
 ACCEPTED = {"code": 0, "msg": "成功"}
+
+
+class Accepted(BaseModel):
+    """What Aliyun wants back for a push it need not send again."""
+
+    code: int
+    msg: str
 
 
 async def provider(hub: HubDep, token: Annotated[str, Query(max_length=200)] = "") -> None:
@@ -42,7 +50,7 @@ async def _body(request: Request) -> bytes:
     return await request.body()
 
 
-@router.post(RECEIPTS, dependencies=[Provider])
+@router.post(RECEIPTS, dependencies=[Provider], response_model=Accepted)
 async def sms_receipts(hub: HubDep, body: Annotated[bytes, Depends(_body)]) -> Any:
     """Delivery reports: each message delivered or failed, found by its key (``OutId``)."""
     try:
@@ -54,7 +62,7 @@ async def sms_receipts(hub: HubDep, body: Annotated[bytes, Depends(_body)]) -> A
     return ACCEPTED
 
 
-@router.post(REPLIES, dependencies=[Provider])
+@router.post(REPLIES, dependencies=[Provider], response_model=Accepted)
 async def sms_replies(hub: HubDep, body: Annotated[bytes, Depends(_body)]) -> Any:
     """Members' replies: an opt-out withdraws the SMS marketing consent of every member with
     that number, as an HQ-stream consent event (the stores hear of it)."""
