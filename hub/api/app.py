@@ -18,6 +18,7 @@ from hub.api.routes import (
     audit,
     audit_log,
     auth,
+    campaign_effect,
     campaigns,
     conflicts,
     exports,
@@ -45,7 +46,8 @@ from protocol.metrics import RequestTimer
 ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
            auth.router, reports.router, exports.router, rfm.router,
-           segments.router, journeys.router, providers.router, journey_effect.router)
+           segments.router, journeys.router, providers.router, journey_effect.router,
+           campaign_effect.router)
 
 
 def create_app(hub: Hub) -> FastAPI:

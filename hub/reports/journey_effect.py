@@ -50,9 +50,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 from hub.auth.scope import Scope
 from hub.core.db import Tx, in_chunks
@@ -66,6 +67,17 @@ DAY_MS = 86_400_000
 Z95 = NormalDist().inv_cdf(0.975)  # 1.959963984540054
 SENT = ("sent", "delivered", "failed")  # the provider took it: it left and is paid for
 HELD_OUT_KINDS = {1: "journey", 2: "control"}
+
+
+class Outcome(Protocol):
+    """What the comparison reads of one member: whether they bought, what they spent (the
+    campaign report's members are compared with the same functions)."""
+
+    @property
+    def visited(self) -> bool: ...
+
+    @property
+    def spend(self) -> int: ...
 
 
 @dataclass
@@ -248,7 +260,7 @@ def _group(members: list[_Unit], still_open: int) -> dict[str, Any]:
             "spend_per_member": spend / n if n else None}
 
 
-def uplift(treated: list[_Unit], held: list[_Unit]) -> dict[str, Any]:
+def uplift(treated: Sequence[Outcome], held: Sequence[Outcome]) -> dict[str, Any]:
     """Visit rate and spend per member, treated minus held out, each with its 95 % interval
     (see the module's text for the formulas)."""
     n1, n0 = len(treated), len(held)
@@ -306,8 +318,8 @@ def toward_zero(numerator: int, denominator: int) -> int:
     return q if numerator >= 0 else -q
 
 
-def roi(treated: list[_Unit], held: list[_Unit], *, margin_percent: int, coupon_cost: int,
-        sent: list[str], prices: dict[str, int]) -> dict[str, Any]:
+def roi(treated: Sequence[Outcome], held: Sequence[Outcome], *, margin_percent: int,
+        coupon_cost: int, sent: list[str], prices: dict[str, int]) -> dict[str, Any]:
     """What the compared treated members brought beyond the held out, against what they
     cost (rounding: towards zero, see the module's text)."""
     messages = sum(prices.get(ch, 0) for ch in sent)
@@ -333,6 +345,14 @@ def roi(treated: list[_Unit], held: list[_Unit], *, margin_percent: int, coupon_
 
 def _completeness(tx: Tx, scope: Scope, units: dict[str, _Unit], closed: set[str],
                   window_ms: int, now_ms: int) -> dict[str, Any]:
+    return store_completeness(tx, scope, now_ms) | {
+        "windows_end_ms": (max(units[u].entered_ms for u in closed) + window_ms
+                           if closed else None)}
+
+
+def store_completeness(tx: Tx, scope: Scope, now_ms: int) -> dict[str, Any]:
+    """Per store the scope covers, how far the hub has merged its log (``merged_to_ms``,
+    ``lag_events``), and how many log events the sales facts have yet to read."""
     where, params = scope.store_filter("s")
     mine = {str(s) for (s,) in tx.all(f"SELECT s.store_id FROM stores s WHERE {where}", params)}
     stores = []
@@ -346,9 +366,7 @@ def _completeness(tx: Tx, scope: Scope, units: dict[str, _Unit], closed: set[str
                        "merged_to_ms": wall_ms(int(last)) if last is not None else None,
                        "lag_events": int(s["lag_events"])})
     facts = lag(tx, ["sales_facts"], now_ms)[0]
-    return {"stores": stores, "sales_facts_behind": int(facts["lag_events"]),
-            "windows_end_ms": (max(units[u].entered_ms for u in closed) + window_ms
-                               if closed else None)}
+    return {"stores": stores, "sales_facts_behind": int(facts["lag_events"])}
 
 
 def t_quantile(p: float, df: float) -> float:
