@@ -77,6 +77,10 @@ def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tupl
         " version = excluded.version, manifest = excluded.manifest,"
         " generation = excluded.generation",
         (bundle.scope, scope_id, bundle.version, payload, bundle.generation))
+    issued = int(bundle.issued_at.timestamp() * 1000)
+    tx.executemany("INSERT INTO campaign_first_pushed(campaign_id, issued_ms) VALUES (?, ?)"
+                   " ON CONFLICT(campaign_id) DO NOTHING",
+                   [(c.campaign_id, issued) for c in bundle.campaigns])
     return topics.campaign_topic(bundle.scope, bundle.scope_id), payload
 
 

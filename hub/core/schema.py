@@ -579,6 +579,10 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "CREATE INDEX outbox_due ON outbox(channel, state, next_ms)",
         "CREATE INDEX outbox_member ON outbox(member_id, sent_ms)",
         "CREATE INDEX outbox_provider ON outbox(provider_id)",
+        # hub.campaigns.bundles: when a campaign was first pushed (a bundle replaces the one
+        # before it; the effect report's window starts here when the campaign names no start).
+        """CREATE TABLE campaign_first_pushed (
+            campaign_id TEXT PRIMARY KEY, issued_ms BIGINT NOT NULL)""",
         # hub.notify.channels.store: messages left for members at every till, in their
         # directory entries until a store reports one printed (``member.message_shown``).
         *_keyed("till_messages", """(

@@ -15,7 +15,8 @@ How each figure is counted, in the words a marketer reads:
   of every held bundle that carries it: the whole chain, a region's stores, or one store.
 * **The window** is a range of store-local days, both ends included: ``start``/``end`` when
   asked for; else from the campaign's ``starts_on`` (without one: the day, on the chain's
-  calendar, the oldest held bundle carrying it was issued) to its ``ends_on``, never later
+  calendar, the first bundle carrying it was issued, kept in ``campaign_first_pushed`` though
+  bundles replace each other) to its ``ends_on``, never later
   than yesterday (today is not over). A window that ends before it starts is refused.
 * **The audience**: the live members (not merged into another, not erased) the campaign would
   reach: of its tiers, held by its audience exactly as the till decides (tags: the store's,
@@ -101,10 +102,14 @@ class Pushed:
     campaign: Campaign
     bundles: list[CampaignBundle]  # every held bundle that carries it
     stores: frozenset[str] | None  # None: the whole chain
+    first_pushed_ms: int | None = None  # the first bundle that carried it, replaced since or not
 
     @property
     def first_issued(self) -> datetime:
-        return min(b.issued_at for b in self.bundles)
+        held = min(b.issued_at for b in self.bundles)
+        if self.first_pushed_ms is None:
+            return held
+        return min(held, datetime.fromtimestamp(self.first_pushed_ms / 1000, held.tzinfo))
 
 
 def effect(tx: Tx, scope: Scope, campaign_id: str, *, start: date | None, end: date | None,
@@ -207,14 +212,17 @@ def latest(tx: Tx, campaign_id: str) -> Pushed | None:
     # till lets a store bundle's campaign override a same-id fleet one.
     _bundle, campaign = max(carrying, key=lambda bc: (bc[0].issued_at, RANK[bc[0].scope]))
     bundles = [b for b, _c in carrying]
+    first = tx.scalar("SELECT issued_ms FROM campaign_first_pushed WHERE campaign_id = ?",
+                      (campaign_id,))
+    first_ms = None if first is None else int(first)
     if any(b.scope == "fleet" for b in bundles):
-        return Pushed(campaign, bundles, None)
+        return Pushed(campaign, bundles, None, first_ms)
     stores = {b.scope_id for b in bundles if b.scope == "store" and b.scope_id}
     regions = sorted({b.scope_id for b in bundles if b.scope == "region" and b.scope_id})
     for chunk, marks in in_chunks(regions):
         stores.update(str(s) for (s,) in tx.all(
             f"SELECT store_id FROM stores WHERE region IN ({marks})", chunk))
-    return Pushed(campaign, bundles, frozenset(stores))
+    return Pushed(campaign, bundles, frozenset(stores), first_ms)
 
 
 def window(pushed: Pushed, *, start: date | None, end: date | None, today: date,

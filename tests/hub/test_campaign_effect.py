@@ -564,3 +564,22 @@ async def test_the_route_prices_with_the_hubs_margin(tmp_path: Path, hub_url: st
             assert (await c.get(f"/v1/campaigns/{CAMPAIGN}/effect",
                                 headers={"Authorization": "Bearer nope"})).status_code == 401
 
+
+
+async def test_a_window_without_a_start_begins_at_the_first_push(hub_db: HubDatabase) -> None:
+    """A bundle replaces the one before it at the hub; the day a campaign was first pushed is
+    kept apart, so the window of a campaign without ``starts_on`` still begins then."""
+    from hub.reports.campaign_effect import latest, window
+
+    key = signing.new_private_key()
+    for version, day in ((1, 10), (2, 25)):
+        b = CampaignBundle.model_validate({
+            "version": version, "scope": "fleet",
+            "issued_at": datetime(2026, 11, day, 2, tzinfo=UTC),
+            "campaigns": [{"campaign_id": "no-start", "name": "x",
+                           "rule": {"kind": "earn_points"}}]})
+        await hub_db.transaction(functools.partial(store_bundle, bundle=b, key=key))
+    pushed = await hub_db.read(lambda tx: latest(tx, "no-start"))
+    assert pushed is not None
+    assert window(pushed, start=None, end=None, today=date(2026, 12, 5),
+                  zone="Asia/Shanghai") == (date(2026, 11, 10), date(2026, 12, 4))
