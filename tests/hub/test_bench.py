@@ -89,7 +89,8 @@ def test_breakdown_says_where_the_apply_time_goes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["bench", "--json", "--stores", "3", "--events", "3000", "--drain-events", "0",
                "--no-postgres", "--breakdown", "--workdir", str(tmp_path),
-               "--rfm-members", "1000", "--segment-members", "0"])
+               "--rfm-members", "1000", "--segment-members", "0", "--scope-members", "0",
+               "--journey-members", "0", "--dispatch-messages", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres
