@@ -246,9 +246,10 @@ def _bench_in(tmp: Path, members: int, lookups: int, finalizes: int, catchup_ent
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     config = _config(db)
     result: dict[str, Any] = {"members": members, "campaigns": 0}
-    # On the loop ``membergate-edge run`` uses (uvloop where installed).
-    result.update(runtime.run(_seed_and_checkout(config, members, finalizes, catchup_entries,
-                                                 progress)))
+    # On the loop and with the collector ``membergate-edge run`` uses.
+    with runtime.tuned_gc():
+        result.update(runtime.run(_seed_and_checkout(config, members, finalizes,
+                                                     catchup_entries, progress)))
     result["campaigns"] = len(demo.demo_bundle().campaigns)
 
     progress.phase("finalize floor (plain sqlite3)")

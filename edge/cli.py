@@ -269,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     config = _config(args)
 
     if args.cmd == "run":
+        # The collector tuned as the hub's (protocol.runtime): a directory page of 1,000
+        # entries made the default collector pause the tills 40-50 ms.
+        runtime.tune_gc()
         return runtime.run(_run(config, seed_demo=args.demo, seconds=args.seconds))
     if args.cmd == "config":
         print(json.dumps(config.redacted(), indent=2, ensure_ascii=False))

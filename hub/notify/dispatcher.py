@@ -128,6 +128,8 @@ class Dispatcher:
 
     async def _loop(self, name: str) -> None:
         while True:
+            # Cleared before the round: a wake-up during it is not lost.
+            self._wake[name].clear()
             try:
                 done = await self.round(name)
             except Exception:  # a database hiccup: logged, tried again
@@ -139,7 +141,6 @@ class Dispatcher:
             nxt = await self.db.read(lambda tx: outbox.next_due_ms(tx, name), give_way=False)
             if nxt is not None:
                 wait = min(wait, max(0.05, (nxt - self.now_ms()) / 1000))
-            self._wake[name].clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake[name].wait(), wait)
 

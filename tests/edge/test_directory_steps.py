@@ -4,6 +4,7 @@ cut short by a crash and applied again ends as if applied once."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -81,3 +82,35 @@ async def test_a_malformed_entry_is_refused_before_anything_is_written(tmp_path:
             await directory.apply_in_steps(
                 svc.db, svc.context, msgpack.packb(too_many, use_bin_type=True), request_id)
         assert DirectoryPage.model_fields["members"].metadata[0].max_length == 5000
+
+
+async def test_a_page_is_unpacked_with_the_tills_served_and_read_as_a_whole_would_be() -> None:
+    """``open_page_stepwise`` gives what ``open_page`` gives — the same header and entries, the
+    same error for a malformed page — and lets the loop turn every ``UNPACK_STEP`` entries
+    while it reads (a page of 1,000 entries held the loop for tens of ms in one go)."""
+    request_id, payload = directory_pages(2, 1, 1000, 1000, 0)[0]
+    turns = 0
+    reading = True
+
+    async def till() -> None:
+        nonlocal turns
+        while reading:
+            turns += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(till())
+    await asyncio.sleep(0)
+    opened = await directory.open_page_stepwise(payload, request_id)
+    reading = False
+    await other
+    assert opened is not None and opened == directory.open_page(payload, request_id)
+    assert turns >= 1000 // directory.UNPACK_STEP - 1
+    assert await directory.open_page_stepwise(payload, "another") is None
+    for bad in (payload[:-5], payload + b"\x01", msgpack.packb([1, 2]), b"\xc1",
+                msgpack.packb({"members": 3, "request_id": request_id})):
+        with pytest.raises(CodecError) as stepwise:
+            await directory.open_page_stepwise(bad, request_id)
+        with pytest.raises(CodecError) as whole:
+            directory.open_page(bad, request_id)
+        assert (type(stepwise.value), str(stepwise.value)) == (type(whole.value),
+                                                               str(whole.value))
