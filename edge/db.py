@@ -185,21 +185,34 @@ class Database:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` as one immediate transaction; commit before returning, roll back on error."""
+    async def write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` as one immediate transaction; commit before returning, roll back on error.
+
+        ``durable=False``: for what can be fetched again (a step of a directory page and its
+        checkpoint, which move together): the commit does not wait for the disk
+        (``synchronous=NORMAL``; the next durable commit writes it out with its own). Power lost
+        before then loses the step and its checkpoint together, and the page is asked for
+        again. The tills' writes keep ``FULL``, and no longer queue behind a disk flush each
+        step took."""
         if self._writer is None:
             raise RuntimeError("database is not open")
         writer = self._writer
 
         def tx() -> T:
             conn = writer._conn
-            conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                conn.execute("PRAGMA synchronous=NORMAL")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous=FULL")
             self._writes += 1
             return result
 

@@ -149,7 +149,8 @@ async def apply_in_steps(db: Database, ctx: StoreContext, payload: bytes,
     while at < len(entries):
         last = at + step >= len(entries)
         done: int | None = await db.write(functools.partial(
-            _apply_step, ctx=ctx, page=header, entries=entries[at:at + step], last=last))
+            _apply_step, ctx=ctx, page=header, entries=entries[at:at + step], last=last),
+            durable=False)  # the hub sends the page again if power takes it
         if done is not None:  # a stale page, or the last step: the checkpoint now
             return done, header.more
         at += step
