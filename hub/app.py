@@ -208,7 +208,7 @@ class Hub:
     async def keep_segments(self) -> dict[str, int]:
         """One round of the segment keeper (``hub.members.segment_keeper``); the stores are
         told when it changed what their directory holds (stages, till segments, rule tags)."""
-        done = await self._telling_stores(self.keeper.run())
+        done = await self._telling_stores(self.keeper.run)
         self.scheduler.wake("journeys")  # members entered segments and stages
         return done
 
@@ -219,7 +219,7 @@ class Hub:
     async def run_journeys(self) -> dict[str, int]:
         """One pass of the journey engine; the stores hear of the coupons and points it gave,
         the channels of the messages it queued."""
-        done = await self._telling_stores(self.journeys.run())
+        done = await self._telling_stores(self.journeys.run)
         if done["effects"]:
             self.dispatcher.wake()
         return done
@@ -313,10 +313,12 @@ class Hub:
         self.dispatcher.wake(channel)
         return count
 
-    async def _telling_stores(self, work: Awaitable[T]) -> T:
-        """``work``, then a directory notice to the fleet if it gave members new entries."""
+    async def _telling_stores(self, work: Callable[[], Awaitable[T]]) -> T:
+        """``work()``, then a directory notice to the fleet if it gave members new entries.
+        Called here, not by the caller: a stop during the first read leaves no coroutine
+        behind that was never awaited."""
         before = await self.db.read(directory.head, give_way=False)
-        done = await work
+        done = await work()
         if await self.db.read(directory.head, give_way=False) != before:
             self.link.directory_moved()
         return done
@@ -329,7 +331,7 @@ class Hub:
         done = await self.db.read(lambda tx: counter(tx, "segments_nightly_day"))
         if done >= stamp:
             return await self.keep_segments()
-        out = await self._telling_stores(self.keeper.nightly())
+        out = await self._telling_stores(self.keeper.nightly)
         await self.db.transaction(lambda tx: tx.execute(
             "INSERT INTO counters(name, value) VALUES ('segments_nightly_day', ?)"
             " ON CONFLICT(name) DO UPDATE SET value = excluded.value", (stamp,)))

@@ -62,6 +62,7 @@ from protocol.events import (
 )
 from protocol.hlc import pack
 from protocol.holdout import held_out
+from tests.hub.test_journey_effect import t_quantile_by_integration
 
 ZONE = "Asia/Shanghai"
 TODAY = date(2026, 12, 25)
@@ -347,21 +348,6 @@ def window_spend(w: World, members: list[str], stores: set[str], start: date, en
     return out
 
 
-def t_quantile_by_integration(p: float, df: float) -> float:
-    """The Student t quantile from its density, integrated with Simpson's rule."""
-    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
-
-    def cdf(t: float) -> float:
-        n = 4000
-        h = t / n
-        f = [c * math.pow(1 + (i * h) ** 2 / df, -(df + 1) / 2) for i in range(n + 1)]
-        return 0.5 + h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
-
-    low, high = 0.0, 50.0
-    for _ in range(50):
-        mid = (low + high) / 2
-        low, high = (mid, high) if cdf(mid) < p else (low, mid)
-    return (low + high) / 2
 
 
 def expected(w: World, members: list[str], stores: set[str], campaign: str = CAMPAIGN,
