@@ -18,8 +18,6 @@ from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-
 from hub.auth import sessions
 from hub.auth.tokens import Principal, TokenBook
 from hub.automation import journeys
@@ -46,6 +44,7 @@ from hub.notify.channels.store import StoreChannel
 from hub.notify.channels.webhook import WebhookChannel
 from hub.notify.dispatcher import Dispatcher
 from hub.projections.catalog import projections
+from hub.reports import member_search
 from hub.stores import fleet, registry
 from hub.stores.refusals import Refusals
 from hub.stores.registry import HQ
@@ -289,7 +288,7 @@ class Hub:
         """Members who replied to opt out (回T退订): SMS marketing consent withdrawn for every
         live member with that number; returns how many consents changed."""
         changed = 0
-        numbers = sorted({p for p in (_e164(raw) for raw in phones) if p})
+        numbers = sorted({p for p in (_number(raw) for raw in phones) if p})
 
         def holders(tx: Tx) -> list[str]:
             return [str(m) for n in numbers for (m,) in tx.all(
@@ -503,10 +502,10 @@ def channels(config: HubConfig) -> dict[str, Channel]:
     return out
 
 
-def _e164(raw: str) -> str | None:
-    """A number as a provider gives it (``13800138000``) as the hub keeps it (E.164)."""
+def _number(raw: str) -> str | None:
+    """A number as a provider gives it (``13800138000``) as the hub keeps it; None if it is
+    none (a provider's push is not the caller's to correct)."""
     try:
-        number = phonenumbers.parse(raw, "CN")
-    except phonenumbers.NumberParseException:
+        return member_search.e164(raw)
+    except ServiceError:
         return None
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)

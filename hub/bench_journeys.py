@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 
 from hub.automation import journeys
-from hub.automation.engine import JourneyEngine, birthdays_within, marks
+from hub.automation.engine import JourneyEngine, birthdays_within
 from hub.bench_rfm import _load
-from hub.core.db import HubDatabase
+from hub.core.db import HubDatabase, marks
 from hub.ledger.hq_events import Merge
 from hub.notify import outbox
 from hub.notify.channel import Outgoing

@@ -30,11 +30,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from hub.campaigns.coupons import MAX_PERCENT_OFF
 from hub.members.conditions import Condition
 from protocol.events import MAX_POINTS, CouponKind
 
 MAX_ACTIONS = 20
-MAX_PERCENT_OFF = 10_000  # basis points
 MAX_COUPON_VALUE = 100_000_000  # minor units: a million in the chain's currency
 # What a message's text may say about the member and what the journey gave them.
 PLACEHOLDERS = frozenset({"name", "member_code", "coupon_code", "coupon_qr", "coupon_value",

@@ -47,7 +47,7 @@ from hub.automation.definition import (
     Wait,
 )
 from hub.automation.journeys import head
-from hub.core.db import HubDatabase, Tx, in_chunks
+from hub.core.db import HubDatabase, Tx, in_chunks, marks
 from hub.ledger import hq_events
 from hub.ledger.hq_events import Merge
 from hub.members import segments, tags
@@ -65,12 +65,14 @@ from protocol.events import (
 )
 from protocol.hlc import wall_ms
 from protocol.ids import coupon_code, coupon_qr, uuid7
+from protocol.money import format_amount
 
 log = logging.getLogger("membergate.hub.automation")
 
 ENTER_PAGE = 2_000  # source rows or entries written per writer transaction
 ADVANCE_PAGE = 500  # entries advanced per writer transaction
 HOUR_MS = 3_600_000
+CURRENCY = "CNY"  # the chain's, as messages name amounts (the hub keeps no other)
 # The log's events each followed trigger waits for.
 EVENT_TYPES = {"after_purchase": "sale.finalized", "registered": "member.registered",
                "topped_up": "sv.topped_up"}
@@ -309,9 +311,9 @@ class JourneyEngine:
         cond_sql, cond_params = self._condition(tx, j, now)
         wanted = sorted({e.member_id for e in entries})
         live: set[str] = set()
-        for chunk, marks in in_chunks(wanted):
+        for chunk, places in in_chunks(wanted):
             live |= {str(m) for (m,) in tx.all(
-                f"SELECT m.member_id FROM members m WHERE m.member_id IN ({marks})"
+                f"SELECT m.member_id FROM members m WHERE m.member_id IN ({places})"
                 f" AND {cond_sql}", (*chunk, *cond_params))}
         rows = []
         for e in entries:
@@ -324,10 +326,10 @@ class JourneyEngine:
                          json.dumps(e.context, sort_keys=True)))
         keys = {(r[1], r[2]) for r in rows}
         held_before: set[tuple[str, str]] = set()
-        for chunk, marks in in_chunks(sorted({r[1] for r in rows})):
+        for chunk, places in in_chunks(sorted({r[1] for r in rows})):
             held_before |= {(str(m), str(o)) for m, o in tx.all(
                 "SELECT member_id, occasion FROM journey_entries WHERE journey_id = ?"
-                f" AND member_id IN ({marks})", (j.journey_id, *chunk)) if (str(m), str(o)) in keys}
+                f" AND member_id IN ({places})", (j.journey_id, *chunk))} & keys
         tx.executemany(
             "INSERT INTO journey_entries(journey_id, member_id, occasion, version, entered_ms,"
             " held_out, step, due_ms, state, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -475,9 +477,9 @@ class JourneyEngine:
         codes: set[str] = set()
         while len(codes) < wanted:
             drawn = {coupon_code() for _ in range(wanted - len(codes))}
-            for chunk, marks in in_chunks(sorted(drawn)):
+            for chunk, places in in_chunks(sorted(drawn)):
                 drawn -= {str(c) for (c,) in tx.all(
-                    f"SELECT coupon_code FROM coupons WHERE coupon_code IN ({marks})", chunk)}
+                    f"SELECT coupon_code FROM coupons WHERE coupon_code IN ({places})", chunk)}
             codes |= drawn
         return sorted(codes)
 
@@ -512,7 +514,8 @@ def _value(action: IssueCoupon) -> str:
 
 def _yuan(minor: int) -> str:
     """Minor units as a member reads them: 2000 -> "20", 1250 -> "12.50"."""
-    return f"{minor // 100}" + (f".{minor % 100:02d}" if minor % 100 else "")
+    text = format_amount(minor, CURRENCY)
+    return text.removesuffix(".00")
 
 
 def _what_happened(payload: bytes) -> dict[str, str]:
@@ -527,7 +530,3 @@ def _what_happened(payload: bytes) -> dict[str, str]:
 
 def _names(text: str) -> list[str]:
     return sorted({f for _l, f, _s, _c in string.Formatter().parse(text) if f})
-
-
-def marks(values: list[str]) -> str:
-    return ", ".join("?" * len(values))

@@ -9,7 +9,7 @@ so it is the same members for every journey: the chain can measure all its marke
 
 from __future__ import annotations
 
-from protocol.holdout import draw
+from protocol import holdout
 
 JOURNEY = 1  # held out by the journey's own share
 CONTROL = 2  # in the chain's control group
@@ -17,8 +17,8 @@ CONTROL = 2  # in the chain's control group
 
 def held_out(journey_id: str, member_id: str, percent: int, control_percent: int = 0) -> int:
     """0 (treated), ``JOURNEY`` or ``CONTROL`` (``protocol.holdout``: the tills draw alike)."""
-    if control_percent and draw(f"membergate-control:{member_id}") < control_percent * 100:
+    if holdout.held_out("membergate-control", member_id, control_percent):
         return CONTROL
-    if percent and draw(f"{journey_id}:{member_id}") < percent * 100:
+    if holdout.held_out(journey_id, member_id, percent):
         return JOURNEY
     return 0

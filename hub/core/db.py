@@ -90,12 +90,17 @@ class Tx:
 IN_CHUNK = 500  # values per ``IN (...)``: well under SQLite's and PostgreSQL's parameter limits
 
 
+def marks(values: Sequence[object]) -> str:
+    """The placeholders of an ``IN (...)`` for ``values``: ``"?, ?, ?"``."""
+    return ", ".join("?" * len(values))
+
+
 def in_chunks(values: Sequence[str]) -> Iterator[tuple[list[str], str]]:
     """``values`` in slices of ``IN_CHUNK``, each with its placeholders (``"?, ?, ?"``): the
     set-based reads of a batch's members."""
     for i in range(0, len(values), IN_CHUNK):
         chunk = list(values[i:i + IN_CHUNK])
-        yield chunk, ", ".join("?" * len(chunk))
+        yield chunk, marks(chunk)
 
 
 def ddl(sql: str, dialect: str) -> str:

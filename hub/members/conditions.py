@@ -45,6 +45,7 @@ from pydantic import (
     model_validator,
 )
 
+from hub.core.db import marks
 from protocol.hlc import pack
 
 MAX_NODES = 200
@@ -303,10 +304,6 @@ def _number(expr: str, leaf: Leaf) -> tuple[str, list[Any]]:
     return "(" + " AND ".join(parts) + ")", params
 
 
-def _marks(values: list[str]) -> str:
-    return ", ".join("?" * len(values))
-
-
 # SQL: the ids that are member ``m`` in rows a store wrote (the member and ids merged into it).
 _IDS = "(SELECT m.member_id UNION ALL SELECT x.member_id FROM members x WHERE x.merged_into" \
        " = m.member_id)"
@@ -357,7 +354,7 @@ class Compiler:
             md |= {"02-29" for d in days if d.month == 2 and d.day == 28
                    and not calendar.isleap(d.year)}
             ordered = sorted(md)
-            return f"substr(m.birthday, 6, 5) IN ({_marks(ordered)})", ordered
+            return f"substr(m.birthday, 6, 5) IN ({marks(ordered)})", ordered
         if f == "registered_days_ago":
             # registered n days ago or earlier: before the start of that day (chain calendar)
             def hlc_of(n: int) -> int:
@@ -372,16 +369,16 @@ class Compiler:
                 params.append(hlc_of(leaf.lte))
             return "(" + " AND ".join(parts) + ")", params
         if f in _COLUMN_OF:
-            return f"{_COLUMN_OF[f]} IN ({_marks(values)})", values
+            return f"{_COLUMN_OF[f]} IN ({marks(values)})", values
         if f == "registered_region":
-            return f"m.home_store IN {_REGION_STORES.format(_marks(values))}", values
+            return f"m.home_store IN {_REGION_STORES.format(marks(values))}", values
         if f == "registration_channel":
             # a store: any home store but the virtual ones; online, HQ: theirs
             virtual = {"online": ONLINE_STORES, "hq": HQ_STORES}
             for v in values:
                 listed = list(virtual.get(v, (*ONLINE_STORES, *HQ_STORES)))
                 parts.append(f"m.home_store {'NOT IN' if v == 'store' else 'IN'}"
-                             f" ({_marks(listed)})")
+                             f" ({marks(listed)})")
                 params += listed
             return "(" + " OR ".join(parts) + ")", params
         if f == "tag":
@@ -398,23 +395,23 @@ class Compiler:
             return sql, _per_use(ctx.rfm_run, params)
         if f == "rfm_group":
             return (f"EXISTS (SELECT 1 FROM rfm_scores s WHERE s.run_id = ? AND s.member_id"
-                    f" = m.member_id AND s.grp IN ({_marks(values)}))",
+                    f" = m.member_id AND s.grp IN ({marks(values)}))",
                     [ctx.rfm_run or "", *values])
         if f == "lifecycle_stage":
             return (f"EXISTS (SELECT 1 FROM member_lifecycle l WHERE l.member_id = m.member_id"
-                    f" AND l.stage IN ({_marks(values)}))", values)
+                    f" AND l.stage IN ({marks(values)}))", values)
         if f == "visited_store":
             return (f"EXISTS (SELECT 1 FROM member_stores v WHERE v.member_id = m.member_id"
-                    f" AND v.purchases > 0 AND v.store_id IN ({_marks(values)}))", values)
+                    f" AND v.purchases > 0 AND v.store_id IN ({marks(values)}))", values)
         if f == "visited_region":
             return (f"EXISTS (SELECT 1 FROM member_stores v WHERE v.member_id = m.member_id"
                     f" AND v.purchases > 0 AND v.store_id IN"
-                    f" {_REGION_STORES.format(_marks(values))})", values)
+                    f" {_REGION_STORES.format(marks(values))})", values)
         if f in ("most_visits_store", "most_visits_region"):
             top = ("(SELECT v.store_id FROM member_stores v WHERE v.member_id = m.member_id"
                    " AND v.purchases > 0 ORDER BY v.purchases DESC, v.store_id LIMIT 1)")
-            where = f"({_marks(values)})" if f == "most_visits_store" else \
-                _REGION_STORES.format(_marks(values))
+            where = f"({marks(values)})" if f == "most_visits_store" else \
+                _REGION_STORES.format(marks(values))
             return f"{top} IN {where}", values
         if f in ("purchases", "spend", "items"):
             if w is None and not _holds_zero(leaf):
@@ -442,14 +439,14 @@ class Compiler:
             # its first day falls in.
             since = _window_start(ctx, w)[:7] if w is not None else ""
             return (f"EXISTS (SELECT 1 FROM member_months c WHERE c.member_id = m.member_id"
-                    f" AND c.month >= ? AND c.items > 0 AND c.category IN ({_marks(values)}))",
+                    f" AND c.month >= ? AND c.items > 0 AND c.category IN ({marks(values)}))",
                     [since, *values])
         if f == "sku":
             assert w is not None
             return ("m.member_id IN (SELECT coalesce(x.merged_into, s.member_id) FROM"
                     " sales_facts s LEFT JOIN members x ON x.member_id = s.member_id"
                     f" WHERE s.kind = 'line' AND s.member_id IS NOT NULL AND s.qty > 0"
-                    f" AND s.local_date >= ? AND s.sku IN ({_marks(values)}))",
+                    f" AND s.local_date >= ? AND s.sku IN ({marks(values)}))",
                     [_window_start(ctx, w), *values])
         if f == "coupons_redeemed":
             from_hlc = 0
@@ -479,13 +476,13 @@ class Compiler:
         if f == "consent":
             return ("EXISTS (SELECT 1 FROM consents k WHERE k.member_id = m.member_id AND"
                     f" k.purpose = 'marketing' AND k.granted = 1 AND k.channel IN"
-                    f" ({_marks(values)}))", values)
+                    f" ({marks(values)}))", values)
         if f == "segment":
             unknown = sorted(set(values) - ctx.segments)
             if unknown:
                 raise ConditionError(f"unknown segment {unknown[0]!r}")
             return (f"EXISTS (SELECT 1 FROM segment_members g WHERE g.member_id = m.member_id"
-                    f" AND g.segment_id IN ({_marks(values)}))", values)
+                    f" AND g.segment_id IN ({marks(values)}))", values)
         raise ConditionError(f"unknown field {f!r}")  # pragma: no cover - FieldName holds
 
     def _tags(self, leaf: Leaf) -> tuple[str, list[Any]]:
@@ -510,14 +507,14 @@ class Compiler:
         else:
             store = ("SELECT 1 FROM jsonb_array_elements_text(m.tags::jsonb) j(value)"
                      " WHERE j.value IN ({})")
-        parts = [f"EXISTS ({store.format(_marks(tags))})",
+        parts = [f"EXISTS ({store.format(marks(tags))})",
                  f"EXISTS (SELECT 1 FROM hq_member_tags t WHERE t.member_id = m.member_id"
-                 f" AND t.tag IN ({_marks(tags)}))"]
+                 f" AND t.tag IN ({marks(tags)}))"]
         params: list[Any] = [*tags, *tags]
         rules = sorted({self.ctx.rule_tags[t] for t in tags if t in self.ctx.rule_tags})
         if rules:
             parts.append(f"EXISTS (SELECT 1 FROM segment_members g WHERE g.member_id"
-                         f" = m.member_id AND g.segment_id IN ({_marks(rules)}))")
+                         f" = m.member_id AND g.segment_id IN ({marks(rules)}))")
             params += rules
         return "(" + " OR ".join(parts) + ")", params
 

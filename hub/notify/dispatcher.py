@@ -101,7 +101,6 @@ class Dispatcher:
         self.now_ms = now_ms
         self._wake = {name: asyncio.Event() for name in channels}
         self._tasks: list[asyncio.Task[None]] = []
-        self.sent = dict.fromkeys(channels, 0)
 
     async def __aenter__(self) -> Dispatcher:
         back = await self.db.transaction(outbox.recover)
@@ -167,7 +166,6 @@ class Dispatcher:
         results = await asyncio.gather(*(one(c) for c in claimed))
         done = self.now_ms()
         await self.db.transaction(lambda tx: self._record(tx, claimed, results, done))
-        self.sent[name] += sum(isinstance(r, Sent) for r in results)
         return looked
 
     # -- gates ----------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from protocol.errors import ServiceError
 from protocol.ids import uuid7
 
 STATES = ("pending", "sending", "sent", "delivered", "failed", "suppressed", "dead")
-OPEN = ("pending", "sending")  # still to leave
 COUNTED = ("sending", "sent", "delivered")  # what a member has been sent, for the budget
 
 

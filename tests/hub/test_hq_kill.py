@@ -30,6 +30,26 @@ def delta_of(i: int) -> int:
     return -(i + 1) if i % 3 == 0 else i + 1  # some taken away, well within the balance
 
 
+def hub_toml(tmp_path: Path, db_path: Path, token: str, more: str = "") -> Path:
+    """A hub's configuration for a process test: SQLite, a broker on a free port, the API on
+    a free port with ``token``; ``more`` adds sections."""
+    cfg = tmp_path / "hub.toml"
+    cfg.write_text(f"""
+[hub]
+database = "{db_path}"
+data_dir = "{tmp_path}"
+validate_workers = 0
+[broker]
+embedded_port = 0
+[allowance]
+enabled = false
+[api]
+token = "{token}"
+port = 0
+{more}""", encoding="utf-8")
+    return cfg
+
+
 def seed(db_path: Path) -> None:
     db = HubDatabase(f"sqlite:///{db_path}").open_sync()
     try:
@@ -77,20 +97,7 @@ async def test_a_hub_killed_mid_write_applies_every_adjustment_once(
         tmp_path: Path, procs: list[Proc]) -> None:  # noqa: F811
     db_path = tmp_path / "hub.db"
     seed(db_path)
-    cfg = tmp_path / "hub.toml"
-    cfg.write_text(f"""
-[hub]
-database = "{db_path}"
-data_dir = "{tmp_path}"
-validate_workers = 0
-[broker]
-embedded_port = 0
-[allowance]
-enabled = false
-[api]
-token = "{TOKEN}"
-port = 0
-""", encoding="utf-8")
+    cfg = hub_toml(tmp_path, db_path, TOKEN)
     args = ["-m", "hub.cli", "--config", str(cfg), "run"]
     ready = r"HQ API: (http://\S+)/docs"
 

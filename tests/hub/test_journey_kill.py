@@ -31,6 +31,7 @@ from hub.notify.channels.webhook import signature
 from hub.notify.dispatcher import NotifySettings
 from protocol.events import ConsentChanged, Event, EventBatch, EventBody, MemberRegistered
 from tests.hub.test_faults import ROOT, Proc, procs  # noqa: F401 - the fixture
+from tests.hub.test_hq_kill import hub_toml
 
 MEMBERS = 10_000
 KILLS = 5
@@ -137,19 +138,7 @@ async def test_a_hub_killed_at_random_points_of_a_birthday_run(
     db_path = tmp_path / "hub.db"
     journey = await asyncio.to_thread(seed, db_path)
     sink = Sink()
-    cfg = tmp_path / "hub.toml"
-    cfg.write_text(f"""
-[hub]
-database = "{db_path}"
-data_dir = "{tmp_path}"
-validate_workers = 0
-[broker]
-embedded_port = 0
-[allowance]
-enabled = false
-[api]
-token = "{TOKEN}"
-port = 0
+    cfg = hub_toml(tmp_path, db_path, TOKEN, f"""
 [automation]
 every_s = 0.5
 [notify]
@@ -159,7 +148,7 @@ quiet_until = "00:00"
 url = "http://127.0.0.1:{sink.port}/hook"
 secret = "{SECRET}"
 allow_http_loopback = true
-""", encoding="utf-8")
+""")
     args = ["-m", "hub.cli", "--config", str(cfg), "run"]
     ready = r"HQ API: (http://\S+)/docs"
     rng = random.Random()
