@@ -169,6 +169,11 @@ class Hub:
     async def reload_access(self) -> None:
         await self.db.read(self.tokens.load)
 
+    async def has_users(self) -> bool:
+        """Whether anyone can sign in to the console (``membergate-hub users add``)."""
+        return bool(await self.db.read(lambda tx: tx.scalar(
+            "SELECT count(*) FROM users WHERE disabled = 0", default=0)))
+
     async def sign_in(self, username: str, password: str, remote: str | None
                       ) -> tuple[Principal, str, str]:
         """A console session (``hub.auth.sessions``): (who, cookie value, CSRF token)."""

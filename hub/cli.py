@@ -49,11 +49,14 @@ async def _run(cfg: HubConfig, seconds: float | None) -> int:
         hub = await stack.enter_async_context(Hub(cfg))
         print(f"membergate hub is up: broker 127.0.0.1:{hub.link.broker_port}, database"
               f" {redact_url(cfg.database_url)}, signing key {signing.key_id(hub.key)}", flush=True)
-        if cfg.api.token:
+        # The HQ API and its console are served once someone can use them: the configured
+        # token, or an HQ user to sign in.
+        if cfg.api.token or await hub.has_users():
             from hub.api.app import serving
 
             docs = await stack.enter_async_context(serving(hub))
             print(f"HQ API: {docs}", flush=True)
+            print(f"HQ console: {docs.removesuffix('/docs')}/console/", flush=True)
         if seconds is None:
             await asyncio.Event().wait()
         await asyncio.sleep(seconds or 0)
@@ -312,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     proj_status.add_argument("--database")
     proj_rebuild = proj_sub.add_parser("rebuild", help="empty a projection (and what reads it)"
                                        " and catch it up from zero, with a progress bar")
-    proj_rebuild.add_argument("name", help="sales_facts, member_activity or daily_rollups")
+    proj_rebuild.add_argument("name", help="a projection's name (membergate-hub projections"
+                              " status lists them), e.g. sales_facts, daily_rollups")
     proj_rebuild.add_argument("--database")
     stores = sub.add_parser("stores", help="the store registry: name, region, time zone, the"
                             " legal entity issuing its stored value")

@@ -86,7 +86,7 @@ class ApiSection(_Section, ServedOverTls, ConnectionLimits):
 
     host: str = "127.0.0.1"
     port: int = Field(8710, ge=0, le=65535)
-    token: str | None = None  # HQ bearer token; None: the API is not served
+    token: str | None = None  # HQ bearer token; None: served once an HQ user exists
     # Counted as received, chunked too. The largest body is a campaign bundle (POST
     # /v1/campaigns), which the hub then publishes as one MQTT message.
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)

@@ -173,10 +173,11 @@ def session_cookie(header: str | None, name: str) -> str | None:
 
 
 def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_message: str,
-          open_paths: Collection[str] = (),
+          open_paths: Collection[str] = (), open_prefixes: Collection[str] = (),
           session: tuple[str, TokenCheck] | None = None) -> None:
     """Put ``HttpGuard`` in front of ``app``'s routes; its docs stay open without a token, with
-    the files they load (the app's static mounts: Swagger UI and ReDoc served locally)."""
+    the files they load (the app's static mounts: Swagger UI and ReDoc served locally), and so
+    do paths under ``open_prefixes`` (pages that check their caller themselves)."""
     docs = [app.docs_url, app.redoc_url, app.openapi_url, app.swagger_ui_oauth2_redirect_url,
             # Docs pages an app serves itself (fastapi-offline's): routes kept out of OpenAPI.
             *(getattr(r, "path", None) for r in app.routes
@@ -184,8 +185,8 @@ def guard(app: FastAPI, *, token_valid: TokenCheck, max_body_bytes: int, token_m
     assets = [f"{r.path}/" for r in app.routes if isinstance(r, Mount)]
     app.add_middleware(HttpGuard, token_valid=token_valid, max_body_bytes=max_body_bytes,
                        token_message=token_message,
-                       open_paths={*open_paths, *(p for p in docs if p)}, open_prefixes=assets,
-                       session=session)
+                       open_paths={*open_paths, *(p for p in docs if p)},
+                       open_prefixes=[*assets, *open_prefixes], session=session)
 
 
 class _GuardedProtocol(HttpToolsProtocol):

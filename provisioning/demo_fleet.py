@@ -15,17 +15,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from edge import demo as edge_demo
 from edge.checkout import TenderRequest
 from edge.config import EdgeConfig
 from edge.gateway import open_gateway
 from edge.service import EdgeService
 from edge.sync import SyncClient
+from hub.api.app import serving
 from hub.app import Hub
 from hub.config import HubConfig
 from hub.ledger import audit
 from protocol import signing
 from protocol.money import format_amount
+from provisioning import demo_history
+
+# The console's chain: six stores of their own (the story's two stream live), two regions.
+HISTORY_STORES = (("S101", "南京东路店", "east"), ("S102", "徐家汇店", "east"),
+                  ("S103", "西湖店", "east"), ("S104", "天河店", "south"),
+                  ("S105", "福田店", "south"), ("S106", "海珠店", "south"))
 
 
 def say(text: str) -> None:
@@ -83,6 +92,7 @@ async def run_demo(workdir: str | None, seconds: float | None) -> dict[str, Any]
     cfg = HubConfig.model_validate({
         "hub": {"database": str(root / "hub" / "hub.db"), "data_dir": str(root / "hub")},
         "broker": {"embedded_port": 0},
+        "api": {"port": 0},  # a free port: the console's address is printed
     })
     result: dict[str, Any] = {"ok": False, "dir": str(root)}
     async with Hub(cfg) as hub:
@@ -94,6 +104,7 @@ async def run_demo(workdir: str | None, seconds: float | None) -> dict[str, Any]
         b = await _store(root, "S002", 2, "Xujiahui", hub, port)
         try:
             await _story(hub, a, b, limit_s)
+            await _console(hub, seconds)
             result["ok"] = True
         finally:
             await a.close()
@@ -172,6 +183,32 @@ async def _story(hub: Hub, a: EdgeService, b: EdgeService, limit_s: float) -> No
         say(f"[fleet] {s['store_id']}: epoch {s['epoch']}, acked seq {s['acked_seq']},"
             f" lag {s['lag_events']} events")
     say("demo done: every balance agrees at the hub and in both stores")
+
+
+async def _console(hub: Hub, seconds: float | None) -> None:
+    """A year of a six-store chain's history, then the HQ console over it: served until
+    Ctrl-C, or checked once and left when the demo runs for ``--seconds``."""
+    say("[hq]   writing a year of history for six more stores (two regions) ...")
+    chain = await demo_history.seed(hub.db, members=300, days=400, stores=HISTORY_STORES)
+    await hub.reload_access()
+    await hub.reload_zones()
+    say(f"[hq]   {chain.events} events merged: {len(chain.members)} members,"
+        f" {len(chain.sales)} sales, an RFM run, a segment, a user of each role")
+    async with serving(hub) as docs:
+        base = docs.removesuffix("/docs")
+        say(f"[hq]   HQ console: {base}/console/  (sign in as admin, or s101 for a store manager;"
+            f" password {demo_history.PASSWORD})")
+        async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+            signed = await client.post("/v1/auth/sign-in", json={
+                "username": "admin", "password": demo_history.PASSWORD})
+            signed.raise_for_status()
+            page = await client.get("/console/dashboard")
+            if page.status_code != 200 or "首页看板" not in page.text:
+                raise RuntimeError(f"the console's dashboard answered {page.status_code}")
+        say("[hq]   the dashboard answers, in Chinese, with the chain's figures")
+        if seconds is None:
+            say("press Ctrl-C to stop")
+            await asyncio.Event().wait()
 
 
 class _DemoCommand:

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian 12 machine: the real peers the
-# integration tests talk to (Mosquitto, pcscd with the vsmartcard virtual reader), the headers
-# pyscard and evdev build against, a CJK font for receipt previews, and the Python packages in
-# a virtual environment, .venv (Debian's own python3 refuses pip installs outside one:
-# externally-managed-environment). Then: . .venv/bin/activate
+# integration tests talk to (Mosquitto, pcscd with the vsmartcard virtual reader, Chromium for
+# the console), the headers pyscard and evdev build against, a CJK font for receipt previews
+# and console screenshots, and the Python packages in a virtual environment, .venv (Debian's
+# own python3 refuses pip installs outside one: externally-managed-environment).
+# Then: . .venv/bin/activate
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 debs=(mosquitto pcscd vsmartcard-vpcd libpcsclite-dev swig gcc python3-dev
-      libxkbcommon-dev xkb-data fonts-noto-cjk postgresql postgresql-client python3-venv)
+      libxkbcommon-dev xkb-data fonts-noto-cjk postgresql postgresql-client python3-venv
+      chromium chromium-driver)
 missing=()
 for p in "${debs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -22,7 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "provisioning": {"protocol"},
 }
 # Fleet-level tools stand above edge and hub and may use both; nothing below imports them.
-FLEET_TOOLS = {"provisioning.demo_fleet", "provisioning.bench_drain"}
+# (``demo_history`` writes a chain's history into a hub for the demo and the console's tests.)
+FLEET_TOOLS = {"provisioning.demo_fleet", "provisioning.bench_drain",
+               "provisioning.demo_history"}
 
 # The hub's layers, lowest first: a module may import its own layer and the layers below.
 HUB_LAYERS: list[set[str]] = [
@@ -41,7 +43,7 @@ HUB_LAYERS: list[set[str]] = [
     {"app"},
     {"api"},
     {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli", "backup",
-     "bench_rfm", "bench_segments", "bench_journeys", "messages_cli"},
+     "bench_rfm", "bench_segments", "bench_journeys", "messages_cli", "bench_reports"},
 ]
 
 

@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
+from hub.api.console import pages as console
 from hub.api.deps import UNAUTHORIZED, session_valid, token_valid
 from hub.api.routes import (
     audit,
@@ -21,6 +23,7 @@ from hub.api.routes import (
     campaign_effect,
     campaigns,
     conflicts,
+    consolidated,
     exports,
     hq_events,
     journey_effect,
@@ -47,19 +50,25 @@ ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, ca
            audit.router, stores.router, metrics.router, users.router, audit_log.router,
            auth.router, reports.router, exports.router, rfm.router,
            segments.router, journeys.router, providers.router, journey_effect.router,
-           campaign_effect.router)
+           campaign_effect.router, consolidated.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
     # Swagger UI and ReDoc from files in the package: /docs works without internet.
     app = FastAPIOffline(title="membergate hub HQ API", version="1", responses=ERROR_RESPONSES)
     app.state.hub = hub
+    # The console: its pages (each checks its caller's session itself and sends a browser
+    # without one to sign in) and their files, all served from the package (no internet).
+    app.include_router(console.router)
+    app.mount(f"{console.PREFIX}/static", StaticFiles(directory=console.HERE / "static"),
+              name="console-static")
     # No body is read without HQ's token, and bodies are counted as they arrive against
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
     guard(app, token_valid=lambda given: token_valid(hub, given),
           session=(sessions.COOKIE, lambda cookie: session_valid(hub, cookie)),
           # Sign-in, and the providers' pushes (their own secret: hub.api.routes.providers).
           open_paths={SIGN_IN, providers.RECEIPTS, providers.REPLIES},
+          open_prefixes=(console.PREFIX,),
           max_body_bytes=hub.config.api.max_request_bytes, token_message=UNAUTHORIZED)
     app.state.metrics = CollectorRegistry()  # request latency, observed as requests go by
     app.add_middleware(RequestTimer, registry=app.state.metrics, prefix="membergate_hub")

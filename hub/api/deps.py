@@ -53,6 +53,17 @@ def principal(request: Request, authorization: str | None) -> Principal:
     return found
 
 
+async def grant(hub: Hub, who: Principal, permission: str, remote: str | None) -> Access:
+    """``who``'s ``Access`` if their role allows ``permission``; else 403 ``forbidden``,
+    written to the audit log (for API routes and console pages alike)."""
+    granted = Access(hub.db, Scope(who), remote)
+    if not granted.scope.role.allows(permission):
+        await granted.audit(permission, outcome="forbidden")
+        raise ServiceError("forbidden", f"role {granted.scope.role.name} may not"
+                           f" {permission}", 403)
+    return granted
+
+
 def needs(permission: str) -> Callable[..., Awaitable[Access]]:
     """The dependency of a route that needs ``permission``: the caller's ``Access``, or 403
     ``forbidden`` (written to the audit log) when their role does not allow it."""
@@ -69,12 +80,7 @@ def needs(permission: str) -> Callable[..., Awaitable[Access]]:
                     tx, at_ms=now_ms(), user_id=None, username="?", action=permission,
                     remote=remote, outcome="csrf_refused"))
             raise
-        granted = Access(hub.db, Scope(who), remote)
-        if not granted.scope.role.allows(permission):
-            await granted.audit(permission, outcome="forbidden")
-            raise ServiceError("forbidden", f"role {granted.scope.role.name} may not"
-                               f" {permission}", 403)
-        return granted
+        return await grant(hub, who, permission, remote)
 
     access.permission = permission  # type: ignore[attr-defined]  # for the route audit test
     return access

@@ -599,6 +599,123 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
            || ' "campaigns.push", "reports.read", "members.export", "rfm.run",'
            || ' "segments.write"]'""",
     ]),
+    (19, "which store-days changed after they had closed (reports say so)", [
+        # hub.projections.rollups: a store's day whose figures changed when its log merged
+        # more than an hour after the day ended (a store that was offline): when, and by how
+        # many events. Not part of the rollups' rebuild: it records when figures changed.
+        """CREATE TABLE rollup_revisions (
+            store_id TEXT NOT NULL, day TEXT NOT NULL, first_ms BIGINT NOT NULL,
+            last_ms BIGINT NOT NULL, events BIGINT NOT NULL, PRIMARY KEY (store_id, day))""",
+        *_scoped("rollup_revisions", _STORE_LISTED),
+    ]),
+    (20, "report rollups: sales per store hour, per sku, per staff member; guides' members", [
+        # hub.projections.store_sales: per store and store-local day (and hour); a sale counts
+        # once (daily_rollups counts it in each category): sale counts, baskets, profiles.
+        *(sql for table, hour in (("store_days", ""), ("store_hours", "hour BIGINT NOT NULL,"))
+          for sql in _keyed(table, f"""(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, {hour}
+            sales BIGINT NOT NULL, items BIGINT NOT NULL, gross BIGINT NOT NULL,
+            discount BIGINT NOT NULL, amount BIGINT NOT NULL, member_sales BIGINT NOT NULL,
+            member_amount BIGINT NOT NULL, refunds BIGINT NOT NULL,
+            refund_items BIGINT NOT NULL, refund_amount BIGINT NOT NULL,
+            member_refunds BIGINT NOT NULL, member_refund_amount BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day{', hour' if hour else ''}))""")),
+        # hub.projections.skus: per store, store-local day (month) and sku, sold and returned.
+        *(sql for period in ("day", "month") for sql in _keyed(f"sku_{period}s", f"""(
+            store_id TEXT NOT NULL, {period} TEXT NOT NULL, sku TEXT NOT NULL,
+            category TEXT NOT NULL, qty BIGINT NOT NULL, amount BIGINT NOT NULL,
+            refund_qty BIGINT NOT NULL, refund_amount BIGINT NOT NULL,
+            PRIMARY KEY (store_id, {period}, sku, category))""")),
+        # ... the same over every store (the chain's ranking; only the chain-wide scope reads it)
+        *(sql for period in ("day", "month") for sql in _keyed(f"sku_chain_{period}s", f"""(
+            {period} TEXT NOT NULL, sku TEXT NOT NULL, category TEXT NOT NULL,
+            qty BIGINT NOT NULL, amount BIGINT NOT NULL, refund_qty BIGINT NOT NULL,
+            refund_amount BIGINT NOT NULL, PRIMARY KEY ({period}, sku, category))""")),
+        *(sql for t in ("sku_chain_days", "sku_chain_months")
+          for sql in _scoped(t, f"{_SCOPE} = 'all'")),
+        # ... and what members brought back per category (members' net by category).
+        *_keyed("member_refund_days", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, category TEXT NOT NULL,
+            refund_items BIGINT NOT NULL, refund_amount BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day, category))"""),
+        # hub.projections.staff: per store, day (month), role (cashier, guide) and staff member.
+        *(sql for period in ("day", "month") for sql in _keyed(f"staff_{period}s", f"""(
+            store_id TEXT NOT NULL, {period} TEXT NOT NULL, role TEXT NOT NULL,
+            staff_id TEXT NOT NULL, sales BIGINT NOT NULL, amount BIGINT NOT NULL,
+            member_sales BIGINT NOT NULL, member_amount BIGINT NOT NULL,
+            refunds BIGINT NOT NULL, refund_amount BIGINT NOT NULL,
+            member_refunds BIGINT NOT NULL, member_refund_amount BIGINT NOT NULL,
+            PRIMARY KEY (store_id, {period}, role, staff_id))""")),
+        *(sql for t in ("store_days", "store_hours", "sku_days", "sku_months",
+                        "member_refund_days", "staff_days", "staff_months")
+          for sql in _scoped(t, _STORE_LISTED)),
+        # hub.reports.staff: the members each guide looks after, registered at a store in a
+        # period (a range of one store's rows; the index alone answers the count).
+        "CREATE INDEX members_guided ON members(home_store, registered_hlc, guide_id,"
+        " merged_into) WHERE guide_id IS NOT NULL AND merged_into IS NULL",
+    ]),
+    (21, "stored value and points by store and day; members' purchases by store and day", [
+        # hub.projections.stored_value: per store and store-local day, stored value topped
+        # up, spent and refunded there, and ``held``: the change in what the store holds of
+        # members' balances once each spend is traced to the store whose deposit it used.
+        *_keyed("sv_days", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, region TEXT, topups BIGINT NOT NULL,
+            topped_up_principal BIGINT NOT NULL, topped_up_bonus BIGINT NOT NULL,
+            spent_principal BIGINT NOT NULL, spent_bonus BIGINT NOT NULL,
+            refunded_principal BIGINT NOT NULL, refunded_bonus BIGINT NOT NULL,
+            held_principal BIGINT NOT NULL, held_bonus BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day))"""),
+        # Stored value spent at ``store_id`` out of deposits ``from_store`` held: what the one
+        # is owed by the other (inter-store settlement), on the day of the event that traced it.
+        *_keyed("sv_flows", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, from_store TEXT NOT NULL,
+            principal BIGINT NOT NULL, bonus BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day, from_store))"""),
+        "CREATE INDEX sv_flows_from ON sv_flows(from_store, day)",
+        # Per member (as the member now is) and store: the part of the member's balance that
+        # store holds (the projection's state; negative: spent before its top-up merged).
+        *_keyed("sv_holdings", """(
+            member_id TEXT NOT NULL, store_id TEXT NOT NULL, principal BIGINT NOT NULL,
+            bonus BIGINT NOT NULL, PRIMARY KEY (member_id, store_id))"""),
+        # Top-ups per store, day and member (the id the store wrote): loyalty rankings.
+        *_keyed("sv_topups", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, member_id TEXT NOT NULL,
+            topups BIGINT NOT NULL, principal BIGINT NOT NULL, bonus BIGINT NOT NULL,
+            PRIMARY KEY (store_id, day, member_id))"""),
+        # hub.projections.points_days: points earned, redeemed, given back to their lots by
+        # refunds, expired and otherwise adjusted, per store and store-local day.
+        *_keyed("points_days", """(
+            store_id TEXT NOT NULL, day TEXT NOT NULL, region TEXT, earned BIGINT NOT NULL,
+            redeemed BIGINT NOT NULL, returned BIGINT NOT NULL, expired BIGINT NOT NULL,
+            adjusted BIGINT NOT NULL, PRIMARY KEY (store_id, day))"""),
+        # ... and what is left of the points lots, by the store that issued them and the month
+        # they expire ('never'; '' and '': lots drawn on before their earning merged).
+        *_keyed("points_expiry", """(
+            store_id TEXT NOT NULL, month TEXT NOT NULL, points BIGINT NOT NULL,
+            PRIMARY KEY (store_id, month))"""),
+        # hub.projections.visits: per member (as the member now is), store-local day and
+        # store, purchases, those not fully refunded (``kept``) and spend net of refunds. The
+        # chain's active members stream through the key in member order; a store's are a
+        # range of the covering index (the rows again, in store and day order).
+        *_keyed("member_store_days", """(
+            member_id TEXT NOT NULL, day TEXT NOT NULL, store_id TEXT NOT NULL,
+            purchases BIGINT NOT NULL, kept BIGINT NOT NULL, spend BIGINT NOT NULL,
+            PRIMARY KEY (member_id, day, store_id))"""),
+        "CREATE INDEX member_store_days_store ON member_store_days(store_id, day, member_id,"
+        " purchases, kept, spend)",
+        # What has been refunded of each sale with a refund (a sale stops being ``kept`` when
+        # its refunds reach its total); ``store_id``: the store of its last refund.
+        *_keyed("sale_refunds", """(
+            sale_id TEXT NOT NULL PRIMARY KEY, store_id TEXT NOT NULL,
+            refunded BIGINT NOT NULL)"""),
+        *(sql for t in ("sv_days", "sv_topups", "points_days", "points_expiry",
+                        "member_store_days", "sale_refunds")
+          for sql in _scoped(t, _STORE_LISTED)),
+        # A flow is seen from both of its stores.
+        *_scoped("sv_flows", f"{_SCOPE} = 'all' OR " + _LISTED.format(column="store_id")
+                 + " OR " + _LISTED.format(column="from_store")),
+        *_scoped("sv_holdings", _OF_A_MEMBER_IN_SCOPE),
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -301,6 +301,17 @@ def get(tx: Tx, run_id: str) -> dict[str, Any]:
             **summary}
 
 
+def rf_grid(tx: Tx, run_id: str) -> list[list[int]]:
+    """Members per R and F score of a run: ``grid[r][f]`` for scores 0..5 (0: no purchase in
+    the window), what the console draws as the 5×5 R×F grid."""
+    get(tx, run_id)  # 404 for a run that does not exist
+    grid = [[0] * 6 for _ in range(6)]
+    for r, f, n in tx.all("SELECT r, f, count(*) FROM rfm_scores WHERE run_id = ?"
+                          " GROUP BY r, f", (run_id,)):
+        grid[int(r)][int(f)] = int(n)
+    return grid
+
+
 def runs(tx: Tx, limit: int = 100) -> list[dict[str, Any]]:
     return [{"run_id": r[0], "as_of": r[1], "kind": json.loads(r[2])["kind"],
              "created_ms": int(r[3]), "members": int(r[4])} for r in tx.all(

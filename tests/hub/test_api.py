@@ -102,7 +102,9 @@ async def hq_metrics_say_what_happened(c: httpx.AsyncClient, refused: dict[str, 
     assert samples[("membergate_hub_store_lag_events", (("store", "S001"),))] == 0
     projected = {dict(labels)["projection"] for (name, labels) in samples
                  if name == "membergate_hub_projection_lag_events"}
-    assert projected == {"sales_facts", "member_activity", "daily_rollups", "point_lots"}
+    assert projected == {"sales_facts", "member_activity", "daily_rollups", "point_lots",
+                         "store_sales", "sku_days", "member_refund_days", "staff_days",
+                         "member_store_days", "points_days", "sv_days"}
     assert {dict(labels)["reason"]: value for (name, labels), value in samples.items()
             if name == "membergate_hub_refusals_total"} == refused
     # Latency by route template: a member id never becomes a label value.

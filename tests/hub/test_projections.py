@@ -29,11 +29,16 @@ from protocol.codec import decode, encode
 from protocol.events import (
     Event,
     EventBatch,
+    LotDraw,
     MemberRegistered,
+    PointsEarned,
+    PointsRedeemed,
     RefundCompleted,
     RefundLine,
     SaleFinalized,
     SaleLine,
+    StoredValueSpent,
+    StoredValueToppedUp,
     Tender,
 )
 from protocol.hlc import pack
@@ -44,7 +49,11 @@ from tests.support.mosquitto import Mosquitto, mosquitto_fixture  # noqa: F401
 
 ZONE = "Asia/Shanghai"
 TABLES = ("sales_facts", "member_activity", "member_months", "member_days", "member_stores",
-          "daily_rollups", "point_lots")
+          "daily_rollups", "point_lots", "store_days", "store_hours", "sku_days", "sku_months",
+          "sku_chain_days", "sku_chain_months", "member_refund_days", "staff_days",
+          "staff_months", "member_store_days",
+          "sale_refunds", "points_days", "points_expiry", "sv_days", "sv_flows", "sv_holdings",
+          "sv_topups")
 _ids = itertools.count(1)
 
 
@@ -79,7 +88,8 @@ def sale(member: str | None, *lines: tuple[str, int, int]) -> SaleFinalized:
                            points=0) for n, (cat, qty, price) in enumerate(lines, 1)]
     total = sum(ln.net for ln in sale_lines)
     return SaleFinalized(sale_id=f"sale-{next(_ids)}", terminal_id="POS-1", member_id=member,
-                         currency="CNY", lines=sale_lines, subtotal=total, discount_total=0,
+                         cashier_id="C1", guide_id="G1" if member else None, currency="CNY",
+                         lines=sale_lines, subtotal=total, discount_total=0,
                          total=total, points_earned=0,
                          tenders=[Tender(kind="cash", amount=total)])
 
@@ -91,9 +101,20 @@ def refund(of: SaleFinalized, *lines: tuple[int, int]) -> RefundCompleted:
             for n, q in lines]
     amount = sum(r.amount for r in back)
     return RefundCompleted(refund_id=f"refund-{next(_ids)}", sale_id=of.sale_id,
-                           terminal_id="POS-2", member_id=of.member_id, currency="CNY",
+                           terminal_id="POS-2", member_id=of.member_id, cashier_id="C2",
+                           currency="CNY",
                            lines=back, amount=amount, points_reversed=0, points_shortfall=0,
                            points_returned=0, tenders=[Tender(kind="cash", amount=amount)])
+
+
+def topped_up(member: str, principal: int, bonus: int) -> StoredValueToppedUp:
+    return StoredValueToppedUp(member_id=member, topup_id=f"t-{next(_ids)}", currency="CNY",
+                               principal=principal, bonus=bonus)
+
+
+def spent(member: str, principal: int, bonus: int) -> StoredValueSpent:
+    return StoredValueSpent(member_id=member, sale_id=f"sv-{next(_ids)}", currency="CNY",
+                            principal=principal, bonus=bonus)
 
 
 def history() -> list[EventBatch]:
@@ -118,10 +139,23 @@ def history() -> list[EventBatch]:
                   ("2026-03-01T11:00:00", registered("m4", "+8613900000002")),
                   ("2026-03-01T11:05:00", sale("m4", ("snacks", 2, 250))))
     b4 = s2.batch(("2026-03-03T12:00:00", refund(s2_sale, (2, 1))),
-                  ("2026-03-03T12:30:00", sale("m3", ("fresh", 4, 100))))
-    b5 = s1.batch(("2026-03-04T02:00:00", sale("m1", ("dairy", 1, 450))))  # not told yet
+                  ("2026-03-03T12:30:00", sale("m3", ("fresh", 4, 100))),
+                  ("2026-03-03T12:31:00", topped_up("m3", 10_000, 1_000)),
+                  ("2026-03-03T12:32:00", PointsEarned(member_id="m3", lot_id="L1",
+                                                       points=500)))
+    # Stored value: m1 (m3's alias by now) spends S002's deposit at S001, m2 spends ahead of
+    # its top-up, which S003 takes later.
+    b5 = s1.batch(("2026-03-04T02:00:00", sale("m1", ("dairy", 1, 450))),  # not told yet
+                  ("2026-03-04T02:01:00", spent("m1", 3_000, 300)),
+                  ("2026-03-04T02:02:00", spent("m2", 200, 0)),
+                  ("2026-03-04T02:03:00", PointsRedeemed(member_id="m1", points=100,
+                                                         sale_id="x",
+                                                         lots=[LotDraw(lot_id="L1",
+                                                                       points=100)])))
     b6 = s3.batch(("2026-02-01T00:00:00", registered("m5", "+8613900000001")),
-                  ("2026-02-01T00:05:00", sale("m5", ("grocery", 1, 2_000))))
+                  ("2026-02-01T00:05:00", sale("m5", ("grocery", 1, 2_000))),
+                  ("2026-03-04T03:00:00", topped_up("m2", 1_000, 0)),
+                  ("2026-03-04T03:01:00", spent("m5", 500, 50)))
     b7 = s1.batch(("2026-03-05T03:00:00", sale("m1", ("grocery", 2, 150))),
                   ("2026-03-05T03:01:00", sale("m2", ("dairy", 1, 100))))
     overlap = EventBatch(store_id="S001", epoch=1, events=[*b5.events, *b7.events])
@@ -195,6 +229,12 @@ async def test_built_as_batches_arrive_or_from_zero_the_rows_are_the_same(
     assert seen["net"]["line"] + seen["net"]["refund_line"] == \
         seen["net"]["sale"] + seen["net"]["refund"] == \
         seen["net"]["tender"] + seen["net"]["refund_tender"]
+    # Whose deposits paid: S002's for m1's spend at S001 and m5's at S003 (both m3's, folded
+    # into m5), S003's top-up for what m2 spent at S001 before it.
+    assert await hub_db.transaction(lambda tx: sorted(tuple(r) for r in tx.all(
+        "SELECT store_id, day, from_store, principal, bonus FROM sv_flows"))) == [
+        ("S001", "2026-03-04", "S002", 3_000, 300), ("S001", "2026-03-04", "S003", 200, 0),
+        ("S003", "2026-03-04", "S002", 500, 50)]
 
 
 async def test_lag_is_what_is_left_to_read_and_a_rebuild_starts_from_zero(
@@ -290,8 +330,10 @@ async def test_the_running_hub_projects_after_the_acks_and_a_failing_projection_
         status = HubStatus.model_validate(await hub.status())
         assert status.jobs["projections"].last_error is not None
         assert {p.name: p.lag_events for p in status.projections} == {
-            "sales_facts": 3, "member_activity": 3, "daily_rollups": 3,
-            "point_lots": 3}  # one transaction
+            "sales_facts": 3, "member_activity": 3, "daily_rollups": 3, "point_lots": 3,
+            "store_sales": 3, "sku_days": 3, "member_refund_days": 3,
+            "staff_days": 3, "member_store_days": 3, "points_days": 3,
+            "sv_days": 3}  # one transaction
         assert status.applied_events == 4
 
 
@@ -311,7 +353,9 @@ async def test_the_command_line_shows_the_lag_and_rebuilds_with_a_progress_bar(
     assert await asyncio.to_thread(main, ["projections", "status", "--json", *db_arg]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["name"], r["lag_events"]) for r in rows] == [
-        ("sales_facts", 1), ("member_activity", 1), ("daily_rollups", 1), ("point_lots", 1)]
+        ("sales_facts", 1), ("member_activity", 1), ("daily_rollups", 1), ("point_lots", 1),
+        ("store_sales", 1), ("sku_days", 1), ("member_refund_days", 1), ("staff_days", 1),
+        ("member_store_days", 1), ("points_days", 1), ("sv_days", 1)]
     assert await asyncio.to_thread(main, ["projections", "status", *db_arg]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["name", "pos", "head", "lag_events", "lag_s"]
@@ -324,13 +368,17 @@ async def test_the_command_line_shows_the_lag_and_rebuilds_with_a_progress_bar(
     assert "rebuilding member_activity [" in err and "100%" in err and err.endswith("\n")
     assert await asyncio.to_thread(main, ["projections", "rebuild", "sales_facts", *db_arg]) == 0
     out, err = capsys.readouterr()
-    assert "rebuilt sales_facts, member_activity, daily_rollups from zero" in out
+    assert ("rebuilt sales_facts, member_activity, daily_rollups, sku_days,"
+            " member_refund_days, staff_days, member_store_days from zero") in out
     async with HubDatabase(url) as db:
         after = await snapshot(db)
     extra = [r for r in after["sales_facts"] if r[5] == "S004"]
     assert len(extra) == 3  # the new sale: its line, the sale, its tender
     assert {**after, "sales_facts": [r for r in after["sales_facts"] if r[5] != "S004"],
-            "daily_rollups": kept["daily_rollups"]} == kept
+            "daily_rollups": kept["daily_rollups"], "sku_chain_days": kept["sku_chain_days"],
+            "sku_chain_months": kept["sku_chain_months"],
+            **{t: [r for r in after[t] if r[0] != "S004"]
+               for t in ("sku_days", "sku_months", "staff_days", "staff_months")}} == kept
 
     assert await asyncio.to_thread(main, ["projections", "rebuild", "nope", *db_arg]) == 2
     out, err = capsys.readouterr()

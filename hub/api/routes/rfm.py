@@ -51,6 +51,13 @@ async def one(run_id: str, access: Runner) -> Any:
     return await access.read(lambda tx, _scope: rfm.get(tx, run_id))
 
 
+@router.get("/v1/rfm/runs/{run_id}/grid", response_model=list[list[int]])
+async def grid(run_id: str, access: Runner) -> Any:
+    """Members per R score (rows) and F score (columns), 0..5 each (0: no purchase in the
+    window): the R×F grid."""
+    return await access.read(lambda tx, _scope: rfm.rf_grid(tx, run_id))
+
+
 @router.get("/v1/rfm/runs/{run_id}/members", response_model=list[RfmMember])
 async def run_members(run_id: str, access: Reader, r: Score = None, f: Score = None,
                       m: Score = None,

@@ -1,0 +1,429 @@
+"""Members across the chain: who they are, how active, how new members convert, and who tops
+up most.
+
+How each figure is counted:
+
+* **Members**: live members (not merged into another) the caller's scope sees, of the tier
+  and segment asked for; with a region or store filter, the members registered at one of its
+  stores or who bought at one (the scope's own rule, ``hub.auth.scope``).
+* **New members**: registered in the period, on their home store's calendar; online when the
+  home store is the online channel (``ONLINE``), else in store.
+* **Active members**: members with at least one purchase at a covered store in the period (a
+  purchase refunded later still made them active). **Repurchase rate**: of the members with
+  at least one purchase in the whole period that was not fully refunded, the share with two or
+  more; a purchase stops counting when the refunds of it merged so far reach its total.
+  **Top 20 %**: the members with a purchase in the period, ranked by their net spend there
+  (purchases less refunds in the period; ties by member id), the first fifth (rounded up):
+  their share of the net spend of all of them.
+* **Funnel**: members registered in the period, by registration month and home store; of
+  them, those with a purchase (anywhere) within 7 days of registering, and of those, those
+  with a second purchase within 90 days (calendar days, counting the registration day as 0).
+* **Top-up loyalty**: members ranked by the principal they topped up at covered stores in the
+  period, then by how many times; names masked for roles that see personal data masked.
+
+Reads: for the whole chain with no member filter, each breakdown from its own table (tiers and
+new members one pass over ``members``, stages the lifecycle's stage index, RFM groups the
+run's own count); otherwise one pass over the members the caller sees, with their stage and
+score. Activity: the ``member_store_days`` projection (the chain in member order, a store a
+range of its store index). Funnel: the cohort's registrations, first purchases
+(``member_activity``) and, where a repeat is possible, a range of the member's ``member_days``.
+Top-ups: ``sv_topups``, whose rows name the id a store wrote (an alias counts as the member it
+was merged into).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hub.auth.scope import Scope, mask_name
+from hub.core.db import Tx
+from hub.members.rfm import group_names
+from hub.reports.liabilities import (
+    bucket,
+    chain_stores,
+    every_member,
+    in_list,
+    live_members,
+    store_names,
+)
+from hub.reports.period import ReportQuery, Selection, completeness, periods, select_stores
+from hub.reports.sales import unsupported
+from hub.reports.shape import Table, ratio, report
+from hub.stores.registry import ONLINE
+from protocol.errors import ServiceError
+from protocol.hlc import COUNTER_BITS, pack
+
+DAY_MS = 86_400_000
+EPOCH = date(1970, 1, 1)
+FIRST_WITHIN, REPEAT_WITHIN = 7, 90  # days after registering
+MAX_LIMIT = 1_000
+
+STRUCTURE_NOTES = [
+    "members: live members you can see, of the tier and segment asked for; with a region or"
+    " store filter, those registered at or buying at its stores",
+    "region: of the member's home store; stage: the lifecycle stage as last computed; RFM"
+    " group: in the latest RFM run ('none': no purchase in its window; none at all: not"
+    " scored, registered after the run); for the whole chain, as the run counted its groups",
+    "new members: registered in the period, on their home store's calendar, at a covered"
+    " store; channel: online when registered by the online channel, else in store",
+]
+ACTIVITY_NOTES = [
+    "active members: members with at least one purchase at a covered store in the period"
+    " (counted once however many stores they bought at; a purchase refunded later still"
+    " counts)",
+    "repurchase rate: members with two or more purchases in the whole period / members with"
+    " at least one; a purchase whose refunds (merged so far, whenever made) reach its total"
+    " does not count",
+    "top 20 % share: the members with a purchase in the period ranked by net spend (purchases"
+    " less refunds in the period, at covered stores); the first fifth, rounded up, and their"
+    " share of all these members' net spend",
+]
+FUNNEL_NOTES = [
+    "cohort: members registered in the month (their home store's calendar) at a covered"
+    " store",
+    "first purchase ≤ 7 d: a purchase anywhere within 7 days of registering (day 0 is the"
+    " registration day); repeat ≤ 90 d: of those, a second purchase within 90 days",
+    "a cohort registered less than 90 days ago is still filling: members registered on or"
+    " after windows_open_from may still repeat",
+]
+LOYALTY_NOTES = [
+    "ranked by the principal topped up at covered stores in the period, then by the number"
+    " of top-ups; bonus value is not counted",
+]
+
+
+def day_number(day: date) -> int:
+    return (day - EPOCH).days
+
+
+def _ms(day: date) -> int:
+    return day_number(day) * DAY_MS
+
+
+class Calendar:
+    """SQL for the store-local day (a day number since 1970-01-01) of an HLC column, on the
+    calendar of the store in another column: each zone's UTC offset over the dates asked for,
+    as pieces between its transitions, so the database needs no time zone data."""
+
+    def __init__(self, tx: Tx, chain_zone: str, first: date, last: date) -> None:
+        self.dialect = tx.dialect
+        self.chain_zone = chain_zone
+        self.first, self.last = first - timedelta(days=2), last + timedelta(days=2)
+        self.zones: dict[str, list[str]] = {}
+        for store, zone in tx.all("SELECT store_id, timezone FROM stores"
+                                  " WHERE timezone IS NOT NULL ORDER BY store_id"):
+            if zone != chain_zone:
+                self.zones.setdefault(str(zone), []).append(str(store))
+
+    def _offset(self, zone: str, hlc: str) -> str:
+        tz = ZoneInfo(zone)
+
+        def at(ms: int) -> int:
+            offset = datetime.fromtimestamp(ms / 1000, tz).utcoffset()
+            return int(offset.total_seconds() * 1000) if offset is not None else 0
+
+        pieces: list[tuple[int, int]] = []  # (from wall ms, offset from then on)
+        start = _ms(self.first)
+        current = at(start)
+        for day in range((self.last - self.first).days):
+            lo, hi = start + day * DAY_MS, start + (day + 1) * DAY_MS
+            if at(hi) == current:
+                continue
+            while hi - lo > 1:  # the first millisecond of the new offset
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if at(mid) == current else (lo, mid)
+            current = at(hi)
+            pieces.append((hi, current))
+        if not pieces:
+            return str(at(start))
+        # Before each transition, the offset in force until then.
+        before = [at(start)] + [offset for _edge, offset in pieces[:-1]]
+        whens = " ".join(f"WHEN {hlc} < {pack(edge, 0)} THEN {was}"
+                         for (edge, _offset), was in zip(pieces, before, strict=True))
+        return f"CASE {whens} ELSE {pieces[-1][1]} END"
+
+    def day(self, hlc: str, store: str) -> str:
+        """SQL: the local day number of HLC column ``hlc`` at the store in column ``store``."""
+        offset = self._offset(self.chain_zone, hlc)
+        if self.zones:
+            whens = " ".join(
+                f"WHEN {store} IN ({', '.join(_quoted(s) for s in stores)})"
+                f" THEN {self._offset(zone, hlc)}" for zone, stores in self.zones.items())
+            offset = f"CASE {whens} ELSE {offset} END"
+        return f"(({hlc}) / {1 << COUNTER_BITS} + {offset}) / {DAY_MS}"
+
+    def date_of(self, number: str) -> str:
+        """SQL: the ISO date (as the projections write days) of day number ``number``."""
+        if self.dialect == "sqlite":
+            return f"date(({number}) * 86400, 'unixepoch')"
+        return f"to_char(DATE '1970-01-01' + CAST({number} AS integer), 'YYYY-MM-DD')"
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _of_stores(selection: Selection, alias: str) -> tuple[str, tuple[Any, ...]]:
+    """The members of the covered stores (registered or bought at one), as the scope counts
+    its own (``Scope.member_filter``)."""
+    if selection.everything:
+        return "1 = 1", ()
+    if not selection.ids:
+        return "1 = 0", ()
+    marks = ", ".join("?" * len(selection.ids))
+    return (f"({alias}.home_store IN ({marks}) OR EXISTS (SELECT 1 FROM member_stores ms2"
+            f" WHERE ms2.member_id = {alias}.member_id AND ms2.store_id IN ({marks})))",
+            (*selection.ids, *selection.ids))
+
+
+def latest_run(tx: Tx) -> tuple[str, str] | None:
+    row = tx.one("SELECT run_id, as_of FROM rfm_runs ORDER BY created_ms DESC, run_id DESC"
+                 " LIMIT 1")
+    return (str(row[0]), str(row[1])) if row is not None else None
+
+
+def _counted(name: str, key: str, counts: dict[Any, int], total: int,
+             label: dict[Any, str] | None = None) -> Table:
+    """A table of members per value of ``key``, and each one's share of ``total``."""
+    columns: list[tuple[str, Any]] = [(key, "text"), ("members", "int"), ("share", "ratio")]
+    if label is not None:
+        columns.insert(1, ("group_name", "text"))
+    table = Table(name, columns)
+    for value, n in sorted(counts.items(), key=lambda kv: (kv[0] is None, str(kv[0]))):
+        row = [value, n, ratio(n, total)]
+        if label is not None:
+            row.insert(1, label.get(value, value) if value is not None else None)
+        table.rows.append(row)
+    return table
+
+
+def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
+              chain_zone: str) -> dict[str, Any]:
+    unsupported(q, "category")
+    sel = select_stores(tx, scope, q)
+    registered = Calendar(tx, chain_zone, q.start, q.end).day("m.registered_hlc", "m.home_store")
+    fresh = f"CASE WHEN {registered} >= ? AND {registered} <= ? THEN 1 ELSE 0 END"
+    span = (day_number(q.start), day_number(q.end))
+    run = latest_run(tx)
+    run_id = run[0] if run else ""
+    tiers: dict[Any, int] = {}
+    places: dict[Any, int] = {}
+    stages: dict[Any, int] = {}
+    groups: dict[Any, int] = {}
+    new: dict[str, int] = {}
+    regions = {str(r[0]): r[1] for r in tx.all("SELECT store_id, region FROM stores")}
+
+    def count(tier: Any, home: Any, is_new: Any, n: int) -> None:
+        tiers[tier] = tiers.get(tier, 0) + n
+        region = regions.get(str(home))
+        places[region] = places.get(region, 0) + n
+        # A new member counts at the store they registered at, if it is covered.
+        if int(is_new) and (sel.everything or str(home) in sel.by_id):
+            new[str(home)] = new.get(str(home), 0) + n
+
+    if every_member(scope, q) and sel.everything:
+        # The whole chain: each breakdown from its own table, no member looked up twice.
+        for tier, home, is_new, n in tx.all(
+                f"SELECT m.tier, m.home_store, {fresh}, count(*) FROM members m"
+                " WHERE m.merged_into IS NULL GROUP BY 1, 2, 3", span):
+            count(tier, home, is_new, int(n))
+        total = sum(tiers.values())
+        # A merged member loses its stage (the stage index answers the count); a run keeps
+        # the size of each of its groups.
+        stages.update((r[0], int(r[1])) for r in tx.all(
+            "SELECT l.stage, count(*) FROM member_lifecycle l GROUP BY l.stage"))
+        summary = json.loads(tx.scalar("SELECT summary FROM rfm_runs WHERE run_id = ?",
+                                       (run_id,), default="{}"))
+        groups.update((str(g), int(n)) for g, n in summary.get("groups", {}).items())
+        for held in (stages, groups):
+            if total - sum(held.values()):
+                held[None] = total - sum(held.values())
+    else:
+        # One pass over the members the caller sees: every breakdown sums these groups.
+        members, params = live_members(scope, q, "m")
+        stores, sparams = _of_stores(sel, "m")
+        for tier, home, stage, grp, is_new, n in tx.all(
+                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM members m"
+                " LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
+                " LEFT JOIN rfm_scores r ON r.run_id = ? AND r.member_id = m.member_id"
+                f" WHERE {members} AND {stores} GROUP BY 1, 2, 3, 4, 5",
+                (*span, run_id, *params, *sparams)):
+            count(tier, home, is_new, int(n))
+            stages[stage] = stages.get(stage, 0) + int(n)
+            groups[grp] = groups.get(grp, 0) + int(n)
+    total = sum(tiers.values())
+    names = store_names(tx, set(new))
+    by_store = Table("new_by_store", [("store_id", "text"), ("store_name", "text"),
+                                      ("new_members", "int")],
+                     [[s, names.get(s, (s, None))[0] or s, n] for s, n in sorted(new.items())])
+    online = new.get(ONLINE, 0)
+    by_channel = Table("new_by_channel", [("channel", "text"), ("new_members", "int")],
+                       [["in_store", sum(new.values()) - online], ["online", online]])
+    tables = [_counted("tiers", "tier", tiers, total), _counted("regions", "region", places, total),
+              _counted("stages", "stage", stages, total)]
+    rfm = _counted("rfm", "rfm_group", groups if run else {}, total, group_names(tx))
+    return report("member_structure", q, [*tables, rfm, by_store, by_channel],
+                  completeness(tx, sel, q, now_ms, chain_zone), notes=STRUCTURE_NOTES,
+                  totals={"members": total, "new_members": sum(new.values()),
+                          "rfm_run": run[0] if run else None,
+                          "rfm_as_of": run[1] if run else None})
+
+
+def as_now(tx: Tx, table: str) -> tuple[str, str, str]:
+    """(CTE, join, expression): the member ``table``'s ``member_id`` now is. The merged ids are
+    few (a partial index holds them), read once per query; with none, no join at all."""
+    if tx.scalar("SELECT 1 FROM members WHERE merged_into IS NOT NULL LIMIT 1") is None:
+        return "", "", f"{table}.member_id"
+    return ("al AS MATERIALIZED (SELECT member_id, merged_into FROM members"
+            " WHERE merged_into IS NOT NULL), ",
+            f" LEFT JOIN al ON al.member_id = {table}.member_id",
+            f"coalesce(al.merged_into, {table}.member_id)")
+
+
+MASK_MONTHS = 63  # months a period's presence mask holds (a signed 64-bit integer)
+
+
+def activity(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: str,
+             grain: str = "month") -> dict[str, Any]:
+    unsupported(q, "category")
+    cuts = periods(q, grain)
+    sel = select_stores(tx, scope, q)
+    # The whole chain streams through the rows in member order, their key, so that grouping
+    # by member needs no sort (``|| ''``: no index range on the day tempts SQLite off it);
+    # stores are ranges of the rows' store index.
+    if sel.everything:
+        stores, sparams, day = "1 = 1", (), "d.day || ''"
+    else:
+        (stores, sparams), day = in_list("d.store_id", sel.ids), "d.day"
+    members, mparams = live_members(scope, q, "m")
+    join, mwhere = ("", "") if every_member(scope, q) else (
+        " JOIN members m ON m.member_id = d.member_id", f" AND {members}")
+    rows = f" FROM member_store_days d{join} WHERE {stores} AND {day} >= ? AND {day} <= ?{mwhere}"
+    params = (*sparams, q.start.isoformat(), q.end.isoformat(), *mparams)
+    # Months: each member's months with a purchase as the bits of one number, summed over
+    # its distinct bits in the same pass. Weeks: a count of distinct (week, member) pairs.
+    masked = grain == "month" and len(cuts) <= MASK_MONTHS
+    first = q.start.year * 12 + q.start.month
+    month = (f"(CAST(substr(d.day, 1, 4) AS INTEGER) * 12 + CAST(substr(d.day, 6, 2) AS INTEGER)"
+             f" - {first})")
+    mask = (f", CAST(sum(DISTINCT CASE WHEN d.purchases > 0 THEN CAST(1 AS BIGINT) << {month}"
+            " ELSE 0 END) AS BIGINT) AS months") if masked else ""
+    bits = "".join(f", sum((months >> {i}) & 1)" for i in range(len(cuts))) if masked else ""
+    # Per member over the whole period, then ranked by net spend for the top fifth.
+    whole = tx.one(
+        "WITH who AS MATERIALIZED (SELECT d.member_id, sum(d.purchases) AS purchases,"
+        f" sum(d.kept) AS kept, sum(d.spend) AS spend{mask}{rows} GROUP BY d.member_id"
+        " HAVING sum(d.purchases) > 0),"
+        " ranked AS (SELECT spend, ROW_NUMBER() OVER (ORDER BY spend DESC, member_id) AS rn,"
+        " count(*) OVER () AS n FROM who)"
+        " SELECT count(*), coalesce(sum(CASE WHEN kept >= 1 THEN 1 ELSE 0 END), 0),"
+        " coalesce(sum(CASE WHEN kept >= 2 THEN 1 ELSE 0 END), 0), coalesce(sum(spend), 0),"
+        " (SELECT coalesce(sum(CASE WHEN 5 * rn <= n + 4 THEN spend ELSE 0 END), 0)"
+        f" FROM ranked){bits} FROM who", params)
+    buyers, repeat, spend, top = (int(whole[i]) for i in range(1, 5))
+    if masked:
+        active = {label: int(whole[5 + i] or 0) for i, (label, _f, _l) in enumerate(cuts)}
+    else:
+        period, pparams = bucket("d.day", cuts)
+        active = {str(r[0]): int(r[1]) for r in tx.all(
+            f"SELECT period, count(*) FROM (SELECT DISTINCT {period} AS period, d.member_id"
+            f"{rows} AND d.purchases > 0) v GROUP BY period", (*pparams, *params))}
+    figures = {"active_members": int(whole[0]), "buyers": buyers, "repeat_buyers": repeat,
+               "repurchase_rate": ratio(repeat, buyers),
+               "top_share": ratio(top, spend) if spend > 0 else None}
+    tables = [Table("active", [("period", "text"), ("active_members", "int")],
+                    [[label, active.get(label, 0)] for label, _first, _last in cuts]),
+              Table("repurchase", [("active_members", "int"), ("buyers", "int"),
+                                   ("repeat_buyers", "int"), ("repurchase_rate", "ratio"),
+                                   ("top_share", "ratio")], [list(figures.values())])]
+    return report("member_activity", q, tables, completeness(tx, sel, q, now_ms, chain_zone),
+                  notes=ACTIVITY_NOTES, totals=figures, extra={"grain": grain})
+
+
+def funnel(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
+           chain_zone: str) -> dict[str, Any]:
+    unsupported(q, "category")
+    sel = select_stores(tx, scope, q)
+    cal = Calendar(tx, chain_zone, q.start, q.end + timedelta(days=REPEAT_WITHIN))
+    members, mparams = live_members(scope, q, "m")
+    home, hparams = ("1 = 1", ()) if sel.everything else in_list("m.home_store", sel.ids)
+    months = periods(q, "month")
+    cohort = "CASE " + " ".join(f"WHEN f.rd <= {day_number(last)} THEN {_quoted(label)}"
+                                for label, _first, last in months) + " END"
+
+    first = f"a.first_date <= {cal.date_of(f'c.rd + {FIRST_WITHIN}')}"
+    # The second purchase is looked for (a range of the member's days) only where there can
+    # be one: a first within the window and two purchases at all.
+    repeat = (f"CASE WHEN {first} AND a.purchases >= 2 THEN (SELECT sum(md.purchases) FROM"
+              " member_days md WHERE md.member_id = c.member_id AND md.day <="
+              f" {cal.date_of(f'c.rd + {REPEAT_WITHIN}')}) ELSE 0 END")
+
+    # The registration instant bounds the scan loosely (a day either side covers every
+    # zone); the local day decides.
+    lo = pack(_ms(q.start - timedelta(days=1)), 0)
+    hi = pack(_ms(q.end + timedelta(days=2)), 0)
+    rows = tx.all(
+        f"WITH c AS MATERIALIZED (SELECT m.member_id, m.home_store,"
+        f" {cal.day('m.registered_hlc', 'm.home_store')} AS rd FROM members m"
+        f" WHERE {members} AND {home} AND m.registered_hlc >= ? AND m.registered_hlc < ?),"
+        f" f AS (SELECT c.rd, c.home_store, CASE WHEN {first} THEN 1 ELSE 0 END AS by_first,"
+        f" {repeat} AS by_repeat FROM c LEFT JOIN member_activity a ON a.member_id = c.member_id"
+        " WHERE c.rd >= ? AND c.rd <= ?)"
+        f" SELECT {cohort}, f.home_store, count(*),"
+        " sum(CASE WHEN f.by_first >= 1 THEN 1 ELSE 0 END),"
+        " sum(CASE WHEN f.by_first >= 1 AND f.by_repeat >= 2 THEN 1 ELSE 0 END)"
+        " FROM f GROUP BY 1, 2",
+        (*mparams, *hparams, lo, hi, day_number(q.start), day_number(q.end)))
+    names = store_names(tx, {str(r[1]) for r in rows})
+    figures = ("registered", "first_purchase_7d", "repeat_90d")
+    columns: list[tuple[str, Any]] = [(f, "int") for f in figures] + [
+        ("first_purchase_rate", "ratio"), ("repeat_rate", "ratio")]
+    by_store = Table("funnel", [("cohort", "text"), ("store_id", "text"),
+                                ("store_name", "text"), *columns])
+    cohorts: dict[str, list[int]] = {}
+    for label, store, n, first, repeat in sorted(rows, key=lambda r: (str(r[0]), str(r[1]))):
+        counts = [int(n), int(first), int(repeat)]
+        by_store.rows.append([label, store, names.get(str(store), (store, None))[0] or store,
+                              *counts, ratio(counts[1], counts[0]), ratio(counts[2], counts[1])])
+        held = cohorts.setdefault(str(label), [0, 0, 0])
+        for i in range(3):
+            held[i] += counts[i]
+    by_month = Table("cohorts", [("cohort", "text"), *columns],
+                     [[label, *c, ratio(c[1], c[0]), ratio(c[2], c[1])]
+                      for label, c in sorted(cohorts.items())])
+    today = datetime.fromtimestamp(now_ms / 1000, ZoneInfo(chain_zone)).date()
+    totals = {f: sum(c[i] for c in cohorts.values()) for i, f in enumerate(figures)}
+    return report("funnel", q, [by_month, by_store], completeness(tx, sel, q, now_ms, chain_zone),
+                  notes=FUNNEL_NOTES,
+                  totals={**totals, "windows_open_from":
+                          (today - timedelta(days=REPEAT_WITHIN)).isoformat()})
+
+
+def top_up_loyalty(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: str,
+                   limit: int = 50) -> dict[str, Any]:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ServiceError("invalid_limit", f"limit is 1 to {MAX_LIMIT}", 422, part="limit")
+    unsupported(q, "category")
+    sel = select_stores(tx, scope, q)
+    where, params = in_list("t.store_id", chain_stores(tx, sel))
+    members, mparams = live_members(scope, q, "m")
+    aliases, join, member = as_now(tx, "t")
+    rows = tx.all(
+        f"WITH {aliases}per AS (SELECT {member} AS member_id, sum(t.topups) AS topups,"
+        f" sum(t.principal) AS principal FROM sv_topups t{join} WHERE {where}"
+        " AND t.day >= ? AND t.day <= ? GROUP BY 1)"
+        " SELECT m.member_code, m.name, per.topups, per.principal FROM per"
+        f" JOIN members m ON m.member_id = per.member_id WHERE {members}"
+        " ORDER BY per.principal DESC, per.topups DESC, m.member_code LIMIT ?",
+        (*params, q.start.isoformat(), q.end.isoformat(), *mparams, limit))
+    masked = scope.role.masked
+    table = Table("members", [("rank", "int"), ("member_code", "text"), ("name", "text"),
+                              ("topups", "int"), ("topup_principal", "money")])
+    for rank, (code, name, topups, principal) in enumerate(rows, 1):
+        table.rows.append([rank, code, mask_name(name or "") if masked else name,
+                           int(topups), int(principal)])
+    return report("top_up_loyalty", q, [table], completeness(tx, sel, q, now_ms, chain_zone),
+                  notes=LOYALTY_NOTES, extra={"masked": masked, "limit": limit})
