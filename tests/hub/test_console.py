@@ -268,6 +268,19 @@ def test_a_report_is_filtered_drilled_into_and_exported(
     page.click("table.data a.drill[href*='store_id=S002']")
     page.wait_for_url("**store_id=S002**")
     assert page.locator("select[name=store_id]").input_value() == "S002"
+    # ... -> member: the store's most loyal member by top-ups, to their card.
+    year = f"start={end - timedelta(days=399)}&end={end}"
+    _open(page, f"{demo.base}/console/reports/top_up_loyalty?store_id=S002&{year}", loads,
+          "report_top_up_loyalty")
+    page.click("table.data a.drill.member >> nth=0")
+    page.wait_for_url("**/console/members?member_code=**")
+    page.click("#found a")
+    page.wait_for_url("**/console/members/M*")
+    assert demo.chain.members[page.url.rsplit("/", 1)[-1]] == "S002"  # topped up at home
+    page.go_back()
+    page.go_back()
+    page.go_back()
+    page.wait_for_url("**store_id=S002**")
     with page.expect_download() as got:
         page.click("#export-csv")
     text = Path(got.value.path()).read_text(encoding="utf-8-sig")
