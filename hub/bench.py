@@ -52,6 +52,7 @@ import msgpack
 from hub import extensions
 from hub.app import READ_YIELD_S
 from hub.bench_journeys import measure_journeys
+from hub.bench_reports import measure_reports, measure_reports_postgres
 from hub.bench_rfm import measure_rfm, measure_rfm_postgres
 from hub.bench_scope import measure_scope, measure_scope_postgres
 from hub.bench_segments import measure_segments
@@ -597,7 +598,7 @@ def _why(exc: BaseException) -> str:
 def failed(result: dict[str, Any]) -> list[str]:
     """The parts of a ``run_bench`` result that broke (empty when every part ran or was
     skipped or unavailable)."""
-    return [k for k in ("postgres", "drain", "journeys")
+    return [k for k in ("postgres", "drain", "journeys", "reports", "reports_postgres")
             if str(result.get(k, "")).startswith("failed")]
 
 
@@ -606,8 +607,8 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
               workdir: str | Path | None = None, seed: int = 1, breakdown: bool = False,
               scope_members: int = 1_000_000, rfm_members: int = 1_000_000,
               segment_members: int = 100_000, segment_count: int = 1000,
-              journey_members: int = 1_000_000, dispatch_messages: int = 5000
-              ) -> dict[str, Any]:
+              journey_members: int = 1_000_000, dispatch_messages: int = 5000,
+              report_members: int = 1_000_000) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -709,6 +710,25 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                     result.update(measure_rfm_postgres(postgres_url, rfm_members))
                 except Exception as exc:
                     result["rfm_postgres"] = f"failed: {_why(exc)}"
+
+        # Every consolidated report for a store, a region and HQ against one bare SQL statement
+        # each, over a year of rollups at ``stores`` stores (``hub.bench_reports``).
+        if report_members > 0:
+            try:
+                figures = measure_reports(f"sqlite:///{tmp / 'reports.db'}", report_members,
+                                          stores=stores, seed=seed)
+                result["params"]["reports"] = figures.pop("report_params")
+                result.update(figures)
+            except Exception as exc:
+                result["reports"] = f"failed: {_why(exc)}"
+            if postgres_url is not None:
+                try:
+                    figures = measure_reports_postgres(postgres_url, report_members,
+                                                       stores=stores, seed=seed)
+                    figures.pop("report_params_postgres")  # the same as SQLite's
+                    result.update(figures)
+                except Exception as exc:
+                    result["reports_postgres"] = f"failed: {_why(exc)}"
 
         # What 1,000 active segments cost the keeper (``hub.bench_segments``).
         if segment_members > 0 and segment_count > 0:

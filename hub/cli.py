@@ -366,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
                             " outage_duplicated); 0: skip")
     bench.add_argument("--scope-members", type=int, default=1_000_000,
                        help="members for the scope figures (scoped_vs_unscoped_*); 0: skip")
+    bench.add_argument("--report-members", type=int, default=1_000_000,
+                       help="members for the consolidated reports' figures (report_*: every"
+                            " report for a store, a region and HQ over a year of sales at"
+                            " --stores stores, against one bare SQL statement each); 0: skip")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
     bench.add_argument("--breakdown", action="store_true",
                        help="also apply the merge's batches alone with every statement timed:"
@@ -424,7 +428,8 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 segment_members=args.segment_members,
                                 segment_count=args.segments,
                                 journey_members=args.journey_members,
-                                dispatch_messages=args.dispatch_messages)
+                                dispatch_messages=args.dispatch_messages,
+                                report_members=args.report_members)
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

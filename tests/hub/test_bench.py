@@ -11,7 +11,9 @@ import msgpack
 import pytest
 
 from hub.bench import failed, make_workload, measure_writes_replayed
+from hub.bench_reports import LEVELS, measure_reports
 from hub.cli import main
+from hub.reports.catalog import KINDS
 from protocol.codec import decode_batch
 from tests.support.mosquitto import MOSQUITTO
 
@@ -51,7 +53,7 @@ def test_bench_prints_one_json_object_with_every_figure(
                "--workdir", str(tmp_path), "--scope-members", "3000",
                "--rfm-members", "2000", "--segment-members", "2000",
                "--segments", "30", "--journey-members", "3000",
-               "--dispatch-messages", "200"])
+               "--dispatch-messages", "200", "--report-members", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -90,7 +92,8 @@ def test_breakdown_says_where_the_apply_time_goes(
     rc = main(["bench", "--json", "--stores", "3", "--events", "3000", "--drain-events", "0",
                "--no-postgres", "--breakdown", "--workdir", str(tmp_path),
                "--rfm-members", "1000", "--segment-members", "0", "--scope-members", "0",
-               "--journey-members", "0", "--dispatch-messages", "0"])
+               "--journey-members", "0", "--dispatch-messages", "0",
+               "--report-members", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres
@@ -131,3 +134,31 @@ def test_the_replayed_writes_are_the_merges_rows_and_nothing_else(tmp_path: Path
     merged, replayed = tables(tmp_path / "replayed-merged.db"), tables(tmp_path / "replayed.db")
     assert merged == replayed
     assert len(merged["events"]) == 4_000 and merged["shares"] and merged["grants"]
+
+
+def test_the_report_figures_come_from_rows_every_report_reads(tmp_path: Path) -> None:
+    """The reports part at a toy size: every key and ratio, and a fill the reports find rows
+    in (a fill that left a table empty would time a report over nothing)."""
+    result = measure_reports(f"sqlite:///{tmp_path / 'reports.db'}", 3000, stores=3, days=30,
+                             runs=2)
+    for key in ("report_store_p95_ms", "report_region_p95_ms", "report_chain_p95_ms",
+                "report_vs_floor", "report_fill_s"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["report_members"] == 3000
+    reports = result["reports"]
+    assert set(reports) == set(KINDS)
+    for kind, figures in reports.items():
+        for level in LEVELS:
+            f = figures[level]
+            assert f["p95_ms"] > 0 and f["floor_p95_ms"] > 0 and f["vs_floor"] > 0, (kind, level)
+            assert f["runs"] == 2
+            # Every report finds figures for every caller, and its floor rows to read.
+            assert f["rows"] > 0 and f["floor_rows"] > 0, (kind, level)
+        assert figures["vs_floor"] == min(figures[level]["vs_floor"] for level in LEVELS)
+    assert result["report_chain_p95_ms"] == max(r["chain"]["p95_ms"] for r in reports.values())
+    assert result["report_vs_floor"] == min(r["vs_floor"] for r in reports.values())
+    # A store manager sees a part of what HQ sees: its own staff only.
+    assert reports["staff"]["store"]["rows"] < reports["staff"]["chain"]["rows"]
+    rows = result["report_params"]["rows"]
+    assert rows["members"] > 3000 and rows["member_store_days"] > 3000  # aliases; purchases
+    assert all(n > 0 for n in rows.values()), rows
