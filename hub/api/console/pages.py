@@ -6,8 +6,8 @@ A page needs a console session (``hub.auth.sessions``): without one it sends the
 sign in. It names the permission it needs like every API route; a refusal — no permission, a
 filter outside the scope, a reversed period, a member of another store asked for by URL — is
 a page in the reader's language with the HTTP status of the refusal, and changes nothing.
-Changes (a segment saved, a journey published) are made by the page's script through the JSON
-API with the session's CSRF token, so every change passes the API's checks and audit.
+Changes (a segment saved) are made by the page's script through the JSON API with the
+session's CSRF token, so every change passes the API's checks and audit.
 """
 
 from __future__ import annotations
@@ -167,8 +167,14 @@ def _chrome(request: Request, lang: i18n.Lang, access: Access | None) -> dict[st
 def render(request: Request, access: Access | None, template: str, **context: Any
            ) -> Response:
     lang = lang_of(request)
+    zone = get_hub(request).chain_zone  # times are shown on the chain's clock
+
+    def local(ms: int | None) -> str:
+        return when(ms, zone)
+
     return templates.TemplateResponse(request, template,
-                                      {**_chrome(request, lang, access), **context})
+                                      {**_chrome(request, lang, access), "when": local,
+                                       **context})
 
 
 @router.get("")
