@@ -58,6 +58,7 @@ from typing import Any, Protocol
 from hub.auth.scope import Scope
 from hub.core.db import Tx, in_chunks
 from hub.core.projections import lag
+from hub.reports.period import merged_to_ms
 from hub.stores.fleet import fleet_status
 from hub.stores.registry import is_virtual
 from protocol.errors import ServiceError
@@ -360,10 +361,7 @@ def store_completeness(tx: Tx, scope: Scope, now_ms: int) -> dict[str, Any]:
         store = str(s["store_id"])
         if store not in mine or is_virtual(store):
             continue
-        last = tx.scalar("SELECT hlc FROM events WHERE store_id = ? ORDER BY epoch DESC,"
-                         " seq DESC LIMIT 1", (store,))
-        stores.append({"store_id": store,
-                       "merged_to_ms": wall_ms(int(last)) if last is not None else None,
+        stores.append({"store_id": store, "merged_to_ms": merged_to_ms(tx, store),
                        "lag_events": int(s["lag_events"])})
     facts = lag(tx, ["sales_facts"], now_ms)[0]
     return {"stores": stores, "sales_facts_behind": int(facts["lag_events"])}

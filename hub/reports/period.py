@@ -19,10 +19,9 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgpack
-
 from hub.auth.scope import Scope
 from hub.core.db import Tx
+from hub.stores.fleet import fleet_status
 from hub.stores.registry import is_virtual
 from protocol.errors import ServiceError
 from protocol.hlc import wall_ms
@@ -139,23 +138,23 @@ def completeness(tx: Tx, selection: Selection, q: ReportQuery, now_ms: int,
                  chain_zone: str) -> dict[str, Any]:
     """How far each covered store's log is merged, and whether that reaches the period's end;
     the store-days of the period recomputed after they closed."""
+    fleet = {str(s["store_id"]): s for s in fleet_status(tx, now_ms)}
     stores = []
     for s in selection.stores:
-        last, seen, status, epoch = _merged(tx, s.store_id)
-        acked = tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND"
-                          " epoch = ?", (s.store_id, epoch), default=0)
-        reported = msgpack.unpackb(bytes(status), raw=False) if status is not None else {}
-        lag = max(0, int(reported.get("last_seq", acked)) - int(acked))
+        status = fleet[s.store_id]
+        ago = status["last_seen_s_ago"]
+        seen = now_ms - round(ago * 1000) if ago is not None else None
         zone = ZoneInfo(s.timezone or chain_zone)
         period_end = int(datetime.combine(q.end + timedelta(days=1), datetime.min.time(),
                                           zone).timestamp() * 1000)
-        merged_to = wall_ms(int(last)) if last is not None else None
+        merged_to = merged_to_ms(tx, s.store_id)
         # Complete: the store has logged past the period's end, or it has nothing left to send
         # and was heard from after the period ended.
         complete = (merged_to is not None and merged_to >= period_end) or (
-            lag == 0 and seen >= period_end and reported.get("outbox_depth", 0) == 0)
+            status["lag_events"] == 0 and seen is not None and seen >= period_end
+            and not status["outbox_depth"])
         stores.append({"store_id": s.store_id, "name": s.name, "merged_to_ms": merged_to,
-                       "last_seen_ms": seen or None, "lag_events": lag,
+                       "last_seen_ms": seen, "lag_events": int(status["lag_events"]),
                        "complete": bool(complete)})
     where, params = selection.where("r")
     revised = [{"store_id": str(r[0]), "day": str(r[1]), "revised_ms": int(r[2]),
@@ -168,13 +167,11 @@ def completeness(tx: Tx, selection: Selection, q: ReportQuery, now_ms: int,
             "revised": revised}
 
 
-def _merged(tx: Tx, store_id: str) -> tuple[int | None, int, Any, int]:
-    """(the HLC of the store's last merged event, last seen ms, its last status, epoch)."""
-    row = tx.one("SELECT last_seen_ms, status, epoch FROM stores WHERE store_id = ?",
-                 (store_id,))
+def merged_to_ms(tx: Tx, store_id: str) -> int | None:
+    """The wall time (the store's clock) of the store's last merged event; None: nothing yet."""
     last = tx.scalar("SELECT hlc FROM events WHERE store_id = ? ORDER BY epoch DESC, seq DESC"
                      " LIMIT 1", (store_id,))
-    return (int(last) if last is not None else None, int(row[0] or 0), row[1], int(row[2]))
+    return wall_ms(int(last)) if last is not None else None
 
 
 def periods(q: ReportQuery, grain: str) -> list[tuple[str, date, date]]:
