@@ -12,7 +12,7 @@ from typing import Literal
 
 from edge.context import StoreContext
 from edge.errors import conflict
-from protocol.campaigns import Campaign, CampaignBundle
+from protocol.campaigns import Campaign, CampaignBundle, active_campaigns
 
 REV_KEY = "campaigns_rev"
 # applied: stored; held: this very bundle is what the store already runs (a retained bundle
@@ -62,16 +62,6 @@ def _same(stored: str, bundle: CampaignBundle) -> bool:
     # The signature is left out: a hub whose key was replaced signs the same bundle anew.
     return (CampaignBundle.model_validate_json(stored).model_dump(exclude={"signature"})
             == bundle.model_dump(exclude={"signature"}))
-
-
-def active_campaigns(bundles: list[CampaignBundle]) -> list[Campaign]:
-    """All campaigns of all scopes; a store bundle's campaign overrides a same-id fleet one."""
-    rank = {"fleet": 0, "region": 1, "store": 2}
-    by_id: dict[str, Campaign] = {}
-    for bundle in sorted(bundles, key=lambda b: rank[b.scope]):
-        for c in bundle.campaigns:
-            by_id[c.campaign_id] = c
-    return sorted(by_id.values(), key=lambda c: c.campaign_id)
 
 
 class ActiveCampaigns:

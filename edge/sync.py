@@ -19,9 +19,12 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from edge import directory, outbox, recovery, status, uplink
 from edge.config import SyncSection
-from protocol import signing, topics
+from protocol import signing, tasks, topics
+from protocol.campaigns import CampaignBundle
 from protocol.codec import CodecError, decode, encode
 from protocol.ids import uuid7
 from protocol.mqtt import Message, MqttClient, MqttError
@@ -48,6 +51,32 @@ SELLING_WINDOW_S = 60.0  # a till wrote this recently: the store is selling (pag
 MAX_STEP = 5000
 # Kept acknowledged events past keep_acked_days are swept this often, not with every ack.
 SWEEP_EVERY_S = 300.0
+
+
+class ManifestRefused(ValueError):
+    """A campaign manifest the store does not use: ``code`` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def open_manifest(topic: str, payload: bytes, public_key: Ed25519PublicKey | None
+                  ) -> CampaignBundle:
+    """The bundle of a retained manifest received on ``topic``, once its signature verifies
+    with the hub key the store was provisioned with and it was published on its own scope's
+    topic; ``ManifestRefused`` otherwise (``CodecError`` for bytes that are no manifest)."""
+    bundle = decode(payload, CampaignManifest).bundle
+    if public_key is None:
+        raise ManifestRefused("no_hub_key",
+                              "no hub public key configured: campaigns not accepted")
+    try:
+        signing.verify(bundle, public_key)
+    except signing.SignatureError as exc:
+        raise ManifestRefused(exc.code, f"{topic}: {exc}") from None
+    if topics.campaign_topic(bundle.scope, bundle.scope_id) != topic:
+        raise ManifestRefused("wrong_scope", f"a {bundle.scope} bundle on {topic}")
+    return bundle
 
 
 class SyncClient:
@@ -127,8 +156,7 @@ class SyncClient:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
         await self.mqtt.close()
         self._link = (False, self.service.context.now().isoformat())
         await self._record_link()
@@ -420,18 +448,10 @@ class SyncClient:
     async def _on_manifest(self, topic: str, payload: bytes) -> None:
         if not payload:
             return  # a cleared retained message
-        bundle = decode(payload, CampaignManifest).bundle
-        if self.public_key is None:
-            self._refuse("no_hub_key", "no hub public key configured: campaigns not accepted")
-            return
         try:
-            signing.verify(bundle, self.public_key)
-        except signing.SignatureError as exc:
-            self._refuse(exc.code, f"{topic}: {exc}")
-            return
-        expected = topics.campaign_topic(bundle.scope, bundle.scope_id)
-        if expected != topic:
-            self._refuse("wrong_scope", f"a {bundle.scope} bundle on {topic}")
+            bundle = open_manifest(topic, payload, self.public_key)
+        except ManifestRefused as exc:
+            self._refuse(exc.code, str(exc))
             return
         outcome = await self.service.apply_bundle(bundle)
         if outcome == "held":

@@ -427,6 +427,20 @@ class CampaignBundle(_Model):
         return packed
 
 
+SCOPE_RANK = {"fleet": 0, "region": 1, "store": 2}
+
+
+def active_campaigns(bundles: list[CampaignBundle]) -> list[Campaign]:
+    """What a till prices with: every campaign of the bundles that reach its store (the fleet's,
+    its region's, its own); a narrower scope's campaign overrides a same-id wider one. Here so
+    the hub's preview prices a sample basket exactly as the till will."""
+    by_id: dict[str, Campaign] = {}
+    for bundle in sorted(bundles, key=lambda b: SCOPE_RANK[b.scope]):
+        for c in bundle.campaigns:
+            by_id[c.campaign_id] = c
+    return sorted(by_id.values(), key=lambda c: c.campaign_id)
+
+
 def parse_bundle(text: str, filename: str) -> CampaignBundle:
     """A bundle file as HQ writes it: TOML when ``filename`` ends in ``.toml``, else JSON.
     Raises ``ValueError`` (a ``ValidationError`` or ``tomllib.TOMLDecodeError``) when it is not

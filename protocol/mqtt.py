@@ -34,6 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from protocol import tasks
+
 if TYPE_CHECKING:
     from paho.mqtt.client import SocketLike  # a typing-only Protocol in paho
 
@@ -341,9 +343,7 @@ class MqttClient:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.stop(self._task)
         conn = self._conn
         if conn is not None:
             await conn.disconnect(grace=2.0)
@@ -435,9 +435,8 @@ class MqttClient:
             await asyncio.wait([conn.lost])
         finally:
             # A callback still running belongs to a dead connection; it runs again next time.
-            callbacks.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await callbacks
+            # (``stop``, not a suppressed await: that would swallow a close's cancel of _run.)
+            await tasks.stop(callbacks)
 
     async def _run_on_connect(self) -> None:
         for callback in list(self.on_connect):

@@ -26,6 +26,7 @@ from hub.ledger.apply import apply_batch
 from hub.members import rfm, segments
 from hub.projections.catalog import projections
 from hub.stores import registry
+from protocol.codec import encode
 from protocol.events import (
     CouponIssued,
     CouponRedeemed,
@@ -44,6 +45,7 @@ from protocol.events import (
     Tender,
 )
 from protocol.hlc import pack
+from protocol.sync import DeviceHealth, StoreStatus
 
 ZONE = "Asia/Shanghai"
 STORES = (("S001", "南京东路店", "east"), ("S002", "徐家汇店", "east"),
@@ -198,6 +200,7 @@ async def seed(db: HubDatabase, *, members: int = 400, days: int = 420, seed: in
         _sale(streams, chain, rnd, f"X{sale_no:06d}", rnd.choice(stores)[0], day, None,
               None)
     chain.events = await streams.flush()
+    await db.transaction(functools.partial(_report_statuses, stores=stores, at_ms=now_ms()))
     runner = ProjectionRunner(db, projections(ZONE))
     await runner.catch_up()
     stamp = now_ms()
@@ -214,6 +217,30 @@ async def seed(db: HubDatabase, *, members: int = 400, days: int = 420, seed: in
         tx, name="沉睡金卡", definition={"all": [{"field": "days_since_purchase", "gte": 60}]},
         for_tills=False, tag=None, by="hq", now_ms=stamp, today=today, zone=ZONE))
     return chain
+
+
+def _report_statuses(tx: Tx, *, stores: tuple[Store, ...], at_ms: int) -> None:
+    """What each store last said about itself, as its gateway would: most heard from a minute
+    ago with every device connected; the third store's printer low on paper, the fifth's
+    scanner unplugged, and the last store cut off for two days with sales still in its outbox
+    (so the fleet page and every report's completeness have something true to show)."""
+    for n, (store, _name, _region) in enumerate(stores):
+        seq = int(tx.scalar("SELECT coalesce(max(acked_seq), 0) FROM store_streams"
+                            " WHERE store_id = ?", (store,), default=0))
+        offline = n == len(stores) - 1
+        waiting = 340 if offline else 0
+        health = {2: ("printer", "paper_low", "paper near end"),
+                  4: ("scanner", "disconnected", "no input device")}.get(n)
+        devices = [DeviceHealth(device_id=f"lane1-{kind}", kind=kind,
+                                health=health[1] if health and health[0] == kind else "connected",
+                                detail=health[2] if health and health[0] == kind else "")
+                   for kind in ("scanner", "card_reader", "printer", "display")]
+        seen = at_ms - (2 * 86_400_000 if offline else 60_000)
+        status = StoreStatus(store_id=store, epoch=1, last_seq=seq + waiting, acked_seq=seq,
+                             outbox_depth=waiting, directory_checkpoint=0,
+                             software="membergate-edge", devices=devices, at_ms=seen,
+                             refused={"stale_version": 1} if n == 1 else {})
+        registry.record_status(tx, store, 1, encode(status), seen)
 
 
 def _sale(streams: _Streams, chain: Chain, rnd: random.Random, sale_id: str, store: str,

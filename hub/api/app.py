@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
+from hub.api.console import authoring
 from hub.api.console import pages as console
 from hub.api.deps import UNAUTHORIZED, session_valid, token_valid
 from hub.api.routes import (
@@ -46,11 +47,13 @@ from protocol.http_errors import install_error_handlers
 from protocol.http_guard import guard, server_config
 from protocol.metrics import RequestTimer
 
-ROUTERS = (status.router, conflicts.router, members.router, hq_events.router, campaigns.router,
-           audit.router, stores.router, metrics.router, users.router, audit_log.router,
-           auth.router, reports.router, exports.router, rfm.router,
-           segments.router, journeys.router, providers.router, journey_effect.router,
-           campaign_effect.router, consolidated.router)
+# ``/v1/campaigns/{campaign_id}/effect`` before ``/v1/campaigns/{scope}/{scope_id}``: the
+# first route whose path matches takes a request, and a campaign's id is anything HQ named it.
+ROUTERS = (status.router, conflicts.router, members.router, hq_events.router,
+           campaign_effect.router, campaigns.router, audit.router, stores.router,
+           metrics.router, users.router, audit_log.router, auth.router, reports.router,
+           exports.router, rfm.router, segments.router, journeys.router, providers.router,
+           journey_effect.router, consolidated.router)
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -60,6 +63,7 @@ def create_app(hub: Hub) -> FastAPI:
     # The console: its pages (each checks its caller's session itself and sends a browser
     # without one to sign in) and their files, all served from the package (no internet).
     app.include_router(console.router)
+    app.include_router(authoring.router)
     app.mount(f"{console.PREFIX}/static", StaticFiles(directory=console.HERE / "static"),
               name="console-static")
     # No body is read without HQ's token, and bodies are counted as they arrive against

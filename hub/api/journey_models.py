@@ -32,6 +32,22 @@ class JourneyVersion(BaseModel):
     created_ms: int
 
 
+class JourneyPreview(BaseModel):
+    """A definition as saving it would make it; nothing was saved. ``would_enter``: members it
+    would take if it looked now (date-driven and scheduled triggers, before the holdout; None
+    for triggers that follow events from now on); ``segment_members``: a segment trigger's
+    segment size today."""
+
+    name: str
+    trigger: dict[str, Any]
+    conditions: bool
+    holdout_percent: int
+    steps: list[dict[str, Any]]
+    channels: list[str]
+    would_enter: int | None
+    segment_members: int | None
+
+
 class JourneyState(_In):
     state: Literal["active", "paused", "archived"]
 

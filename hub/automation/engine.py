@@ -294,6 +294,15 @@ class JourneyEngine:
                                      {"expiring_on": str(first), "points_expiring": int(points)}))
         return out
 
+    def would_enter(self, tx: Tx, definition: JourneyDefinition) -> int | None:
+        """How many members a date-driven or scheduled journey of ``definition`` would take if
+        it looked now (its conditions applied, before the holdout); None for one that follows
+        events as they come, which no look ahead can count."""
+        if definition.trigger.kind not in ("birthday", "points_expiring", "scheduled"):
+            return None
+        probe = Journey("preview", definition.name, 1, "active", 0, "", definition)
+        return len({e.member_id for e in self.candidates(tx, probe, self.now_ms())})
+
     def _condition(self, tx: Tx, j: Journey, now: int) -> tuple[str, list[Any]]:
         cond = j.definition.condition()
         if cond is None:

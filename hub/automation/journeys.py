@@ -84,12 +84,27 @@ def _watch(tx: Tx) -> None:
         tx.execute("UPDATE segments SET watched = 1 WHERE segment_id = ?", (segment_id,))
 
 
-def create(tx: Tx, definition: Any, *, by: str, now_ms: int, today: date, zone: str,
-           check_message: MessageCheck) -> dict[str, Any]:
+def _validated(tx: Tx, definition: Any, journey_id: str | None, check_message: MessageCheck,
+               today: date, zone: str) -> tuple[JourneyDefinition, dict[str, Any] | None]:
+    """``definition`` checked as a new journey (``journey_id`` None) or a new version of one,
+    with the journey's row: everything ``create`` and ``update`` refuse, and a preview too."""
+    row = _row(tx, journey_id) if journey_id is not None else None
+    if row is not None and row["state"] == "archived":
+        raise ServiceError("journey_archived", "an archived journey cannot change", 409)
     j = parse(definition)
-    if tx.scalar("SELECT 1 FROM journeys WHERE name = ?", (j.name,)) is not None:
+    if row is not None and j.trigger.kind != row["trigger"]:
+        raise ServiceError("trigger_changed", "a journey's trigger kind stays: make a new"
+                           " journey for another", 422)
+    if (row is None or j.name != row["name"]) and tx.scalar(
+            "SELECT 1 FROM journeys WHERE name = ?", (j.name,)) is not None:
         raise ServiceError("journey_exists", f"a journey is already named {j.name!r}", 409)
     _check(tx, j, check_message, today, zone)
+    return j, row
+
+
+def create(tx: Tx, definition: Any, *, by: str, now_ms: int, today: date, zone: str,
+           check_message: MessageCheck) -> dict[str, Any]:
+    j = _validated(tx, definition, None, check_message, today, zone)[0]
     journey_id = uuid7()
     text = _text(j)
     source = FOLLOWED.get(j.trigger.kind)
@@ -108,17 +123,8 @@ def update(tx: Tx, journey_id: str, definition: Any, *, by: str, now_ms: int, to
     """A new version: entries from now on take it; members on their way finish the version
     they entered with. The trigger's kind cannot change (its cursor means nothing to
     another): make a new journey."""
-    row = _row(tx, journey_id)
-    if row["state"] == "archived":
-        raise ServiceError("journey_archived", "an archived journey cannot change", 409)
-    j = parse(definition)
-    if j.trigger.kind != row["trigger"]:
-        raise ServiceError("trigger_changed", "a journey's trigger kind stays: make a new"
-                           " journey for another", 422)
-    if j.name != row["name"] and tx.scalar("SELECT 1 FROM journeys WHERE name = ?",
-                                           (j.name,)) is not None:
-        raise ServiceError("journey_exists", f"a journey is already named {j.name!r}", 409)
-    _check(tx, j, check_message, today, zone)
+    j, row = _validated(tx, definition, journey_id, check_message, today, zone)
+    assert row is not None  # _validated read it, or raised journey_not_found
     text = _text(j)
     if text == row["definition"]:
         return get(tx, journey_id)
@@ -129,6 +135,27 @@ def update(tx: Tx, journey_id: str, definition: Any, *, by: str, now_ms: int, to
                " created_ms) VALUES (?, ?, ?, ?, ?)", (journey_id, version, text, by, now_ms))
     _watch(tx)
     return get(tx, journey_id)
+
+
+def preview(tx: Tx, definition: Any, journey_id: str | None, *, today: date, zone: str,
+            check_message: MessageCheck,
+            would_enter: Callable[[Tx, JourneyDefinition], int | None]) -> dict[str, Any]:
+    """What saving ``definition`` (as a new journey, or a new version of ``journey_id``) would
+    make, refused exactly as saving it would be, with nothing written: its trigger, steps,
+    channels and holdout, how many members it would take if it ran now (``would_enter``:
+    None where that is not known ahead) and, for a segment trigger, the segment's size today
+    (it takes members as they enter from now on, not those already in it)."""
+    j = _validated(tx, definition, journey_id, check_message, today, zone)[0]
+    trigger = j.trigger
+    size = None
+    if trigger.kind in ("segment", "scheduled"):
+        size = int(tx.scalar("SELECT count(*) FROM segment_members WHERE segment_id = ?",
+                             (trigger.segment_id,), default=0))
+    return {"name": j.name, "trigger": trigger.model_dump(mode="json"),
+            "conditions": j.conditions is not None, "holdout_percent": j.holdout_percent,
+            "steps": [a.model_dump(mode="json", exclude_none=True) for a in j.actions],
+            "channels": sorted({a.channel for a in j.actions if isinstance(a, SendMessage)}),
+            "would_enter": would_enter(tx, j), "segment_members": size}
 
 
 def set_state(tx: Tx, journey_id: str, state: str, *, now_ms: int) -> dict[str, Any]:

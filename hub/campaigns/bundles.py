@@ -49,14 +49,18 @@ def manifest(bundle: CampaignBundle, key: Ed25519PrivateKey) -> bytes:
     return encode(CampaignManifest(key_id=signing.key_id(key), bundle=signed))
 
 
-def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tuple[str, bytes]:
-    """Sign and keep ``bundle``; one not newer than the one held, by ``(generation, version)``,
-    is refused. A version far above the one held is refused too; one held too high to go
-    beyond is left behind by the next generation (``CampaignBundle.generation``)."""
-    scope_id = bundle.scope_id or ""
+def held_order(tx: Tx, scope: str, scope_id: str | None) -> tuple[int, int]:
+    """The ``(generation, version)`` held for a scope; ``(0, 0)`` when none is."""
     row = tx.one("SELECT generation, version FROM campaign_bundles WHERE scope = ?"
-                 " AND scope_id = ?", (bundle.scope, scope_id))
-    gen, held = (int(row[0]), int(row[1])) if row is not None else (0, 0)
+                 " AND scope_id = ?", (scope, scope_id or ""))
+    return (int(row[0]), int(row[1])) if row is not None else (0, 0)
+
+
+def check_newer(tx: Tx, bundle: CampaignBundle) -> None:
+    """Raise ``StaleBundle`` (or ``VersionJump``) unless ``bundle`` may replace the one held:
+    newer by ``(generation, version)``, without skipping a generation or leaping far ahead.
+    Read-only, so a preview asks the very question a push does."""
+    gen, held = held_order(tx, bundle.scope, bundle.scope_id)
     way_out = (f"; to start again from version 1, push generation {gen + 1}"
                if held > MAX_BUNDLE_VERSION - MAX_VERSION_STEP else "")
     if bundle.generation < gen or (bundle.generation == gen and bundle.version <= held):
@@ -70,6 +74,14 @@ def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tupl
         raise VersionJump(f"{bundle.scope} bundle version {bundle.version} is more than"
                           f" {MAX_VERSION_STEP:,} above the held version {held}: use"
                           f" {held + 1}")
+
+
+def store_bundle(tx: Tx, bundle: CampaignBundle, key: Ed25519PrivateKey) -> tuple[str, bytes]:
+    """Sign and keep ``bundle``; one not newer than the one held, by ``(generation, version)``,
+    is refused. A version far above the one held is refused too; one held too high to go
+    beyond is left behind by the next generation (``CampaignBundle.generation``)."""
+    check_newer(tx, bundle)
+    scope_id = bundle.scope_id or ""
     payload = manifest(bundle, key)
     tx.execute(
         "INSERT INTO campaign_bundles(scope, scope_id, version, manifest, generation)"

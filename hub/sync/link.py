@@ -30,7 +30,7 @@ from hub.ledger.apply import ApplyResult, acked_seq
 from hub.members import directory
 from hub.stores import registry
 from hub.stores.refusals import Refusals
-from protocol import topics
+from protocol import tasks, topics
 from protocol.codec import CodecError, decode, encode
 from protocol.mqtt import Message, MqttClient, MqttError
 from protocol.sync import (
@@ -276,6 +276,4 @@ class StoreLink:
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await tasks.stop(task)

@@ -14,6 +14,7 @@ import asyncio
 import csv
 import io
 import json
+import queue
 import re
 import subprocess
 import sys
@@ -24,10 +25,16 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from paho.mqtt import client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import Browser, Page, Route, sync_playwright
 
+from edge.sync import open_manifest
+from hub.auth.tokens import PREFIX as TOKEN_PREFIX
+from hub.campaigns.bundles import KEY_FILE
 from hub.core.db import HubDatabase
 from hub.core.schema import migrate
+from protocol import signing, topics
 from provisioning import demo_history
 from provisioning.demo_history import PASSWORD, Chain
 
@@ -41,6 +48,8 @@ LOCAL = {"127.0.0.1", "localhost"}
 class Demo:
     base: str  # http://127.0.0.1:port
     chain: Chain
+    broker_port: int  # the hub's embedded MQTT broker, as the hub printed it
+    data_dir: Path  # the hub's, where its signing key is
 
 
 @dataclass
@@ -88,14 +97,17 @@ port = 0
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     try:
-        base = None
+        base = broker = None
         for line in proc.stdout:
+            up = re.search(r"hub is up: broker 127\.0\.0\.1:(\d+)", line)
+            if up:
+                broker = int(up.group(1))
             found = re.search(r"HQ console: (http://\S+)/console/", line)
             if found:
                 base = found.group(1)
                 break
-        assert base, (root / "hub.log").read_text()[-3000:]
-        yield Demo(base, chain)
+        assert base and broker, (root / "hub.log").read_text()[-3000:]
+        yield Demo(base, chain, broker, root)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -361,4 +373,144 @@ def test_the_console_needs_nothing_from_outside(demo: Demo, browser: Browser,
     page.wait_for_load_state("networkidle")
     assert asked and all(urlparse(u).hostname in LOCAL or u.startswith("data:")
                          for u in asked), [u for u in asked if urlparse(u).hostname not in LOCAL]
+    watch.clean()
+
+
+def _retained(port: int, topic: str, timeout: float = 15.0) -> bytes:
+    """The message the broker retains on ``topic``, as a store subscribing now gets it
+    (paho-mqtt, outside the browser and the hub)."""
+    got: queue.Queue[bytes] = queue.Queue()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="console-test-store")
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(topic, qos=1)
+    client.on_message = lambda _c, _u, message: got.put(message.payload)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        return got.get(timeout=timeout)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _textarea_json(page: Page, selector: str) -> dict[str, object]:
+    found: dict[str, object] = json.loads(page.locator(selector).input_value())
+    return found
+
+
+def test_a_campaign_bundle_is_written_previewed_and_published_to_a_region(
+        demo: Demo, browser: Browser, loads: dict[str, list[float]]) -> None:
+    watch = Watch()
+    page = _page(browser, watch)
+    _sign_in(page, demo, "mkt")
+    _open(page, f"{demo.base}/console/campaigns", loads, "campaigns")
+    page.click("#edit-bundle")
+    page.wait_for_url("**/console/campaigns/edit")
+    page.select_option("#bundle-target", label="区域 east")
+    page.wait_for_url("**scope=region&scope_id=east")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    draft = _textarea_json(page, "#bundle-json")
+    assert (draft["scope"], draft["scope_id"], draft["version"], draft["campaigns"]) == (
+        "region", "east", 1, [])  # nothing held for east yet: version 1, no campaigns
+    page.click("[data-template=spend_threshold_off]")
+    page.click("[data-template=earn_points]")
+    bundle = _textarea_json(page, "#bundle-json")
+    assert [c["campaign_id"] for c in bundle["campaigns"]] == [  # type: ignore[attr-defined]
+        "mj-300-30", "earn-base"]
+    # A discount above its threshold: refused, naming the part, in Chinese; nothing published.
+    broken = json.loads(json.dumps(bundle))
+    broken["campaigns"][0]["rule"]["off"] = 40_000
+    page.fill("#bundle-json", json.dumps(broken, ensure_ascii=False))
+    page.click("#bundle-preview")
+    page.wait_for_function("document.getElementById('bundle-error').textContent !== ''")
+    said = page.locator("#bundle-error").inner_text()
+    assert "内容有误" in said and "campaigns.0.rule.spend_threshold_off" in said, said
+    page.fill("#bundle-json", json.dumps(bundle, ensure_ascii=False))
+    page.click("#bundle-preview")
+    page.wait_for_selector("#bundle-outcome:not([hidden])")
+    east = sorted(s for s, _name, region in demo_history.STORES if region == "east")
+    assert page.locator("#bundle-outcome").get_attribute("data-stores") == ",".join(east)
+    assert page.locator("#preview-added").inner_text() == "earn-base, mj-300-30"
+    assert page.locator("#preview-next").inner_text() == "1"
+    page.screenshot(path=str(SHOTS / "bundle_edit.png"), full_page=True)
+    page.click("#bundle-publish")
+    page.wait_for_selector("#bundle-published[data-topic]")
+    topic = page.locator("#bundle-published").get_attribute("data-topic")
+    assert topic == topics.region_campaigns("east")
+    # What a store of the region gets from the broker verifies with the hub's public key,
+    # as the edge checks it (its own function), and is the bundle written here.
+    key = signing.load_private_pem((demo.data_dir / KEY_FILE).read_bytes())
+    provisioned = signing.load_public_b64(signing.public_b64(key))  # as `hub init` prints it
+    got = open_manifest(topic, _retained(demo.broker_port, topic), provisioned)
+    assert (got.scope, got.scope_id, got.version) == ("region", "east", 1)
+    assert [c.campaign_id for c in got.campaigns] == ["mj-300-30", "earn-base"]
+    # Published again unchanged: refused as stale, said so, and nothing changes.
+    page.click("#bundle-publish")
+    page.wait_for_function("document.getElementById('bundle-error').textContent !== ''")
+    assert "版本号不比已发布的新" in page.locator("#bundle-error").inner_text()
+    # The list of bundles shows it; the editor opens it again at the next version.
+    _open(page, f"{demo.base}/console/campaigns/bundles", loads, "bundles")
+    held = page.locator("section.bundle[data-scope=region][data-scope-id=east]")
+    assert held.get_attribute("data-version") == "1"
+    assert held.locator("tr[data-campaign=mj-300-30]").count() == 1
+    held.locator("a.edit").click()
+    page.wait_for_url("**scope=region&scope_id=east")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    assert _textarea_json(page, "#bundle-json")["version"] == 2
+    watch.refusals.update({409, 422})  # the refused preview and push, noted by the browser
+    watch.clean()
+
+
+def test_journeys_and_users_are_authored_and_refused_where_the_role_may_not(
+        demo: Demo, browser: Browser, loads: dict[str, list[float]]) -> None:
+    watch = Watch()
+    page = _page(browser, watch)
+    _sign_in(page, demo, "mkt")
+    _open(page, f"{demo.base}/console/journeys", loads, "journeys")
+    page.click("#new-journey")
+    page.wait_for_url("**/console/journeys/new")
+    page.wait_for_function("document.body.dataset.ready === '1'")
+    page.click("[data-journey-template=wake_up]")
+    page.click("#journey-preview")
+    page.wait_for_selector("#journey-outcome:not([hidden])")
+    assert "进入生命周期阶段" in page.locator("#journey-trigger").inner_text()
+    assert page.locator("#journey-steps li").count() == 4
+    page.screenshot(path=str(SHOTS / "journey_edit.png"), full_page=True)
+    page.click("#journey-save")
+    page.wait_for_url("**/console/journeys")
+    row = page.locator("#journeys tr:has(td.name:text-is('沉睡唤醒'))")
+    assert row.get_attribute("data-state") == "active"
+    row.locator("[data-journey-state=paused]").click()
+    page.wait_for_selector("#journeys tr[data-state=paused]:has(td.name:text-is('沉睡唤醒'))")
+    assert row.locator("td.state").inner_text() == "已暂停"
+    # As admin: a store manager of S003 is added, and sees S003 alone once signed in.
+    admin = _page(browser, watch)
+    _sign_in(admin, demo, "admin")
+    _open(admin, f"{demo.base}/console/users", loads, "users")
+    form = admin.locator("#user-add")
+    form.locator("[name=username]").fill("s003.mgr")
+    form.locator("[name=display_name]").fill("西湖店长")
+    form.locator("[name=role]").select_option("store_manager")
+    form.locator("[name=stores]").select_option("S003")
+    form.locator("[name=password]").fill(PASSWORD)
+    admin.click("#user-add-save")
+    admin.wait_for_selector("#users tr[data-user='s003.mgr']")
+    assert admin.locator("#users tr[data-user='s003.mgr']").inner_text().count("S003") == 1
+    # An API token for them, shown once; then revoked.
+    added = admin.locator("#users tr[data-user='s003.mgr']")
+    added.locator(".token-name").fill("西湖 BI")
+    added.locator("[data-user-token]").click()
+    admin.wait_for_selector("#token-issued:not([hidden])")
+    assert admin.locator("#token-secret").inner_text().startswith(TOKEN_PREFIX)
+    _open(admin, f"{demo.base}/console/users", loads, "users")
+    admin.locator("#tokens tr:has-text('西湖 BI') [data-token-revoke]").click()
+    admin.wait_for_selector("#tokens tr:has-text('西湖 BI'):has-text('已吊销')")
+    admin.screenshot(path=str(SHOTS / "users.png"), full_page=True)
+    manager = _page(browser, watch)
+    _sign_in(manager, demo, "s003.mgr")
+    _open(manager, f"{demo.base}/console/reports/sales_trend", loads, "sales_trend")
+    stores = manager.locator("select[name=store_id] option").all_inner_texts()
+    assert [s.split()[0] for s in stores[1:]] == ["S003"]
+    # A store manager may not write bundles: the editor is a refusal, saying why.
+    _open(manager, f"{demo.base}/console/campaigns/edit", loads, "bundle_refused", 403, watch)
+    assert manager.locator("#refusal").get_attribute("data-code") == "forbidden"
     watch.clean()

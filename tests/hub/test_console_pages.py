@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import typing
 from datetime import timedelta
 from typing import Any
 
@@ -16,12 +17,15 @@ from fastapi.routing import APIRoute
 from openpyxl import load_workbook
 
 from hub.api.app import create_app
-from hub.api.console import i18n
+from hub.api.console import authoring, authoring_words, i18n
 from hub.api.console import pages as console
 from hub.app import Hub
 from hub.auth import roles, users
 from hub.auth.scope import Scope
 from hub.auth.tokens import Principal
+from hub.automation import examples as journey_examples
+from hub.automation.definition import Action, Trigger
+from hub.campaigns import examples as campaign_examples
 from hub.config import HubConfig
 from hub.core.clock import now_ms
 from hub.core.db import HubDatabase, Tx
@@ -32,8 +36,11 @@ from provisioning.demo_history import PASSWORD
 
 
 def test_every_console_page_names_the_permission_it_needs() -> None:
-    pages = [r for r in console.router.routes if isinstance(r, APIRoute)]
-    assert len(pages) >= 12
+    pages = [r for router in (console.router, authoring.router) for r in router.routes
+             if isinstance(r, APIRoute)]
+    assert len(pages) >= 16
+    assert {f"{console.PREFIX}/campaigns/edit", f"{console.PREFIX}/journeys/new",
+            f"{console.PREFIX}/journeys/{{journey_id}}/edit"} <= {r.path for r in pages}
     for route in pages:
         named = [getattr(d.call, "permission", None) for d in route.dependant.dependencies]
         named = [p for p in named if p is not None]
@@ -136,3 +143,26 @@ def test_words_exist_in_both_languages(lang: str) -> None:
     for slug in catalog.KINDS:
         assert i18n.t(lang, f"report_{slug}") != f"report_{slug}"  # type: ignore[arg-type]
         assert i18n.DEFINITIONS[slug], slug  # the Chinese page states what its figures mean
+
+
+def test_the_authoring_pages_words_are_in_both_languages() -> None:
+    """Every word of the authoring pages has its Chinese and its English; every rule kind,
+    trigger kind, journey template and role scope the pages name has a word; every refusal
+    they meet has its Chinese sentence."""
+    for key, (zh, en) in authoring_words.WORDS.items():
+        assert zh.strip() and en.strip() and zh != key, key
+    names = [f"rule_{k}" for k in campaign_examples.rule_kinds()]
+    names += [f"tpl_{k}" for k in journey_examples.EXAMPLES]
+    names += [f"scope_{k}" for k in ("all", "regions", "stores", "guide", "none", "fleet",
+                                     "region", "store")]
+    names += [f"journey_{s}" for s in ("active", "paused", "archived")]
+    names += list(authoring._SCRIPT_KEYS)
+    assert [n for n in names if not i18n.known(n)] == []
+    assert all(i18n.ERRORS[code] for code in authoring_words.ERRORS)
+
+    def kinds(union: Any) -> set[str]:
+        return {typing.get_args(m.model_fields["kind"].annotation)[0]
+                for m in typing.get_args(typing.get_args(union)[0])}
+
+    assert set(authoring._SCRIPT_KEYS) == ({f"trigger_{k}" for k in kinds(Trigger)}
+                                           | {f"step_{k}" for k in kinds(Action)})

@@ -274,6 +274,29 @@ async def test_embedded_amqtt_broker_roundtrip() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=LIMIT).close()
 
 
+async def test_a_broker_that_will_not_stop_does_not_hold_the_hub(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """amqtt's shutdown waiting forever (seen once under load) costs the hub's exit the
+    bound, not the rest of its life: stop returns, says so, and the broker's own shutdown is
+    cancelled."""
+    broker = EmbeddedBroker()
+    await broker.start()
+    inner = broker._broker
+    real = inner.shutdown
+    stuck = asyncio.Event()
+
+    async def never_done() -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    inner.shutdown = never_done  # the one misbehaviour no real peer can be made to show
+    started = asyncio.get_running_loop().time()
+    await broker.stop(within_s=0.5)
+    assert stuck.is_set() and asyncio.get_running_loop().time() - started < LIMIT
+    assert "did not stop within" in caplog.text
+    await real()  # the test's own cleanup: the listener really closed
+
+
 # -- ACL -----------------------------------------------------------------------------------------
 
 

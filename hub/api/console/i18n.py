@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from hub.api.console import authoring_words
+
 Lang = Literal["zh", "en"]
 LANGS: tuple[Lang, ...] = ("zh", "en")
 HTML_LANG = {"zh": "zh-CN", "en": "en"}
@@ -66,6 +68,29 @@ _WORDS: dict[str, tuple[str, str]] = {
     "report_dashboard": ("首页看板", "Dashboard"),
     # pages
     "fleet_title": ("门店与设备", "Stores and devices"),
+    "tag": ("标签", "Tag"),
+    "fleet_online": ("在线门店", "Stores online"), "fleet_offline": ("离线门店", "Stores offline"),
+    "fleet_waiting": ("待上传事件", "Events waiting"),
+    "fleet_device_issues": ("设备异常", "Device problems"),
+    "fleet_last_seen": ("最近联系", "Last heard from"), "fleet_outbox": ("待发送", "Outbox"),
+    "fleet_lag": ("未合并事件", "Events not merged"), "fleet_devices": ("设备", "Devices"),
+    "fleet_refusals": ("拒收", "Refused"), "fleet_software": ("软件", "Software"),
+    "fleet_campaigns": ("活动版本", "Campaign versions"),
+    "fleet_online_note": ("5 分钟内有联系的门店视为在线；离线门店的销售会在恢复联网后补传，"
+                          "报表会注明其数据截至何时。",
+                          "A store heard from within 5 minutes is online; an offline store's"
+                          " sales arrive when it reconnects, and every report says up to when"
+                          " its data reaches."),
+    "ago_s": ("{n} 秒前", "{n} s ago"), "ago_min": ("{n} 分钟前", "{n} min ago"),
+    "ago_h": ("{n} 小时前", "{n} h ago"), "ago_d": ("{n} 天前", "{n} days ago"),
+    "health_connected": ("正常", "OK"), "health_disconnected": ("未连接", "disconnected"),
+    "health_error": ("故障", "error"), "health_paper_low": ("纸将用完", "paper low"),
+    "health_paper_out": ("缺纸", "out of paper"),
+    "device_scanner": ("扫码枪", "scanner"), "device_card_reader": ("读卡器", "card reader"),
+    "device_printer": ("小票打印机", "receipt printer"),
+    "device_display": ("客显屏", "pole display"),
+    "refused_hub": ("总部拒收", "refused by the hub"),
+    "refused_store": ("门店拒收", "refused by the store"),
     "users_title": ("用户与角色", "Users and roles"), "audit_title": ("审计日志", "Audit log"),
     "member_360": ("会员360视图", "Member 360"), "segments_title": ("分群", "Segments"),
     "tags_title": ("标签目录", "Tag catalogue"), "rfm_title": ("RFM 运行记录", "RFM runs"),
@@ -233,6 +258,11 @@ VALUES: dict[str, str] = {
     "reactivated": "已唤醒", "campaign": "活动", "journey": "旅程", "kept": "有效",
     "conflict": "重复", "none": "无", "standard": "普通", "silver": "银卡", "gold": "金卡",
     "platinum": "白金卡", "never": "永不过期",
+    # coupon states and kinds, journey and segment states, roles
+    "issued": "未使用", "redeemed": "已核销", "voided": "已作废", "expired": "已过期",
+    "amount_off": "代金券", "percent_off": "折扣券", "paused": "已暂停", "archived": "已归档",
+    "hq_admin": "总部管理员", "region_manager": "区域经理", "store_manager": "店长",
+    "marketing": "市场营销", "auditor": "审计员", "guide": "导购",
 }
 
 
@@ -255,6 +285,11 @@ def known(key: str) -> bool:
 
 PARTS = {"start": "开始日期", "end": "结束日期", "store": "门店", "region": "区域",
          "segment": "分群", "grain": "粒度", "report": "报表", "table": "表"}
+
+# The authoring pages' words, refusals and parts (``hub.api.console.authoring_words``).
+_WORDS.update(authoring_words.WORDS)
+ERRORS.update(authoring_words.ERRORS)
+PARTS.update(authoring_words.PARTS)
 
 
 def error_text(lang: Lang, code: str, message: str, part: str | None = None) -> str:

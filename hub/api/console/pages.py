@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from hub.api.console import charts, i18n
+from hub.api.console import charts, fleet_view, i18n
 from hub.api.deps import get_hub, grant
 from hub.api.routes import audit_log as audit_routes
 from hub.api.routes import campaign_effect as campaign_effect_routes
@@ -179,8 +179,13 @@ def render(request: Request, access: Access | None, template: str, **context: An
 
 @router.get("")
 @router.get("/")
-async def home() -> Response:
-    return RedirectResponse(f"{PREFIX}/dashboard", status_code=303)
+async def home(request: Request) -> Response:
+    """The first page of the menu the caller's role opens: a shopping guide (members only)
+    lands on member search, not on a refusal; no session: the dashboard asks to sign in."""
+    found = get_hub(request).tokens.session(request.cookies.get(sessions.COOKIE), now_ms())
+    first = next((slug for slug, _key, perm in NAV
+                  if found is not None and found.role.allows(perm)), "dashboard")
+    return RedirectResponse(f"{PREFIX}/{first}", status_code=303)
 
 
 async def public() -> None:
@@ -372,7 +377,9 @@ def _heat(grid: list[list[int]]) -> list[tuple[int, list[tuple[int, float]]]]:
 @router.get("/journeys")
 async def journeys_page(request: Request, access: Members) -> Response:
     listed = await journey_routes.listing(access)
-    return render(request, access, "journeys.html", journeys=listed)
+    versions = {j["journey_id"]: await journey_routes.versions(j["journey_id"], access)
+                for j in listed}
+    return render(request, access, "journeys.html", journeys=listed, versions=versions)
 
 
 @router.get("/journeys/{journey_id}/effect")
@@ -397,7 +404,8 @@ async def fleet_page(request: Request,
                      access: Annotated[Access, Depends(page_access("status.read"))]
                      ) -> Response:
     found = await status_routes.status(get_hub(request), access)
-    return render(request, access, "fleet.html", status=found.model_dump())
+    return render(request, access, "fleet.html",
+                  fleet=fleet_view.stores(lang_of(request), found.model_dump()))
 
 
 @router.get("/users")
@@ -405,7 +413,9 @@ async def users_page(request: Request,
                      access: Annotated[Access, Depends(page_access("users.manage"))]
                      ) -> Response:
     return render(request, access, "users.html", users=await user_routes.user_list(access),
-                  roles=await user_routes.role_list(access))
+                  roles=await user_routes.role_list(access),
+                  tokens=await user_routes.token_list(access),
+                  stores=await store_routes.stores(get_hub(request), access))
 
 
 @router.get("/audit")

@@ -16,6 +16,7 @@ from hub.api.journey_models import (
     ConsentsRecorded,
     ConsentsRequest,
     Journey,
+    JourneyPreview,
     JourneyState,
     JourneyVersion,
     MemberJourney,
@@ -50,6 +51,30 @@ async def create(definition: dict[str, Any], hub: HubDep, access: Writer) -> Any
     await access.audit("journey.create", subject=made["journey_id"], reason=made["name"])
     hub.scheduler.wake("journeys")
     return made
+
+
+def _preview(definition: dict[str, Any], journey_id: str | None, hub: HubDep,
+             access: Access) -> Any:
+    """The checks ``create`` (or ``change``) makes, on a reader: nothing is saved."""
+    today = hub.keeper.today()
+    return access.read(lambda tx, _s: journeys.preview(
+        tx, definition, journey_id, today=today, zone=hub.chain_zone,
+        check_message=hub.check_message, would_enter=hub.journeys.would_enter))
+
+
+@router.post("/v1/journeys/preview", response_model=JourneyPreview)
+async def preview(definition: dict[str, Any], hub: HubDep, access: Writer) -> Any:
+    """A new journey's definition checked as creating it would check it (422 or 409 naming
+    what is wrong), and what it would do; nothing is saved."""
+    return await _preview(definition, None, hub, access)
+
+
+@router.post("/v1/journeys/{journey_id}/preview", response_model=JourneyPreview)
+async def preview_change(journey_id: str, definition: dict[str, Any], hub: HubDep,
+                         access: Writer) -> Any:
+    """A new version checked as ``PUT /v1/journeys/{journey_id}`` would check it; nothing is
+    saved."""
+    return await _preview(definition, journey_id, hub, access)
 
 
 @router.get("/v1/journeys", response_model=list[Journey])

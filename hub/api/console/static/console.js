@@ -16,6 +16,8 @@ async function api(method, path, body) {
   if (!answer.ok) {
     const error = new Error((data.error && data.error.message) || data.detail || answer.statusText);
     error.status = answer.status;
+    error.code = data.error && data.error.code;  // the authoring pages say it in the page's language
+    error.details = (data.error && data.error.details) || {};
     throw error;
   }
   return data;
@@ -31,7 +33,7 @@ function onSignIn(form) {
         username: form.username.value, password: form.password.value});
       localStorage.setItem(CSRF_KEY, done.csrf_token);
       const next = form.dataset.next;
-      location.assign(next && next.startsWith("/console/") ? next : "/console/dashboard");
+      location.assign(next && next.startsWith("/console/") ? next : "/console/");
     } catch (error) {
       out.textContent = error.message;
     }
@@ -70,7 +72,8 @@ function segmentBuilder() {
   }
   text.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(preview, 400); });
   document.getElementById("segment-preview").addEventListener("click", preview);
-  document.getElementById("segment-save").addEventListener("click", async () => {
+  // Only who may write segments gets the button; a reader previews counts.
+  document.getElementById("segment-save")?.addEventListener("click", async () => {
     error.textContent = "";
     const tree = definition();
     if (tree === null) return;
