@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import next_counter
-from hub.ledger import allowances, erasure
+from hub.ledger import allowances, erasure, late_days
 from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
 from hub.members.identity import canonical
@@ -79,6 +79,8 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
     tx.executemany(
         "INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id, payload)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", batch.rows)
+    if not is_virtual(store):  # HQ's own stream changes no store's day
+        late_days.mark(tx, batch, now_ms)
     touched: set[str] = set()
     # Registrations first, all at once (a store registers a member before anything else names
     # it); they may merge members. Then profiles, cards and coupons in event order.

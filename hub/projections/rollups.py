@@ -14,12 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hub.core.clock import now_ms
 from hub.core.db import Tx
 from hub.core.projections import Logged
 from hub.projections.places import Places, local_time
 from hub.projections.sales import REFUND, SALE, refund_lines, refunded_per_line
-from protocol.hlc import pack
 
 _SUMS = ("sales", "items", "gross", "discount", "amount", "member_amount", "refunds",
          "refund_items", "refund_amount")
@@ -28,12 +26,6 @@ _UPSERT = (
     f" VALUES ({', '.join('?' * (4 + len(_SUMS)))})"
     " ON CONFLICT(store_id, day, category) DO UPDATE SET region = excluded.region, "
     + ", ".join(f"{c} = daily_rollups.{c} + excluded.{c}" for c in _SUMS))
-
-_REVISED = (
-    "INSERT INTO rollup_revisions(store_id, day, first_ms, last_ms, events) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT(store_id, day) DO UPDATE SET last_ms = excluded.last_ms,"
-    " events = rollup_revisions.events + excluded.events")
-LATE_MS = 3_600_000  # a store's day is closed an hour after its midnight: later changes show
 
 Key = tuple[str, str, str]  # (store, day, category)
 # A row being summed: the sums, then the last event counted in ``sales`` or ``refunds``.
@@ -55,19 +47,11 @@ class DailyRollups:
         lines = refund_lines(tx, events)
         sums: dict[Key, list[Any]] = {}
         regions: dict[str, str | None] = {}
-        now = now_ms()
-        closed: dict[str, str] = {}  # per store: its last closed day, as of now
-        late: dict[tuple[str, str], int] = {}
         for e in events:
             b = e.event.body
             region, zone = places.of(e.store_id)
             regions[e.store_id] = region
             day = local_time(zone, e.hlc)[0]
-            last_closed = closed.get(e.store_id)
-            if last_closed is None:
-                last_closed = closed[e.store_id] = local_time(zone, pack(now - LATE_MS, 0))[0]
-            if day < last_closed:
-                late[(e.store_id, day)] = late.get((e.store_id, day), 0) + 1
             if e.type == SALE:
                 member = b.member_id is not None
                 for ln in b.lines:
@@ -95,5 +79,3 @@ class DailyRollups:
                     row[7] += ln.qty
                     row[8] += amount
         tx.executemany(_UPSERT, [(*k, regions[k[0]], *v[:_LAST]) for k, v in sums.items()])
-        if late:
-            tx.executemany(_REVISED, [(*k, now, now, n) for k, n in late.items()])
