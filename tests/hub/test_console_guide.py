@@ -41,3 +41,20 @@ async def test_a_guide_sees_their_own_members_only(tmp_path: Path) -> None:
         assert 'id="segment-save"' not in segments.text
         await demo.sign_in("mkt")
         assert 'id="segment-save"' in (await client.get("/console/segments")).text
+
+
+async def test_a_segments_members_export_from_its_page_for_who_may_export(tmp_path: Path
+                                                                         ) -> None:
+    async with demo_console(tmp_path, "mkt", members=60, days=240) as demo:
+        await demo.hub.keeper.run()  # the segment's members, as the running hub keeps them
+        page = (await demo.client.get("/console/segments")).text
+        link = re.search(r'href="(/v1/segments/([^"/]+)/members\.csv)"', page)
+        assert link, page[-2000:]
+        got = await demo.client.get(link.group(1))
+        lines = got.text.lstrip("\ufeff").strip().splitlines()
+        assert got.status_code == 200 and lines[0] == "member_id,member_code,since"
+        # Exactly the segment's members (the demo's: no purchase for 60 days or more).
+        held = (await demo.client.get(f"/v1/segments/{link.group(2)}")).json()["members"]
+        assert held > 0 and len(lines) - 1 == held
+        await demo.sign_in("guide1")  # members.read only: no export
+        assert "members.csv" not in (await demo.client.get("/console/segments")).text
