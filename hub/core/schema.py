@@ -62,6 +62,39 @@ _MEMBER_LISTED = (
     f" OR ({_SCOPE} = 'guide' AND guide_id = current_setting('membergate.guide', true))")
 # Read through members' own policy: a row of a member the scope does not see is not seen.
 _OF_A_MEMBER_IN_SCOPE = f"{_SCOPE} = 'all' OR member_id IN (SELECT member_id FROM members)"
+# Schema 22: the same policies with each setting read once per query, not once per row (the
+# store list no longer parsed again for every row): a scalar subquery PostgreSQL evaluates
+# once (an initplan) and compares every row with.
+_ONCE_SCOPE = f"(SELECT {_SCOPE})"
+_ONCE_STORES = f"CAST((SELECT {_STORES}) AS TEXT[])"
+_ONCE_LISTED = f"({_ONCE_SCOPE} IN ('stores', 'regions') AND {{column}} = ANY({_ONCE_STORES}))"
+_ONCE_STORE_LISTED = f"{_ONCE_SCOPE} = 'all' OR " + _ONCE_LISTED.format(column="store_id")
+_ONCE_MEMBER_LISTED = (
+    f"{_ONCE_SCOPE} = 'all' OR " + _ONCE_LISTED.format(column="home_store")
+    + f" OR ({_ONCE_SCOPE} IN ('stores', 'regions') AND EXISTS (SELECT 1 FROM member_stores"
+    f" ms WHERE ms.member_id = members.member_id AND ms.store_id = ANY({_ONCE_STORES})))"
+    f" OR ({_ONCE_SCOPE} = 'guide' AND guide_id ="
+    " (SELECT current_setting('membergate.guide', true)))")
+
+
+def _once_of_a_member(table: str) -> str:
+    """A member-keyed row is seen when its member is, through members' own policy: the
+    member looked up by key (schema 13's ``member_id IN (SELECT member_id FROM members)`` read
+    every member the scope sees, through that policy, for every query that touched a row)."""
+    return (f"{_ONCE_SCOPE} = 'all' OR EXISTS (SELECT 1 FROM members b"
+            f" WHERE b.member_id = {table}.member_id)")
+
+
+# Every table under each policy (schemas 13 to 21), for schema 22 to replace.
+_STORE_KEYED = ("member_stores", "sales_facts", "daily_rollups", "rollup_revisions",
+                "store_days", "store_hours", "sku_days", "sku_months", "member_refund_days",
+                "staff_days", "staff_months", "sv_days", "sv_topups", "points_days",
+                "points_expiry", "member_store_days", "sale_refunds")
+_MEMBER_KEYED = ("member_activity", "member_months", "cards", "shares", "grants", "consents",
+                 "rfm_scores", "member_days", "point_lots", "hq_member_tags",
+                 "segment_members", "member_lifecycle", "lifecycle_changes",
+                 "journey_entries", "journey_actions", "outbox", "till_messages",
+                 "tier_changes", "sv_holdings")
 
 
 def _relisted(policies: tuple[tuple[str, str], ...]) -> list[str | SqliteOnly | PostgresOnly]:
@@ -715,6 +748,42 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         *_scoped("sv_flows", f"{_SCOPE} = 'all' OR " + _LISTED.format(column="store_id")
                  + " OR " + _LISTED.format(column="from_store")),
         *_scoped("sv_holdings", _OF_A_MEMBER_IN_SCOPE),
+    ]),
+    (22, "member reports by index; row-level security reads its settings once per query", [
+        # A store's members (the scope's rule: registered there or bought there) are a range
+        # of two indexes, not a pass over every member: the stores each member bought at ...
+        "CREATE INDEX member_stores_store ON member_stores(store_id, member_id)",
+        # ... and the members registered at each store, in registration order (funnel
+        # cohorts, new members); the chain's cohorts are a range of registrations. Both
+        # carry what a cohort reads of the member, so the index alone answers.
+        "CREATE INDEX members_home ON members(home_store, registered_hlc, merged_into,"
+        " member_id)",
+        "CREATE INDEX members_registered ON members(registered_hlc, home_store, merged_into,"
+        " member_id)",
+        # The merged ids and whom they now are, the index alone (so that SQLite, which keeps
+        # no statistics, reads them there rather than scanning the covering indexes above).
+        "CREATE INDEX members_aliases ON members(merged_into, member_id)"
+        " WHERE merged_into IS NOT NULL",
+        # hub.reports.campaigns: the period's discount and coupon-tender rows (those naming a
+        # promotion or coupon), a range of a store's days or of the chain's, not every line
+        # and tender of the period's sales.
+        "CREATE INDEX sales_facts_discounts ON sales_facts(store_id, local_date, kind, code,"
+        " ref, doc_id, pos, amount) WHERE ref IS NOT NULL",
+        "CREATE INDEX sales_facts_discount_days ON sales_facts(local_date, kind, code, ref,"
+        " store_id, doc_id, pos, amount) WHERE ref IS NOT NULL",
+        # ... and the coupons issued and redeemed in the period: a range of their HLCs.
+        "CREATE INDEX coupons_issued ON coupons(hlc, store_id, member_id, campaign_id)",
+        "CREATE INDEX coupons_store ON coupons(store_id, hlc, member_id, campaign_id)",
+        "CREATE INDEX coupon_redemptions_hlc ON coupon_redemptions(hlc, store_id,"
+        " coupon_code)",
+        *_relisted((("members", _ONCE_MEMBER_LISTED),
+                    *((t, _ONCE_STORE_LISTED) for t in _STORE_KEYED),
+                    *((t, _once_of_a_member(t)) for t in _MEMBER_KEYED),
+                    *((t, f"{_ONCE_SCOPE} = 'all'") for t in ("sku_chain_days",
+                                                              "sku_chain_months")),
+                    ("sv_flows", f"{_ONCE_SCOPE} = 'all' OR "
+                     + _ONCE_LISTED.format(column="store_id") + " OR "
+                     + _ONCE_LISTED.format(column="from_store")))),
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

@@ -189,6 +189,13 @@ def _in_period(alias: str, bounds: dict[str, tuple[int, int]]) -> tuple[str, tup
     return "(" + " OR ".join(terms) + ")", tuple(params)
 
 
+def _loosely(bounds: dict[str, tuple[int, int]]) -> tuple[int, int]:
+    """The HLC range covering every zone's period: a range of an index on ``hlc`` that the
+    exact per-zone condition then narrows."""
+    return (min(low for low, _high in bounds.values()),
+            max(high for _low, high in bounds.values()))
+
+
 # -- the figures ------------------------------------------------------------------------------
 
 
@@ -199,14 +206,19 @@ def _issued(tx: Tx, selection: Selection, bounds: dict[str, tuple[int, int]],
     where, params = selection.where("x")
     period, times = _in_period("x", bounds)
     virtual = sorted(VIRTUAL_STORES)
+    # Some stores: only their own coupons and the virtual streams' can count (a range of
+    # ``coupons_store`` each); the chain: a range of every coupon's HLC (``coupons_issued``).
+    issuers, iparams = ("1 = 1", ()) if selection.everything else (
+        f"c.store_id IN ({marks([*selection.ids, *virtual])})", (*selection.ids, *virtual))
     return [(cid, int(n)) for cid, n in tx.all(
         "SELECT x.campaign_id, count(*) FROM (SELECT c.campaign_id, c.hlc,"
         " COALESCE(s.timezone, ?) AS zone, CASE WHEN c.store_id IN"
         f" ({marks(virtual)}) THEN m.home_store ELSE c.store_id END AS store_id"
         " FROM coupons c LEFT JOIN stores s ON s.store_id = c.store_id"
-        " LEFT JOIN members m ON m.member_id = c.member_id) x"
+        f" LEFT JOIN members m ON m.member_id = c.member_id WHERE {issuers}"
+        " AND c.hlc >= ? AND c.hlc < ?) x"
         f" WHERE {where} AND {period} GROUP BY x.campaign_id",
-        (chain_zone, *virtual, *params, *times))]
+        (chain_zone, *virtual, *iparams, *_loosely(bounds), *params, *times))]
 
 
 def _redemptions(tx: Tx, table: str, selection: Selection,
@@ -218,9 +230,10 @@ def _redemptions(tx: Tx, table: str, selection: Selection,
     return [(cid, int(n)) for cid, n in tx.all(
         "SELECT c.campaign_id, count(*) FROM (SELECT r.coupon_code, r.store_id, r.hlc,"
         f" COALESCE(s.timezone, ?) AS zone FROM {table} r LEFT JOIN stores s"
-        " ON s.store_id = r.store_id) x LEFT JOIN coupons c ON c.coupon_code = x.coupon_code"
+        " ON s.store_id = r.store_id WHERE r.hlc >= ? AND r.hlc < ?) x"
+        " LEFT JOIN coupons c ON c.coupon_code = x.coupon_code"
         f" WHERE {where} AND {period} GROUP BY c.campaign_id",
-        (chain_zone, *params, *times))]
+        (chain_zone, *_loosely(bounds), *params, *times))]
 
 
 # A sale's row that names a coupon: its coupon discount, or a coupon tender (no till writes one

@@ -23,10 +23,14 @@ How each figure is counted:
 
 Reads: for the whole chain with no member filter, each breakdown from its own table (tiers and
 new members one pass over ``members``, stages the lifecycle's stage index, RFM groups the
-run's own count); otherwise one pass over the members the caller sees, with their stage and
-score. Activity: the ``member_store_days`` projection (the chain in member order, a store a
-range of its store index). Funnel: the cohort's registrations, first purchases
-(``member_activity``) and, where a repeat is possible, a range of the member's ``member_days``.
+run's own count); with a tier or segment, one pass over the members the caller sees; for some
+stores, their members from two index ranges (registered there: ``members_home``; bought
+there: ``member_stores_store``), each with their stage and score. Activity: the
+``member_store_days`` projection (the chain in member order, a store a range of its store
+index), each member checked against the caller's scope once, after their rows are summed.
+Funnel: the cohort's registrations (a range of ``members_home`` per store, of
+``members_registered`` for the chain), first purchases (``member_activity``) and, where a
+repeat is possible, a range of the member's ``member_days``.
 Top-ups: ``sv_topups``, whose rows name the id a store wrote (an alias counts as the member it
 was merged into).
 """
@@ -167,15 +171,18 @@ def _quoted(value: str) -> str:
 
 
 def _of_stores(selection: Selection, alias: str) -> tuple[str, tuple[Any, ...]]:
-    """The members of the covered stores (registered or bought at one), as the scope counts
-    its own (``Scope.member_filter``)."""
+    """``members`` as ``alias``, or for some stores only their members (registered or bought at
+    one, as the scope counts its own: ``Scope.member_filter``): the ids from two index ranges
+    (``members_home``, ``member_stores_store``), each member once, then their rows by key,
+    instead of a pass over every member."""
     if selection.everything:
-        return "1 = 1", ()
+        return f"members {alias}", ()
     if not selection.ids:
-        return "1 = 0", ()
+        return f"(SELECT * FROM members WHERE 1 = 0) {alias}", ()
     marks = ", ".join("?" * len(selection.ids))
-    return (f"({alias}.home_store IN ({marks}) OR EXISTS (SELECT 1 FROM member_stores ms2"
-            f" WHERE ms2.member_id = {alias}.member_id AND ms2.store_id IN ({marks})))",
+    return (f"(SELECT h.member_id FROM members h WHERE h.home_store IN ({marks}) UNION"
+            f" SELECT ms2.member_id FROM member_stores ms2 WHERE ms2.store_id IN ({marks}))"
+            f" ids JOIN members {alias} ON {alias}.member_id = ids.member_id",
             (*selection.ids, *selection.ids))
 
 
@@ -244,13 +251,13 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
     else:
         # One pass over the members the caller sees: every breakdown sums these groups.
         members, params = live_members(scope, q, "m")
-        stores, sparams = _of_stores(sel, "m")
+        source, sparams = _of_stores(sel, "m")
         for tier, home, stage, grp, is_new, n in tx.all(
-                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM members m"
+                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM {source}"
                 " LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
                 " LEFT JOIN rfm_scores r ON r.run_id = ? AND r.member_id = m.member_id"
-                f" WHERE {members} AND {stores} GROUP BY 1, 2, 3, 4, 5",
-                (*span, run_id, *params, *sparams)):
+                f" WHERE {members} GROUP BY 1, 2, 3, 4, 5",
+                (*span, *sparams, run_id, *params)):
             count(tier, home, is_new, int(n))
             stages[stage] = stages.get(stage, 0) + int(n)
             groups[grp] = groups.get(grp, 0) + int(n)
@@ -272,12 +279,19 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
                           "rfm_as_of": run[1] if run else None})
 
 
-def as_now(tx: Tx, table: str) -> tuple[str, str, str]:
+def as_now(tx: Tx, table: str, *, by_key: bool = False) -> tuple[str, str, str]:
     """(CTE, join, expression): the member ``table``'s ``member_id`` now is. The merged ids are
-    few (a partial index holds them), read once per query; with none, no join at all."""
+    few (a partial index holds them), read once per query; with none, no join at all.
+    ``by_key``: few rows of ``table`` (some stores'): each looked up by key instead."""
     if tx.scalar("SELECT 1 FROM members WHERE merged_into IS NOT NULL LIMIT 1") is None:
         return "", "", f"{table}.member_id"
-    return ("al AS MATERIALIZED (SELECT member_id, merged_into FROM members"
+    if by_key:
+        return ("", f" LEFT JOIN members al ON al.member_id = {table}.member_id"
+                " AND al.merged_into IS NOT NULL", f"coalesce(al.merged_into, {table}.member_id)")
+    # PostgreSQL: not materialized, so that the planner knows how few they are and hashes
+    # them (a materialized CTE's rows were scanned again for every row of ``table``).
+    return (f"al AS{' MATERIALIZED' if tx.dialect == 'sqlite' else ''} (SELECT member_id,"
+            " merged_into FROM members"
             " WHERE merged_into IS NOT NULL), ",
             f" LEFT JOIN al ON al.member_id = {table}.member_id",
             f"coalesce(al.merged_into, {table}.member_id)")
@@ -299,10 +313,13 @@ def activity(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: s
     else:
         (stores, sparams), day = in_list("d.store_id", sel.ids), "d.day"
     members, mparams = live_members(scope, q, "m")
-    join, mwhere = ("", "") if every_member(scope, q) else (
-        " JOIN members m ON m.member_id = d.member_id", f" AND {members}")
-    rows = f" FROM member_store_days d{join} WHERE {stores} AND {day} >= ? AND {day} <= ?{mwhere}"
-    params = (*sparams, q.start.isoformat(), q.end.isoformat(), *mparams)
+    # Some members only: each member looked up once, after their rows are summed (the same
+    # members as joining every row: a member's rows are all in or all out).
+    seen, mwhere = ("", ()) if every_member(scope, q) else (
+        f" AND EXISTS (SELECT 1 FROM members m WHERE m.member_id = d.member_id AND {members})",
+        mparams)
+    rows = f" FROM member_store_days d WHERE {stores} AND {day} >= ? AND {day} <= ?"
+    params = (*sparams, q.start.isoformat(), q.end.isoformat())
     # Months: each member's months with a purchase as the bits of one number, summed over
     # its distinct bits in the same pass. Weeks: a count of distinct (week, member) pairs.
     masked = grain == "month" and len(cuts) <= MASK_MONTHS
@@ -316,13 +333,13 @@ def activity(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: s
     whole = tx.one(
         "WITH who AS MATERIALIZED (SELECT d.member_id, sum(d.purchases) AS purchases,"
         f" sum(d.kept) AS kept, sum(d.spend) AS spend{mask}{rows} GROUP BY d.member_id"
-        " HAVING sum(d.purchases) > 0),"
+        f" HAVING sum(d.purchases) > 0{seen}),"
         " ranked AS (SELECT spend, ROW_NUMBER() OVER (ORDER BY spend DESC, member_id) AS rn,"
         " count(*) OVER () AS n FROM who)"
         " SELECT count(*), coalesce(sum(CASE WHEN kept >= 1 THEN 1 ELSE 0 END), 0),"
         " coalesce(sum(CASE WHEN kept >= 2 THEN 1 ELSE 0 END), 0), coalesce(sum(spend), 0),"
         " (SELECT coalesce(sum(CASE WHEN 5 * rn <= n + 4 THEN spend ELSE 0 END), 0)"
-        f" FROM ranked){bits} FROM who", params)
+        f" FROM ranked){bits} FROM who", (*params, *mwhere))
     buyers, repeat, spend, top = (int(whole[i]) for i in range(1, 5))
     if masked:
         active = {label: int(whole[5 + i] or 0) for i, (label, _f, _l) in enumerate(cuts)}
@@ -330,7 +347,8 @@ def activity(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: s
         period, pparams = bucket("d.day", cuts)
         active = {str(r[0]): int(r[1]) for r in tx.all(
             f"SELECT period, count(*) FROM (SELECT DISTINCT {period} AS period, d.member_id"
-            f"{rows} AND d.purchases > 0) v GROUP BY period", (*pparams, *params))}
+            f"{rows} AND d.purchases > 0{seen}) v GROUP BY period",
+            (*pparams, *params, *mwhere))}
     figures = {"active_members": int(whole[0]), "buyers": buyers, "repeat_buyers": repeat,
                "repurchase_rate": ratio(repeat, buyers),
                "top_share": ratio(top, spend) if spend > 0 else None}
@@ -410,7 +428,7 @@ def top_up_loyalty(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_z
     sel = select_stores(tx, scope, q)
     where, params = in_list("t.store_id", chain_stores(tx, sel))
     members, mparams = live_members(scope, q, "m")
-    aliases, join, member = as_now(tx, "t")
+    aliases, join, member = as_now(tx, "t", by_key=not sel.everything)
     rows = tx.all(
         f"WITH {aliases}per AS (SELECT {member} AS member_id, sum(t.topups) AS topups,"
         f" sum(t.principal) AS principal FROM sv_topups t{join} WHERE {where}"

@@ -136,7 +136,9 @@ async def test_a_members_aliases_are_found_by_index_not_by_a_scan(tmp_path: Path
         plan = await db.transaction(lambda tx: " ".join(str(r[3]) for r in tx.all(
             "EXPLAIN QUERY PLAN SELECT member_id, merged_into FROM members"
             " WHERE merged_into IN (?, ?) ORDER BY member_id", ("a", "b"))))
-    assert "USING INDEX members_merged" in plan, plan
+    # (hub schema 22's members_aliases holds them with their ids: the index alone answers)
+    assert ("USING INDEX members_merged" in plan
+            or "USING COVERING INDEX members_aliases" in plan), plan
 
 
 async def test_reads_run_on_readers_apart_from_the_writer(hub_db: HubDatabase) -> None:
