@@ -785,6 +785,28 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
                      + _ONCE_LISTED.format(column="store_id") + " OR "
                      + _ONCE_LISTED.format(column="from_store")))),
     ]),
+    (23, "row-level security on the coupons, the event log and the last member-keyed tables", [
+        # A coupon is seen from the store that issued it and with its member (HQ's coupons:
+        # with their member only); a redemption or a conflict from the store it was made at,
+        # a redemption also with its coupon (through the coupons' own policy).
+        *_scoped("coupons", f"{_ONCE_SCOPE} = 'all' OR "
+                 + _ONCE_LISTED.format(column="store_id")
+                 + " OR EXISTS (SELECT 1 FROM members b WHERE b.member_id = coupons.member_id)"),
+        *_scoped("coupon_redemptions", f"{_ONCE_SCOPE} = 'all' OR "
+                 + _ONCE_LISTED.format(column="store_id")
+                 + " OR EXISTS (SELECT 1 FROM coupons c"
+                 " WHERE c.coupon_code = coupon_redemptions.coupon_code)"),
+        *_scoped("coupon_conflicts", f"{_ONCE_SCOPE} = 'all' OR "
+                 + _ONCE_LISTED.format(column="store_id") + " OR "
+                 + _ONCE_LISTED.format(column="kept_store")),
+        # The log holds every member's name, phone and birthday as the stores sent them: an
+        # event is seen from its store and with its member.
+        *_scoped("events", f"{_ONCE_SCOPE} = 'all' OR "
+                 + _ONCE_LISTED.format(column="store_id")
+                 + " OR EXISTS (SELECT 1 FROM members b WHERE b.member_id = events.member_id)"),
+        *_scoped("spend_months", _once_of_a_member("spend_months")),
+        *_scoped("segment_joins", _once_of_a_member("segment_joins")),
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

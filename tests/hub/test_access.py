@@ -460,6 +460,13 @@ async def test_row_level_security_is_the_second_lock_on_postgresql(
     cards = "SELECT count(*) FROM cards"  # east's card: its member is outside S002's scope
     assert await access("s2.mgr").read(unscoped(cards)) == 0
     assert await access("east.mgr").read(unscoped(cards)) == 1
+    # The log carries names and phones: east's member's events are not S002's to read.
+    east_log = f"SELECT count(*) FROM events WHERE member_id = '{chain['east']}'"
+    assert await hub.db.read(lambda tx: tx.scalar(east_log)) >= 1
+    assert await access("east.mgr").read(unscoped(east_log)) == await hub.db.read(
+        lambda tx: tx.scalar(east_log))
+    assert await access("s2.mgr").read(unscoped(east_log)) == 0
+    assert await access("dpo").read(unscoped("SELECT count(*) FROM events")) == 0
 
     def catalogue(tx: Any) -> dict[str, Any]:
         return {
@@ -476,7 +483,18 @@ async def test_row_level_security_is_the_second_lock_on_postgresql(
     seen = await hub.db.read(catalogue)
     assert seen["user"] == "membergate_hq" and seen["owned"] == 0 and seen["definers"] == 0
     assert {"members", "member_stores", "sales_facts", "daily_rollups", "member_activity",
-            "cards", "shares", "consents"} <= seen["forced"]
+            "cards", "shares", "consents", "events", "coupons", "coupon_redemptions",
+            "coupon_conflicts", "spend_months", "segment_joins"} <= seen["forced"]
+    # Every table with a member or a store in it is behind a policy (hub schema 23 closed the
+    # last: coupons, the log) but these, which hold ids and counters, no one's data: a stream's
+    # position, the store list, refusal counts, merged ids for RFM, who asked for an export,
+    # members waiting for their segments. Listed so that a new table cannot be forgotten.
+    unforced = await hub.db.read(lambda tx: {str(r[0]) for r in tx.all(
+        "SELECT c.table_name FROM information_schema.columns c JOIN pg_class p"
+        " ON p.relname = c.table_name AND p.relkind = 'r' AND NOT p.relforcerowsecurity"
+        " WHERE c.table_schema = 'public' AND c.column_name IN ('member_id', 'store_id')")})
+    assert unforced == {"store_streams", "stores", "refusals", "rfm_aliases", "export_requests",
+                        "segment_dirty"}, unforced
 
 
 async def test_bulk_exports_need_a_second_person_above_the_limit(chain: dict[str, Any]) -> None:
