@@ -32,7 +32,7 @@ from hub.stores import registry
 from hub.stores.refusals import Refusals
 from protocol import tasks, topics
 from protocol.codec import CodecError, decode, encode
-from protocol.mqtt import Message, MqttClient, MqttError
+from protocol.mqtt import Message, MqttClient, MqttError, MqttPublishTimeout
 from protocol.sync import (
     Ack,
     DirectoryNotice,
@@ -43,6 +43,7 @@ from protocol.sync import (
 )
 
 log = logging.getLogger("membergate.hub.link")
+PUBLISH_ACK_S = 15.0
 M = TypeVar("M", bound=BaseModel)
 OnEvents = Callable[[str, bytes], Awaitable[None]]  # (store_id, payload) to the pipeline
 
@@ -126,7 +127,13 @@ class StoreLink:
         start. Already stored by the caller, so a later (re)connect republishes it anyway."""
         assert self.mqtt is not None
         await self.mqtt.wait_connected(10)
-        await self.mqtt.publish(topic, payload, retain=True)
+        try:
+            # Bounded: a broker that never acknowledges must not hold HQ's request for ever
+            # (once seen with the embedded broker under load). The bundle is kept; the broker
+            # may still deliver it, and every (re)connect publishes the held bundles again.
+            await self.mqtt.publish(topic, payload, retain=True, timeout=PUBLISH_ACK_S)
+        except MqttPublishTimeout as exc:
+            log.warning("campaign manifest kept, not yet acknowledged by the broker: %s", exc)
 
     # -- the uplink ----------------------------------------------------------------------------
 
