@@ -40,6 +40,7 @@ from hub.api.routes import stores as store_routes
 from hub.api.routes import users as user_routes
 from hub.auth import sessions
 from hub.auth.access import Access
+from hub.automation import journeys
 from hub.core.clock import now_ms
 from hub.reports import catalog
 from protocol.errors import ServiceError
@@ -377,8 +378,9 @@ def _heat(grid: list[list[int]]) -> list[tuple[int, list[tuple[int, float]]]]:
 @router.get("/journeys")
 async def journeys_page(request: Request, access: Members) -> Response:
     listed = await journey_routes.listing(access)
-    versions = {j["journey_id"]: await journey_routes.versions(j["journey_id"], access)
-                for j in listed}
+    # Every journey's versions in the one read, not a read per journey.
+    versions = await access.read(lambda tx, _s: {
+        j["journey_id"]: journeys.versions(tx, j["journey_id"]) for j in listed})
     return render(request, access, "journeys.html", journeys=listed, versions=versions)
 
 
