@@ -520,6 +520,11 @@ class RfmMember(BaseModel):
     m: int
     group: str
     group_name: str
+    # Where the member was in the run before this one (0 and no group: not in it).
+    was_r: int
+    was_f: int
+    was_m: int
+    was_group: str | None
 
 
 class RfmHistoryEntry(RfmMember):

@@ -105,7 +105,13 @@ def add(tx: Tx, *, username: str, role: str, password_hash: str | None, now_ms: 
 
 
 def set_disabled(tx: Tx, username: str, disabled: bool, now_ms: int) -> User:
-    get(tx, username)
+    """Disable or enable a user. The last enabled HQ admin is never disabled: nobody would be
+    left to enable anyone again (an admin disabling themselves by a slip included)."""
+    user = get(tx, username)
+    if disabled and not user.disabled and user.role == roles.ADMIN and int(tx.scalar(
+            "SELECT count(*) FROM users WHERE role = ? AND disabled = 0", (roles.ADMIN,))) <= 1:
+        raise ServiceError("last_admin", f"{username} is the last enabled HQ admin: enable or"
+                           " add another admin first", 409)
     tx.execute("UPDATE users SET disabled = ?, updated_ms = ? WHERE username = ?",
                (int(disabled), now_ms, username))
     return get(tx, username)

@@ -807,6 +807,17 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         *_scoped("spend_months", _once_of_a_member("spend_months")),
         *_scoped("segment_joins", _once_of_a_member("segment_joins")),
     ]),
+    (24, "each member's RFM scores keep the previous run's beside them", [
+        # hub.members.rfm: a run writes where each member was in the run before (0 and no
+        # group: not in it), so its movement and the members whose group changed are a pass
+        # over its own rows, not three joins with the run before; and a member's history is
+        # read run by run by key, so the member index (1M entries more a run) goes.
+        "ALTER TABLE rfm_scores ADD COLUMN was_r BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE rfm_scores ADD COLUMN was_f BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE rfm_scores ADD COLUMN was_m BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE rfm_scores ADD COLUMN was_grp TEXT",
+        "DROP INDEX rfm_scores_member",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

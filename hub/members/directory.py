@@ -44,6 +44,28 @@ def touch(tx: Tx, member_ids: list[str] | set[str], *, segments_know: bool = Fal
     return len(ids)
 
 
+def touch_selected(tx: Tx, select: str, params: tuple[Any, ...], *,
+                   segments_know: bool = False) -> int:
+    """``touch`` for the members a query selects (``select``: distinct ids of existing
+    members), numbered in the database in member order as ``touch`` numbers them: a monthly
+    RFM run moves a quarter of a million members, and sending each id through Python and back
+    was a second of the run."""
+    before = int(tx.scalar("SELECT max(change_no) FROM members", default=0) or 0)
+    head_was = counter(tx, "member_change")
+    moved = tx.execute(
+        "UPDATE members SET change_no = ? + t.i FROM (SELECT member_id, ROW_NUMBER() OVER"
+        f" (ORDER BY member_id) AS i FROM ({select}) AS s) AS t"
+        " WHERE members.member_id = t.member_id", (head_was, *params)).rowcount
+    if not moved:
+        return 0
+    last = next_counter(tx, "member_change", moved)
+    if last != head_was + moved:  # the writer holds the counter: nothing else takes numbers
+        raise RuntimeError("member change numbers were taken during a renumbering")
+    if segments_know and counter(tx, "segments_change_no") == before:
+        tx.execute("UPDATE counters SET value = ? WHERE name = 'segments_change_no'", (last,))
+    return moved
+
+
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
             " merged_into, change_no, guide_id, pin_hash, pin_locked, pin_hlc,"
             " birthday_gift_year, erased FROM members")

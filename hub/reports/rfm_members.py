@@ -10,18 +10,23 @@ from hub.core.db import Tx
 from hub.members import rfm
 from hub.members.identity import canonical
 
-_COLUMNS = "s.member_id, s.recency_days, s.frequency, s.monetary, s.r, s.f, s.m, s.grp"
+_COLUMNS = ("s.member_id, s.recency_days, s.frequency, s.monetary, s.r, s.f, s.m, s.grp,"
+            " s.was_r, s.was_f, s.was_m, s.was_grp")
 
 
 def _row(r: Any, names: dict[str, str]) -> dict[str, Any]:
+    """A member's scores in a run, and where they were in the run before it (0 and no group:
+    not in it)."""
     return {"member_id": r[0], "recency_days": r[1], "frequency": r[2], "monetary": r[3],
             "r": int(r[4]), "f": int(r[5]), "m": int(r[6]), "group": r[7],
-            "group_name": names.get(str(r[7]), str(r[7]))}
+            "group_name": names.get(str(r[7]), str(r[7])), "was_r": int(r[8]),
+            "was_f": int(r[9]), "was_m": int(r[10]), "was_group": r[11]}
 
 
 def members(tx: Tx, scope: Scope, run_id: str, *, scores: dict[str, int], group: str | None,
-            after: str, limit: int) -> list[dict[str, Any]]:
-    """The run's members in the scope, by member id from ``after``; ``scores`` filters r/f/m."""
+            after: str, limit: int, was_group: str | None = None) -> list[dict[str, Any]]:
+    """The run's members in the scope, by member id from ``after``; ``scores`` filters r/f/m,
+    ``was_group`` the group they were in at the run before (those who fell from HHH …)."""
     rfm.get(tx, run_id)  # 404 for no such run
     where, params = scope.member_filter("mm")
     conds, values = ["s.run_id = ?", "s.member_id > ?", where], [run_id, after, *params]
@@ -31,6 +36,9 @@ def members(tx: Tx, scope: Scope, run_id: str, *, scores: dict[str, int], group:
     if group is not None:
         conds.append("s.grp = ?")
         values.append(group)
+    if was_group is not None:
+        conds.append("s.was_grp = ?")
+        values.append(was_group)
     names = rfm.group_names(tx)
     return [_row(r, names) for r in tx.all(
         f"SELECT {_COLUMNS} FROM rfm_scores s JOIN members mm ON mm.member_id = s.member_id"
@@ -42,7 +50,7 @@ def history(tx: Tx, scope: Scope, member_id: str) -> list[dict[str, Any]]:
     member = canonical(tx, member_id)
     in_scope(scope, tx, member)
     names = rfm.group_names(tx)
-    return [{"run_id": r[8], "as_of": r[9], **_row(r, names)} for r in tx.all(
-        f"SELECT {_COLUMNS}, s.run_id, u.as_of FROM rfm_scores s JOIN rfm_runs u"
-        " ON u.run_id = s.run_id WHERE s.member_id = ? ORDER BY u.created_ms, u.run_id",
+    return [{"run_id": r[12], "as_of": r[13], **_row(r, names)} for r in tx.all(
+        f"SELECT {_COLUMNS}, s.run_id, u.as_of FROM rfm_runs u JOIN rfm_scores s"
+        " ON s.run_id = u.run_id AND s.member_id = ? ORDER BY u.created_ms, u.run_id",
         (member,))]

@@ -291,6 +291,14 @@ async def test_users_and_tokens_are_managed_by_admins_and_take_effect_at_once(
     assert (await c.get(f"/v1/members/{chain['east']}", headers=mine)).status_code == 401
     # The configured token of earlier releases still works, as an HQ admin.
     assert (await c.get("/v1/status", headers=_as(chain, "legacy"))).status_code == 200
+    # The last enabled HQ admin is never disabled, not even by themselves.
+    r = await c.patch("/v1/users/boss2", headers=admin, json={"disabled": True})
+    assert r.status_code == 200 and r.json()["disabled"] is True, r.text
+    r = await c.patch("/v1/users/boss", headers=admin, json={"disabled": True})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "last_admin"), r.text
+    assert (await c.get("/v1/status", headers=admin)).status_code == 200
+    r = await c.patch("/v1/users/boss2", headers=admin, json={"disabled": False})
+    assert r.json()["disabled"] is False
 
 
 async def test_wrong_passwords_lock_an_account_until_a_reset(chain: dict[str, Any]) -> None:
@@ -678,6 +686,23 @@ async def test_rfm_runs_through_the_api_and_their_members_inside_the_scope(
     assert named.status_code == 200 and named.json()["HHH"] == "钻石会员"
     again = (await c.get(f"/v1/rfm/runs/{run['run_id']}", headers=_as(chain, "mkt"))).json()
     assert again["groups"].get("HHH", {"name": "钻石会员"})["name"] == "钻石会员"
+    # A second run keeps where each member was in the first; its members can be listed by
+    # the group they were in.
+    first = {m["member_id"]: m for m in (await c.get(url, headers=_as(chain, "boss"))).json()}
+    assert all((m["was_r"], m["was_group"]) == (0, None) for m in first.values())
+    r = await c.post("/v1/rfm/runs", json={"window_days": 30, "as_of": today},
+                     headers=_as(chain, "mkt"))
+    url = f"/v1/rfm/runs/{r.json()['run_id']}/members"
+    second = (await c.get(url, headers=_as(chain, "boss"))).json()
+    assert {m["member_id"]: (m["was_r"], m["was_f"], m["was_m"], m["was_group"])
+            for m in second} == {k: (m["r"], m["f"], m["m"], m["group"])
+                                 for k, m in first.items()}
+    was = first[chain["both"]]["group"]
+    fell = (await c.get(url, params={"was_group": was}, headers=_as(chain, "boss"))).json()
+    assert {m["member_id"] for m in fell} == {k for k, m in first.items()
+                                              if m["group"] == was}
+    hist = (await c.get(f"/v1/members/{chain['both']}/rfm", headers=_as(chain, "boss"))).json()
+    assert [h["was_group"] for h in hist] == [None, was]
 
 
 async def test_rfm_runs_on_schedule_monthly_and_quarterly(chain: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ without a purchase, values net of refunds, runs kept with cuts and movement, rep
 from __future__ import annotations
 
 import random
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -172,3 +173,27 @@ async def test_the_database_scores_as_the_rule_says(hub_db: HubDatabase,
         " WHERE run_id = ?", (made["run_id"],))})
     assert got == expected
     assert 0 < made["sizes"]["r"]["0"] < 500  # some bought in the window, some did not
+    # The summary agrees with the scores: sizes, the values each score spans, the groups.
+    field = {"r": "recency_days", "f": "frequency", "m": "monetary"}
+    for dim in rfm.DIMENSIONS:
+        assert made["sizes"][dim] == {str(k): sum(1 for e in expected.values() if e[dim] == k)
+                                      for k in range(6)}
+        assert made["cuts"][dim] == [
+            {"score": k, "min": min(vals), "max": max(vals), "members": len(vals)}
+            for k in range(5, 0, -1)
+            if (vals := [e[field[dim]] for e in expected.values() if e[dim] == k])]
+    assert {g: v["members"] for g, v in made["groups"].items()} == dict(
+        Counter(e["group"] for e in expected.values()))
+
+    # A month later: the movement per dimension and the members sent again are exactly the
+    # members whose scores and groups changed.
+    later = params.model_copy(update={"as_of": bench_rfm.AS_OF + timedelta(days=30)})
+    moved = await hub_db.transaction(lambda tx: rfm.run(tx, later, 2))
+    now = await hub_db.read(lambda tx: rfm.score(rfm.aggregate(tx, later), later))
+    for dim in rfm.DIMENSIONS:
+        matrix = [[0] * 6 for _ in range(6)]
+        for member, e in now.items():
+            matrix[expected[member][dim]][e[dim]] += 1
+        assert moved["movement"][dim] == matrix
+    assert moved["directory_churn"] == sum(
+        1 for member, e in now.items() if e["group"] != expected[member]["group"]) > 0

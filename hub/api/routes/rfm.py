@@ -62,12 +62,16 @@ async def grid(run_id: str, access: Runner) -> Any:
 async def run_members(run_id: str, access: Reader, r: Score = None, f: Score = None,
                       m: Score = None,
                       group: Annotated[str | None, Query(min_length=3, max_length=4)] = None,
+                      was_group: Annotated[str | None,
+                                           Query(min_length=3, max_length=4)] = None,
                       after: Annotated[str, Query(max_length=64)] = "",
                       limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Any:
-    """The run's members inside the caller's scope, by member id (``after`` pages on)."""
+    """The run's members inside the caller's scope, by member id (``after`` pages on);
+    ``was_group``: those who were in that group at the run before."""
     scores = {k: v for k, v in (("r", r), ("f", f), ("m", m)) if v is not None}
     return await access.read(lambda tx, scope: rfm_members.members(
-        tx, scope, run_id, scores=scores, group=group, after=after, limit=limit))
+        tx, scope, run_id, scores=scores, group=group, after=after, limit=limit,
+        was_group=was_group))
 
 
 @router.get("/v1/members/{member_id}/rfm", response_model=list[RfmHistoryEntry])
