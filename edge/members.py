@@ -13,8 +13,10 @@ from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid, not_found
 from edge.phone import normalise_phone
 from protocol.events import (
+    GENDER_REGISTERED,
     WHO_SOLD_IT,
     CardBound,
+    Gender,
     MemberProfileChanged,
     MemberRegistered,
     body_version,
@@ -72,9 +74,12 @@ def register(
     card_uid: str | None = None,
     tags: list[str] | None = None,
     guide_id: str | None = None,
+    gender: Gender | None = None,
 ) -> str:
     """Create a member; works offline: the id and member code are minted here. ``guide_id``:
-    the shopping guide who looks after them (their sales count for the guide by default)."""
+    the shopping guide who looks after them (their sales count for the guide by default).
+    ``gender`` travels to HQ in the registration (its segments select on it); the store keeps
+    no copy, as it keeps no e-mail address."""
     e164 = normalise_phone(phone, ctx.config.store.phone_region) if phone else None
     uid = normalise_card_uid(card_uid) if card_uid else None
     if e164 is None and uid is None:
@@ -95,8 +100,9 @@ def register(
         conn,
         ctx,
         MemberRegistered(
-            v=body_version(guide_id), member_id=member_id, member_code=code, phone=e164,
-            name=name, birthday=birthday, card_uid=uid, tags=tag_list, guide_id=guide_id,
+            v=GENDER_REGISTERED if gender is not None else body_version(guide_id),
+            member_id=member_id, member_code=code, phone=e164, name=name, birthday=birthday,
+            card_uid=uid, tags=tag_list, guide_id=guide_id, gender=gender,
         ),
     )
     conn.execute(

@@ -44,6 +44,7 @@ from edge.members import IdentifyBy
 from edge.ports import HubLink, Lanes
 from protocol import pricing
 from protocol.campaigns import Campaign, CampaignBundle, parse_bundle
+from protocol.events import Gender
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
 from protocol.sync import DeviceHealth
@@ -184,16 +185,17 @@ class EdgeService:
         self, *, terminal_id: str, idem_key: str | None, phone: str | None, name: str = "",
         birthday: date | None = None, card_uid: str | None = None, tags: list[str] | None = None,
         guide_id: str | None = None, consents: list[Consent] | None = None,
-        cashier_id: str | None = None,
+        cashier_id: str | None = None, gender: Gender | None = None,
     ) -> dict[str, Any]:
         """Register a member, with the consents they gave at the till."""
         request = {"phone": phone, "name": name, "birthday": birthday, "card_uid": card_uid,
-                   "tags": tags, "guide_id": guide_id,
+                   "tags": tags, "guide_id": guide_id, "gender": gender,
                    "consents": [c.__dict__ for c in consents or []], "by": cashier_id}
 
         def tx(conn: sqlite3.Connection, ctx: StoreContext) -> dict[str, Any]:
             mid = members.register(conn, ctx, phone=phone, name=name, birthday=birthday,
-                                   card_uid=card_uid, tags=tags, guide_id=guide_id)
+                                   card_uid=card_uid, tags=tags, guide_id=guide_id,
+                                   gender=gender)
             if consents:
                 consent_book.record(conn, ctx, mid, consents, terminal_id=terminal_id,
                                     cashier_id=cashier_id)

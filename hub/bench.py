@@ -123,7 +123,7 @@ def store_bodies(store_number: int, count: int, *, seed: int = 1) -> Iterator[di
                "phone": f"+861{store_number:04d}{i:06d}",
                "name": rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN),
                "birthday": bday.isoformat(), "card_uid": f"04{store_number:04X}{i:06X}",
-               "tier": rng.choice(TIERS), "tags": [], "guide_id": None}
+               "tier": rng.choice(TIERS), "tags": [], "guide_id": None, "gender": None}
         made += 1
         if made == count:
             return

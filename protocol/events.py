@@ -48,6 +48,10 @@ StaffId = Id
 Email = Annotated[str, StringConstraints(max_length=254,
                                          pattern=r"^[^@ ]+@[^@ ]+[.][^@ ]+$")]
 EMAIL_VERSION = 3  # member.profile_changed carrying an e-mail address
+GENDER_VERSION = 4  # member.profile_changed carrying a gender
+GENDER_REGISTERED = 3  # member.registered carrying a gender
+# A member's gender as HQ keeps it (segments select on it); unknown: null.
+Gender = Literal["female", "male", "other"]
 WHO_SOLD_IT = 2
 # A refund that took back a promotion the kept items no longer reach (``discounts_reversed``)
 # is version 3 of ``refund.completed``: a hub older than this refuses it by version.
@@ -59,7 +63,7 @@ REPRICED_REFUND = 3
 
 class MemberRegistered(_Body):
     type: Literal["member.registered"] = "member.registered"
-    v: Literal[1, 2] = 1
+    v: Literal[1, 2, 3] = 1
     member_id: Id
     member_code: Id
     phone: Text | None = None
@@ -69,6 +73,7 @@ class MemberRegistered(_Body):
     tier: Id = "standard"
     tags: list[Text] = Field(default_factory=list, max_length=50)
     guide_id: StaffId | None = None  # v2: the shopping guide who looks after the member
+    gender: Gender | None = None  # v3 (``GENDER_REGISTERED``): as the member gives it
 
 
 class MemberProfileChanged(_Body):
@@ -77,7 +82,7 @@ class MemberProfileChanged(_Body):
     from its own stream with ``actor``."""
 
     type: Literal["member.profile_changed"] = "member.profile_changed"
-    v: Literal[1, 2, 3] = 1
+    v: Literal[1, 2, 3, 4] = 1
     member_id: Id
     name: Text | None = None
     birthday: date | None = None
@@ -85,7 +90,8 @@ class MemberProfileChanged(_Body):
     tags: list[Text] | None = Field(default=None, max_length=50)
     guide_id: StaffId | None = None  # v2; named in ``changed`` with null: no guide any more
     email: Email | None = None  # v3; named in ``changed`` with null: no address any more
-    changed: list[Literal["name", "birthday", "phone", "tags", "guide_id", "email"]]
+    gender: Gender | None = None  # v4; named in ``changed`` with null: not known any more
+    changed: list[Literal["name", "birthday", "phone", "tags", "guide_id", "email", "gender"]]
     terminal_id: Id | None = None  # v2
     cashier_id: StaffId | None = None  # v2
     actor: Text | None = None  # v2: who at HQ

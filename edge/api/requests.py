@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from protocol.errors import iso_date_text
+from protocol.events import Gender
 from protocol.money import MAX_AMOUNT
 
 StrictAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
@@ -44,6 +45,7 @@ class RegisterMember(_Req):
     card_uid: ShortText | None = None
     tags: list[ShortText] = Field(default_factory=list, max_length=50)
     guide_id: StaffId | None = None  # the shopping guide who looks after the member
+    gender: Gender | None = None  # kept by HQ (segments); the till does not keep it
     consents: list[ConsentIn] = Field(default_factory=list, max_length=8)
     cashier_id: StaffId | None = None  # who registered them: recorded with the consents
 

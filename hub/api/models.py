@@ -16,7 +16,15 @@ from pydantic import (
 
 from hub.campaigns.coupons import MAX_PERCENT_OFF
 from protocol.errors import iso_date_text
-from protocol.events import MAX_POINTS, Amount, CouponKind, Email, Id, NonEmptyText
+from protocol.events import (
+    MAX_POINTS,
+    Amount,
+    CouponKind,
+    Email,
+    Gender,
+    Id,
+    NonEmptyText,
+)
 from protocol.money import MAX_AMOUNT
 from protocol.sync import MemberCoupon, StoreGrant, StoreShare
 
@@ -136,6 +144,7 @@ class MemberView(BaseModel):
     stored_value: int
     consents: list[dict[str, Any]]  # channel, purpose, granted, text_version, store_id, hlc
     email: str | None = None  # "w***@example.cn" masked
+    gender: str | None = None  # female, male, other; not masked (how a guide greets them)
     unmasked: list[str]
 
 
@@ -195,12 +204,13 @@ class PointsAdjustment(WrittenEvent):
 
 
 class ProfileChangeRequest(_Request):
-    """HQ's change of a member's name, birthday (a birthday once set changes only here) or
-    e-mail address (null: none any more)."""
+    """HQ's change of a member's name, birthday (a birthday once set changes only here),
+    e-mail address (null: none any more) or gender (female, male, other; null: not known)."""
 
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
     birthday: Annotated[date, BeforeValidator(iso_date_text)] | None = None
     email: Email | None = None
+    gender: Gender | None = None
     actor: NonEmptyText
 
 
@@ -209,6 +219,7 @@ class ProfileChanged(WrittenEvent):
     name: str
     birthday: str | None
     email: str | None = None
+    gender: str | None = None
     actor: str
 
 

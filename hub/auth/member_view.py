@@ -45,7 +45,8 @@ def member(tx: Tx, scope: Scope, member_id: str,
     data["shares"] = per_store(scope, tx, data["shares"])
     data["grants"] = per_store(scope, tx, data["grants"])
     data["consents"] = consents(tx, found)
-    data["email"] = tx.scalar("SELECT email FROM members WHERE member_id = ?", (found,))
+    data["email"], data["gender"] = tx.one(
+        "SELECT email, gender FROM members WHERE member_id = ?", (found,))
     shown = frozenset(PERSONAL) if not scope.role.masked else reveal
     data = data if not scope.role.masked else mask_member(data, reveal)
     data["unmasked"] = sorted(shown)

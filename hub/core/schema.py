@@ -818,6 +818,9 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "ALTER TABLE rfm_scores ADD COLUMN was_grp TEXT",
         "DROP INDEX rfm_scores_member",
     ]),
+    (25, "a member's gender (HQ's member.profile_changed v4), for segments", [
+        "ALTER TABLE members ADD COLUMN gender TEXT",
+    ]),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -27,7 +27,7 @@ from protocol.events import EventBatch
 from protocol.hlc import wall_ms
 from protocol.sync import Ack
 
-PROFILE_FIELDS = ("name", "birthday", "phone", "tags", "guide_id", "email")
+PROFILE_FIELDS = ("name", "birthday", "phone", "tags", "guide_id", "email", "gender")
 # Where the HLC goes in a new member's stamps template: "0.5" cannot be in a store id (no dots).
 _HLC = 0.5
 
@@ -412,12 +412,13 @@ def _register_all(tx: Tx, facts: list[Fact], store: str, touched: set[str],
         stamps[f.member_id] = str(f.hlc).join(template)
         tags = json.dumps(d["tags"], ensure_ascii=False) if d["tags"] else "[]"
         rows.append((f.member_id, d["member_code"], d["phone"], d["name"], d["birthday"],
-                     d["tier"], tags, d["guide_id"], store, f.hlc, stamps[f.member_id]))
+                     d["tier"], tags, d["guide_id"], d["gender"], store, f.hlc,
+                     stamps[f.member_id]))
     last = next_counter(tx, "member_change", len(rows)) if rows else 0
     tx.executemany(
         "INSERT INTO members(member_id, member_code, phone, name, birthday, tier, tags, guide_id,"
-        " home_store, registered_hlc, stamps, change_no)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " gender, home_store, registered_hlc, stamps, change_no)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT DO NOTHING", [(*r, last - i) for i, r in enumerate(rows)])
     tx.executemany(_INSERT_CARD, [(f.detail["card_uid"], f.member_id, f.hlc, store)
                                   for f in facts if f.detail["card_uid"]])

@@ -24,6 +24,7 @@ def _scrubbed(body: Any) -> Any:
     if body.type in ("member.registered", "member.profile_changed"):
         update = {"phone": None, "name": "" if body.type == "member.registered" else None,
                   "birthday": None, "tags": [] if body.type == "member.registered" else None}
+        update["gender"] = None
         if body.type == "member.profile_changed":
             update["email"] = None
         if body.type == "member.registered":
@@ -43,7 +44,7 @@ def erase(tx: Tx, member_id: str) -> int:
     rewritten = 0
     for chunk, marks in in_chunks(ids):
         tx.execute(f"UPDATE members SET phone = NULL, name = '', birthday = NULL, tags = '[]',"
-                   f" email = NULL, erased = 1 WHERE member_id IN ({marks})", chunk)
+                   f" email = NULL, gender = NULL, erased = 1 WHERE member_id IN ({marks})", chunk)
         tx.execute(f"DELETE FROM cards WHERE member_id IN ({marks})", chunk)
         # Messages may name the member; a journey's occasion data may hold their birthday.
         tx.execute(f"DELETE FROM till_messages WHERE member_id IN ({marks})", chunk)

@@ -58,11 +58,12 @@ DETAIL: dict[str, Callable[[Any], dict[str, Any]]] = {
     "member.registered": lambda b: {
         "member_code": b.member_code, "phone": b.phone, "name": b.name,
         "birthday": _iso(b.birthday), "card_uid": b.card_uid, "tier": b.tier,
-        "tags": list(b.tags), "guide_id": getattr(b, "guide_id", None)},
+        "tags": list(b.tags), "guide_id": getattr(b, "guide_id", None),
+        "gender": getattr(b, "gender", None)},
     "member.profile_changed": lambda b: {
         "changed": list(b.changed), "name": b.name, "birthday": _iso(b.birthday),
         "phone": b.phone, "tags": list(b.tags or []), "guide_id": getattr(b, "guide_id", None),
-        "email": getattr(b, "email", None)},
+        "email": getattr(b, "email", None), "gender": getattr(b, "gender", None)},
     "member.card_bound": lambda b: {"card_uid": b.card_uid},
     "member.card_state": lambda b: {"card_uid": b.card_uid, "state": b.state,
                                     "reason": b.reason},

@@ -30,6 +30,7 @@ from protocol.codec import encode
 from protocol.errors import ServiceError
 from protocol.events import (
     EMAIL_VERSION,
+    GENDER_VERSION,
     MAX_POINTS,
     WHO_SOLD_IT,
     CardStateChanged,
@@ -105,23 +106,27 @@ def adjust_points(tx: Tx, member_id: str, delta: int, reason: str, actor: str, m
 
 def change_profile(tx: Tx, member_id: str, changes: dict[str, Any], actor: str, merge: Merge
                    ) -> dict[str, object]:
-    """HQ's change of a member's name, birthday or e-mail address: a
+    """HQ's change of a member's name, birthday, e-mail address or gender: a
     ``member.profile_changed`` of the HQ stream, merged last-writer-wins like a store's. A
     birthday, once set, changes only here (stores set it once): stores take it from the
-    directory. The e-mail address stays at the hub (the e-mail channel's; no till needs it)."""
+    directory. The e-mail address and the gender stay at the hub (the e-mail channel's and the
+    segments'; no till needs them)."""
     if not changes:
-        raise ServiceError("nothing_to_change", "give a name, a birthday or an e-mail", 422)
+        raise ServiceError("nothing_to_change", "give a name, a birthday, an e-mail or a gender",
+                           422)
     birthday = changes.get("birthday")
     today = datetime.fromtimestamp(merge.now_ms / 1000, ZoneInfo(merge.zone)).date()
     if birthday is not None and not date(1900, 1, 1) <= birthday <= today:
         raise ServiceError("invalid_birthday", "birthday must be a past date after 1900", 422)
     member = live_member(tx, member_id)
     events, _result = append(tx, HQ, [MemberProfileChanged(
-        v=EMAIL_VERSION if "email" in changes else WHO_SOLD_IT, member_id=member,
+        v=GENDER_VERSION if "gender" in changes else EMAIL_VERSION if "email" in changes
+        else WHO_SOLD_IT, member_id=member,
         changed=sorted(changes), actor=actor, **changes)], merge)
-    name, held, email = tx.one("SELECT name, birthday, email FROM members WHERE member_id = ?",
-                               (member,))
+    name, held, email, gender = tx.one(
+        "SELECT name, birthday, email, gender FROM members WHERE member_id = ?", (member,))
     return {"member_id": member, "name": name, "birthday": held, "email": email,
+            "gender": gender,
             "actor": actor, **envelope(events[0])}
 
 

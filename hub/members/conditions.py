@@ -32,7 +32,7 @@ import calendar
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -46,6 +46,7 @@ from pydantic import (
 )
 
 from hub.core.db import marks
+from protocol.events import Gender
 from protocol.hlc import pack
 
 MAX_NODES = 200
@@ -78,6 +79,7 @@ FIELDS: dict[str, Spec] = {
     "registration_channel": Spec("list", "member", values=CHANNELS),
     "tier": Spec("list", "member"),
     "guide": Spec("list", "member"),
+    "gender": Spec("list", "member", values=get_args(Gender)),
     "tag": Spec("tags", "tags"),
     # scores and stages
     "rfm_r": Spec("number", "rfm", hi=5),
@@ -109,7 +111,8 @@ FIELDS: dict[str, Spec] = {
 }
 FieldName = Literal[
     "age", "birthday_in_days", "registered_days_ago", "registered_store", "registered_region",
-    "registration_channel", "tier", "guide", "tag", "rfm_r", "rfm_f", "rfm_m", "rfm_group",
+    "registration_channel", "tier", "guide", "gender", "tag", "rfm_r", "rfm_f", "rfm_m",
+    "rfm_group",
     "lifecycle_stage", "visited_store", "visited_region", "most_visits_store",
     "most_visits_region", "purchases", "spend", "items", "days_since_purchase", "category",
     "sku", "coupons_redeemed", "points", "stored_value", "points_expiring", "consent",
@@ -309,7 +312,10 @@ _IDS = "(SELECT m.member_id UNION ALL SELECT x.member_id FROM members x WHERE x.
        " = m.member_id)"
 _REGION_STORES = "(SELECT store_id FROM stores WHERE region IN ({}))"
 # The list fields that are a column of the member row.
-_COLUMN_OF = {"registered_store": "m.home_store", "tier": "m.tier", "guide": "m.guide_id"}
+# A member without a guide or a gender is in no list of them, and so under a NOT of one
+# (``NOT (NULL IN …)`` would leave them out of both).
+_COLUMN_OF = {"registered_store": "m.home_store", "tier": "m.tier",
+              "guide": "coalesce(m.guide_id, '')", "gender": "coalesce(m.gender, '')"}
 
 
 class Compiler:

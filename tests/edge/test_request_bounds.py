@@ -19,6 +19,7 @@ FLOWS: dict[tuple[type[BaseModel], str], tuple[type[BaseModel], str]] = {
     (rq.RegisterMember, "name"): (ev.MemberRegistered, "name"),
     (rq.RegisterMember, "tags"): (ev.MemberRegistered, "tags"),
     (rq.RegisterMember, "guide_id"): (ev.MemberRegistered, "guide_id"),
+    (rq.RegisterMember, "gender"): (ev.MemberRegistered, "gender"),
     (rq.RegisterMember, "cashier_id"): (ev.ConsentChanged, "cashier_id"),
     (rq.RegisterMember, "phone"): (ev.MemberRegistered, "phone"),
     (rq.RegisterMember, "card_uid"): (ev.MemberRegistered, "card_uid"),

@@ -156,9 +156,11 @@ async def test_cards_pins_and_birthdays_hold_at_every_store(
             assert (view["pin_set"], view["pin_locked"]) == (True, True)
             assert "pin_hash" not in view and "$argon2id$" not in str(view)
             r = await hq.patch(f"/v1/members/{mid}", headers={"Idempotency-Key": "p1"},
-                               json={"birthday": "1990-01-01", "actor": "li.wei@hq"})
+                               json={"birthday": "1990-01-01", "gender": "female",
+                                     "actor": "li.wei@hq"})
             assert r.status_code == 200, r.text
-            assert r.json()["birthday"] == "1990-01-01"
+            assert (r.json()["birthday"], r.json()["gender"]) == ("1990-01-01", "female")
+            assert (await hq.get(f"/v1/members/{mid}")).json()["gender"] == "female"
 
             async def b_has_birthday() -> bool:
                 return bool((await b.member(mid))["birthday"] == "1990-01-01")
@@ -179,6 +181,7 @@ async def test_cards_pins_and_birthdays_hold_at_every_store(
                  409, "card_state_final"),
                 (f"/v1/members/{mid}", {"birthday": "2999-01-01", "actor": "x"}, 422,
                  "invalid_birthday"),
+                (f"/v1/members/{mid}", {"gender": "f", "actor": "x"}, 422, "validation_error"),
                 ("/v1/members/nobody", {"name": "x", "actor": "x"}, 404, "member_not_found"),
             ):
                 method = hq.put if path.endswith("state") else hq.patch

@@ -159,6 +159,57 @@ async def test_segments_hold_exactly_the_members_their_conditions_name(
         await db.transaction(lambda tx: tags.set_hq(tx, [never], ["vip"], [], "boss", 5))
 
 
+async def test_a_gender_hq_sets_is_a_segment_condition_and_erasure_takes_it(
+        shop: Shop, hub_db: HubDatabase) -> None:
+    """A gender given at registration at the till (member.registered v3) or kept by HQ
+    (member.profile_changed v4 of its stream); segments select on it, a member whose gender is
+    not known is in no list of them (so under a NOT of one), and erasure takes it from the
+    member and from the log."""
+    from hub.ledger import hq_events
+    from protocol.codec import decode
+    from protocol.events import GENDER_REGISTERED, GENDER_VERSION, Event
+
+    shop.at(TODAY)
+    shop.ids["new"] = (await shop.svc.register_member(
+        terminal_id="POS-1", idem_key="g1", phone="13900139000", name="new",
+        gender="female"))["member_id"]
+    await shop.sync()
+    registered = await hub_db.read(lambda tx: decode(bytes(tx.scalar(
+        "SELECT payload FROM events WHERE type = 'member.registered' AND member_id = ?",
+        (shop.ids["new"],))), Event).body)
+    assert (registered.v, registered.gender) == (  # type: ignore[union-attr]
+        GENDER_REGISTERED, "female")
+
+    merge = hq_events.Merge(HybridClock(), int(datetime(2026, 11, 30, tzinfo=UTC).timestamp()
+                                               * 1000))
+    for who, gender in (("regular", "female"), ("big", "male"), ("once", "female")):
+        changed = await hub_db.transaction(lambda tx, w=who, g=gender: hq_events.change_profile(
+            tx, shop.ids[w], {"gender": g}, "crm import", merge))
+        assert changed["gender"] == gender
+    women = await _create(hub_db, "women", {"field": "gender", "in": ["female"]})
+    rest = await _create(hub_db, "not women", {"not": {"field": "gender", "in": ["female"]}})
+    await shop.keeper.run()
+    assert await _members(hub_db, women, shop) == {"regular", "once", "new"}
+    assert await _members(hub_db, rest, shop) == {"big", "old", "never"}  # unknown included
+    await hub_db.transaction(lambda tx: hq_events.erase_member(
+        tx, shop.ids["once"], "dpo", "PIPL", merge))
+    await shop.keeper.run()
+    assert await _members(hub_db, women, shop) == {"regular", "new"}
+    logged = await hub_db.read(lambda tx: [decode(bytes(p), Event).body for (p,) in tx.all(
+        "SELECT payload FROM events WHERE type = 'member.profile_changed'"
+        " AND member_id = ?", (shop.ids["once"],))])
+    assert [(b.v, b.gender) for b in logged] == [  # type: ignore[union-attr]
+        (GENDER_VERSION, None)]
+    await hub_db.transaction(lambda tx: hq_events.erase_member(
+        tx, shop.ids["new"], "dpo", "PIPL", merge))
+    scrubbed = await hub_db.read(lambda tx: decode(bytes(tx.scalar(
+        "SELECT payload FROM events WHERE type = 'member.registered' AND member_id = ?",
+        (shop.ids["new"],))), Event).body)
+    assert scrubbed.gender is None  # type: ignore[union-attr]
+    assert await hub_db.read(lambda tx: tx.scalar(
+        "SELECT count(*) FROM members WHERE gender IS NOT NULL")) == 2  # regular, big
+
+
 async def test_points_lots_add_up_to_the_balances_and_say_what_expires(
         shop: Shop, hub_db: HubDatabase) -> None:
     """What is left of every member's lots is their points balance (no debts here), whatever
@@ -224,6 +275,7 @@ async def test_segments_on_rfm_scores_follow_each_run(shop: Shop, hub_db: HubDat
      "all[1]: field sku needs window_days"),
     ({"any": [{"not": {"field": "height", "gte": 1}}]}, "any[0].not.field: unknown field"),
     ({"field": "lifecycle_stage", "in": ["asleep"]}, "unknown value 'asleep'"),
+    ({"field": "gender", "in": ["f"]}, "unknown value 'f'"),
     ({"field": "tag", "any": ["nope"]}, "unknown tag 'nope'"),
     ({"field": "segment", "in": ["no-such"]}, "unknown segment 'no-such'"),
     ({"field": "purchases", "gte": 5, "lte": 2}, "nothing can match"),

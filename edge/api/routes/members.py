@@ -24,7 +24,8 @@ async def register(body: m.RegisterMember, service: Service, terminal: Terminal,
     return await service.register_member(
         terminal_id=terminal, idem_key=key, phone=body.phone, name=body.name,
         birthday=body.birthday, card_uid=body.card_uid, tags=body.tags, guide_id=body.guide_id,
-        consents=[Consent(**c.model_dump()) for c in body.consents], cashier_id=body.cashier_id)
+        gender=body.gender, consents=[Consent(**c.model_dump()) for c in body.consents],
+        cashier_id=body.cashier_id)
 
 
 @router.put("/v1/members/{member_id}/consents", response_model=Member)

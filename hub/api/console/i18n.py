@@ -179,6 +179,7 @@ _WORDS: dict[str, tuple[str, str]] = {
     "birthday_gift_year": ("生日礼年份", "Birthday gift year"), "card_states": ("卡状态", "Cards"),
     "cards": ("会员卡", "Cards"), "changes": ("变化", "Changes"), "consents": ("授权", "Consents"),
     "coupons": ("优惠券", "Coupons"), "doc_id": ("单号", "Document"), "email": ("邮箱", "E-mail"),
+    "gender": ("性别", "Gender"),
     "erased": ("已删除", "Erased"), "expires_on": ("到期日", "Expires on"), "f": ("F", "F"),
     "favourite_categories": ("偏好品类", "Favourite categories"),
     "favourite_products": ("偏好商品", "Favourite products"),

@@ -105,8 +105,8 @@ async def erase(member_id: str, request: ErasureRequest, hub: HubDep, key: Idemp
                 response: Response,
                 access: Annotated[Access, Depends(needs("pii.erase"))]) -> Erased:
     """Erase the member's personal data on their request (PIPL): name, phone, birthday, e-mail,
-    tags and cards, at the hub, in its log and, through the directory, at every store. The account
-    and its balances stay (statutory records). Written to the audit log."""
+    gender, tags and cards, at the hub, in its log and, through the directory, at every store.
+    The account and its balances stay (statutory records). Written to the audit log."""
     await _in_scope(access, member_id)
     answer = await hub.erase_member(member_id, actor=request.actor, reason=request.reason,
                                     key=key)
@@ -114,5 +114,6 @@ async def erase(member_id: str, request: ErasureRequest, hub: HubDep, key: Idemp
     erased = Erased.model_validate(raise_refusal(answer))
     if not answer.replayed:
         await access.audit("member.erase", subject=erased.member_id, fields=["birthday",
-                           "cards", "email", "name", "phone", "tags"], reason=request.reason)
+                           "cards", "email", "gender", "name", "phone", "tags"],
+                           reason=request.reason)
     return erased
