@@ -9,7 +9,6 @@ change and points on the display. A device failing never fails a sale: it shows 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
@@ -46,6 +45,7 @@ from edge.config import DisplaySection, LaneSection, PrinterSection
 from edge.errors import EdgeError
 from edge.receipt_layout import build_receipt
 from edge.scan import apply_scan, device_key, open_sale_for
+from protocol import tasks
 from protocol.ids import COUPON_QR_PREFIX, MEMBER_QR_PREFIX
 from protocol.money import format_amount
 
@@ -208,8 +208,7 @@ class DeviceManager:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
         await self._stack.aclose()
 
     # -- events in -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from drivers.base import DeviceStatus
 from drivers.printer import PRINTABLE, PrinterUnavailable
 from edge.db import Database
+from protocol import tasks
 from protocol.ids import uuid7
 
 log = logging.getLogger("membergate.edge.print_queue")
@@ -215,13 +216,15 @@ class PrintQueue:
         """Stop the workers; a job being sent gets ``CLOSE_GRACE`` seconds to finish."""
         self._closing = True
         self.wake()
-        tasks, self._tasks = self._tasks, []
-        if not tasks:
+        workers, self._tasks = self._tasks, []
+        if not workers:
             return
-        _, pending = await asyncio.wait(tasks, timeout=CLOSE_GRACE)
+        _, pending = await asyncio.wait(workers, timeout=CLOSE_GRACE)
         for task in pending:  # left 'printing', so the next start marks it 'uncertain'
             task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        for task in pending:
+            with contextlib.suppress(Exception):  # a job's own failure is the queue's record
+                await tasks.stop(task)
 
     async def __aenter__(self) -> PrintQueue:
         await self.start()

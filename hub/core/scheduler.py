@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from protocol import tasks
+
 log = logging.getLogger("membergate.hub.scheduler")
 
 JobFn = Callable[[], Awaitable[object]]
@@ -113,9 +115,10 @@ class Scheduler:
 
     async def __aexit__(self, *exc: object) -> None:
         self._running = False
-        tasks, self._tasks = list(self._tasks.values()), {}
-        for task in tasks:
+        running, self._tasks = list(self._tasks.values()), {}
+        for task in running:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in running:
+            # Cancelled again until it ends: a cancel landing as the job's ``wait_for`` timed
+            # out was swallowed once and the job went on waiting (a test's whole 300 s).
+            await tasks.stop(task)

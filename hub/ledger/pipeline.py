@@ -25,7 +25,6 @@ guard (the console scripts and ``python -m hub.cli`` have it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -41,6 +40,7 @@ from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.apply import ApplyResult, apply_facts
 from hub.ledger.facts import Decoded, decode
 from hub.members.tiers import DEFAULT_ZONE, TierRules
+from protocol import tasks
 from protocol.codec import CodecError
 from protocol.runtime import tune_gc
 
@@ -189,8 +189,7 @@ class IngestPipeline:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)
         while not self._validating.empty():  # nothing left running for a closed hub
             self._validating.get_nowait()[1].cancel()
 

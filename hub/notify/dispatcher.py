@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from hub.core.db import HubDatabase, Tx, in_chunks
 from hub.notify import outbox
 from hub.notify.channel import Channel, Outgoing, Refused, Retry, Sent
+from protocol import tasks
 
 log = logging.getLogger("membergate.hub.notify")
 
@@ -114,8 +115,7 @@ class Dispatcher:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await tasks.stop(task)  # its loop's ``wait_for`` can swallow one cancel
         for channel in self.channels.values():
             await channel.aclose()
 
