@@ -64,6 +64,7 @@ def one(tx: Tx, scope: str, scope_id: str | None) -> Held | None:
 
 
 def for_store(tx: Tx, store_id: str, region: str | None) -> list[Held]:
-    """The bundles a store of ``region`` runs: the fleet's, its region's, its own."""
-    wanted = {("fleet", None), ("store", store_id)} | ({("region", region)} if region else set())
-    return [h for h in listing(tx) if (h.scope, h.scope_id) in wanted]
+    """The bundles a store of ``region`` runs: the fleet's, its region's, its own (each read by
+    its key, not every bundle decoded)."""
+    wanted = [("fleet", None), *([("region", region)] if region else []), ("store", store_id)]
+    return [h for scope, scope_id in wanted if (h := one(tx, scope, scope_id)) is not None]

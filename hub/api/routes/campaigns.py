@@ -79,8 +79,8 @@ def targets(tx: Tx, scope: Scope) -> list[tuple[str, str | None]]:
     return found
 
 
-def _reaches_mine(tx: Tx, scope: Scope, h: held.Held) -> bool:
-    mine = scope.store_ids(tx)
+def _reaches_mine(tx: Tx, mine: frozenset[str] | None, h: held.Held) -> bool:
+    """Whether ``h`` reaches one of the stores ``mine`` (the caller's; None: every store)."""
     if mine is None:
         return True
     try:
@@ -122,8 +122,11 @@ async def push(bundle: CampaignBundle, hub: HubDep, access: Pusher) -> PushedBun
 @router.get("/v1/campaigns", response_model=list[HeldBundle])
 async def listing(access: Reader) -> Any:
     """Every bundle held that reaches a store the caller covers, with its campaigns."""
-    return await access.read(lambda tx, scope: [
-        h.view() for h in held.listing(tx) if _reaches_mine(tx, scope, h)])
+    def read(tx: Tx, scope: Scope) -> list[dict[str, Any]]:
+        mine = scope.store_ids(tx)  # once, not once per bundle
+        return [h.view() for h in held.listing(tx) if _reaches_mine(tx, mine, h)]
+
+    return await access.read(read)
 
 
 @router.get("/v1/campaigns/{scope}/{scope_id}", response_model=HeldBundle)
@@ -137,7 +140,7 @@ async def one(scope: BundleScope, scope_id: str, access: Reader) -> Any:
 
     def read(tx: Tx, s: Scope) -> dict[str, Any]:
         found = held.one(tx, scope, wanted)
-        if found is None or not _reaches_mine(tx, s, found):
+        if found is None or not _reaches_mine(tx, s.store_ids(tx), found):
             raise ServiceError("bundle_not_found", f"no {scope} bundle held for"
                                f" {scope_id}", 404)
         return found.view()
@@ -158,7 +161,7 @@ async def preview_bundle(body: BundlePreviewRequest, hub: HubDep, access: Pusher
     def read(tx: Tx, scope: Scope) -> dict[str, Any]:
         reached = check_target(tx, scope, bundle.scope, bundle.scope_id)
         before = held.one(tx, bundle.scope, bundle.scope_id)
-        gen, version = bundles.held_order(tx, bundle.scope, bundle.scope_id)
+        gen, version = (before.generation, before.version) if before else (0, 0)
         try:
             bundles.check_newer(tx, bundle)
             refusal = None
