@@ -66,21 +66,18 @@ class SkuDays:
             day = local_time(places.of(e.store_id)[1], e.hlc)[0]
             if e.type == SALE:
                 for ln in b.lines:
-                    for row in (days.row(e.store_id, day, ln.sku, ln.category),
-                                months.row(e.store_id, day[:7], ln.sku, ln.category),
-                                chain_days.row(day, ln.sku, ln.category),
-                                chain_months.row(day[:7], ln.sku, ln.category)):
-                        row[0] += ln.qty
-                        row[1] += ln.net
+                    row = days.row(e.store_id, day, ln.sku, ln.category)
+                    row[0] += ln.qty
+                    row[1] += ln.net
             else:
                 for ln, amount in zip(b.lines, refunded_per_line(b), strict=True):
                     sku, category = lines.get((e.pos, ln.line_no), ("", ""))
-                    for row in (days.row(e.store_id, day, sku, category),
-                                months.row(e.store_id, day[:7], sku, category),
-                                chain_days.row(day, sku, category),
-                                chain_months.row(day[:7], sku, category)):
-                        row[2] += ln.qty
-                        row[3] += amount
+                    row = days.row(e.store_id, day, sku, category)
+                    row[2] += ln.qty
+                    row[3] += amount
+        months.fold(days, lambda k: (k[0], str(k[1])[:7], k[2], k[3]))
+        chain_days.fold(days, lambda k: k[1:])
+        chain_months.fold(chain_days, lambda k: (str(k[0])[:7], *k[1:]))
         for sums in (days, months, chain_days, chain_months):
             sums.write(tx)
 

@@ -69,12 +69,12 @@ class StaffDays:
             for role, staff_id in staff:
                 if staff_id is None:
                     continue
-                for row in (days.row(e.store_id, day, role, staff_id),
-                            months.row(e.store_id, day[:7], role, staff_id)):
-                    row[at] += 1
-                    row[at + 1] += amount
-                    if member:
-                        row[at + 2] += 1
-                        row[at + 3] += amount
+                row = days.row(e.store_id, day, role, staff_id)
+                row[at] += 1
+                row[at + 1] += amount
+                if member:
+                    row[at + 2] += 1
+                    row[at + 3] += amount
+        months.fold(days, lambda k: (k[0], str(k[1])[:7], *k[2:]))
         days.write(tx)
         months.write(tx)

@@ -52,8 +52,9 @@ class StoreSales:
                 amount = sum(refunded_per_line(b))
                 add = [0, 0, 0, 0, 0, 0, 0, 1, sum(ln.qty for ln in b.lines), amount,
                        int(member), amount if member else 0]
-            for row in (days.row(e.store_id, day), hours.row(e.store_id, day, hour)):
-                for i, v in enumerate(add):
-                    row[i] += v
+            row = hours.row(e.store_id, day, hour)
+            for i, v in enumerate(add):
+                row[i] += v
+        days.fold(hours, lambda k: k[:2])
         days.write(tx)
         hours.write(tx)

@@ -18,7 +18,9 @@ from protocol.codec import decode_batch
 from tests.support.mosquitto import MOSQUITTO
 
 PROJECTION_FIGURES = ("projection_catchup_events_per_s", "projection_raw_insert_events_per_s",
-                      "projection_catchup_vs_raw", "projection_fact_rows")
+                      "projection_catchup_vs_raw", "projection_fact_rows",
+                      "projection_all_rows_insert_events_per_s", "projection_rows_held",
+                      "projection_catchup_vs_all_rows")
 FIGURES = (
     "merge_events_per_s", "decode_events_per_s", "batches_per_commit",
     "raw_insert_rows_per_s", "merge_vs_raw", "merge_events_per_s_postgres", "drain_events_per_s",
@@ -98,6 +100,8 @@ def test_breakdown_says_where_the_apply_time_goes(
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres
         assert isinstance(result[key], float | int) and result[key] > 0, key
+    # The second floor inserts every projection table's rows, the sales facts among them.
+    assert result["projection_rows_held"] > result["projection_fact_rows"]
     parts = result["apply_breakdown"]
     statements = parts["statement_us_per_event"]
     # Every table the apply writes for this workload shows up under its statement kind.
