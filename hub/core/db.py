@@ -141,6 +141,7 @@ READERS = 1  # reader connections: concurrent HQ reads beyond this wait for one
 # Reader threads run at the lowest CPU priority: on a small box a burst of reports takes the
 # cores ingest does not need, never the ones it does (``merge_under_reads_vs_quiet``).
 READER_NICE = 19
+READER_WORK_MEM_MB = 64  # PostgreSQL: what one sort or hash of a report may hold in memory
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -283,6 +284,10 @@ class HubDatabase:
                 # seconds where running them takes milliseconds (a store's member structure:
                 # 1.8 s, 120 ms without).
                 conn.execute("SET jit = off")
+                # A chain's report groups a few hundred thousand rows (a year's cohort of new
+                # members, each member's spend): with the default 4 MB each such sort spilled
+                # to disk. Per sort or hash of a reader, of which there are a handful.
+                conn.execute(f"SET work_mem = '{READER_WORK_MEM_MB}MB'")
                 # Reads run as the role that owns nothing and that row-level security binds
                 # (hub schema 13), once the schema has it.
                 if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s",

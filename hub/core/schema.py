@@ -118,6 +118,18 @@ def _scoped(table: str, visible: str) -> list[SqliteOnly | PostgresOnly]:
                          f" TO membergate_hq USING ({visible})")]
 
 
+# Schema 26's two earliest purchase days, filled from ``member_days`` (which holds every
+# purchase day under the member each id now is): the earliest day with a purchase, and the
+# earliest by which two purchases were made. Also how ``hub.bench_reports`` fills them.
+PURCHASE_DAYS_FROM_MEMBER_DAYS = (
+    "UPDATE member_activity SET purchase_day_1 = (SELECT min(d.day) FROM member_days d"
+    " WHERE d.member_id = member_activity.member_id AND d.purchases > 0),"
+    " purchase_day_2 = (SELECT min(d.day) FROM member_days d"
+    " WHERE d.member_id = member_activity.member_id AND d.purchases > 0"
+    " AND (SELECT sum(e.purchases) FROM member_days e WHERE e.member_id = d.member_id"
+    " AND e.day <= d.day) >= 2)")
+
+
 MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     (1, "event log, ledgers, member directory, stores, campaigns", [
         # Every event applied, once: (store_id, epoch, seq) is the idempotency key, and this
@@ -820,6 +832,14 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     ]),
     (25, "a member's gender (HQ's member.profile_changed v4), for segments", [
         "ALTER TABLE members ADD COLUMN gender TEXT",
+    ]),
+    (26, "each member's two earliest purchase days, for the registration funnel", [
+        # hub.projections.activity: the funnel's "a second purchase within 90 days" is the
+        # second earliest purchase day (two on one day: that day twice), one column read
+        # by key instead of a range of the member's days (each checked by row-level security).
+        "ALTER TABLE member_activity ADD COLUMN purchase_day_1 TEXT",
+        "ALTER TABLE member_activity ADD COLUMN purchase_day_2 TEXT",
+        PURCHASE_DAYS_FROM_MEMBER_DAYS,
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

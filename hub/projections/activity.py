@@ -1,6 +1,8 @@
 """Member activity: per member, first and last purchase, purchases, refunds, spend and items
-(net of refunds); spend and items per store-local month and category; purchases, spend and
-items per store-local day (what a segment's "in the last N days" sums); the stores visited.
+(net of refunds), the two earliest store-local days with a purchase (two on one day: that
+day twice; the funnel's "second purchase within 90 days"); spend and items per store-local
+month and category; purchases, spend and items per store-local day (what a segment's "in the
+last N days" sums); the stores visited.
 
 Rows are kept under the member each id now is (``hub.members.identity``). A merge is always
 made by a registration: the one that names a phone another live member already holds. When
@@ -25,8 +27,9 @@ from hub.projections.sales import REFUND, SALE, refund_lines
 REGISTERED = "member.registered"
 
 # [first_hlc, first_store, first_date, last_hlc, last_store, last_date, purchases, refunds,
-#  spend, items]
+#  spend, items, purchase_day_1, purchase_day_2]
 Activity = list[Any]
+_DAY_1, _DAY_2 = 10, 11
 
 
 # SQL: the new row's first purchase, by (hlc, store), comes before the one kept (or none is
@@ -39,10 +42,25 @@ _LAST = ("(excluded.last_hlc IS NOT NULL AND (member_activity.last_hlc IS NULL"
          " OR member_activity.last_hlc < excluded.last_hlc"
          " OR (member_activity.last_hlc = excluded.last_hlc"
          " AND member_activity.last_store < excluded.last_store)))")
+# SQL: the two earliest purchase days of the kept pair and the new pair, each pair in order
+# (a second day only after a first). The smaller first day stays first; the second is the
+# smaller of the other pair's first day and its own pair's second.
+_KEPT1, _KEPT2 = "member_activity.purchase_day_1", "member_activity.purchase_day_2"
+_NEW1, _NEW2 = "excluded.purchase_day_1", "excluded.purchase_day_2"
+_EARLIEST_TWO = (
+    f"purchase_day_1 = CASE WHEN {_NEW1} IS NULL OR ({_KEPT1} IS NOT NULL AND"
+    f" {_KEPT1} <= {_NEW1}) THEN {_KEPT1} ELSE {_NEW1} END,"
+    f" purchase_day_2 = CASE WHEN {_NEW1} IS NULL THEN {_KEPT2}"
+    f" WHEN {_KEPT1} IS NULL THEN {_NEW2}"
+    f" WHEN {_KEPT1} <= {_NEW1} THEN CASE WHEN {_KEPT2} IS NOT NULL AND {_KEPT2} <= {_NEW1}"
+    f" THEN {_KEPT2} ELSE {_NEW1} END"
+    f" ELSE CASE WHEN {_NEW2} IS NOT NULL AND {_NEW2} <= {_KEPT1} THEN {_NEW2}"
+    f" ELSE {_KEPT1} END END")
 _UPSERT_ACTIVITY = (
     "INSERT INTO member_activity(member_id, first_hlc, first_store, first_date, last_hlc,"
-    " last_store, last_date, purchases, refunds, spend, items)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(member_id) DO UPDATE SET "
+    " last_store, last_date, purchases, refunds, spend, items, purchase_day_1,"
+    " purchase_day_2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(member_id) DO UPDATE SET "
     + ", ".join(f"{c} = CASE WHEN {_FIRST} THEN excluded.{c} ELSE member_activity.{c} END"
                 for c in ("first_hlc", "first_store", "first_date"))
     + ", "
@@ -50,7 +68,8 @@ _UPSERT_ACTIVITY = (
                 for c in ("last_hlc", "last_store", "last_date"))
     + ", "
     + ", ".join(f"{c} = member_activity.{c} + excluded.{c}"
-                for c in ("purchases", "refunds", "spend", "items")))
+                for c in ("purchases", "refunds", "spend", "items"))
+    + ", " + _EARLIEST_TWO)
 _UPSERT_MONTHS = (
     "INSERT INTO member_months(member_id, month, category, spend, items) VALUES (?, ?, ?, ?, ?)"
     " ON CONFLICT(member_id, month, category) DO UPDATE SET"
@@ -69,6 +88,13 @@ _UPSERT_STORES = (
     " > member_stores.last_hlc THEN excluded.last_date ELSE member_stores.last_date END,"
     " last_hlc = CASE WHEN member_stores.last_hlc IS NULL OR excluded.last_hlc"
     " > member_stores.last_hlc THEN excluded.last_hlc ELSE member_stores.last_hlc END")
+
+
+def earliest_two(a: Sequence[Any], b: Sequence[Any]) -> tuple[Any, Any]:
+    """The two earliest days of pairs ``a`` and ``b`` (each (earliest, second) or None where
+    there is none), as ``_EARLIEST_TWO`` merges them in SQL."""
+    days = sorted(d for d in (*a, *b) if d is not None)
+    return (days[0] if days else None, days[1] if len(days) > 1 else None)
 
 
 def _before(a: tuple[Any, Any], b: tuple[Any, Any]) -> bool:
@@ -97,6 +123,7 @@ class Deltas:
             held[3:6] = row[3:6]
         for i in range(6, 10):
             held[i] += row[i]
+        held[_DAY_1:] = earliest_two(held[_DAY_1:], row[_DAY_1:])
 
     def add_month(self, member: str, month: str, category: str, spend: int, items: int) -> None:
         held = self.months.get((member, month, category))
@@ -178,7 +205,7 @@ class MemberActivity:
                     items += ln.qty
                     d.add_month(member, month, ln.category, ln.net, ln.qty)
                 d.add_activity(member, (e.hlc, e.store_id, day, e.hlc, e.store_id, day, 1, 0,
-                                        b.total, items))
+                                        b.total, items, day, None))
                 d.add_store(member, e.store_id, 1, b.total, e.hlc, day)
                 d.add_day(member, day, 1, b.total, items)
             else:
@@ -188,7 +215,7 @@ class MemberActivity:
                     category = lines.get((b.sale_id, ln.line_no), (None, None))[1] or ""
                     d.add_month(member, month, category, -ln.amount, -ln.qty)
                 d.add_activity(member, (None, None, None, None, None, None, 0, 1, -b.amount,
-                                        -items))
+                                        -items, None, None))
                 d.add_store(member, e.store_id, 0, -b.amount, None, None)
                 d.add_day(member, day, 0, -b.amount, -items)
         if registered:
@@ -209,9 +236,9 @@ def fold_merged(tx: Tx, members: set[str], d: Deltas) -> None:
     for chunk, marks in in_chunks(sorted(into)):
         for r in tx.all(
                 "SELECT member_id, first_hlc, first_store, first_date, last_hlc, last_store,"
-                " last_date, purchases, refunds, spend, items FROM member_activity"
-                f" WHERE member_id IN ({marks})", chunk):
-            d.add_activity(into[str(r[0])], [r[i] for i in range(1, 11)])
+                " last_date, purchases, refunds, spend, items, purchase_day_1, purchase_day_2"
+                f" FROM member_activity WHERE member_id IN ({marks})", chunk):
+            d.add_activity(into[str(r[0])], [r[i] for i in range(1, 13)])
         for mid, month, category, spend, items in tx.all(
                 "SELECT member_id, month, category, spend, items FROM member_months"
                 f" WHERE member_id IN ({marks})", chunk):

@@ -26,6 +26,7 @@ from hub.auth.scope import Scope, mask_name
 from hub.auth.tokens import Principal
 from hub.core.db import HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
+from hub.core.schema import PURCHASE_DAYS_FROM_MEMBER_DAYS
 from hub.ledger.apply import apply_batch
 from hub.members.rfm import GROUPS
 from hub.projections.catalog import projections
@@ -428,6 +429,25 @@ async def check_funnel(db: HubDatabase, p: Plan) -> None:
     assert got["totals"]["registered"] == sum(v[0] for v in want.values())
     cohorts = {r["cohort"]: r["registered"] for r in table(got, "cohorts")}
     assert sum(cohorts.values()) == got["totals"]["registered"]
+    # The two earliest purchase days the projection kept (merges folded) are what schema 26
+    # fills from the members' days on a hub that had none.
+    def kept_days(tx: Tx) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in tx.all("SELECT member_id, purchase_day_1, purchase_day_2"
+                                         " FROM member_activity ORDER BY member_id")]
+
+    projected = await db.read(kept_days)
+    assert {m for m, *_days in projected} >= set(days)  # every buyer has a row
+    assert projected == [
+        (m, *([d.isoformat() for d in sorted(days.get(m, []))[:2]] + [None, None])[:2])
+        for m, *_days in projected]
+    assert any(d2 is not None for _m, _d1, d2 in projected)
+
+    def filled(tx: Tx) -> list[tuple[Any, ...]]:
+        tx.execute("UPDATE member_activity SET purchase_day_1 = NULL, purchase_day_2 = NULL")
+        tx.execute(PURCHASE_DAYS_FROM_MEMBER_DAYS)
+        return kept_days(tx)
+
+    assert await db.transaction(filled) == projected
     # Berlin's calendar: m06 registered at 01:30 on the night its clocks went forward.
     assert ("2026-03", "S003") in rows
 
