@@ -41,7 +41,7 @@ from hub.auth.scope import Scope
 from hub.auth.tokens import Principal
 from hub.bench_scope import throwaway_postgres
 from hub.core.db import HubDatabase, Tx
-from hub.core.schema import PURCHASE_DAYS_FROM_MEMBER_DAYS, migrate
+from hub.core.schema import COUPONS_FOR_STORE, PURCHASE_DAYS_FROM_MEMBER_DAYS, migrate
 from hub.members.rfm import RfmParams
 from hub.reports import catalog
 from hub.reports.period import ReportQuery
@@ -658,6 +658,7 @@ def _campaigns(tx: Tx, plan: _Plan) -> int:
             (d.ms + 36000000) * 65536
         FROM b_coupons c JOIN b_stores s ON s.n = c.home JOIN b_days d ON d.i = c.issue
         LEFT JOIN b_days e ON e.i = c.issue + 30""").rowcount
+    tx.execute(COUPONS_FOR_STORE)  # as schema 27 fills it
     redeemed = "b_coupons c JOIN b_stores s ON s.n = c.home JOIN b_days d ON d.i = c.redeem"
     tx.execute(f"""
         INSERT INTO coupon_redemptions(coupon_code, store_id, sale_id, hlc, amount)

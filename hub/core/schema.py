@@ -130,6 +130,15 @@ PURCHASE_DAYS_FROM_MEMBER_DAYS = (
     " AND e.day <= d.day) >= 2)")
 
 
+# Schema 27's store a coupon counts at (``hub.ledger.apply`` writes it with the coupon): the
+# issuing store's own, or for the virtual streams (``hub.stores.registry.VIRTUAL_STORES``) the
+# home store of its member (none without one). Also how ``hub.bench_reports`` fills it.
+COUPONS_FOR_STORE = (
+    "UPDATE coupons SET for_store = CASE WHEN store_id IN ('HQ', 'ONLINE') THEN"
+    " (SELECT m.home_store FROM members m WHERE m.member_id = coupons.member_id)"
+    " ELSE store_id END")
+
+
 MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
     (1, "event log, ledgers, member directory, stores, campaigns", [
         # Every event applied, once: (store_id, epoch, seq) is the idempotency key, and this
@@ -840,6 +849,15 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         "ALTER TABLE member_activity ADD COLUMN purchase_day_1 TEXT",
         "ALTER TABLE member_activity ADD COLUMN purchase_day_2 TEXT",
         PURCHASE_DAYS_FROM_MEMBER_DAYS,
+    ]),
+    (27, "each coupon's store in the reports (HQ's and the online channel's: its member's)", [
+        # hub.reports.campaigns: a store's coupons issued are a range of one index, where HQ's
+        # were every HQ coupon of the period, each joined to its member (and on PostgreSQL
+        # each checked by row-level security) to find the few for the store's members.
+        "ALTER TABLE coupons ADD COLUMN for_store TEXT",
+        COUPONS_FOR_STORE,
+        "CREATE INDEX coupons_for_store ON coupons(for_store, hlc, campaign_id, store_id)",
+        "DROP INDEX coupons_store",  # schema 22's, read by that report alone
     ]),
 ]
 LATEST = MIGRATIONS[-1][0]

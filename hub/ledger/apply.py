@@ -298,13 +298,17 @@ def _on_coupon_issued(tx: Tx, f: Fact, store: str, touched: set[str],
                       result: ApplyResult) -> None:
     d = f.detail
     member_id = canonical(tx, f.member_id) if f.member_id is not None else None
+    # The store it counts at in the reports: HQ's and the online channel's at their member's
+    # home store (hub schema 27).
+    for_store = store if not is_virtual(store) else None if member_id is None else tx.scalar(
+        "SELECT home_store FROM members WHERE member_id = ?", (member_id,))
     inserted = tx.execute(
         "INSERT INTO coupons(coupon_code, store_id, member_id, campaign_id, kind, value,"
-        " min_spend, categories, expires_on, state, hlc)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?) ON CONFLICT DO NOTHING",
+        " min_spend, categories, expires_on, state, hlc, for_store)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'issued', ?, ?) ON CONFLICT DO NOTHING",
         (d["coupon_code"], store, member_id, d["campaign_id"], d["kind"], d["value"],
          d["min_spend"], json.dumps(d["categories"], ensure_ascii=False), d["expires_on"],
-         f.hlc)).rowcount
+         f.hlc, for_store)).rowcount
     if inserted and member_id is not None and is_virtual(store):
         touched.add(member_id)  # its entry now carries the coupon to every store
 

@@ -55,7 +55,6 @@ from hub.campaigns.bundles import held_manifests
 from hub.core.db import Tx, in_chunks, marks
 from hub.reports.period import ReportQuery, Selection, completeness, select_stores
 from hub.reports.shape import Kind, Table, ratio, report
-from hub.stores.registry import VIRTUAL_STORES
 from protocol.campaigns import Campaign, CampaignBundle
 from protocol.codec import decode
 from protocol.hlc import COUNTER_BITS, wall_ms
@@ -203,22 +202,19 @@ def _issued(tx: Tx, selection: Selection, bounds: dict[str, tuple[int, int]],
             chain_zone: str) -> list[tuple[Any, int]]:
     """(campaign, coupons issued) in the period at the covered stores (see the module's
     text: a virtual stream's coupon counts at its member's home store)."""
-    where, params = selection.where("x")
     period, times = _in_period("x", bounds)
-    virtual = sorted(VIRTUAL_STORES)
-    # Some stores: only their own coupons and the virtual streams' can count (a range of
-    # ``coupons_store`` each); the chain: a range of every coupon's HLC (``coupons_issued``).
-    issuers, iparams = ("1 = 1", ()) if selection.everything else (
-        f"c.store_id IN ({marks([*selection.ids, *virtual])})", (*selection.ids, *virtual))
+    # Some stores: a range of ``coupons_for_store`` each (the store each coupon counts at,
+    # written with it); the chain: a range of every coupon's HLC (``coupons_issued``). The
+    # period is on the issuing stream's calendar.
+    counted, cparams = ("1 = 1", ()) if selection.everything else (
+        f"c.for_store IN ({marks(selection.ids)})", tuple(selection.ids))
     return [(cid, int(n)) for cid, n in tx.all(
         "SELECT x.campaign_id, count(*) FROM (SELECT c.campaign_id, c.hlc,"
-        " COALESCE(s.timezone, ?) AS zone, CASE WHEN c.store_id IN"
-        f" ({marks(virtual)}) THEN m.home_store ELSE c.store_id END AS store_id"
-        " FROM coupons c LEFT JOIN stores s ON s.store_id = c.store_id"
-        f" LEFT JOIN members m ON m.member_id = c.member_id WHERE {issuers}"
+        " COALESCE(s.timezone, ?) AS zone FROM coupons c"
+        f" LEFT JOIN stores s ON s.store_id = c.store_id WHERE {counted}"
         " AND c.hlc >= ? AND c.hlc < ?) x"
-        f" WHERE {where} AND {period} GROUP BY x.campaign_id",
-        (chain_zone, *virtual, *iparams, *_loosely(bounds), *params, *times))]
+        f" WHERE {period} GROUP BY x.campaign_id",
+        (chain_zone, *cparams, *_loosely(bounds), *times))]
 
 
 def _redemptions(tx: Tx, table: str, selection: Selection,

@@ -26,12 +26,14 @@ from hub.campaigns import coupons
 from hub.campaigns.bundles import store_bundle
 from hub.core.db import HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
+from hub.core.schema import COUPONS_FOR_STORE
 from hub.ledger.apply import apply_batch
 from hub.ledger.hq_events import Merge
 from hub.projections.catalog import projections
 from hub.reports.campaigns import campaigns
 from hub.reports.period import ReportQuery
 from hub.stores import registry
+from hub.stores.registry import VIRTUAL_STORES
 from protocol import signing
 from protocol.campaigns import CampaignBundle
 from protocol.errors import ServiceError
@@ -429,6 +431,24 @@ async def test_campaigns_and_coupons_across_the_chain(hub_db: HubDatabase) -> No
     text = json.dumps(got, ensure_ascii=False, default=str)
     assert "mem-" not in text and "会员" not in text and "+86" not in text
     assert len(got["notes"]) >= 5
+
+    # Each coupon counts at its issuing store, HQ's at its member's home store, as written
+    # with it; schema 27 fills the same on a hub whose coupons had none (VIRTUAL_STORES).
+    def counted_at(tx: Tx) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in tx.all(
+            "SELECT coupon_code, store_id, for_store FROM coupons ORDER BY coupon_code")]
+
+    written = await hub_db.read(counted_at)
+    assert {(issuer, at) for _code, issuer, at in written} >= {("HQ", "S001"), ("HQ", "S002")}
+    assert all(at == issuer for _code, issuer, at in written if issuer != "HQ")
+
+    def filled(tx: Tx) -> list[tuple[Any, ...]]:
+        tx.execute("UPDATE coupons SET for_store = NULL")
+        tx.execute(COUPONS_FOR_STORE)
+        return counted_at(tx)
+
+    assert await hub_db.transaction(filled) == written
+    assert "'HQ', 'ONLINE'" in COUPONS_FOR_STORE and {"HQ", "ONLINE"} == VIRTUAL_STORES
 
     # A period that holds nothing: the conflict is outside it, the promotions too.
     empty = await _report(hub_db, "boss", ReportQuery(d(20), d(21)))
