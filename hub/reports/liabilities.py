@@ -109,6 +109,13 @@ def every_member(scope: Scope, q: ReportQuery) -> bool:
     return scope.role.scope == "all" and q.tier is None and q.segment_id is None
 
 
+def seen_where_they_shop(scope: Scope, q: ReportQuery) -> bool:
+    """A store's or region's scope with no tier or segment: every member with a row at one of
+    its stores is one it sees (a member bought or brought something back there, which is what
+    ``member_stores`` holds for the scope), so rows kept per store need no member looked up."""
+    return scope.role.scope in ("stores", "regions") and q.tier is None and q.segment_id is None
+
+
 def points(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
            chain_zone: str) -> dict[str, Any]:
     unsupported(q, "category")
