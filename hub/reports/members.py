@@ -46,6 +46,7 @@ from zoneinfo import ZoneInfo
 from hub.auth.scope import Scope, mask_name
 from hub.core.db import Tx
 from hub.members.rfm import group_names
+from hub.reports.grouping import grouped
 from hub.reports.liabilities import (
     bucket,
     chain_stores,
@@ -225,20 +226,21 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
     new: dict[str, int] = {}
     regions = {str(r[0]): r[1] for r in tx.all("SELECT store_id, region FROM stores")}
 
-    def count(tier: Any, home: Any, is_new: Any, n: int) -> None:
+    def count(tier: Any, home: Any, n: int, fresh_n: Any) -> None:
         tiers[tier] = tiers.get(tier, 0) + n
         region = regions.get(str(home))
         places[region] = places.get(region, 0) + n
         # A new member counts at the store they registered at, if it is covered.
-        if int(is_new) and (sel.everything or str(home) in sel.by_id):
-            new[str(home)] = new.get(str(home), 0) + n
+        if int(fresh_n or 0) and (sel.everything or str(home) in sel.by_id):
+            new[str(home)] = new.get(str(home), 0) + int(fresh_n)
 
     if every_member(scope, q) and sel.everything:
         # The whole chain: each breakdown from its own table, no member looked up twice.
-        for tier, home, is_new, n in tx.all(
-                f"SELECT m.tier, m.home_store, {fresh}, count(*) FROM members m"
-                " WHERE m.merged_into IS NULL GROUP BY 1, 2, 3", span):
-            count(tier, home, is_new, int(n))
+        # A million members into a few hundred groups (tiers x stores): hashed.
+        for tier, home, n, fresh_n in grouped(
+                tx, f"SELECT m.tier, m.home_store, count(*), sum({fresh}) FROM members m"
+                " WHERE m.merged_into IS NULL GROUP BY 1, 2", span):
+            count(tier, home, int(n), fresh_n)
         total = sum(tiers.values())
         # A merged member loses its stage (the stage index answers the count); a run keeps
         # the size of each of its groups.
@@ -254,13 +256,13 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
         # One pass over the members the caller sees: every breakdown sums these groups.
         members, params = live_members(scope, q, "m")
         source, sparams = _of_stores(sel, "m")
-        for tier, home, stage, grp, is_new, n in tx.all(
-                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM {source}"
-                " LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
+        for tier, home, stage, grp, n, fresh_n in tx.all(
+                f"SELECT m.tier, m.home_store, l.stage, r.grp, count(*), sum({fresh})"
+                f" FROM {source} LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
                 " LEFT JOIN rfm_scores r ON r.run_id = ? AND r.member_id = m.member_id"
-                f" WHERE {members} GROUP BY 1, 2, 3, 4, 5",
+                f" WHERE {members} GROUP BY 1, 2, 3, 4",
                 (*span, *sparams, run_id, *params)):
-            count(tier, home, is_new, int(n))
+            count(tier, home, int(n), fresh_n)
             stages[stage] = stages.get(stage, 0) + int(n)
             groups[grp] = groups.get(grp, 0) + int(n)
     total = sum(tiers.values())
@@ -385,8 +387,8 @@ def funnel(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
     # third of the chain's query.
     lo = pack(_ms(q.start - timedelta(days=1)), 0)
     hi = pack(_ms(q.end + timedelta(days=2)), 0)
-    per_day = tx.all(
-        f"WITH r AS MATERIALIZED (SELECT m.member_id, m.home_store,"
+    per_day = grouped(  # a year's cohort into days and stores: hashed
+        tx, f"WITH r AS MATERIALIZED (SELECT m.member_id, m.home_store,"
         f" {cal.day('m.registered_hlc', 'm.home_store')} AS rd FROM members m"
         f" WHERE {members} AND {home} AND m.registered_hlc >= ? AND m.registered_hlc < ?),"
         f" c AS (SELECT r.member_id, r.home_store, r.rd,"
