@@ -480,7 +480,7 @@ def _purchases(tx: Tx, plan: _Plan) -> int:
                     AS purchases
               FROM b_mem m JOIN members x ON x.member_id = m.member_id) t
         JOIN b_days f ON f.i = t.reg JOIN b_days l ON l.i = t.li""")
-    tx.execute(PURCHASE_DAYS_FROM_MEMBER_DAYS)  # as schema 26 fills them
+    tx.execute(PURCHASE_DAYS_FROM_MEMBER_DAYS[tx.dialect])  # as schema 26 fills them
     tx.execute("""
         INSERT INTO member_stores(member_id, store_id, purchases, spend, last_hlc, last_date)
         SELECT member_id, store_id, count(*), sum(spend), NULL, max(day) FROM member_store_days

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from hub.core.db import Tx, ddl
@@ -118,16 +119,28 @@ def _scoped(table: str, visible: str) -> list[SqliteOnly | PostgresOnly]:
                          f" TO membergate_hq USING ({visible})")]
 
 
-# Schema 26's two earliest purchase days, filled from ``member_days`` (which holds every
-# purchase day under the member each id now is): the earliest day with a purchase, and the
-# earliest by which two purchases were made. Also how ``hub.bench_reports`` fills them.
-PURCHASE_DAYS_FROM_MEMBER_DAYS = (
-    "UPDATE member_activity SET purchase_day_1 = (SELECT min(d.day) FROM member_days d"
-    " WHERE d.member_id = member_activity.member_id AND d.purchases > 0),"
-    " purchase_day_2 = (SELECT min(d.day) FROM member_days d"
-    " WHERE d.member_id = member_activity.member_id AND d.purchases > 0"
-    " AND (SELECT sum(e.purchases) FROM member_days e WHERE e.member_id = d.member_id"
-    " AND e.day <= d.day) >= 2)")
+# Schema 26's two earliest purchase days, as store-local day numbers (days since 1970-01-01:
+# the funnel compares them with a registration day's number plus 7 or 90, where comparing
+# dates meant formatting one for each of a year's 250,000 new members), filled from
+# ``member_days`` (every purchase day under the member each id now is): the earliest day with
+# a purchase, and the earliest by which two purchases were made. Also how
+# ``hub.bench_reports`` and the tests fill them; ``{number}``: a dialect's day number of a
+# text date.
+def _purchase_days(day_number: Callable[[str], str]) -> str:
+    first = ("(SELECT min(d.day) FROM member_days d"
+             " WHERE d.member_id = member_activity.member_id AND d.purchases > 0)")
+    second = ("(SELECT min(d.day) FROM member_days d"
+              " WHERE d.member_id = member_activity.member_id AND d.purchases > 0"
+              " AND (SELECT sum(e.purchases) FROM member_days e WHERE e.member_id = d.member_id"
+              " AND e.day <= d.day) >= 2)")
+    return (f"UPDATE member_activity SET purchase_day_1 = {day_number(first)},"
+            f" purchase_day_2 = {day_number(second)}")
+
+
+PURCHASE_DAYS_FROM_MEMBER_DAYS = {
+    "sqlite": _purchase_days(lambda day: f"CAST(julianday({day}) - 2440587.5 AS INTEGER)"),
+    "postgres": _purchase_days(lambda day: f"(CAST({day} AS DATE) - DATE '1970-01-01')"),
+}
 
 
 # Schema 27's store a coupon counts at (``hub.ledger.apply`` writes it with the coupon): the
@@ -846,9 +859,10 @@ MIGRATIONS: list[tuple[int, str, list[str | SqliteOnly | PostgresOnly]]] = [
         # hub.projections.activity: the funnel's "a second purchase within 90 days" is the
         # second earliest purchase day (two on one day: that day twice), one column read
         # by key instead of a range of the member's days (each checked by row-level security).
-        "ALTER TABLE member_activity ADD COLUMN purchase_day_1 TEXT",
-        "ALTER TABLE member_activity ADD COLUMN purchase_day_2 TEXT",
-        PURCHASE_DAYS_FROM_MEMBER_DAYS,
+        "ALTER TABLE member_activity ADD COLUMN purchase_day_1 BIGINT",
+        "ALTER TABLE member_activity ADD COLUMN purchase_day_2 BIGINT",
+        SqliteOnly(PURCHASE_DAYS_FROM_MEMBER_DAYS["sqlite"]),
+        PostgresOnly(PURCHASE_DAYS_FROM_MEMBER_DAYS["postgres"]),
     ]),
     (27, "each coupon's store in the reports (HQ's and the online channel's: its member's)", [
         # hub.reports.campaigns: a store's coupons issued are a range of one index, where HQ's

@@ -1,6 +1,7 @@
 """Member activity: per member, first and last purchase, purchases, refunds, spend and items
-(net of refunds), the two earliest store-local days with a purchase (two on one day: that
-day twice; the funnel's "second purchase within 90 days"); spend and items per store-local
+(net of refunds), the two earliest store-local days with a purchase as day numbers (days
+since 1970-01-01; two on one day: that day twice; the funnel's "second purchase within 90
+days"); spend and items per store-local
 month and category; purchases, spend and items per store-local day (what a segment's "in the
 last N days" sums); the stores visited.
 
@@ -16,6 +17,7 @@ the refund, under the category of the sale line it returns ('' when that sale is
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import date
 from typing import Any
 
 from hub.core.db import Tx, in_chunks
@@ -25,6 +27,7 @@ from hub.projections.places import Places, local_time
 from hub.projections.sales import REFUND, SALE, refund_lines
 
 REGISTERED = "member.registered"
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # day number 0
 
 # [first_hlc, first_store, first_date, last_hlc, last_store, last_date, purchases, refunds,
 #  spend, items, purchase_day_1, purchase_day_2]
@@ -188,6 +191,7 @@ class MemberActivity:
         lines = refund_lines(tx, events)
         d = Deltas()
         registered: set[str] = set()
+        numbers: dict[str, int] = {}  # a day's number, worked out once a page
         for e in events:
             b = e.event.body
             if b.member_id is None:
@@ -204,8 +208,11 @@ class MemberActivity:
                 for ln in b.lines:
                     items += ln.qty
                     d.add_month(member, month, ln.category, ln.net, ln.qty)
+                number = numbers.get(day)
+                if number is None:
+                    number = numbers[day] = date.fromisoformat(day).toordinal() - EPOCH_ORDINAL
                 d.add_activity(member, (e.hlc, e.store_id, day, e.hlc, e.store_id, day, 1, 0,
-                                        b.total, items, day, None))
+                                        b.total, items, number, None))
                 d.add_store(member, e.store_id, 1, b.total, e.hlc, day)
                 d.add_day(member, day, 1, b.total, items)
             else:

@@ -116,7 +116,6 @@ class Calendar:
     as pieces between its transitions, so the database needs no time zone data."""
 
     def __init__(self, tx: Tx, chain_zone: str, first: date, last: date) -> None:
-        self.dialect = tx.dialect
         self.chain_zone = chain_zone
         self.first, self.last = first - timedelta(days=2), last + timedelta(days=2)
         self.zones: dict[str, list[str]] = {}
@@ -161,12 +160,6 @@ class Calendar:
                 f" THEN {self._offset(zone, hlc)}" for zone, stores in self.zones.items())
             offset = f"CASE {whens} ELSE {offset} END"
         return f"(({hlc}) / {1 << COUNTER_BITS} + {offset}) / {DAY_MS}"
-
-    def date_of(self, number: str) -> str:
-        """SQL: the ISO date (as the projections write days) of day number ``number``."""
-        if self.dialect == "sqlite":
-            return f"date(({number}) * 86400, 'unixepoch')"
-        return f"to_char(DATE '1970-01-01' + CAST({number} AS integer), 'YYYY-MM-DD')"
 
 
 def _quoted(value: str) -> str:
@@ -371,33 +364,29 @@ def funnel(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
            chain_zone: str) -> dict[str, Any]:
     unsupported(q, "category")
     sel = select_stores(tx, scope, q)
-    cal = Calendar(tx, chain_zone, q.start, q.end + timedelta(days=REPEAT_WITHIN))
+    cal = Calendar(tx, chain_zone, q.start, q.end)
     members, mparams = live_members(scope, q, "m")
     home, hparams = ("1 = 1", ()) if sel.everything else in_list("m.home_store", sel.ids)
     months = periods(q, "month")
-    first = "a.first_date <= c.first_by"
-    # A repeat within the window: the member's second earliest purchase day is in it (the
-    # activity projection keeps it; summing the member's days up to the window's end read
-    # and, on PostgreSQL, checked every one of them).
-    repeat = f"{first} AND a.purchase_day_2 <= c.repeat_by"
+    # Within the windows: the member's earliest purchase day, and for a repeat the second
+    # earliest, are at most 7 and 90 days after the registration's (day numbers, kept by the
+    # activity projection: one row read by key).
+    first = f"a.purchase_day_1 <= r.rd + {FIRST_WITHIN}"
+    repeat = f"{first} AND a.purchase_day_2 <= r.rd + {REPEAT_WITHIN}"
 
     # The registration instant bounds the scan loosely (a day either side covers every
     # zone); the local day decides. Counted per registration day and store, their months
-    # summed here: grouping 250,000 members of a year by a month label computed in SQL was a
-    # third of the chain's query.
+    # summed here.
     lo = pack(_ms(q.start - timedelta(days=1)), 0)
     hi = pack(_ms(q.end + timedelta(days=2)), 0)
     per_day = grouped(  # a year's cohort into days and stores: hashed
         tx, f"WITH r AS MATERIALIZED (SELECT m.member_id, m.home_store,"
         f" {cal.day('m.registered_hlc', 'm.home_store')} AS rd FROM members m"
-        f" WHERE {members} AND {home} AND m.registered_hlc >= ? AND m.registered_hlc < ?),"
-        f" c AS (SELECT r.member_id, r.home_store, r.rd,"
-        f" {cal.date_of(f'r.rd + {FIRST_WITHIN}')} AS first_by,"
-        f" {cal.date_of(f'r.rd + {REPEAT_WITHIN}')} AS repeat_by FROM r"
-        " WHERE r.rd >= ? AND r.rd <= ?)"
-        f" SELECT c.rd, c.home_store, count(*), sum(CASE WHEN {first} THEN 1 ELSE 0 END),"
+        f" WHERE {members} AND {home} AND m.registered_hlc >= ? AND m.registered_hlc < ?)"
+        f" SELECT r.rd, r.home_store, count(*), sum(CASE WHEN {first} THEN 1 ELSE 0 END),"
         f" sum(CASE WHEN {repeat} THEN 1 ELSE 0 END)"
-        " FROM c LEFT JOIN member_activity a ON a.member_id = c.member_id GROUP BY 1, 2",
+        " FROM r LEFT JOIN member_activity a ON a.member_id = r.member_id"
+        " WHERE r.rd >= ? AND r.rd <= ? GROUP BY 1, 2",
         (*mparams, *hparams, lo, hi, day_number(q.start), day_number(q.end)))
     ends = [day_number(last) for _label, _first, last in months]
     summed: dict[tuple[str, str], list[int]] = {}

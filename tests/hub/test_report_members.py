@@ -438,13 +438,14 @@ async def check_funnel(db: HubDatabase, p: Plan) -> None:
     projected = await db.read(kept_days)
     assert {m for m, *_days in projected} >= set(days)  # every buyer has a row
     assert projected == [
-        (m, *([d.isoformat() for d in sorted(days.get(m, []))[:2]] + [None, None])[:2])
+        (m, *([(d - date(1970, 1, 1)).days for d in sorted(days.get(m, []))[:2]]
+              + [None, None])[:2])
         for m, *_days in projected]
     assert any(d2 is not None for _m, _d1, d2 in projected)
 
     def filled(tx: Tx) -> list[tuple[Any, ...]]:
         tx.execute("UPDATE member_activity SET purchase_day_1 = NULL, purchase_day_2 = NULL")
-        tx.execute(PURCHASE_DAYS_FROM_MEMBER_DAYS)
+        tx.execute(PURCHASE_DAYS_FROM_MEMBER_DAYS[tx.dialect])
         return kept_days(tx)
 
     assert await db.transaction(filled) == projected
