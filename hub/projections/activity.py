@@ -1,9 +1,8 @@
 """Member activity: per member, first and last purchase, purchases, refunds, spend and items
 (net of refunds), the two earliest store-local days with a purchase as day numbers (days
 since 1970-01-01; two on one day: that day twice; the funnel's "second purchase within 90
-days"); spend and items per store-local
-month and category; purchases, spend and items per store-local day (what a segment's "in the
-last N days" sums); the stores visited.
+days"); spend and items per store-local month and category; purchases, spend and items per
+store-local day (what a segment's "in the last N days" sums); the stores visited.
 
 Rows are kept under the member each id now is (``hub.members.identity``). A merge is always
 made by a registration: the one that names a phone another live member already holds. When
@@ -32,7 +31,7 @@ EPOCH_ORDINAL = date(1970, 1, 1).toordinal()  # day number 0
 # [first_hlc, first_store, first_date, last_hlc, last_store, last_date, purchases, refunds,
 #  spend, items, purchase_day_1, purchase_day_2]
 Activity = list[Any]
-_DAY_1, _DAY_2 = 10, 11
+_DAY_1 = 10  # where the two earliest purchase days start
 
 
 # SQL: the new row's first purchase, by (hlc, store), comes before the one kept (or none is
