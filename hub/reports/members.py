@@ -249,13 +249,13 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
         # One pass over the members the caller sees: every breakdown sums these groups.
         members, params = live_members(scope, q, "m")
         source, sparams = _of_stores(sel, "m")
-        for tier, home, stage, grp, n, fresh_n in tx.all(
-                f"SELECT m.tier, m.home_store, l.stage, r.grp, count(*), sum({fresh})"
-                f" FROM {source} LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
+        for tier, home, stage, grp, is_new, n in tx.all(
+                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM {source}"
+                " LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
                 " LEFT JOIN rfm_scores r ON r.run_id = ? AND r.member_id = m.member_id"
-                f" WHERE {members} GROUP BY 1, 2, 3, 4",
+                f" WHERE {members} GROUP BY 1, 2, 3, 4, 5",
                 (*span, *sparams, run_id, *params)):
-            count(tier, home, int(n), fresh_n)
+            count(tier, home, int(n), int(n) if int(is_new) else 0)
             stages[stage] = stages.get(stage, 0) + int(n)
             groups[grp] = groups.get(grp, 0) + int(n)
     total = sum(tiers.values())
