@@ -124,7 +124,7 @@ def _scoped(table: str, visible: str) -> list[SqliteOnly | PostgresOnly]:
 # dates meant formatting one for each of a year's 250,000 new members), filled from
 # ``member_days`` (every purchase day under the member each id now is): the earliest day with
 # a purchase, and the earliest by which two purchases were made. Also how
-# ``hub.bench_reports`` and the tests fill them; ``{number}``: a dialect's day number of a
+# ``hub.bench_reports`` and the tests fill them; ``day_number``: a dialect's day number of a
 # text date.
 def _purchase_days(day_number: Callable[[str], str]) -> str:
     first = ("(SELECT min(d.day) FROM member_days d"

@@ -9,6 +9,7 @@ are the same however the log was cut into pages: built incrementally or rebuilt 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from operator import add
 from typing import Any
 
 from hub.core.db import Tx
@@ -42,11 +43,7 @@ class PageSums:
         for k, v in source.rows.items():
             to = key(k)
             found = rows.get(to)
-            if found is None:
-                rows[to] = list(v)
-            else:
-                for i, x in enumerate(v):
-                    found[i] += x
+            rows[to] = list(v) if found is None else list(map(add, found, v))
 
     def write(self, tx: Tx) -> None:
         if self.rows:

@@ -27,7 +27,8 @@ run's own count); with a tier or segment, one pass over the members the caller s
 stores, their members from two index ranges (registered there: ``members_home``; bought
 there: ``member_stores_store``), each with their stage and score. Activity: the
 ``member_store_days`` projection (the chain in member order, a store a range of its store
-index), each member checked against the caller's scope once, after their rows are summed.
+index); with a tier, a segment or a guide's scope, each member checked once, after their rows
+are summed (a store's or region's members are those with rows at its stores).
 Funnel: the cohort's registrations (a range of ``members_home`` per store, of
 ``members_registered`` for the chain), then each member's first purchase and second earliest
 purchase day (``member_activity``, by key).
