@@ -13,13 +13,12 @@ from edge.context import StoreContext
 from edge.errors import EdgeError, conflict, invalid, not_found
 from edge.phone import normalise_phone
 from protocol.events import (
-    GENDER_REGISTERED,
     WHO_SOLD_IT,
     CardBound,
     Gender,
     MemberProfileChanged,
     MemberRegistered,
-    body_version,
+    registered_version,
 )
 from protocol.ids import MEMBER_QR_PREFIX, is_member_code, member_code, uuid7
 
@@ -100,7 +99,7 @@ def register(
         conn,
         ctx,
         MemberRegistered(
-            v=GENDER_REGISTERED if gender is not None else body_version(guide_id),
+            v=registered_version(guide_id, gender),
             member_id=member_id, member_code=code, phone=e164, name=name, birthday=birthday,
             card_uid=uid, tags=tag_list, guide_id=guide_id, gender=gender,
         ),

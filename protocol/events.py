@@ -8,6 +8,7 @@ append-only ledgers: ``ledger_deltas`` says, for any body, what it adds to which
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date
 from typing import Annotated, Literal, get_args
 
@@ -473,6 +474,19 @@ SUPPORTED_VERSIONS: dict[str, frozenset[int]] = {
 def body_version(*carried: object) -> int:
     """The version a body takes: 2 when it carries who sold it, else 1 (see ``WHO_SOLD_IT``)."""
     return WHO_SOLD_IT if any(v is not None for v in carried) else 1
+
+
+def registered_version(guide_id: str | None, gender: str | None) -> int:
+    """The version a ``member.registered`` takes: the lowest that carries what it holds."""
+    return GENDER_REGISTERED if gender is not None else body_version(guide_id)
+
+
+def profile_version(changed: Iterable[str]) -> int:
+    """The version an HQ ``member.profile_changed`` takes for the fields it ``changed`` (HQ's
+    always names its actor: ``WHO_SOLD_IT`` at least)."""
+    fields = set(changed)
+    return (GENDER_VERSION if "gender" in fields else EMAIL_VERSION if "email" in fields
+            else WHO_SOLD_IT)
 
 
 class Event(BaseModel):

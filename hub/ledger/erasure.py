@@ -23,8 +23,8 @@ def _scrubbed(body: Any) -> Any:
     update: dict[str, Any] = {}
     if body.type in ("member.registered", "member.profile_changed"):
         update = {"phone": None, "name": "" if body.type == "member.registered" else None,
-                  "birthday": None, "tags": [] if body.type == "member.registered" else None}
-        update["gender"] = None
+                  "birthday": None, "tags": [] if body.type == "member.registered" else None,
+                  "gender": None}
         if body.type == "member.profile_changed":
             update["email"] = None
         if body.type == "member.registered":

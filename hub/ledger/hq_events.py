@@ -29,16 +29,14 @@ from hub.stores.registry import HQ, is_virtual
 from protocol.codec import encode
 from protocol.errors import ServiceError
 from protocol.events import (
-    EMAIL_VERSION,
-    GENDER_VERSION,
     MAX_POINTS,
-    WHO_SOLD_IT,
     CardStateChanged,
     Event,
     EventBody,
     MemberErased,
     MemberProfileChanged,
     PointsAdjusted,
+    profile_version,
 )
 from protocol.hlc import HybridClock
 from protocol.ids import uuid7
@@ -120,8 +118,7 @@ def change_profile(tx: Tx, member_id: str, changes: dict[str, Any], actor: str, 
         raise ServiceError("invalid_birthday", "birthday must be a past date after 1900", 422)
     member = live_member(tx, member_id)
     events, _result = append(tx, HQ, [MemberProfileChanged(
-        v=GENDER_VERSION if "gender" in changes else EMAIL_VERSION if "email" in changes
-        else WHO_SOLD_IT, member_id=member,
+        v=profile_version(changes), member_id=member,
         changed=sorted(changes), actor=actor, **changes)], merge)
     name, held, email, gender = tx.one(
         "SELECT name, birthday, email, gender FROM members WHERE member_id = ?", (member,))

@@ -39,8 +39,8 @@ def touch(tx: Tx, member_ids: list[str] | set[str], *, segments_know: bool = Fal
     last = next_counter(tx, "member_change", len(ids))
     tx.executemany("UPDATE members SET change_no = ? WHERE member_id = ?",
                    [(last - len(ids) + i, m) for i, m in enumerate(ids, 1)])
-    if segments_know and counter(tx, "segments_change_no") == before:
-        tx.execute("UPDATE counters SET value = ? WHERE name = 'segments_change_no'", (last,))
+    if segments_know:
+        _segments_knew(tx, before, last)
     return len(ids)
 
 
@@ -61,9 +61,16 @@ def touch_selected(tx: Tx, select: str, params: tuple[Any, ...], *,
     last = next_counter(tx, "member_change", moved)
     if last != head_was + moved:  # the writer holds the counter: nothing else takes numbers
         raise RuntimeError("member change numbers were taken during a renumbering")
-    if segments_know and counter(tx, "segments_change_no") == before:
-        tx.execute("UPDATE counters SET value = ? WHERE name = 'segments_change_no'", (last,))
+    if segments_know:
+        _segments_knew(tx, before, last)
     return moved
+
+
+def _segments_knew(tx: Tx, before: int, last: int) -> None:
+    """The segment keeper, told of the changes numbered up to ``last`` otherwise, need not
+    look at them, if it had seen every change before them (``before``)."""
+    if counter(tx, "segments_change_no") == before:
+        tx.execute("UPDATE counters SET value = ? WHERE name = 'segments_change_no'", (last,))
 
 
 _COLUMNS = ("SELECT member_id, member_code, phone, name, birthday, tier, tags, home_store,"
