@@ -41,7 +41,12 @@ from hub.auth.scope import Scope
 from hub.auth.tokens import Principal
 from hub.bench_scope import throwaway_postgres
 from hub.core.db import HubDatabase, Tx
-from hub.core.schema import COUPONS_FOR_STORE, PURCHASE_DAYS_FROM_MEMBER_DAYS, migrate
+from hub.core.schema import (
+    COUPONS_FOR_STORE,
+    PURCHASE_DAYS_FROM_MEMBER_DAYS,
+    migrate,
+    store_members_rows,
+)
 from hub.members.rfm import RfmParams
 from hub.reports import catalog
 from hub.reports.period import ReportQuery
@@ -496,8 +501,9 @@ def _purchases(tx: Tx, plan: _Plan) -> int:
 
 def _lifecycle_and_rfm(tx: Tx, plan: _Plan) -> int:
     """Stages from the last purchase (new: registered in the last 30 days; active: bought in
-    the last 90, one in 20 of them back from sleeping; sleeping to 180; lost), and last month's
-    RFM run: fixed cuts over the window's recency, purchases and spend."""
+    the last 90, one in 20 of them back from sleeping; sleeping to 180; lost), last month's
+    RFM run: fixed cuts over the window's recency, purchases and spend; then each store's
+    members with them (``store_members``)."""
     p = plan
 
     def ago(n: int) -> str:
@@ -548,6 +554,7 @@ def _lifecycle_and_rfm(tx: Tx, plan: _Plan) -> int:
                " summary) VALUES (?, ?, ?, ?, ?, NULL, ?)",
                (run_id, RFM_AS_OF.isoformat(), RfmParams(as_of=RFM_AS_OF).model_dump_json(),
                 as_of_ms, int(done), json.dumps(summary, sort_keys=True)))
+    tx.execute(store_members_rows())  # as schema 28 fills them
     return int(done)
 
 
@@ -728,15 +735,15 @@ STEPS: tuple[tuple[str, Callable[[Tx, _Plan], int]], ...] = (
     ("daily_rollups and member_refund_days", _categories), ("sku_days and sums", _skus),
     ("staff_days and staff_months", _staff), ("members", _members),
     ("member_store_days, member_days, member_activity, member_stores", _purchases),
-    ("member_lifecycle and rfm_scores", _lifecycle_and_rfm),
+    ("member_lifecycle, rfm_scores and store_members", _lifecycle_and_rfm),
     ("sv_topups, sv_holdings, sv_days, sv_flows", _stored_value),
     ("points_days and points_expiry", _points),
     ("coupons, redemptions, campaign sales facts", _campaigns), ("users", _users))
 TABLES = ("store_hours", "store_days", "daily_rollups", "member_refund_days", "sku_days",
           "sku_months", "sku_chain_days", "sku_chain_months", "staff_days", "staff_months",
           "members", "member_store_days", "member_days", "member_activity", "member_stores",
-          "sale_refunds", "member_lifecycle", "rfm_scores", "sv_topups", "sv_holdings",
-          "sv_days", "sv_flows", "points_days", "points_expiry", "coupons",
+          "sale_refunds", "member_lifecycle", "rfm_scores", "store_members", "sv_topups",
+          "sv_holdings", "sv_days", "sv_flows", "points_days", "points_expiry", "coupons",
           "coupon_redemptions", "coupon_conflicts", "sales_facts")
 
 
@@ -859,11 +866,9 @@ def _structure_floor(f: _Floor) -> Statement:
         return ("SELECT m.tier, count(*) FROM members m WHERE m.merged_into IS NULL"
                 " GROUP BY m.tier", ())
     marks = ", ".join("?" * len(f.stores))
-    # The stores' members from the two indexes that list them (registered, bought there).
-    return ("SELECT m.tier, count(*) FROM (SELECT member_id FROM members WHERE home_store"
-            f" IN ({marks}) UNION SELECT member_id FROM member_stores WHERE store_id IN"
-            f" ({marks})) ids JOIN members m ON m.member_id = ids.member_id"
-            " WHERE m.merged_into IS NULL GROUP BY m.tier", (*f.stores, *f.stores))
+    # The stores' members from their rows (registered or bought there), each once.
+    return (f"SELECT s.tier, count(DISTINCT s.member_id) FROM store_members s WHERE s.store_id"
+            f" IN ({marks}) GROUP BY s.tier", tuple(f.stores))
 
 
 def _activity_floor(f: _Floor) -> Statement:
@@ -937,8 +942,8 @@ FLOORS: dict[str, tuple[str, Callable[[_Floor], Statement]]] = {
                  " sku_(chain_)days for the rest", _products_floor),
     "staff": ("net per store, role and staff member, staff_months for whole months and"
               " staff_days for the rest", _staff_floor),
-    "member_structure": ("live members per tier (the store's: registered or bought there,"
-                         " from the indexes listing them), members and member_stores",
+    "member_structure": ("live members per tier (the store's: registered or bought there),"
+                         " members (the chain's) or store_members",
                          _structure_floor),
     "member_activity": ("active members, member_store_days", _activity_floor),
     "funnel": ("members registered per month and those buying within 7 days, members and"

@@ -19,7 +19,7 @@ from typing import Any
 
 from hub.bench_scope import throwaway_postgres
 from hub.core.db import HubDatabase, Tx
-from hub.core.schema import migrate
+from hub.core.schema import migrate, store_members_rows
 from hub.members import rfm, segments
 
 AS_OF = date(2026, 11, 30)
@@ -58,6 +58,7 @@ def _load(tx: Tx, members: int) -> None:
                f" registered_hlc, change_no) SELECT 'm' || {pad}, 'c' || {pad},"
                f" '+86139' || {pad}, 'S001', i, i {src}", params)
     tx.execute(sales, params)
+    tx.execute(store_members_rows())  # each at their home store, as schema 28 fills them
     tx.execute("ANALYZE")
 
 

@@ -18,6 +18,7 @@ from hub.core.schema import next_counter
 from hub.ledger import allowances, erasure, late_days
 from hub.ledger.allowances import AllowancePolicy
 from hub.ledger.facts import DETAIL, Decoded, Fact, reduce_events, tail
+from hub.members import store_members
 from hub.members.identity import canonical
 from hub.members.tiers import ADD_SPEND, DEFAULT_ZONE, TierRules, window_start
 from hub.members.tiers import record as tier_history
@@ -154,6 +155,7 @@ def apply_facts(tx: Tx, batch: Decoded, now_ms: int, tiers: TierRules | None = N
         tx.executemany(
             "UPDATE members SET tier = coalesce(?, tier), change_no = ? WHERE member_id = ?",
             [(tier_of.get(m), last - i, m) for i, m in enumerate(sorted(renumber))])
+        store_members.set_tiers(tx, [(t, m) for m, t in sorted(tier_of.items())])
     result.members_changed = len(touched | fresh)
     seq = batch.last_seq
     tx.execute(
@@ -462,6 +464,7 @@ def merge_member(tx: Tx, alias: str, survivor: str) -> None:
     """``alias`` becomes ``survivor``: cards and ledgers move; the alias stays as a pointer."""
     tx.execute("UPDATE members SET merged_into = ? WHERE member_id = ?", (survivor, alias))
     tx.execute("UPDATE members SET merged_into = ? WHERE merged_into = ?", (survivor, alias))
+    store_members.forget(tx, alias)
     tx.execute("UPDATE cards SET member_id = ? WHERE member_id = ?", (survivor, alias))
     # The survivor keeps its own PIN; a gift either had this year counts for both.
     tx.execute("UPDATE members SET birthday_gift_year = (SELECT birthday_gift_year FROM members"

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import next_counter
+from hub.members import store_members
 from protocol.hlc import wall_ms
 
 STAGES = ("new", "active", "sleeping", "lost", "reactivated")
@@ -109,6 +110,7 @@ def _update(tx: Tx, rows: Sequence[Any], rules: LifecycleRules, today: date,
         "INSERT INTO member_lifecycle(member_id, stage, since) VALUES (?, ?, ?)"
         " ON CONFLICT(member_id) DO UPDATE SET stage = excluded.stage, since = excluded.since",
         [(m, now, day) for m, _was, now in changed])
+    store_members.set_stages(tx, [(now, m) for m, _was, now in changed])
     if changed:  # numbered in the order they happened (two on one day stay in order)
         last = next_counter(tx, "lifecycle_seq", len(changed))
         tx.executemany(
@@ -138,6 +140,10 @@ def update_members(tx: Tx, rules: LifecycleRules, today: date, zone: str,
         tx.execute("DELETE FROM member_lifecycle WHERE member_id IN (SELECT member_id FROM"
                    f" members WHERE member_id IN ({marks}) AND (merged_into IS NOT NULL"
                    " OR erased = 1))", chunk)
+        # An erased member keeps their rows (they still count) without a stage.
+        store_members.set_stages(tx, [(None, str(r[0])) for r in tx.all(
+            f"SELECT member_id FROM members WHERE member_id IN ({marks}) AND erased = 1"
+            " AND merged_into IS NULL", chunk)])
         rows = tx.all(f"{_SELECT} AND m.member_id IN ({marks})", chunk)
         changed += _update(tx, rows, rules, today, ZoneInfo(zone))
     return changed

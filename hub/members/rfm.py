@@ -31,7 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.core.db import Tx
-from hub.members import directory
+from hub.members import directory, store_members
 from hub.members.identity import canonical
 from protocol.errors import ServiceError
 from protocol.ids import uuid7
@@ -310,6 +310,7 @@ def run(tx: Tx, params: RfmParams, now_ms: int) -> dict[str, Any]:
     ranked = _values(tx, params)
     spans = {d: _spans(tx, d, params, ranked) for d in DIMENSIONS}
     members = _insert_scores(tx, run_id, params, previous, spans)
+    store_members.groups_of_run(tx, run_id)
     tx.execute(f"DROP TABLE IF EXISTS {_VALUES[tx.dialect]}")
     summary = _summary(tx, run_id, members, spans)
     # The stores get each member whose group changed (promotions may target groups): the

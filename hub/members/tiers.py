@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.db import Tx, in_chunks
 from hub.core.schema import next_counter
+from hub.members import store_members
 from protocol.hlc import unpack
 
 
@@ -83,6 +84,7 @@ def recompute(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | Non
         old.update((str(m), str(t)) for m, t in tx.all(
             f"SELECT member_id, tier FROM members WHERE member_id IN ({marks})", chunk))
     tx.executemany("UPDATE members SET tier = ? WHERE member_id = ?", changed)
+    store_members.set_tiers(tx, changed)
     record(tx, rules, [(m, old[m], t) for t, m in changed], now_ms)
     return [m for _t, m in changed]
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from hub.core.db import Tx, in_chunks
 from hub.core.projections import Logged
+from hub.members import store_members
 from hub.members.identity import canonical
 from hub.projections.places import Places, local_time
 from hub.projections.sales import REFUND, SALE, refund_lines
@@ -176,7 +177,7 @@ def members_now(tx: Tx, member_ids: Iterable[str]) -> dict[str, str]:
 class MemberActivity:
     name = "member_activity"
     tables: tuple[str, ...] = ("member_activity", "member_months", "member_days",
-                               "member_stores")
+                               "member_stores", "store_members")
     types = frozenset({SALE, REFUND, REGISTERED})
     after: tuple[str, ...] = ("sales_facts",)  # a refund line's category is its sale line's
 
@@ -227,6 +228,8 @@ class MemberActivity:
         if registered:
             fold_merged(tx, registered, d)
         d.write(tx)
+        # Each store's members: a member registered, or at a store for the first time.
+        store_members.add(tx, registered | {m for m, _store in d.stores})
 
 
 def fold_merged(tx: Tx, members: set[str], d: Deltas) -> None:

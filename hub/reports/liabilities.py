@@ -116,6 +116,14 @@ def seen_where_they_shop(scope: Scope, q: ReportQuery) -> bool:
     return scope.role.scope in ("stores", "regions") and q.tier is None and q.segment_id is None
 
 
+def counted_at_stores(scope: Scope, q: ReportQuery, sel: Selection) -> bool:
+    """Some stores (not the whole chain), for a scope that sees every member of a store it
+    covers (HQ's, a store's or a region's; a guide sees only their own) with no segment: the
+    stores' members are their rows in ``store_members``, which carry the tier."""
+    return (not sel.everything and q.segment_id is None
+            and scope.role.scope in ("all", "stores", "regions"))
+
+
 def points(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
            chain_zone: str) -> dict[str, Any]:
     unsupported(q, "category")

@@ -51,6 +51,7 @@ from hub.reports.grouping import grouped
 from hub.reports.liabilities import (
     bucket,
     chain_stores,
+    counted_at_stores,
     every_member,
     in_list,
     live_members,
@@ -246,6 +247,21 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
         for held in (stages, groups):
             if total - sum(held.values()):
                 held[None] = total - sum(held.values())
+    elif counted_at_stores(scope, q, sel):
+        # Some stores' members: their rows in store_members (hub.members.store_members), a
+        # member at several of the stores once.
+        joined = Calendar(tx, chain_zone, q.start, q.end).day("s.registered_hlc", "s.home_store")
+        stores, params = in_list("s.store_id", list(sel.ids))
+        if q.tier is not None:
+            stores, params = f"{stores} AND s.tier = ?", (*params, q.tier)
+        each = "count(*)" if len(sel.ids) == 1 else "count(DISTINCT s.member_id)"
+        for tier, home, stage, grp, is_new, n in tx.all(
+                f"SELECT s.tier, s.home_store, s.stage, s.grp, CASE WHEN {joined} >= ? AND {joined}"
+                f" <= ? THEN 1 ELSE 0 END, {each} FROM store_members s WHERE {stores}"
+                " GROUP BY 1, 2, 3, 4, 5", (*span, *params)):
+            count(tier, home, int(n), int(n) if int(is_new) else 0)
+            stages[stage] = stages.get(stage, 0) + int(n)
+            groups[grp] = groups.get(grp, 0) + int(n)
     else:
         # One pass over the members the caller sees: every breakdown sums these groups.
         members, params = live_members(scope, q, "m")

@@ -51,7 +51,7 @@ ZONE = "Asia/Shanghai"
 TABLES = ("sales_facts", "member_activity", "member_months", "member_days", "member_stores",
           "daily_rollups", "point_lots", "store_days", "store_hours", "sku_days", "sku_months",
           "sku_chain_days", "sku_chain_months", "member_refund_days", "staff_days",
-          "staff_months", "member_store_days",
+          "staff_months", "member_store_days", "store_members",
           "sale_refunds", "points_days", "points_expiry", "sv_days", "sv_flows", "sv_holdings",
           "sv_topups")
 _ids = itertools.count(1)

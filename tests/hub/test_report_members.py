@@ -367,6 +367,22 @@ async def check_structure(db: HubDatabase, p: Plan) -> None:
                           "standard": len(seen - set(p.tiers))}.items() if n}
     assert {r["store_id"]: r["new_members"] for r in table(mine, "new_by_store")} == {
         "S001": sum(1 for m in new if p.homes[m] == "S001")}
+    # The East region's gold members (its stores' rows in store_members, with the tier): a
+    # member who counts at both its stores is one member.
+    east = await run(db, "boss", lambda tx, s: members.structure(
+        tx, s, ReportQuery(Q.start, Q.end, region="East", tier="gold"), now_ms=NOW,
+        chain_zone=ZONE))
+    gold = sees(p, {"S001", "S002"}) & set(p.tiers)
+    assert sees(p, {"S001"}) & sees(p, {"S002"}) & gold
+    assert east["totals"]["members"] == len(gold)
+
+    def tally(held: dict[str, str]) -> dict[str | None, int]:
+        out: dict[str | None, int] = {}
+        for m in gold:
+            out[held.get(m)] = out.get(held.get(m), 0) + 1
+        return out
+    assert {r["stage"]: r["members"] for r in table(east, "stages")} == tally(p.stages)
+    assert {r["rfm_group"]: r["members"] for r in table(east, "rfm")} == tally(p.groups)
     # Filters: the West region's gold members in the segment.
     q = ReportQuery(Q.start, Q.end, region="West", tier="gold", segment_id="seg1")
     west = await run(db, "boss", lambda tx, s: members.structure(
