@@ -337,20 +337,24 @@ def activity(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: s
     first = q.start.year * 12 + q.start.month
     month = (f"(CAST(substr(d.day, 1, 4) AS INTEGER) * 12 + CAST(substr(d.day, 6, 2) AS INTEGER)"
              f" - {first})")
-    mask = (f", CAST(sum(DISTINCT CASE WHEN d.purchases > 0 THEN CAST(1 AS BIGINT) << {month}"
-            " ELSE 0 END) AS BIGINT) AS months") if masked else ""
+    bit = f"CASE WHEN d.purchases > 0 THEN CAST(1 AS BIGINT) << {month} ELSE 0 END"
+    # PostgreSQL ORs them as they come (bit_or); a DISTINCT aggregate sorted each member's
+    # values apart: 127 ms against 86 for a store's year. SQLite has no bit_or.
+    ored = f"bit_or({bit})" if tx.dialect == "postgres" else f"CAST(sum(DISTINCT {bit}) AS BIGINT)"
+    mask = f", {ored} AS months" if masked else ""
     bits = "".join(f", sum((months >> {i}) & 1)" for i in range(len(cuts))) if masked else ""
-    # Per member over the whole period, then ranked by net spend for the top fifth.
+    # Per member over the whole period; the top fifth (rounded up) by net spend is the
+    # spend of the first (n + 4) / 5 of them: a bounded sort that keeps only those (a
+    # window numbering every member sorted them all: 20 ms of a store's 100 on SQLite).
     whole = tx.one(
         "WITH who AS MATERIALIZED (SELECT d.member_id, sum(d.purchases) AS purchases,"
         f" sum(d.kept) AS kept, sum(d.spend) AS spend{mask}{rows} GROUP BY d.member_id"
-        f" HAVING sum(d.purchases) > 0{seen}),"
-        " ranked AS (SELECT spend, ROW_NUMBER() OVER (ORDER BY spend DESC, member_id) AS rn,"
-        " count(*) OVER () AS n FROM who)"
+        f" HAVING sum(d.purchases) > 0{seen})"
         " SELECT count(*), coalesce(sum(CASE WHEN kept >= 1 THEN 1 ELSE 0 END), 0),"
         " coalesce(sum(CASE WHEN kept >= 2 THEN 1 ELSE 0 END), 0), coalesce(sum(spend), 0),"
-        " (SELECT coalesce(sum(CASE WHEN 5 * rn <= n + 4 THEN spend ELSE 0 END), 0)"
-        f" FROM ranked){bits} FROM who", (*params, *mwhere))
+        " (SELECT coalesce(sum(spend), 0) FROM (SELECT spend FROM who ORDER BY spend DESC"
+        f" LIMIT (SELECT (count(*) + 4) / 5 FROM who)) top){bits} FROM who",
+        (*params, *mwhere))
     buyers, repeat, spend, top = (int(whole[i]) for i in range(1, 5))
     if masked:
         active = {label: int(whole[5 + i] or 0) for i, (label, _f, _l) in enumerate(cuts)}

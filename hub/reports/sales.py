@@ -88,7 +88,7 @@ def growth(now: int, before: int) -> float | None:
     return ratio(now - before, before) if before > 0 else None
 
 
-@dataclass
+@dataclass(slots=True)
 class Sums:
     """What a set of store-days sold and gave back."""
 
@@ -104,8 +104,18 @@ class Sums:
     member_refund_amount: int = 0
 
     def add(self, other: Sums) -> Sums:
-        for name in _SUM_NAMES:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
+        # Field by field, not through getattr and setattr: a year's trend adds 1,500 of
+        # these (10 ms of a store's 18 that way).
+        self.sales += other.sales
+        self.items += other.items
+        self.gross += other.gross
+        self.discount += other.discount
+        self.amount += other.amount
+        self.member_amount += other.member_amount
+        self.refunds += other.refunds
+        self.refund_items += other.refund_items
+        self.refund_amount += other.refund_amount
+        self.member_refund_amount += other.member_refund_amount
         return self
 
     @property
@@ -124,7 +134,6 @@ class Sums:
                 ratio(self.member_net, net) if net > 0 else None, half_up(net, self.sales)]
 
 
-_SUM_NAMES = tuple(Sums.__dataclass_fields__)
 FIGURES: list[tuple[str, Kind]] = [
     ("sales", "int"), ("items", "int"), ("gross", "money"), ("discount", "money"),
     ("amount", "money"), ("refunds", "int"), ("refund_items", "int"),
@@ -296,6 +305,11 @@ def categories(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
                           "refund_amount": sum(f[4] for f in found.values())})
 
 
+# The weekday of a store-local day's text, Sunday 0 to Saturday 6, in each database's words.
+SUNDAY_0 = {"sqlite": "CAST(strftime('%w', h.day) AS INTEGER)",
+            "postgres": "CAST(extract(dow FROM CAST(h.day AS DATE)) AS INTEGER)"}
+
+
 def profile(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
             chain_zone: str) -> dict[str, Any]:
     """When the period's sales happen: per hour of the day (0-23) and per weekday (Mon-Sun),
@@ -305,12 +319,14 @@ def profile(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
     where, params = store_where(selection, "h")
     hours = [[0, 0, 0] for _ in range(24)]  # sales, refunds, net
     weekdays = [[0, 0, 0] for _ in range(7)]
-    for day, hour, sales, refunds, net in tx.all(
-            "SELECT h.day, h.hour, sum(h.sales), sum(h.refunds),"
+    # Grouped by hour and weekday in the database (168 rows at most): by day and hour, a
+    # year of a store was 5,000 rows to carry into Python and sum there (15 ms of 20).
+    for sunday_0, hour, sales, refunds, net in tx.all(
+            f"SELECT {SUNDAY_0[tx.dialect]}, h.hour, sum(h.sales), sum(h.refunds),"
             f" sum(h.amount) - sum(h.refund_amount) FROM store_hours h WHERE {where}"
-            " AND h.day >= ? AND h.day <= ? GROUP BY h.day, h.hour",
+            " AND h.day >= ? AND h.day <= ? GROUP BY 1, 2",
             (*params, q.start.isoformat(), q.end.isoformat())):
-        for row in (hours[int(hour)], weekdays[date.fromisoformat(str(day)).weekday()]):
+        for row in (hours[int(hour)], weekdays[(int(sunday_0) + 6) % 7]):  # Monday 0
             row[0] += int(sales)
             row[1] += int(refunds)
             row[2] += int(net)

@@ -18,11 +18,12 @@ def fleet_status(tx: Tx, now_ms: int) -> list[dict[str, Any]]:
     for store, reason, count in tx.all("SELECT store_id, reason, count FROM refusals"):
         refusals[store][reason] = int(count)
     out = []
-    for store, region, name, zone, last_seen, epoch, status in tx.all(
-            "SELECT store_id, region, name, timezone, last_seen_ms, epoch, status FROM stores"
-            " ORDER BY store_id"):
-        acked = tx.scalar("SELECT acked_seq FROM store_streams WHERE store_id = ? AND epoch = ?",
-                          (store, epoch), default=0)
+    # Each store with its stream's position in one statement (every report's completeness
+    # reads this: a statement per store was 10 ms of a store's report on PostgreSQL).
+    for store, region, name, zone, last_seen, epoch, status, acked in tx.all(
+            "SELECT s.store_id, s.region, s.name, s.timezone, s.last_seen_ms, s.epoch, s.status,"
+            " coalesce(t.acked_seq, 0) FROM stores s LEFT JOIN store_streams t"
+            " ON t.store_id = s.store_id AND t.epoch = s.epoch ORDER BY s.store_id"):
         reported: dict[str, Any] = {}
         if status is not None:
             reported = msgpack.unpackb(bytes(status), raw=False)

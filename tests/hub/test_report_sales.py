@@ -545,3 +545,11 @@ async def test_a_store_manager_sees_their_store_and_bad_input_is_refused(
     with pytest.raises(ServiceError) as e:
         ReportQuery(date(2026, 3, 15), date(2026, 3, 1))
     assert (e.value.status, e.value.code) == (422, "period_reversed")
+
+
+def test_sums_add_every_figure() -> None:
+    """``Sums.add`` names each field: one left out would drop a figure from every total."""
+    fields = sales.Sums.__dataclass_fields__
+    a = sales.Sums(*range(1, len(fields) + 1))
+    b = sales.Sums(*(100 * i for i in range(1, len(fields) + 1)))
+    assert a.add(b) == sales.Sums(*(101 * i for i in range(1, len(fields) + 1)))
