@@ -7,15 +7,15 @@ A store's figures are then one range of one table, where they were three lookups
 (each, on PostgreSQL, through the member's row-level policy again). The rows follow what they
 copy, each where it changes:
 - the member-activity projection adds a member's rows when it reads their registration or
-  their first purchase at a store (``add``), and, rebuilt from zero, adds them all again;
+  their first purchase at a store (``add_new``), and, rebuilt from zero, adds them all again;
 - a merge removes the merged id's rows (``forget``); the projection moves its stores onto the
   member it merged into, as it moves the rest of its rows;
 - tier changes (the batch that changes them, and ``hub.members.tiers``), lifecycle stages
   (``hub.members.lifecycle``) and an RFM run (``groups_of_run``) set theirs.
 
-``test_report_members`` holds a store's structure from these rows to the same figures from
-the members' own rows, after registrations, sales, merges, tier changes, lifecycle passes and
-RFM runs.
+``tests/hub/test_store_members.py`` holds the rows to what schema 28's fill makes of the same
+members from scratch, after each of those paths; ``test_report_members`` holds a store's and
+a region's structure from them to the figures written out from its plan.
 """
 
 from __future__ import annotations
@@ -31,6 +31,21 @@ def add(tx: Tx, member_ids: Iterable[str]) -> None:
     ``member_stores`` (a merged id has none)."""
     for chunk, marks in in_chunks(sorted(set(member_ids))):
         tx.execute(store_members_rows(f"member_id IN ({marks})"), (*chunk, *chunk))
+
+
+def add_new(tx: Tx, registered: Iterable[str], visits: Iterable[tuple[str, str]]) -> None:
+    """The rows of members just ``registered``, and of those with a (member, store) in
+    ``visits`` the table does not hold yet: most purchases are at a store that counts the
+    member already, and one read of the member index answers that where adding would look
+    the member up in four tables."""
+    wanted = set(registered)
+    pairs = {(m, s) for m, s in visits if m not in wanted}
+    held: set[tuple[str, str]] = set()
+    for chunk, marks in in_chunks(sorted({m for m, _s in pairs})):
+        held.update((str(m), str(s)) for m, s in tx.all(
+            f"SELECT member_id, store_id FROM store_members WHERE member_id IN ({marks})",
+            chunk))
+    add(tx, wanted | {m for m, s in pairs - held})
 
 
 def forget(tx: Tx, member_id: str) -> None:

@@ -229,7 +229,7 @@ class MemberActivity:
             fold_merged(tx, registered, d)
         d.write(tx)
         # Each store's members: a member registered, or at a store for the first time.
-        store_members.add(tx, registered | {m for m, _store in d.stores})
+        store_members.add_new(tx, registered, d.stores)
 
 
 def fold_merged(tx: Tx, members: set[str], d: Deltas) -> None:
