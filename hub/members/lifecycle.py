@@ -140,10 +140,7 @@ def update_members(tx: Tx, rules: LifecycleRules, today: date, zone: str,
         tx.execute("DELETE FROM member_lifecycle WHERE member_id IN (SELECT member_id FROM"
                    f" members WHERE member_id IN ({marks}) AND (merged_into IS NOT NULL"
                    " OR erased = 1))", chunk)
-        # An erased member keeps their rows (they still count) without a stage.
-        store_members.set_stages(tx, [(None, str(r[0])) for r in tx.all(
-            f"SELECT member_id FROM members WHERE member_id IN ({marks}) AND erased = 1"
-            " AND merged_into IS NULL", chunk)])
+        store_members.unstaged(tx, chunk)
         rows = tx.all(f"{_SELECT} AND m.member_id IN ({marks})", chunk)
         changed += _update(tx, rows, rules, today, ZoneInfo(zone))
     return changed

@@ -26,13 +26,6 @@ from hub.core.db import Tx, in_chunks
 from hub.core.schema import store_members_rows
 
 
-def add(tx: Tx, member_ids: Iterable[str]) -> None:
-    """The rows ``member_ids`` lack: at their home store and at each store in
-    ``member_stores`` (a merged id has none)."""
-    for chunk, marks in in_chunks(sorted(set(member_ids))):
-        tx.execute(store_members_rows(f"member_id IN ({marks})"), (*chunk, *chunk))
-
-
 def add_new(tx: Tx, registered: Iterable[str], visits: Iterable[tuple[str, str]]) -> None:
     """The rows of members just ``registered``, and of those with a (member, store) in
     ``visits`` the table does not hold yet: most purchases are at a store that counts the
@@ -45,7 +38,10 @@ def add_new(tx: Tx, registered: Iterable[str], visits: Iterable[tuple[str, str]]
         held.update((str(m), str(s)) for m, s in tx.all(
             f"SELECT member_id, store_id FROM store_members WHERE member_id IN ({marks})",
             chunk))
-    add(tx, wanted | {m for m, s in pairs - held})
+    # The rows they lack: at their home store and at each store in ``member_stores`` (a
+    # merged id has none).
+    for chunk, marks in in_chunks(sorted(wanted | {m for m, s in pairs - held})):
+        tx.execute(store_members_rows(f"member_id IN ({marks})"), (*chunk, *chunk))
 
 
 def forget(tx: Tx, member_id: str) -> None:
@@ -61,6 +57,15 @@ def set_tiers(tx: Tx, changed: Sequence[tuple[str, str]]) -> None:
 def set_stages(tx: Tx, changed: Sequence[tuple[str | None, str]]) -> None:
     """Rows (stage or None, member_id): each member's lifecycle stage now."""
     tx.executemany("UPDATE store_members SET stage = ? WHERE member_id = ?", changed)
+
+
+def unstaged(tx: Tx, member_ids: Sequence[str]) -> None:
+    """Of ``member_ids``, those whose lifecycle stage was taken away (an erased member keeps
+    their rows, as they still count) lose it here too."""
+    for chunk, marks in in_chunks(member_ids):
+        tx.execute("UPDATE store_members SET stage = NULL WHERE stage IS NOT NULL"
+                   f" AND member_id IN ({marks}) AND NOT EXISTS (SELECT 1 FROM member_lifecycle l"
+                   " WHERE l.member_id = store_members.member_id)", chunk)
 
 
 def groups_of_run(tx: Tx, run_id: str) -> int:

@@ -23,9 +23,12 @@ How each figure is counted:
 
 Reads: for the whole chain with no member filter, each breakdown from its own table (tiers and
 new members one pass over ``members``, stages the lifecycle's stage index, RFM groups the
-run's own count); with a tier or segment, one pass over the members the caller sees; for some
-stores, their members from two index ranges (registered there: ``members_home``; bought
-there: ``member_stores_store``), each with their stage and score. Activity: the
+run's own count); for some stores and no segment (HQ, a store's or a region's scope), the
+stores' rows in ``store_members`` (hub schema 28: each member with their tier, stage and
+group; several stores, each member once); with a segment or a guide's scope, one pass over
+the members the caller sees, from two index ranges for some stores (registered there:
+``members_home``; bought there: ``member_stores_store``), each with their stage and score.
+Activity: the
 ``member_store_days`` projection (the chain in member order, a store a range of its store
 index); with a tier, a segment or a guide's scope, each member checked once, after their rows
 are summed (a store's or region's members are those with rows at its stores).
@@ -209,8 +212,13 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
               chain_zone: str) -> dict[str, Any]:
     unsupported(q, "category")
     sel = select_stores(tx, scope, q)
-    registered = Calendar(tx, chain_zone, q.start, q.end).day("m.registered_hlc", "m.home_store")
-    fresh = f"CASE WHEN {registered} >= ? AND {registered} <= ? THEN 1 ELSE 0 END"
+    cal = Calendar(tx, chain_zone, q.start, q.end)
+
+    def fresh(alias: str) -> str:
+        """SQL: 1 for a row ``alias`` (registration and home store) registered in the period."""
+        day = cal.day(f"{alias}.registered_hlc", f"{alias}.home_store")
+        return f"CASE WHEN {day} >= ? AND {day} <= ? THEN 1 ELSE 0 END"
+
     span = (day_number(q.start), day_number(q.end))
     run = latest_run(tx)
     run_id = run[0] if run else ""
@@ -233,7 +241,7 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
         # The whole chain: each breakdown from its own table, no member looked up twice.
         # A million members into a few hundred groups (tiers x stores): hashed.
         for tier, home, n, fresh_n in grouped(
-                tx, f"SELECT m.tier, m.home_store, count(*), sum({fresh}) FROM members m"
+                tx, f"SELECT m.tier, m.home_store, count(*), sum({fresh('m')}) FROM members m"
                 " WHERE m.merged_into IS NULL GROUP BY 1, 2", span):
             count(tier, home, int(n), fresh_n)
         total = sum(tiers.values())
@@ -250,14 +258,13 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
     elif counted_at_stores(scope, q, sel):
         # Some stores' members: their rows in store_members (hub.members.store_members), a
         # member at several of the stores once.
-        joined = Calendar(tx, chain_zone, q.start, q.end).day("s.registered_hlc", "s.home_store")
         stores, params = in_list("s.store_id", list(sel.ids))
         if q.tier is not None:
             stores, params = f"{stores} AND s.tier = ?", (*params, q.tier)
         each = "count(*)" if len(sel.ids) == 1 else "count(DISTINCT s.member_id)"
         for tier, home, stage, grp, is_new, n in tx.all(
-                f"SELECT s.tier, s.home_store, s.stage, s.grp, CASE WHEN {joined} >= ? AND {joined}"
-                f" <= ? THEN 1 ELSE 0 END, {each} FROM store_members s WHERE {stores}"
+                f"SELECT s.tier, s.home_store, s.stage, s.grp, {fresh('s')}, {each}"
+                f" FROM store_members s WHERE {stores}"
                 " GROUP BY 1, 2, 3, 4, 5", (*span, *params)):
             count(tier, home, int(n), int(n) if int(is_new) else 0)
             stages[stage] = stages.get(stage, 0) + int(n)
@@ -267,7 +274,7 @@ def structure(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int,
         members, params = live_members(scope, q, "m")
         source, sparams = _of_stores(sel, "m")
         for tier, home, stage, grp, is_new, n in tx.all(
-                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh}, count(*) FROM {source}"
+                f"SELECT m.tier, m.home_store, l.stage, r.grp, {fresh('m')}, count(*) FROM {source}"
                 " LEFT JOIN member_lifecycle l ON l.member_id = m.member_id"
                 " LEFT JOIN rfm_scores r ON r.run_id = ? AND r.member_id = m.member_id"
                 f" WHERE {members} GROUP BY 1, 2, 3, 4, 5",

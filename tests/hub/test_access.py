@@ -475,6 +475,15 @@ async def test_row_level_security_is_the_second_lock_on_postgresql(
         lambda tx: tx.scalar(east_log))
     assert await access("s2.mgr").read(unscoped(east_log)) == 0
     assert await access("dpo").read(unscoped("SELECT count(*) FROM events")) == 0
+    # Each store's members (hub schema 28): a row is seen from its own store only.
+    counted = "SELECT count(*) FROM store_members WHERE store_id = '{}'"
+    held = {s: await hub.db.read(lambda tx, s=s: tx.scalar(counted.format(s)))
+            for s in ("S001", "S002")}
+    assert held["S001"] >= 1 and held["S002"] >= 1
+    every = "SELECT count(*) FROM store_members"
+    for who, sees in (("east.mgr", held["S001"]), ("s2.mgr", held["S002"]),
+                      ("boss", held["S001"] + held["S002"]), ("guide1", 0), ("dpo", 0)):
+        assert await access(who).read(unscoped(every)) == sees, who
 
     def catalogue(tx: Any) -> dict[str, Any]:
         return {
