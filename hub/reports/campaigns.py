@@ -241,13 +241,17 @@ def _discounts(tx: Tx, selection: Selection, q: ReportQuery
                ) -> list[tuple[Any, int, int, int, int]]:
     """(campaign, sales carrying it, promotion discount, coupon discount, the sales' totals)
     of the period's sales at the covered stores. Per sale first, so a sale with two rows of one
-    campaign counts once and its total once; then joined to the sale's own row for its total
-    (the same ``pos``: a sale id a store sent twice is kept twice)."""
+    campaign counts once and its total once; then the sale's own row, read by its key for its
+    total (the same ``pos``: a sale id a store sent twice is kept twice; a sale's rows are
+    written together). A join let PostgreSQL hash every sale of the table for the chain's
+    month once it counted the discounts right: 930 ms at p95 against 780."""
     where, params = selection.where("f")
     return [(cid, int(n), int(promotion or 0), int(coupon or 0), int(net or 0))
             for cid, n, promotion, coupon, net in tx.all(
-        "SELECT d.campaign_id, count(*), sum(d.promotion), sum(d.coupon), sum(s.amount)"
-        " FROM (SELECT x.campaign_id, x.doc_id, x.pos, sum(x.promotion) AS promotion,"
+        "SELECT d.campaign_id, count(*), sum(d.promotion), sum(d.coupon), sum((SELECT s.amount"
+        " FROM sales_facts s WHERE s.doc_id = d.doc_id AND s.kind = 'sale' AND s.n = 0"
+        " AND s.pos = d.pos)) FROM (SELECT x.campaign_id, x.doc_id, x.pos,"
+        " sum(x.promotion) AS promotion,"
         " sum(x.coupon) AS coupon FROM (SELECT"
         f" CASE WHEN {_COUPON_ROW} THEN c.campaign_id ELSE f.ref END AS campaign_id,"
         f" f.doc_id, f.pos, CASE WHEN {_COUPON_ROW} THEN 0 ELSE f.amount END AS promotion,"
@@ -256,9 +260,7 @@ def _discounts(tx: Tx, selection: Selection, q: ReportQuery
         " AND c.coupon_code = f.ref"
         " WHERE f.ref IS NOT NULL AND (f.kind = 'discount' OR (f.kind = 'tender'"
         " AND f.code = 'coupon')) AND f.local_date >= ? AND f.local_date <= ?"
-        f" AND {where}) x GROUP BY x.campaign_id, x.doc_id, x.pos) d"
-        " JOIN sales_facts s ON s.doc_id = d.doc_id AND s.kind = 'sale' AND s.n = 0"
-        " AND s.pos = d.pos GROUP BY d.campaign_id",
+        f" AND {where}) x GROUP BY x.campaign_id, x.doc_id, x.pos) d GROUP BY d.campaign_id",
         (q.start.isoformat(), q.end.isoformat(), *params))]
 
 
