@@ -356,13 +356,11 @@ def store_completeness(tx: Tx, scope: Scope, now_ms: int) -> dict[str, Any]:
     ``lag_events``), and how many log events the sales facts have yet to read."""
     where, params = scope.store_filter("s")
     mine = {str(s) for (s,) in tx.all(f"SELECT s.store_id FROM stores s WHERE {where}", params)}
-    stores = []
-    for s in fleet_status(tx, now_ms):
-        store = str(s["store_id"])
-        if store not in mine or is_virtual(store):
-            continue
-        stores.append({"store_id": store, "merged_to_ms": merged_to_ms(tx, store),
-                       "lag_events": int(s["lag_events"])})
+    fleet = [s for s in fleet_status(tx, now_ms)
+             if str(s["store_id"]) in mine and not is_virtual(str(s["store_id"]))]
+    merged = merged_to_ms(tx, [str(s["store_id"]) for s in fleet])
+    stores = [{"store_id": str(s["store_id"]), "merged_to_ms": merged[str(s["store_id"])],
+               "lag_events": int(s["lag_events"])} for s in fleet]
     facts = lag(tx, ["sales_facts"], now_ms)[0]
     return {"stores": stores, "sales_facts_behind": int(facts["lag_events"])}
 

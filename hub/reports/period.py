@@ -14,13 +14,14 @@ a figure was recomputed and when.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from hub.auth.scope import Scope
-from hub.core.db import Tx
+from hub.core.db import Tx, in_chunks
 from hub.stores.fleet import fleet_status
 from hub.stores.registry import is_virtual
 from protocol.errors import ServiceError
@@ -139,6 +140,7 @@ def completeness(tx: Tx, selection: Selection, q: ReportQuery, now_ms: int,
     """How far each covered store's log is merged, and whether that reaches the period's end;
     the store-days of the period recomputed after they closed."""
     fleet = {str(s["store_id"]): s for s in fleet_status(tx, now_ms)}
+    merged = merged_to_ms(tx, selection.ids)
     stores = []
     for s in selection.stores:
         status = fleet[s.store_id]
@@ -147,7 +149,7 @@ def completeness(tx: Tx, selection: Selection, q: ReportQuery, now_ms: int,
         zone = ZoneInfo(s.timezone or chain_zone)
         period_end = int(datetime.combine(q.end + timedelta(days=1), datetime.min.time(),
                                           zone).timestamp() * 1000)
-        merged_to = merged_to_ms(tx, s.store_id)
+        merged_to = merged[s.store_id]
         # Complete: the store has logged past the period's end, or it has nothing left to send
         # and was heard from after the period ended.
         complete = (merged_to is not None and merged_to >= period_end) or (
@@ -167,11 +169,18 @@ def completeness(tx: Tx, selection: Selection, q: ReportQuery, now_ms: int,
             "revised": revised}
 
 
-def merged_to_ms(tx: Tx, store_id: str) -> int | None:
-    """The wall time (the store's clock) of the store's last merged event; None: nothing yet."""
-    last = tx.scalar("SELECT hlc FROM events WHERE store_id = ? ORDER BY epoch DESC, seq DESC"
-                     " LIMIT 1", (store_id,))
-    return wall_ms(int(last)) if last is not None else None
+def merged_to_ms(tx: Tx, store_ids: Sequence[str]) -> dict[str, int | None]:
+    """Per store, the wall time (the store's clock) of its last merged event; None: nothing
+    yet. Each store's last event by key, all in one statement: a statement per store was 8 ms
+    of a chain's 26 ms settlement on PostgreSQL."""
+    out: dict[str, int | None] = {}
+    for chunk, marks in in_chunks(store_ids):
+        out.update((str(store), wall_ms(int(last)) if last is not None else None)
+                   for store, last in tx.all(
+            "SELECT s.store_id, (SELECT e.hlc FROM events e WHERE e.store_id = s.store_id"
+            " ORDER BY e.epoch DESC, e.seq DESC LIMIT 1) FROM stores s"
+            f" WHERE s.store_id IN ({marks})", chunk))
+    return out
 
 
 def periods(q: ReportQuery, grain: str) -> list[tuple[str, date, date]]:
