@@ -25,7 +25,14 @@ from typing import Any
 
 from hub.auth.scope import Scope
 from hub.core.db import Tx
-from hub.reports.period import ReportQuery, Selection, completeness, periods, select_stores
+from hub.reports.period import (
+    ReportQuery,
+    Selection,
+    bucket,
+    completeness,
+    periods,
+    select_stores,
+)
 from hub.reports.sales import unsupported
 from hub.reports.shape import Table, ratio, report
 from hub.stores.registry import VIRTUAL_STORES
@@ -239,13 +246,6 @@ def stored_value(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zon
                   completeness(tx, sel, q, now_ms, chain_zone), notes=STORED_VALUE_NOTES,
                   totals={"principal": principal, "bonus": bonus, "total": principal + bonus,
                           "quarter_ends": ends})
-
-
-def bucket(column: str, cuts: list[tuple[str, date, date]]) -> tuple[str, tuple[Any, ...]]:
-    """SQL: the label of the cut a day (``column``, inside the period) falls in."""
-    whens = " ".join(f"WHEN {column} <= ? THEN ?" for _ in cuts)
-    return f"CASE {whens} END", tuple(v for label, _first, last in cuts
-                                      for v in (last.isoformat(), label))
 
 
 def settlement(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: str,

@@ -52,7 +52,6 @@ from hub.core.db import Tx
 from hub.members.rfm import group_names
 from hub.reports.grouping import grouped
 from hub.reports.liabilities import (
-    bucket,
     chain_stores,
     counted_at_stores,
     every_member,
@@ -61,7 +60,14 @@ from hub.reports.liabilities import (
     seen_where_they_shop,
     store_names,
 )
-from hub.reports.period import ReportQuery, Selection, completeness, periods, select_stores
+from hub.reports.period import (
+    ReportQuery,
+    Selection,
+    bucket,
+    completeness,
+    periods,
+    select_stores,
+)
 from hub.reports.sales import unsupported
 from hub.reports.shape import Table, ratio, report
 from hub.stores.registry import ONLINE

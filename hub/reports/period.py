@@ -56,6 +56,10 @@ class ReportQuery:
     def days(self) -> int:
         return (self.end - self.start).days + 1
 
+    @property
+    def span(self) -> tuple[date, date]:
+        return self.start, self.end
+
     def last_year(self) -> ReportQuery:
         """The same period a year earlier (29 February becomes the 28th)."""
         return ReportQuery(_year_back(self.start), _year_back(self.end), self.region,
@@ -206,3 +210,11 @@ def periods(q: ReportQuery, grain: str) -> list[tuple[str, date, date]]:
         out.append((label, max(first, q.start), min(last, q.end)))
         day = last + timedelta(days=1)
     return out
+
+
+def bucket(column: str, cuts: list[tuple[str, date, date]]) -> tuple[str, tuple[Any, ...]]:
+    """SQL: the label of the cut a day (``column``, inside the period) falls in; ``cuts`` in
+    order, each starting the day after the one before ends."""
+    whens = " ".join(f"WHEN {column} <= ? THEN ?" for _ in cuts)
+    return f"CASE {whens} END", tuple(v for label, _first, last in cuts
+                                      for v in (last.isoformat(), label))

@@ -37,6 +37,7 @@ from hub.reports.period import (
     MAX_DAYS,
     ReportQuery,
     Selection,
+    bucket,
     completeness,
     periods,
     select_stores,
@@ -159,30 +160,38 @@ def totals(now: Sums, before: Sums | None = None) -> dict[str, Any]:
 
 
 def sums_by(tx: Tx, selection: Selection, start: date, end: date, category: str | None,
-            key: str) -> dict[str, Sums]:
-    """Per ``key`` (``day`` or ``store_id``) of the covered stores' days from ``start`` to
-    ``end``, what they sold and gave back (of ``category`` alone when one is given). Summed by
-    the database: a year of the chain is a few hundred rows here, not a row a store-day."""
+            key: str | list[tuple[str, date, date]]) -> dict[str, Sums]:
+    """Per ``key`` (``day``, ``store_id``, or the cuts of ``periods``: each cut's label) of the
+    covered stores' days from ``start`` to ``end``, what they sold and gave back (of
+    ``category`` alone when one is given). Summed by the database: a year of the chain is a few
+    hundred rows here, not a row a store-day; a year by month, twelve."""
     span = (start.isoformat(), end.isoformat())
+
+    def by(alias: str) -> tuple[str, tuple[Any, ...]]:
+        return (f"{alias}.{key}", ()) if isinstance(key, str) else bucket(f"{alias}.day", key)
+
     if category is None:
         where, params = store_where(selection, "d")
+        group, gparams = by("d")
         return {str(r[0]): Sums(*(int(v) for v in r[1:])) for r in tx.all(
-            f"SELECT d.{key}, sum(d.sales), sum(d.items), sum(d.gross), sum(d.discount),"
+            f"SELECT {group}, sum(d.sales), sum(d.items), sum(d.gross), sum(d.discount),"
             " sum(d.amount), sum(d.member_amount), sum(d.refunds), sum(d.refund_items),"
             " sum(d.refund_amount), sum(d.member_refund_amount) FROM store_days d"
-            f" WHERE {where} AND d.day >= ? AND d.day <= ? GROUP BY d.{key}",
-            (*params, *span))}
+            f" WHERE {where} AND d.day >= ? AND d.day <= ? GROUP BY 1",
+            (*gparams, *params, *span))}
     where, params = store_where(selection, "r")
+    group, gparams = by("r")
     out = {str(r[0]): Sums(*(int(v) for v in r[1:])) for r in tx.all(
-        f"SELECT r.{key}, sum(r.sales), sum(r.items), sum(r.gross), sum(r.discount),"
+        f"SELECT {group}, sum(r.sales), sum(r.items), sum(r.gross), sum(r.discount),"
         " sum(r.amount), sum(r.member_amount), sum(r.refunds), sum(r.refund_items),"
         f" sum(r.refund_amount) FROM daily_rollups r WHERE {where} AND r.category = ?"
-        f" AND r.day >= ? AND r.day <= ? GROUP BY r.{key}", (*params, category, *span))}
+        " AND r.day >= ? AND r.day <= ? GROUP BY 1", (*gparams, *params, category, *span))}
     where, params = store_where(selection, "m")
+    group, gparams = by("m")
     for k, amount in tx.all(
-            f"SELECT m.{key}, sum(m.refund_amount) FROM member_refund_days m WHERE {where}"
-            f" AND m.category = ? AND m.day >= ? AND m.day <= ? GROUP BY m.{key}",
-            (*params, category, *span)):
+            f"SELECT {group}, sum(m.refund_amount) FROM member_refund_days m WHERE {where}"
+            " AND m.category = ? AND m.day >= ? AND m.day <= ? GROUP BY 1",
+            (*gparams, *params, category, *span)):
         out.setdefault(str(k), Sums()).member_refund_amount += int(amount)
     return out
 
@@ -237,15 +246,23 @@ def trend(tx: Tx, scope: Scope, q: ReportQuery, *, now_ms: int, chain_zone: str,
     selection = select_stores(tx, scope, q)
     unsupported(q, "tier", "segment_id")
     ly = q.last_year()
-    now = sums_by(tx, selection, q.start, q.end, q.category, "day")
-    before = sums_by(tx, selection, ly.start, ly.end, q.category, "day")
-    rows = []
-    for label, first, last in cuts:
-        back = ReportQuery(first, last).last_year()
-        s = _total(now.get(d, Sums()) for d in _days(first, last))
-        b = _total(before.get(d, Sums()) for d in _days(back.start, back.end))
-        rows.append([label, first.isoformat(), last.isoformat(), *s.figures(), b.sales, b.net,
-                     growth(s.net, b.net)])
+    backs = [(label, *ReportQuery(first, last).last_year().span) for label, first, last in cuts]
+    if grain == "day":
+        now = sums_by(tx, selection, q.start, q.end, q.category, "day")
+        before = sums_by(tx, selection, ly.start, ly.end, q.category, "day")
+        # 29 February's day last year is the 28th, and so is the 28th's.
+        pairs = [(now.get(label, Sums()), before.get(back.isoformat(), Sums()))
+                 for label, back, _last in backs]
+    else:
+        # Each day summed into its week or month by the database: a year by month is 12 rows
+        # of each year, where adding 730 days up here was 3 ms of a store's 4.4 on SQLite. A
+        # week's last year starting on a 29 February's 28th: that day in the week before.
+        now = sums_by(tx, selection, q.start, q.end, q.category, cuts)
+        before = sums_by(tx, selection, ly.start, ly.end, q.category, backs)
+        pairs = [(now.get(label, Sums()), before.get(label, Sums())) for label, _f, _l in cuts]
+    rows = [[label, first.isoformat(), last.isoformat(), *s.figures(), b.sales, b.net,
+             growth(s.net, b.net)] for (label, first, last), (s, b) in zip(cuts, pairs,
+                                                                          strict=True)]
     table = Table("trend", [("period", "text"), ("first", "date"), ("last", "date"), *FIGURES,
                             *LAST_YEAR], rows)
     return report("sales_trend", q, [table, *places_tables(
