@@ -214,7 +214,7 @@ def periods(q: ReportQuery, grain: str) -> list[tuple[str, date, date]]:
 
 def bucket(column: str, cuts: list[tuple[str, date, date]]) -> tuple[str, tuple[Any, ...]]:
     """SQL: the label of the cut a day (``column``, inside the period) falls in; ``cuts`` in
-    order, each starting the day after the one before ends."""
+    order, each starting the day after the one before ends (a day in two: the first's)."""
     whens = " ".join(f"WHEN {column} <= ? THEN ?" for _ in cuts)
     return f"CASE {whens} END", tuple(v for label, _first, last in cuts
                                       for v in (last.isoformat(), label))
