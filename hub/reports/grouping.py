@@ -6,6 +6,10 @@ scan returns: it guesses about one in eighty, so a GROUP BY over a million membe
 where hashing them takes 0.3 s. For the statements that group a chain's members, the planner is
 told not to sort, for that statement only (``SET LOCAL`` and back, inside the read's own
 transaction). SQLite groups with its own b-tree and needs nothing.
+
+Since hub schema 29 the planner counts half of a policed table's rows, and the chain's member
+structure hashes without being told (p50 480–499 ms either way, 1M members). The funnel's
+year of cohort still gains from it: 899 and 919 ms against 1,037 and 991.
 """
 
 from __future__ import annotations
