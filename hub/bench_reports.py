@@ -93,7 +93,8 @@ PARAMS = {
                   " none (the hub never runs ANALYZE)",
     "floor": "one bare SQL statement per report and scope: the report's main figure from the"
              " rollup it reads, for the same period and stores, read as the hub's own reads"
-             " (no row-level security), in the same run, alternated with the report",
+             " (on PostgreSQL HQ's role with the scope 'all', where each policy holds at its"
+             " first test), in the same run, alternated with the report",
 }
 # Per report: the period (days ending today) and grain a page asks for. The console's default
 # period, except the sales reports a manager reads over a year.
