@@ -10,11 +10,10 @@ from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
-from hub.api.console import authoring
+from hub.api.console import assets, authoring
 from hub.api.console import pages as console
 from hub.api.deps import UNAUTHORIZED, session_valid, token_valid
 from hub.api.routes import (
@@ -64,8 +63,7 @@ def create_app(hub: Hub) -> FastAPI:
     # without one to sign in) and their files, all served from the package (no internet).
     app.include_router(console.router)
     app.include_router(authoring.router)
-    app.mount(f"{console.PREFIX}/static", StaticFiles(directory=console.HERE / "static"),
-              name="console-static")
+    app.mount(f"{console.PREFIX}/static", assets.Files(), name="console-static")
     # No body is read without HQ's token, and bodies are counted as they arrive against
     # ``[api] max_request_bytes`` (protocol.http_guard, as on the POS API).
     guard(app, token_valid=lambda given: token_valid(hub, given),

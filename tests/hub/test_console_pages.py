@@ -6,7 +6,9 @@ routes answer in the report shape and export files the figures of the report."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 import typing
 from datetime import timedelta
 from typing import Any
@@ -17,7 +19,7 @@ from fastapi.routing import APIRoute
 from openpyxl import load_workbook
 
 from hub.api.app import create_app
-from hub.api.console import authoring, authoring_words, i18n
+from hub.api.console import assets, authoring, authoring_words, i18n
 from hub.api.console import pages as console
 from hub.app import Hub
 from hub.auth import roles, users
@@ -166,3 +168,33 @@ def test_the_authoring_pages_words_are_in_both_languages() -> None:
 
     assert set(authoring._SCRIPT_KEYS) == ({f"trigger_{k}" for k in kinds(Trigger)}
                                            | {f"step_{k}" for k in kinds(Action)})
+
+
+async def test_the_console_files_are_named_by_their_content_and_kept_while_it_holds(
+        tmp_path: Any) -> None:
+    cfg = HubConfig.model_validate({"hub": {"database": str(tmp_path / "hub.db"),
+                                            "data_dir": str(tmp_path)},
+                                    "broker": {"embedded_port": 0}})
+    async with Hub(cfg) as hub:
+        app = create_app(hub)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://hub") as client:
+            page = (await client.get(f"{console.PREFIX}/sign-in")).text
+            named = re.findall(r'(?:href|src)="(/console/static/([\w.]+)\?v=(\w+))"', page)
+            assert {name for _u, name, _v in named} == {"console.css", "console.js"}
+            for address, name, version in named:
+                body = (assets.HERE / name).read_bytes()
+                assert version == hashlib.sha256(body).hexdigest()[:12]
+                got = await client.get(address)
+                assert got.status_code == 200 and got.content == body
+                assert got.headers["cache-control"] == assets.KEPT
+                # Asked again with the ETag: still the current name, still kept.
+                again = await client.get(address, headers={"If-None-Match": got.headers["etag"]})
+                assert again.status_code == 304 and again.headers["cache-control"] == assets.KEPT
+                # Without the digest or with another (a page from before an upgrade): the
+                # browser must ask each time.
+                for other in (f"/console/static/{name}", f"/console/static/{name}?v=0123456789ab"):
+                    got = await client.get(other)
+                    assert got.status_code == 200 and got.content == body
+                    assert got.headers["cache-control"] == assets.ASKED_AGAIN
+            assert (await client.get("/console/static/nothing.js?v=1")).status_code == 404

@@ -25,7 +25,7 @@ from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from hub.api.console import charts, fleet_view, i18n
+from hub.api.console import assets, charts, fleet_view, i18n
 from hub.api.deps import get_hub, grant
 from hub.api.routes import audit_log as audit_routes
 from hub.api.routes import campaign_effect as campaign_effect_routes
@@ -87,7 +87,8 @@ def when(ms: int | None, zone: str = "Asia/Shanghai") -> str:
     return datetime.fromtimestamp(ms / 1000, ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M")
 
 
-templates.env.globals.update(cell=cell, money=money, when=when, t=i18n.t, word=i18n.value)
+templates.env.globals.update(cell=cell, money=money, when=when, t=i18n.t, word=i18n.value,
+                             asset=lambda name: assets.url(PREFIX, name))
 
 
 def page_access(permission: str) -> Callable[..., Awaitable[Access]]:
