@@ -3,6 +3,7 @@ without a purchase, values net of refunds, runs kept with cuts and movement, rep
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from edge.service import EdgeService
-from hub.core.db import HubDatabase
+from hub.core.db import HubDatabase, Tx
 from hub.core.projections import ProjectionRunner
 from hub.ledger.apply import apply_batch
 from hub.members import rfm
@@ -197,3 +198,37 @@ async def test_the_database_scores_as_the_rule_says(hub_db: HubDatabase,
         assert moved["movement"][dim] == matrix
     assert moved["directory_churn"] == sum(
         1 for member, e in now.items() if e["group"] != expected[member]["group"]) > 0
+
+
+async def test_the_rf_grid_is_kept_with_the_run_and_counted_for_a_run_kept_without(
+        tmp_path: Path, hub_db: HubDatabase) -> None:
+    await _chain(tmp_path, hub_db)
+    done = await hub_db.transaction(
+        lambda tx: rfm.run(tx, rfm.RfmParams(as_of=AS_OF, window_days=365), 1))
+    run_id = done["run_id"]
+    assert rfm.RF_GRID not in done  # the run's view: the grid has its own route
+
+    def counted(tx: Tx) -> list[list[int]]:
+        grid = [[0] * 6 for _ in range(6)]
+        for r, f, n in tx.all("SELECT r, f, count(*) FROM rfm_scores WHERE run_id = ?"
+                              " GROUP BY r, f", (run_id,)):
+            grid[int(r)][int(f)] = int(n)
+        return grid
+
+    rows = await hub_db.read(counted)
+    assert sum(map(sum, rows)) == 6 and rows[0][0] == 2  # never or only before the window
+    kept = await hub_db.read(lambda tx: rfm.rf_grid(tx, run_id))
+    assert kept == rows
+    # The kept grid is what is read: a run's summary is not recounted on each view ...
+    summary = json.loads(await hub_db.read(lambda tx: tx.scalar(
+        "SELECT summary FROM rfm_runs WHERE run_id = ?", (run_id,))))
+    assert summary[rfm.RF_GRID] == rows
+    summary[rfm.RF_GRID][5][5] += 1
+    await hub_db.transaction(lambda tx: tx.execute(
+        "UPDATE rfm_runs SET summary = ? WHERE run_id = ?", (json.dumps(summary), run_id)))
+    assert (await hub_db.read(lambda tx: rfm.rf_grid(tx, run_id)))[5][5] == rows[5][5] + 1
+    # ... and a run kept before grids were kept is counted from its rows.
+    del summary[rfm.RF_GRID]
+    await hub_db.transaction(lambda tx: tx.execute(
+        "UPDATE rfm_runs SET summary = ? WHERE run_id = ?", (json.dumps(summary), run_id)))
+    assert await hub_db.read(lambda tx: rfm.rf_grid(tx, run_id)) == rows
