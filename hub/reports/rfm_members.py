@@ -50,7 +50,10 @@ def history(tx: Tx, scope: Scope, member_id: str) -> list[dict[str, Any]]:
     member = canonical(tx, member_id)
     in_scope(scope, tx, member)
     names = rfm.group_names(tx)
+    # By key, run by run: the runs' ids as a list the key is searched with. Joined from the
+    # runs instead, SQLite (no statistics) read every score of every run to find the
+    # member's: ~95 ms of a member's card at a million members.
     return [{"run_id": r[12], "as_of": r[13], **_row(r, names)} for r in tx.all(
-        f"SELECT {_COLUMNS}, s.run_id, u.as_of FROM rfm_runs u JOIN rfm_scores s"
-        " ON s.run_id = u.run_id AND s.member_id = ? ORDER BY u.created_ms, u.run_id",
-        (member,))]
+        f"SELECT {_COLUMNS}, s.run_id, u.as_of FROM rfm_scores s JOIN rfm_runs u"
+        " ON u.run_id = s.run_id WHERE s.run_id IN (SELECT run_id FROM rfm_runs)"
+        " AND s.member_id = ? ORDER BY u.created_ms, u.run_id", (member,))]

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from hub.auth import roles, users
+from hub.auth.scope import Scope
+from hub.auth.tokens import Principal
 from hub.core import db as hub_db_mod
+from hub.core.clock import now_ms
 from hub.core.db import HubDatabase, Tx
 from hub.core.schema import LATEST, migrate
+from hub.members.tiers import TierRules
+from hub.reports import member360
+from provisioning import demo_history
 
 
 async def test_wal_is_checkpointed_beside_the_writer_not_inside_a_commit(tmp_path: Path) -> None:
@@ -197,3 +209,56 @@ async def test_schema_7_numbers_the_log_in_the_order_it_was_written(hub_url: str
     async with HubDatabase(hub_url) as db:
         await db.transaction(at_6)
         assert await db.transaction(after) == [*written, ("S001", 3)]
+
+
+# Tables a member's card may read whole: a chain holds a few of each (runs, segments,
+# journeys, roles, group names), never one per member or per sale.
+SMALL = {"rfm_runs", "rfm_group_names", "segments", "journeys", "roles", "stores", "users",
+         "tiers", "tags", "hq_tags"}
+
+
+async def test_a_member_card_reads_by_key_not_by_a_scan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The member 360 card (HQ's and a store manager's) reads each of the member's rows by
+    key. Two of its reads once went through a whole table: the member's RFM history every
+    score of every run (~95 ms a card at a million members) and their coupons every coupon
+    (~35 ms at 300,000)."""
+    async with HubDatabase(f"sqlite:///{tmp_path / 'hub.db'}") as db:
+        await db.transaction(migrate)
+        await demo_history.seed(db, members=40, days=60)
+        home = demo_history.STORES[0][0]
+        member = await db.read(lambda tx: tx.scalar(
+            "SELECT member_id FROM members WHERE home_store = ? AND merged_into IS NULL"
+            " ORDER BY member_id LIMIT 1", (home,)))
+        said: list[tuple[str, tuple[Any, ...]]] = []
+        execute = Tx.execute
+
+        def recorded(self: Tx, sql: str, params: Sequence[Any] = ()) -> Any:
+            if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                said.append((sql, tuple(params)))
+            return execute(self, sql, params)
+
+        for username in ("admin", home.lower()):  # HQ, and the manager of their store
+            def card(tx: Tx, username: str = username) -> Any:
+                user = users.get(tx, username)
+                scope = Scope(Principal(user, roles.load(tx)[user.role], None))
+                monkeypatch.setattr(Tx, "execute", recorded)
+                try:
+                    return member360.card(tx, scope, member, rules=TierRules(), now_ms=now_ms(),
+                                          zone="Asia/Shanghai")
+                finally:
+                    monkeypatch.setattr(Tx, "execute", execute)
+
+            assert (await db.read(card))["member"]["member_id"] == member
+        assert len(said) > 15
+
+        def scans(tx: Tx) -> list[str]:
+            out = []
+            for sql, params in said:
+                for row in tx.all(f"EXPLAIN QUERY PLAN {sql}", params):
+                    found = re.match(r"SCAN (\w+)", str(row[3]))
+                    if found and found.group(1) not in SMALL:
+                        out.append(f"{row[3]}: {' '.join(sql.split())[:120]}")
+            return out
+
+        assert await db.read(scans) == []
