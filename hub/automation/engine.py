@@ -51,7 +51,7 @@ from hub.core.db import HubDatabase, Tx, in_chunks, marks
 from hub.ledger import hq_events
 from hub.ledger.hq_events import Merge
 from hub.members import segments, tags
-from hub.members.identity import canonical
+from hub.members.identity import canonical_all
 from hub.notify import outbox
 from hub.stores.registry import HQ
 from protocol.codec import decode
@@ -202,7 +202,7 @@ class JourneyEngine:
                 cursor = int(seq)
         # An id merged into another since it was logged is that member now (a date-driven
         # journey reads live members only: nothing to follow there).
-        now_is = {m: canonical(tx, m) for m in {e.member_id for e in entries}}
+        now_is = canonical_all(tx, (e.member_id for e in entries))
         entries = [Entry(now_is[e.member_id], e.occasion, e.due_ms, e.context) for e in entries]
         more = len(rows) == ENTER_PAGE
         if not more:

@@ -38,7 +38,7 @@ from hub.core.db import HubDatabase, Tx, in_chunks
 from hub.core.schema import counter, next_counter
 from hub.members import directory, lifecycle, segments
 from hub.members.conditions import ConditionError, compile_condition
-from hub.members.identity import canonical
+from hub.members.identity import canonical_all
 
 log = logging.getLogger("membergate.hub.segments")
 
@@ -180,7 +180,7 @@ class SegmentKeeper:
         ids.update(str(r[0]) for r in marked)
         # Each id, and the member it now is (a merged id leaves its segments, its survivor
         # is looked at again).
-        ids |= {canonical(tx, m) for m in ids}
+        ids |= set(canonical_all(tx, ids).values())
         moved = lifecycle.update_members(tx, self.rules, today, self.zone, ids)
         mark(tx, moved)
         directory.touch(tx, moved)  # the stage travels to the stores

@@ -16,7 +16,7 @@ from typing import Any
 
 from hub.core.db import Tx, in_chunks
 from hub.members import directory
-from hub.members.identity import canonical
+from hub.members.identity import canonical_all
 from hub.members.segment_keeper import mark
 from protocol.errors import ServiceError
 
@@ -79,7 +79,7 @@ def set_hq(tx: Tx, member_ids: list[str], add: list[str], remove: list[str], by:
             raise ServiceError("unknown_tag", f"tag {tag!r} is not in the catalogue", 422)
         if tx.scalar("SELECT 1 FROM segments WHERE tag = ? AND state = 'active'", (tag,)):
             raise ServiceError("tag_has_rule", f"tag {tag!r} is kept by a rule", 409)
-    members = sorted({canonical(tx, m) for m in member_ids})
+    members = sorted(set(canonical_all(tx, member_ids).values()))
     found: set[str] = set()
     for chunk, marks in in_chunks(members):
         found.update(str(r[0]) for r in tx.all(
