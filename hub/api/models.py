@@ -66,6 +66,7 @@ class JobStatus(BaseModel):
     failures: int
     last_run_ms: int | None
     last_error: str | None
+    at_start: bool  # it runs once right after the hub starts (then on its schedule)
 
 
 class ProjectionLag(BaseModel):

@@ -105,7 +105,8 @@ class Scheduler:
 
     def status(self) -> dict[str, dict[str, object]]:
         return {j.name: {"runs": j.runs, "failures": j.failures, "last_run_ms": j.last_run_ms,
-                         "last_error": j.last_error} for j in self.jobs.values()}
+                         "last_error": j.last_error, "at_start": j.at_start}
+                for j in self.jobs.values()}
 
     async def __aenter__(self) -> Scheduler:
         self._running = True

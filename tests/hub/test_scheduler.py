@@ -39,3 +39,20 @@ async def test_a_job_that_swallows_the_stopping_cancel_is_stopped_all_the_same(
         await asyncio.wait({exiting}, timeout=1)
     assert done, "the scheduler's stop waited on a job that had swallowed its cancel"
     assert running.done() and swallowed == 1 and scheduler.jobs["swallowing"].runs == 1
+
+
+async def test_the_status_says_which_jobs_run_at_start_and_whether_they_have() -> None:
+    ran = asyncio.Event()
+
+    async def job() -> None:
+        ran.set()
+
+    scheduler = Scheduler()
+    scheduler.add(Job("now", job, interval_s=3600))
+    scheduler.add(Job("later", job, interval_s=3600, at_start=False))
+    async with scheduler:
+        await asyncio.wait_for(ran.wait(), 5)
+        await asyncio.sleep(0)  # the run's count is kept after the job returns
+        status = scheduler.status()
+    assert {name: (s["at_start"], s["runs"]) for name, s in status.items()} == {
+        "now": (True, 1), "later": (False, 0)}
