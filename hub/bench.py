@@ -53,6 +53,7 @@ import msgpack
 from hub import extensions
 from hub.app import READ_YIELD_S
 from hub.bench_journeys import measure_journeys
+from hub.bench_pages import CHROMIUM, measure_pages, measure_pages_postgres
 from hub.bench_reports import measure_reports, measure_reports_postgres
 from hub.bench_rfm import measure_rfm, measure_rfm_postgres
 from hub.bench_scope import measure_scope, measure_scope_postgres
@@ -651,7 +652,8 @@ def _why(exc: BaseException) -> str:
 def failed(result: dict[str, Any]) -> list[str]:
     """The parts of a ``run_bench`` result that broke (empty when every part ran or was
     skipped or unavailable)."""
-    return [k for k in ("postgres", "drain", "journeys", "reports", "reports_postgres")
+    return [k for k in ("postgres", "drain", "journeys", "reports", "reports_postgres", "pages",
+                        "pages_postgres")
             if str(result.get(k, "")).startswith("failed")]
 
 
@@ -661,7 +663,8 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
               scope_members: int = 1_000_000, rfm_members: int = 1_000_000,
               segment_members: int = 100_000, segment_count: int = 1000,
               journey_members: int = 1_000_000, dispatch_messages: int = 5000,
-              report_members: int = 1_000_000) -> dict[str, Any]:
+              report_members: int = 1_000_000, page_members: int = 1_000_000,
+              chromium: str = CHROMIUM) -> dict[str, Any]:
     """Every figure in one dict (see the module docstring). ``postgres_url`` None skips the
     PostgreSQL merge; ``drain_events`` 0 skips the drain."""
     if stores < 1 or events < stores:
@@ -786,6 +789,28 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
                     result.update(figures)
                 except Exception as exc:
                     result["reports_postgres"] = f"failed: {_why(exc)}"
+
+        # The console's pages in Chromium over the same fill (``hub.bench_pages``): on SQLite
+        # the reports' database when it holds as many members, on PostgreSQL a fill of its own
+        # (the reports' throwaway database is gone by now).
+        if page_members > 0:
+            reuse = report_members == page_members and "reports" not in result
+            db_file = tmp / ("reports.db" if reuse else "pages.db")
+            try:
+                figures = measure_pages(f"sqlite:///{db_file}", page_members, stores=stores,
+                                        seed=seed, filled=reuse, chromium=chromium)
+                result["params"]["pages"] = figures.pop("page_params")
+                result.update(figures)
+            except Exception as exc:
+                result["pages"] = f"failed: {_why(exc)}"
+            if postgres_url is not None:
+                try:
+                    figures = measure_pages_postgres(postgres_url, page_members, stores=stores,
+                                                     seed=seed, chromium=chromium)
+                    figures.pop("page_params_postgres")  # the same as SQLite's
+                    result.update(figures)
+                except Exception as exc:
+                    result["pages_postgres"] = f"failed: {_why(exc)}"
 
         # What 1,000 active segments cost the keeper (``hub.bench_segments``).
         if segment_members > 0 and segment_count > 0:

@@ -47,7 +47,8 @@ from hub.core.schema import (
     migrate,
     store_members_rows,
 )
-from hub.members.rfm import RfmParams
+from hub.members.rfm import RF_GRID, RfmParams
+from hub.projections.catalog import projections
 from hub.reports import catalog
 from hub.reports.period import ReportQuery
 
@@ -181,6 +182,9 @@ def _store(n: int) -> str:
     return f"S{n:03d}"
 
 
+MANAGED_STORE = _store(1)  # the store manager's store (and the first of the region's)
+
+
 def _region(plan: _Plan, n: int) -> str:
     return f"R{(n - 1) % plan.regions + 1}"
 
@@ -208,6 +212,12 @@ def _setup(tx: Tx, plan: _Plan) -> int:
     tx.executemany("INSERT INTO events(store_id, epoch, seq, event_id, hlc, type, member_id,"
                    " payload) VALUES (?, 1, 1, ?, ?, 'sale.finalized', NULL, ?)",
                    [(_store(n), f"bench-{n}", NOW_MS << 16, b"\x80") for n in weights])
+    # The read models are filled straight, not projected from these rows (which hold no
+    # event): every projection is at the head of the log, as a hub's would be, so a hub run
+    # over the fill (``hub.bench_pages``) has nothing to project.
+    head = tx.scalar("SELECT max(pos) FROM events", default=0)
+    tx.executemany("INSERT INTO projection_checkpoints(name, pos, synced_ms) VALUES (?, ?, ?)",
+                   [(p.name, head, NOW_MS) for p in projections(ZONE)])
     key = plan.int_key
     tx.execute(f"CREATE TEMP TABLE b_nums (i {key})")
     tx.executemany("INSERT INTO b_nums(i) VALUES (?)", [(i,) for i in range(SLOTS)])
@@ -549,8 +559,12 @@ def _lifecycle_and_rfm(tx: Tx, plan: _Plan) -> int:
             sizes[d][str(int(s))] = int(n)
     groups = {str(g): int(n) for g, n in tx.all(
         "SELECT grp, count(*) FROM rfm_scores WHERE run_id = ? GROUP BY grp", (run_id,))}
+    grid = [[0] * 6 for _ in range(6)]  # kept with a run as ``hub.members.rfm`` keeps it
+    for r, f, n in tx.all("SELECT r, f, count(*) FROM rfm_scores WHERE run_id = ?"
+                          " GROUP BY r, f", (run_id,)):
+        grid[int(r)][int(f)] = int(n)
     summary = {"cuts": {}, "sizes": sizes, "groups": groups, "movement": {},
-               "directory_churn": 0}
+               "directory_churn": 0, RF_GRID: grid}
     tx.execute("INSERT INTO rfm_runs(run_id, as_of, params, created_ms, members, previous_run,"
                " summary) VALUES (?, ?, ?, ?, ?, NULL, ?)",
                (run_id, RFM_AS_OF.isoformat(), RfmParams(as_of=RFM_AS_OF).model_dump_json(),
@@ -723,7 +737,7 @@ def _users(tx: Tx, plan: _Plan) -> int:
     """The three callers: HQ, the manager of S001's region and of S001."""
     for level, (username, role) in USERS.items():
         users.add(tx, username=username, role=role, password_hash=None, now_ms=NOW_MS,
-                  stores=[_store(1)] if level == "store" else None,
+                  stores=[MANAGED_STORE] if level == "store" else None,
                   regions=[_region(plan, 1)] if level == "region" else None)
     for table in ("b_coupons", "b_mem", "b_skus", "b_cats", "b_hours", "b_days", "b_stores",
                   "b_nums"):
@@ -1018,7 +1032,7 @@ async def _measure_all(url: str, days: int, runs: int, budget_s: float,
                   for level, (username, _role) in USERS.items()}
         region = await db.read(lambda tx: [str(r[0]) for r in tx.all(
             "SELECT store_id FROM stores WHERE region = ? ORDER BY store_id", ("R1",))])
-        stores: dict[str, list[str] | None] = {"store": [_store(1)], "region": region,
+        stores: dict[str, list[str] | None] = {"store": [MANAGED_STORE], "region": region,
                                                "chain": None}
         out: dict[str, Any] = {}
         for slug, kind in catalog.KINDS.items():
@@ -1068,6 +1082,19 @@ def _summary(reports: dict[str, Any]) -> dict[str, Any]:
             "report_misses": misses}
 
 
+def vacuum_analyze(url: str) -> float:
+    """What autovacuum keeps on a live PostgreSQL database, after the fill: statistics, and the
+    visibility map that lets the covering indexes answer alone. Returns the database's MiB."""
+    import psycopg
+
+    t = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+    _say(f"VACUUM ANALYZE: {time.perf_counter() - t:.1f} s")
+    return float(size[0] if size else 0) / 2**20
+
+
 def _measure(url: str, members: int, stores: int, days: int, seed: int, runs: int,
              budget_s: float, only: Sequence[str] | None = None) -> dict[str, Any]:
     db = HubDatabase(url).open_sync()
@@ -1078,16 +1105,7 @@ def _measure(url: str, members: int, stores: int, days: int, seed: int, runs: in
     finally:
         db.close_sync()
     if url.startswith(("postgres://", "postgresql://")):
-        import psycopg
-
-        # What autovacuum keeps on a live database: statistics, and the visibility map that
-        # lets the covering indexes answer alone.
-        t = time.perf_counter()
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("VACUUM ANALYZE")
-            size_mb = conn.execute("SELECT pg_database_size(current_database())"
-                                   ).fetchone()[0] / 2**20  # type: ignore[index]
-        _say(f"VACUUM ANALYZE: {time.perf_counter() - t:.1f} s")
+        size_mb = vacuum_analyze(url)
     else:
         path = url.removeprefix("sqlite:///").removeprefix("sqlite://")
         size_mb = sum(os.path.getsize(f"{path}{s}") for s in ("", "-wal")
@@ -1105,7 +1123,7 @@ def _measure(url: str, members: int, stores: int, days: int, seed: int, runs: in
                                       " after one untimed; p95 nearest rank",
                               "periods": {k: f"{min(n, days)} days to {TODAY}, {g}"
                                           for k, (n, g) in PERIODS.items()},
-                              "scopes": {"store": f"store_manager of {_store(1)}",
+                              "scopes": {"store": f"store_manager of {MANAGED_STORE}",
                                          "region": "region_manager of R1",
                                          "chain": "hq_admin"},
                               "rows": rows,

@@ -370,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
                        help="members for the consolidated reports' figures (report_*: every"
                             " report for a store, a region and HQ over a year of sales at"
                             " --stores stores, against one bare SQL statement each); 0: skip")
+    bench.add_argument("--page-members", type=int, default=1_000_000,
+                       help="members for the console's page figures (page_load_*: every page"
+                            " each of the report bench's callers may open, loaded in Chromium"
+                            " from a running hub); 0: skip")
+    bench.add_argument("--chromium",
+                       help="the Chromium the page figures drive (default: Debian's,"
+                            " /usr/bin/chromium)")
     bench.add_argument("--workdir", help="keep the bench databases here (default: temp, removed)")
     bench.add_argument("--breakdown", action="store_true",
                        help="also apply the merge's batches alone with every statement timed:"
@@ -429,7 +436,9 @@ def _command(cfg: HubConfig, args: argparse.Namespace) -> int:
                                 segment_count=args.segments,
                                 journey_members=args.journey_members,
                                 dispatch_messages=args.dispatch_messages,
-                                report_members=args.report_members)
+                                report_members=args.report_members,
+                                page_members=args.page_members,
+                                **({"chromium": args.chromium} if args.chromium else {}))
         print(json.dumps(figures, indent=None if args.json else 2, ensure_ascii=False))
         return 1 if failed(figures) else 0
     plugged = extensions.commands()

@@ -43,7 +43,8 @@ HUB_LAYERS: list[set[str]] = [
     {"app"},
     {"api"},
     {"cli", "bench", "bench_scope", "extensions", "campaign_push", "users_cli", "backup",
-     "bench_rfm", "bench_segments", "bench_journeys", "messages_cli", "bench_reports"},
+     "bench_rfm", "bench_segments", "bench_journeys", "messages_cli", "bench_reports",
+     "bench_pages"},
 ]
 
 

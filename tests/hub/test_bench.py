@@ -55,7 +55,8 @@ def test_bench_prints_one_json_object_with_every_figure(
                "--workdir", str(tmp_path), "--scope-members", "3000",
                "--rfm-members", "2000", "--segment-members", "2000",
                "--segments", "30", "--journey-members", "3000",
-               "--dispatch-messages", "200", "--report-members", "0"])
+               "--dispatch-messages", "200", "--report-members", "0",
+               "--page-members", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in FIGURES:
@@ -95,7 +96,7 @@ def test_breakdown_says_where_the_apply_time_goes(
                "--no-postgres", "--breakdown", "--workdir", str(tmp_path),
                "--rfm-members", "1000", "--segment-members", "0", "--scope-members", "0",
                "--journey-members", "0", "--dispatch-messages", "0",
-               "--report-members", "0"])
+               "--report-members", "0", "--page-members", "0"])
     result = json.loads(capsys.readouterr().out)
     assert rc == 0, failed(result)
     for key in PROJECTION_FIGURES:  # the projections' catch-up runs without drain or postgres
