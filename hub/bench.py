@@ -794,7 +794,7 @@ def run_bench(*, stores: int = 50, events: int = 200_000, drain_events: int = 10
         # the reports' database when it holds as many members, on PostgreSQL a fill of its own
         # (the reports' throwaway database is gone by now).
         if page_members > 0:
-            reuse = report_members == page_members and "reports" not in result
+            reuse = report_members == page_members and "reports" not in failed(result)
             db_file = tmp / ("reports.db" if reuse else "pages.db")
             try:
                 figures = measure_pages(f"sqlite:///{db_file}", page_members, stores=stores,

@@ -36,11 +36,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from hub.auth import passwords, users
+from hub.auth import passwords, roles, users
 from hub.bench_reports import (
     LEVELS,
     MANAGED_STORE,
@@ -70,39 +71,45 @@ class PageFailed(RuntimeError):
 class Page:
     name: str
     path: str  # under the hub's base URL, with its query
-    permission: str  # what the role needs to open it (the console route's)
+
+    @property
+    def permission(self) -> str:
+        """What a role needs to open it: what its console route names."""
+        from fastapi.routing import APIRoute
+
+        from hub.api.console import authoring
+        from hub.api.console import pages as console
+
+        route_path = urlsplit(self.path).path
+        for router in (console.router, authoring.router):
+            for route in router.routes:
+                if isinstance(route, APIRoute) and "GET" in (route.methods or ()) and \
+                        route.path_regex.match(route_path):
+                    named = [getattr(d.call, "permission", None)
+                             for d in route.dependant.dependencies]
+                    return str(next(p for p in named if p is not None))
+        raise LookupError(f"no console page at {route_path}")
 
 
-def _period(slug: str) -> dict[str, str]:
+def _period(slug: str) -> str:
     length, grain = PERIODS[slug]
-    start = TODAY.toordinal() - length + 1
-    return {"start": type(TODAY).fromordinal(start).isoformat(), "end": TODAY.isoformat(),
-            "grain": grain}
+    return urlencode({"start": (TODAY - timedelta(days=length - 1)).isoformat(),
+                      "end": TODAY.isoformat(), "grain": grain})
 
 
 def pages(member_id: str, phone: str) -> list[Page]:
     """Every console page worth a figure, as each would be opened: the reports over the report
     bench's periods; the member search by a phone and that member's card (a member of the
     store manager's store, so every caller may open it)."""
-    reports = [Page("dashboard", "/console/dashboard?" + urlencode(_period("dashboard")),
-                    "reports.read"),
-               Page("campaigns", "/console/campaigns?" + urlencode(_period("campaigns")),
-                    "reports.read")]
-    reports += [Page(slug, f"/console/reports/{slug}?" + urlencode(_period(slug)),
-                     "reports.read")
-                for slug in catalog.KINDS if slug not in ("dashboard", "campaigns")]
-    return [*reports,
-            Page("reports", "/console/reports", "reports.read"),
-            Page("member_search", "/console/members?" + urlencode({"phone": phone}),
-                 "members.read"),
-            Page("member", f"/console/members/{member_id}", "members.read"),
-            Page("segments", "/console/segments", "members.read"),
-            Page("rfm", "/console/rfm", "rfm.run"),
-            Page("journeys", "/console/journeys", "members.read"),
-            Page("bundles", "/console/campaigns/bundles", "reports.read"),
-            Page("fleet", "/console/fleet", "status.read"),
-            Page("users", "/console/users", "users.manage"),
-            Page("audit", "/console/audit", "auditlog.read")]
+    own = {"dashboard": "/console/dashboard", "campaigns": "/console/campaigns"}
+    return [*(Page(slug, f"{own.get(slug, f'/console/reports/{slug}')}?{_period(slug)}")
+              for slug in catalog.KINDS),
+            Page("reports", "/console/reports"),
+            Page("member_search", "/console/members?" + urlencode({"phone": phone})),
+            Page("member", f"/console/members/{member_id}"),
+            *(Page(name, f"/console/{name}") for name in ("segments", "rfm", "journeys")),
+            Page("bundles", "/console/campaigns/bundles"),
+            *(Page(name, f"/console/{name}") for name in ("fleet", "users", "audit"))]
 
 
 def _p95(samples: Sequence[float]) -> float:
@@ -113,8 +120,6 @@ def _p95(samples: Sequence[float]) -> float:
 def _sign_ins(tx: Tx, password: str) -> dict[str, Any]:
     """The three callers get ``password`` (the fill makes them without one); returns the
     member whose card and phone the member pages open, and what each caller may open."""
-    from hub.auth import roles
-
     for username, _role in USERS.values():
         users.set_password(tx, username, passwords.hash_password(password), NOW_MS)
     found = tx.one("SELECT member_id, phone FROM members WHERE home_store = ? AND merged_into"
@@ -201,6 +206,7 @@ def settled(base: str, username: str, password: str, timeout_s: float = SETTLE_S
             with opener.open(f"{base}/v1/status", timeout=60) as answer:
                 jobs = json.load(answer)["jobs"]
         except (TimeoutError, urllib.error.URLError):
+            time.sleep(0.5)
             continue
         waiting = sorted(name for name, job in jobs.items()
                          if job["at_start"] and job["runs"] == 0)
@@ -305,7 +311,7 @@ def _say(text: str) -> None:
 
 
 def _summary(timed: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The slowest page of each caller, and the slowest page that is not a report."""
+    """The slowest page of each caller, and which it is."""
     out: dict[str, Any] = {}
     worst: dict[str, str] = {}
     for level, figures in timed.items():
