@@ -449,10 +449,15 @@ class Hub:
         return str(done["run_id"])
 
     async def recompute_tiers(self) -> int:
-        """Every member's tier from their spend in the window; changes go down to the stores."""
-        rules = self.config.tiers
-        count = await self.db.transaction(
-            lambda tx: tiers.recompute_all(tx, rules, now_ms(), self.chain_zone))
+        """Every member's tier from their spend in the window, a page of members a
+        transaction (``tiers.TIER_PAGE``); changes go down to the stores."""
+        rules, now, count = self.config.tiers, now_ms(), 0
+        after: str | None = ""
+        while after is not None:
+            changed, after = await self.db.transaction(functools.partial(
+                tiers.recompute_page, rules=rules, now_ms=now, zone=self.chain_zone,
+                after=after))
+            count += len(changed)
         if count:
             self.link.directory_moved()
         return count
