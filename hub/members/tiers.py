@@ -138,7 +138,7 @@ def tier_changes(tx: Tx, rules: TierRules, now_ms: int, member_ids: list[str] | 
 
 # Live members a transaction in the daily run. The hub runs it a page a transaction, so that
 # a batch or a sign-in waits for one page, not for every member (at 1M on PostgreSQL the
-# whole run held the writer ~8 s). A page reads and writes its members in one transaction, as
+# whole run held the writer 8-16 s). A page reads and writes its members in one transaction, as
 # a batch does, so neither overwrites the other's newer tier.
 TIER_PAGE = 20_000
 
