@@ -34,13 +34,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from fastapi.routing import APIRoute
+
+from hub.api.console import authoring
+from hub.api.console import pages as console
 from hub.auth import passwords, roles, users
 from hub.bench_reports import (
     LEVELS,
@@ -50,6 +54,7 @@ from hub.bench_reports import (
     TODAY,
     USERS,
     fill,
+    p95,
     vacuum_analyze,
 )
 from hub.bench_scope import throwaway_postgres
@@ -75,11 +80,6 @@ class Page:
     @property
     def permission(self) -> str:
         """What a role needs to open it: what its console route names."""
-        from fastapi.routing import APIRoute
-
-        from hub.api.console import authoring
-        from hub.api.console import pages as console
-
         route_path = urlsplit(self.path).path
         for router in (console.router, authoring.router):
             for route in router.routes:
@@ -91,18 +91,19 @@ class Page:
         raise LookupError(f"no console page at {route_path}")
 
 
-def _period(slug: str) -> str:
+def _period(slug: str, days: int) -> str:
+    """The report bench's period for ``slug`` over a fill of ``days`` days."""
     length, grain = PERIODS[slug]
-    return urlencode({"start": (TODAY - timedelta(days=length - 1)).isoformat(),
+    return urlencode({"start": (TODAY - timedelta(days=min(length, days) - 1)).isoformat(),
                       "end": TODAY.isoformat(), "grain": grain})
 
 
-def pages(member_id: str, phone: str) -> list[Page]:
+def pages(member_id: str, phone: str, days: int = 365) -> list[Page]:
     """Every console page worth a figure, as each would be opened: the reports over the report
     bench's periods; the member search by a phone and that member's card (a member of the
     store manager's store, so every caller may open it)."""
     own = {"dashboard": "/console/dashboard", "campaigns": "/console/campaigns"}
-    return [*(Page(slug, f"{own.get(slug, f'/console/reports/{slug}')}?{_period(slug)}")
+    return [*(Page(slug, f"{own.get(slug, f'/console/reports/{slug}')}?{_period(slug, days)}")
               for slug in catalog.KINDS),
             Page("reports", "/console/reports"),
             Page("member_search", "/console/members?" + urlencode({"phone": phone})),
@@ -110,11 +111,6 @@ def pages(member_id: str, phone: str) -> list[Page]:
             *(Page(name, f"/console/{name}") for name in ("segments", "rfm", "journeys")),
             Page("bundles", "/console/campaigns/bundles"),
             *(Page(name, f"/console/{name}") for name in ("fleet", "users", "audit"))]
-
-
-def _p95(samples: Sequence[float]) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
 def _sign_ins(tx: Tx, password: str) -> dict[str, Any]:
@@ -218,7 +214,7 @@ def settled(base: str, username: str, password: str, timeout_s: float = SETTLE_S
 
 
 def _time_pages(base: str, password: str, found: dict[str, Any], runs: int, budget_s: float,
-                chromium: str) -> dict[str, dict[str, Any]]:
+                chromium: str, days: int = 365) -> dict[str, dict[str, Any]]:
     try:
         from playwright.sync_api import Error as PlaywrightError
         from playwright.sync_api import sync_playwright
@@ -228,7 +224,7 @@ def _time_pages(base: str, password: str, found: dict[str, Any], runs: int, budg
     if not os.access(chromium, os.X_OK):
         raise PageFailed(f"no Chromium at {chromium}: apt-get install chromium")
     host = urlsplit(base).netloc
-    listed = pages(found["member_id"], found["phone"])
+    listed = pages(found["member_id"], found["phone"], days)
     out: dict[str, dict[str, Any]] = {}
     with sync_playwright() as pw:
         try:
@@ -302,8 +298,8 @@ def _time_page(page: Any, url: str, runs: int, budget_s: float, watch: _Watch
         if i > 0:
             loads.append(float(timing[0]))
             first_bytes.append(float(timing[1]))
-    return {"p95_ms": round(_p95(loads), 1), "p50_ms": round(sorted(loads)[len(loads) // 2], 1),
-            "first_byte_p95_ms": round(_p95(first_bytes), 1), "runs": len(loads)}
+    return {"p95_ms": round(p95(loads), 1), "p50_ms": round(sorted(loads)[len(loads) // 2], 1),
+            "first_byte_p95_ms": round(p95(first_bytes), 1), "runs": len(loads)}
 
 
 def _say(text: str) -> None:
@@ -346,7 +342,7 @@ def measure_pages(url: str, members: int = 1_000_000, *, stores: int = 50, days:
             _say(f"the hub serves {base}/console/; waiting for its first jobs")
             settle_s = settled(base, USERS["chain"][0], password)
             _say(f"its first jobs ran in {settle_s:.1f} s")
-            timed = _time_pages(base, password, found, runs, budget_s, chromium)
+            timed = _time_pages(base, password, found, runs, budget_s, chromium, days)
         timing_s = time.perf_counter() - t
     return {**_summary(timed), "page_load": timed, "page_members": members,
             "page_fill_s": round(fill_s, 1), "page_hub_jobs_s": round(settle_s, 1),
